@@ -1,0 +1,63 @@
+// Package sample holds one node's status as sendstats reads it from /proc:
+// the structured fields that travel in wire protocol v1 and that recvstats
+// keeps in the shared-memory table. A master never parses /proc text; it
+// only ever sees these fields.
+package sample
+
+import "time"
+
+// Sample is one reading of a node's /proc.
+type Sample struct {
+	Time     time.Time // when the node took the sample (node clock)
+	BootTime time.Time // from /proc/stat btime
+	BootID   [16]byte  // /proc/sys/kernel/random/boot_id; changes on every reboot
+
+	Total Ticks // the aggregate "cpu" line of /proc/stat
+	CPUs  []CPU // one per logical CPU, in /proc/stat order
+
+	Memory Memory
+	Load   Load
+	Net    []NetDev // every device of /proc/net/dev, in file order
+}
+
+// Ticks are cumulative CPU time counters in USER_HZ units (1/100 s), as in
+// /proc/stat.
+type Ticks struct {
+	User, Nice, System, Idle, IOWait, IRQ, SoftIRQ, Steal uint64
+}
+
+// Busy is all time that was not idle or waiting for I/O.
+func (t Ticks) Busy() uint64 {
+	return t.User + t.Nice + t.System + t.IRQ + t.SoftIRQ + t.Steal
+}
+
+// All is the sum of every counter.
+func (t Ticks) All() uint64 {
+	return t.Busy() + t.Idle + t.IOWait
+}
+
+// CPU is one logical processor.
+type CPU struct {
+	Ticks Ticks
+	MHz   float64 // current clock from /proc/cpuinfo; 0 when unknown
+	Model string  // "model name" from /proc/cpuinfo
+}
+
+// Memory is /proc/meminfo in bytes.
+type Memory struct {
+	Total, Free, Available, Buffers, Cached, Shared, SwapTotal, SwapFree uint64
+}
+
+// Load is /proc/loadavg.
+type Load struct {
+	One, Five, Fifteen float64
+	Running, Total     uint32 // runnable and existing scheduling entities
+	LastPID            uint32
+}
+
+// NetDev is one line of /proc/net/dev.
+type NetDev struct {
+	Name                                  string
+	RxBytes, RxPackets, RxErrors, RxDrops uint64
+	TxBytes, TxPackets, TxErrors, TxDrops uint64
+}
