@@ -1,0 +1,224 @@
+package sample
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/procfs"
+)
+
+// DefaultCPUInfoInterval is how often Collect re-reads /proc/cpuinfo.
+// Parsing it costs more than all the other files together (it grows with the
+// CPU count and procfs allocates per field), the model names never change
+// and MHz is informational, so once every 10 s is plenty.
+const DefaultCPUInfoInterval = 10 * time.Second
+
+// Collector reads samples from a /proc tree. It is not safe for concurrent
+// use.
+//
+// The hot files (/proc/stat, /proc/meminfo, /proc/net/dev, /proc/loadavg) are
+// kept open and re-read with pread(2) from offset 0, which regenerates a
+// /proc file without the cost of open(2), and parsed in place without
+// allocating. Measured on a 2-CPU VM, procfs's Stat+Meminfo+NetDev+LoadAvg
+// cost about 90 µs and 290 allocations per sample, most of it open(2),
+// fmt.Sscanf and maps; this path costs a tenth of that. procfs still parses
+// /proc/cpuinfo, whose format differs per architecture, and the tests check
+// every fixture against procfs's reading of the same files.
+type Collector struct {
+	// CPUInfoInterval is how often /proc/cpuinfo is re-read; it is also
+	// re-read whenever /proc/stat shows a CPU it has not described.
+	CPUInfoInterval time.Duration
+
+	fs                             procfs.FS
+	stat, meminfo, netdev, loadavg procFile
+	bootID                         [16]byte
+
+	cpuIDs      []int // /proc/stat CPU numbers of the last sample
+	cpuinfoAt   time.Time
+	mhzByID     []float64
+	modelByID   []string
+	cpuinfoWarn bool // warned once that cpuinfo is unreadable
+}
+
+// NewCollector opens the /proc tree at procRoot ("/proc" on a live system)
+// and checks that a first sample can be read from it.
+func NewCollector(procRoot string) (*Collector, error) {
+	fs, err := procfs.NewFS(procRoot)
+	if err != nil {
+		return nil, err
+	}
+	id, err := ReadBootID(procRoot)
+	if err != nil {
+		return nil, err
+	}
+	c := &Collector{CPUInfoInterval: DefaultCPUInfoInterval, fs: fs, bootID: id}
+	files := []struct {
+		f    *procFile
+		name string
+	}{{&c.stat, "stat"}, {&c.meminfo, "meminfo"}, {&c.netdev, "net/dev"}, {&c.loadavg, "loadavg"}}
+	for _, x := range files {
+		if err := x.f.open(filepath.Join(procRoot, x.name)); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	var s Sample
+	if err := c.Collect(&s); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close releases the open /proc files.
+func (c *Collector) Close() error {
+	return errors.Join(c.stat.close(), c.meminfo.close(), c.netdev.close(), c.loadavg.close())
+}
+
+// Collect fills s with a new reading, reusing s's slices and strings. On
+// error s may be partly overwritten.
+func (c *Collector) Collect(s *Sample) error {
+	s.Time = time.Now()
+	s.BootID = c.bootID
+
+	b, err := c.stat.read()
+	if err != nil {
+		return err
+	}
+	if c.cpuIDs, err = parseStat(b, s, c.cpuIDs[:0]); err != nil {
+		return fmt.Errorf("%s: %w", c.stat.path, err)
+	}
+	c.fillCPUInfo(s)
+
+	if b, err = c.meminfo.read(); err != nil {
+		return err
+	}
+	if err := parseMeminfo(b, &s.Memory); err != nil {
+		return fmt.Errorf("%s: %w", c.meminfo.path, err)
+	}
+	if b, err = c.netdev.read(); err != nil {
+		return err
+	}
+	if s.Net, err = parseNetDev(b, s.Net); err != nil {
+		return fmt.Errorf("%s: %w", c.netdev.path, err)
+	}
+	if b, err = c.loadavg.read(); err != nil {
+		return err
+	}
+	if err := parseLoadavg(b, &s.Load); err != nil {
+		return fmt.Errorf("%s: %w", c.loadavg.path, err)
+	}
+	return nil
+}
+
+// fillCPUInfo sets MHz and model of every CPU, re-reading /proc/cpuinfo
+// when it is due or does not describe a CPU of this sample. Without a
+// readable cpuinfo the sample still goes out, with MHz 0 and no model.
+func (c *Collector) fillCPUInfo(s *Sample) {
+	due := c.cpuinfoAt.IsZero() || s.Time.Sub(c.cpuinfoAt) >= c.CPUInfoInterval
+	for _, id := range c.cpuIDs {
+		if id >= len(c.mhzByID) {
+			due = true
+			break
+		}
+	}
+	if due {
+		c.cpuinfoAt = s.Time
+		if err := c.readCPUInfo(); err != nil && !c.cpuinfoWarn {
+			c.cpuinfoWarn = true
+			slog.Warn("cpuinfo unreadable; CPUs are sent without MHz and model", "err", err)
+		}
+	}
+	for i, id := range c.cpuIDs {
+		cpu := &s.CPUs[i]
+		cpu.MHz, cpu.Model = 0, ""
+		if id < len(c.mhzByID) {
+			cpu.MHz, cpu.Model = c.mhzByID[id], c.modelByID[id]
+		}
+	}
+}
+
+// maxCPUID bounds the tables indexed by CPU number, whatever cpuinfo says.
+const maxCPUID = 1 << 16
+
+func (c *Collector) readCPUInfo() error {
+	infos, err := c.fs.CPUInfo()
+	if err != nil {
+		return err
+	}
+	for i := range c.mhzByID {
+		c.mhzByID[i] = 0
+	}
+	for _, info := range infos {
+		id := int(info.Processor)
+		if id >= maxCPUID {
+			continue
+		}
+		for id >= len(c.mhzByID) {
+			c.mhzByID = append(c.mhzByID, 0)
+			c.modelByID = append(c.modelByID, "")
+		}
+		c.mhzByID[id] = info.CPUMHz
+		// Keep one string per distinct model, so a sample's CPUs share it.
+		model := info.ModelName
+		if id > 0 && c.modelByID[id-1] == model {
+			model = c.modelByID[id-1]
+		}
+		if c.modelByID[id] != model {
+			c.modelByID[id] = model
+		}
+	}
+	return nil
+}
+
+// procFile is a /proc file kept open and re-read from the start.
+type procFile struct {
+	path string
+	f    *os.File
+	buf  []byte
+}
+
+func (p *procFile) open(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	p.path, p.f, p.buf = path, f, make([]byte, 4096)
+	return nil
+}
+
+func (p *procFile) close() error {
+	if p.f == nil {
+		return nil
+	}
+	err := p.f.Close()
+	p.f = nil
+	return err
+}
+
+// maxProcFile bounds one read; /proc/stat of an 8192-CPU machine is ~1 MiB.
+const maxProcFile = 16 << 20
+
+// read returns the whole file. It reads it with a single pread where the
+// buffer allows, because a /proc file read in several calls may mix two
+// generations of its contents.
+func (p *procFile) read() ([]byte, error) {
+	for {
+		n, err := p.f.ReadAt(p.buf, 0)
+		if n < len(p.buf) {
+			if err != nil && err != io.EOF {
+				return nil, err
+			}
+			return p.buf[:n], nil
+		}
+		if len(p.buf) >= maxProcFile {
+			return nil, fmt.Errorf("%s: larger than %d bytes", p.path, maxProcFile)
+		}
+		p.buf = make([]byte, 2*len(p.buf))
+	}
+}

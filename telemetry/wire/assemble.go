@@ -1,0 +1,422 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/hoststat/hoststat/telemetry/sample"
+)
+
+// Sender names where packets come from: the node number when the header
+// has one, else the source address.
+type Sender struct {
+	Node uint32
+	Addr netip.Addr // zero when Node is given
+}
+
+// SenderOf names the sender of a packet with header h that came from addr.
+func SenderOf(h *Header, addr netip.Addr) Sender {
+	if h.Node != NoNode {
+		return Sender{Node: h.Node}
+	}
+	return Sender{Node: NoNode, Addr: addr.Unmap()}
+}
+
+// freshness is the newest (boot, epoch, seq) accepted from a sender.
+//
+// The rules, which make replays fail and let a sender restart:
+//   - another boot id is accepted only when its boot time is later than
+//     the current boot's: a new boot replaces the old, an old boot's
+//     packets are replays (ErrReplay);
+//   - on the same boot, a larger epoch is a restarted sender process and
+//     is accepted with any sequence number; a smaller one is a replay;
+//   - within one process, seq must grow: an equal seq is a duplicate,
+//     a smaller one stale.
+//
+// A sender that reboots with its clock behind its previous boot time is
+// refused until its clock is right again, or until the receiver forgets it.
+type freshness struct {
+	bootID   [16]byte
+	bootTime int64
+	epoch    uint64
+	seq      uint32
+}
+
+func (f *freshness) check(h *Header) error {
+	if h.BootID != f.bootID {
+		if bt := unixNano(h.BootTime); bt <= f.bootTime {
+			return fmt.Errorf("%w: boot %08x… of %v is not after current boot %08x… of %v",
+				ErrReplay, binary.BigEndian.Uint32(h.BootID[:]), h.BootTime.UTC(),
+				binary.BigEndian.Uint32(f.bootID[:]), fromUnixNano(f.bootTime).UTC())
+		}
+		return nil
+	}
+	switch {
+	case h.Epoch < f.epoch:
+		return fmt.Errorf("%w: epoch %d of an earlier process (now %d)", ErrReplay, h.Epoch, f.epoch)
+	case h.Epoch > f.epoch:
+		return nil
+	case h.Seq == f.seq:
+		return fmt.Errorf("%w: seq %d", ErrDuplicate, h.Seq)
+	case h.Seq < f.seq:
+		return fmt.Errorf("%w: seq %d, newest accepted %d", ErrStale, h.Seq, f.seq)
+	}
+	return nil
+}
+
+func (f *freshness) accept(h *Header) {
+	*f = freshness{bootID: h.BootID, bootTime: unixNano(h.BootTime), epoch: h.Epoch, seq: h.Seq}
+}
+
+// newer tells whether h is after f by the rules above.
+func (f *freshness) newer(h *Header) bool { return f.check(h) == nil }
+
+// Guard drops single datagrams that are not newer than the last accepted
+// from their sender: sendstats uses it on update requests. It is not safe
+// for concurrent use.
+type Guard struct {
+	max     int
+	senders map[Sender]freshness
+}
+
+// NewGuard returns a Guard that remembers up to maxSenders senders; when
+// more appear it forgets an arbitrary one.
+func NewGuard(maxSenders int) *Guard {
+	return &Guard{max: max(maxSenders, 1), senders: make(map[Sender]freshness)}
+}
+
+// Admit returns nil and remembers h if it is newer than what from sent
+// before, else an error wrapping ErrReplay, ErrDuplicate or ErrStale.
+func (g *Guard) Admit(from Sender, h *Header) error {
+	f, ok := g.senders[from]
+	if ok {
+		if err := f.check(h); err != nil {
+			return err
+		}
+	} else if len(g.senders) >= g.max {
+		for s := range g.senders {
+			delete(g.senders, s)
+			break
+		}
+	}
+	f.accept(h)
+	g.senders[from] = f
+	return nil
+}
+
+// DefaultReassemblyTimeout is how long the parts of a sample wait for the
+// rest when NewAssembler is given no timeout.
+const DefaultReassemblyTimeout = 2 * time.Second
+
+// Assembler turns status packets into complete samples: a one-part
+// sample at once, a split one when its last part arrives. It drops
+// stale, duplicate and replayed packets by the rules of freshness, per
+// sender. It is not safe for concurrent use, and it never reads the wall
+// clock: callers pass now.
+//
+// Memory is bounded: at most maxPending incomplete samples, at most
+// perSender of them per sender, and at most maxPending×64 KiB of held
+// parts (never below two of the largest samples); when full, the oldest
+// incomplete sample makes room. The state kept per sender (some 50 bytes)
+// lasts until Forget; with a key only key holders can create it.
+type Assembler struct {
+	maxPending int
+	maxBytes   int
+	timeout    time.Duration
+
+	senders   map[Sender]*senderState
+	pending   map[pendingKey]*pendingSample
+	free      []*pendingSample
+	held      int // payload bytes held by pending samples
+	abandoned uint64
+	nextSweep time.Time
+}
+
+type senderState struct {
+	fresh    freshness
+	accepted bool // fresh holds an accepted sample
+	pending  int  // incomplete samples held
+}
+
+type pendingKey struct {
+	sender Sender
+	bootID [16]byte
+	epoch  uint64
+	seq    uint32
+}
+
+type pendingSample struct {
+	key    pendingKey
+	header Header // of the first part to arrive
+	first  time.Time
+	counts ranges // cpuCount and netCount
+	parts  []heldPart
+	got    int
+	arena  []byte
+}
+
+type heldPart struct {
+	have     bool
+	off, end int
+	ranges   ranges
+}
+
+const (
+	perSender = 4
+	// keptArena is the most buffer a free pendingSample keeps for reuse.
+	keptArena = 64 << 10
+)
+
+// NewAssembler returns an Assembler holding at most maxPending incomplete
+// samples, each for at most timeout (DefaultReassemblyTimeout if 0).
+func NewAssembler(maxPending int, timeout time.Duration) *Assembler {
+	maxPending = max(maxPending, 1)
+	if timeout <= 0 {
+		timeout = DefaultReassemblyTimeout
+	}
+	return &Assembler{
+		maxPending: maxPending,
+		maxBytes:   max(maxPending*keptArena, 2*MaxParts*MaxDatagram),
+		timeout:    timeout,
+		senders:    make(map[Sender]*senderState),
+		pending:    make(map[pendingKey]*pendingSample),
+	}
+}
+
+// Add takes a status packet from Parse. When it completes a sample, Add
+// stores the sample in into, reusing into's slices and strings, and
+// returns true; into is unchanged otherwise, except after an error
+// wrapping ErrMalformed, which may leave it half-written. Errors wrap
+// ErrReplay, ErrDuplicate, ErrStale or ErrMalformed.
+func (a *Assembler) Add(from Sender, p *Packet, now time.Time, into *sample.Sample) (complete bool, err error) {
+	h := &p.Header
+	if h.Kind != KindStatus || h.Parts == 0 || h.Part >= h.Parts {
+		return false, fmt.Errorf("%w: %v part %d of %d is not a status part", ErrMalformed, h.Kind, h.Part, h.Parts)
+	}
+	if !now.Before(a.nextSweep) {
+		a.Expire(now)
+	}
+	st := a.senders[from]
+	if st != nil && st.accepted {
+		if err := st.fresh.check(h); err != nil {
+			return false, err
+		}
+	}
+	if h.Parts == 1 {
+		resize(into, p.ranges.cpuCount, p.ranges.netCount)
+		if err := decodePart(p.payload, h, &p.ranges, into); err != nil {
+			return false, err
+		}
+		a.accept(from, st, h, into)
+		return true, nil
+	}
+
+	key := pendingKey{sender: from, bootID: h.BootID, epoch: h.Epoch, seq: h.Seq}
+	ps := a.pending[key]
+	if ps == nil {
+		if st == nil {
+			st = &senderState{}
+			a.senders[from] = st
+		}
+		ps = a.startPending(key, st, h, &p.ranges, now)
+	} else if h.Parts != ps.header.Parts || !h.Time.Equal(ps.header.Time) || !h.BootTime.Equal(ps.header.BootTime) ||
+		p.ranges.cpuCount != ps.counts.cpuCount || p.ranges.netCount != ps.counts.netCount {
+		return false, fmt.Errorf("%w: part %d disagrees with the other parts of seq %d", ErrMalformed, h.Part, h.Seq)
+	}
+	hp := &ps.parts[h.Part]
+	if hp.have {
+		return false, fmt.Errorf("%w: part %d of seq %d", ErrDuplicate, h.Part, h.Seq)
+	}
+	a.makeRoom(len(p.payload), ps)
+	hp.have, hp.off, hp.ranges = true, len(ps.arena), p.ranges
+	ps.arena = append(ps.arena, p.payload...)
+	hp.end = len(ps.arena)
+	a.held += len(p.payload)
+	ps.got++
+	if ps.got < len(ps.parts) {
+		return false, nil
+	}
+
+	a.drop(ps, false)
+	if err := ps.checkCoverage(); err != nil {
+		a.release(ps)
+		return false, err
+	}
+	resize(into, ps.counts.cpuCount, ps.counts.netCount)
+	for i := range ps.parts {
+		hp := &ps.parts[i]
+		ph := ps.header
+		ph.Part = uint16(i)
+		if err := decodePart(ps.arena[hp.off:hp.end], &ph, &hp.ranges, into); err != nil {
+			a.release(ps)
+			return false, err
+		}
+	}
+	hdr := ps.header
+	a.release(ps)
+	a.accept(from, a.senders[from], &hdr, into)
+	return true, nil
+}
+
+// decodePart stores one checked part into s, sized by resize.
+func decodePart(payload []byte, h *Header, g *ranges, s *sample.Sample) error {
+	r := reader{b: payload}
+	readRanges(&r, h) // already checked by Parse: skip them
+	if r.err == nil {
+		walkStatus(&r, h, g, s)
+	}
+	return r.err
+}
+
+// checkCoverage makes sure the parts, in order, hold every CPU and device
+// exactly once.
+func (ps *pendingSample) checkCoverage() error {
+	cpu, net := 0, 0
+	for i := range ps.parts {
+		g := &ps.parts[i].ranges
+		if g.cpuFirst != cpu || g.netFirst != net {
+			return fmt.Errorf("%w: part %d of seq %d does not continue where part %d stopped", ErrMalformed, i, ps.key.seq, i-1)
+		}
+		cpu += g.cpuN
+		net += g.netN
+	}
+	if cpu != ps.counts.cpuCount || net != ps.counts.netCount {
+		return fmt.Errorf("%w: parts of seq %d hold %d of %d CPUs and %d of %d devices",
+			ErrMalformed, ps.key.seq, cpu, ps.counts.cpuCount, net, ps.counts.netCount)
+	}
+	return nil
+}
+
+// accept records a complete sample and abandons the sender's incomplete
+// ones that are now older than it.
+func (a *Assembler) accept(from Sender, st *senderState, h *Header, into *sample.Sample) {
+	into.Time, into.BootTime, into.BootID = h.Time, h.BootTime, h.BootID
+	if st == nil {
+		st = &senderState{}
+		a.senders[from] = st
+	}
+	st.fresh.accept(h)
+	st.accepted = true
+	if st.pending == 0 {
+		return
+	}
+	for _, ps := range a.pending {
+		if ps.key.sender == from && !st.fresh.newer(&ps.header) {
+			a.drop(ps, true)
+			a.release(ps)
+		}
+	}
+}
+
+func (a *Assembler) startPending(key pendingKey, st *senderState, h *Header, g *ranges, now time.Time) *pendingSample {
+	if st.pending >= perSender {
+		a.dropOldest(func(ps *pendingSample) bool { return ps.key.sender == key.sender })
+	}
+	if len(a.pending) >= a.maxPending {
+		a.dropOldest(nil)
+	}
+	var ps *pendingSample
+	if n := len(a.free); n > 0 {
+		ps, a.free = a.free[n-1], a.free[:n-1]
+	} else {
+		ps = &pendingSample{}
+	}
+	ps.key, ps.header, ps.first, ps.got = key, *h, now, 0
+	ps.counts = ranges{cpuCount: g.cpuCount, netCount: g.netCount}
+	if cap(ps.parts) < int(h.Parts) {
+		ps.parts = make([]heldPart, h.Parts)
+	}
+	ps.parts = ps.parts[:h.Parts]
+	clear(ps.parts)
+	ps.arena = ps.arena[:0]
+	a.pending[key] = ps
+	st.pending++
+	return ps
+}
+
+// makeRoom drops the oldest incomplete samples other than keep until n
+// more bytes fit.
+func (a *Assembler) makeRoom(n int, keep *pendingSample) {
+	for a.held+n > a.maxBytes {
+		if !a.dropOldest(func(ps *pendingSample) bool { return ps != keep }) {
+			return
+		}
+	}
+}
+
+// dropOldest abandons the oldest incomplete sample that match accepts
+// (any, if match is nil), and tells whether there was one.
+func (a *Assembler) dropOldest(match func(*pendingSample) bool) bool {
+	var oldest *pendingSample
+	for _, ps := range a.pending {
+		if (match == nil || match(ps)) && (oldest == nil || ps.first.Before(oldest.first)) {
+			oldest = ps
+		}
+	}
+	if oldest == nil {
+		return false
+	}
+	a.drop(oldest, true)
+	a.release(oldest)
+	return true
+}
+
+// drop removes ps from the pending samples; abandoned counts it as lost.
+func (a *Assembler) drop(ps *pendingSample, abandoned bool) {
+	delete(a.pending, ps.key)
+	a.held -= len(ps.arena)
+	if st := a.senders[ps.key.sender]; st != nil {
+		st.pending--
+	}
+	if abandoned {
+		a.abandoned++
+	}
+}
+
+func (a *Assembler) release(ps *pendingSample) {
+	if cap(ps.arena) > keptArena {
+		ps.arena = nil
+	}
+	if len(a.free) < a.maxPending {
+		a.free = append(a.free, ps)
+	}
+}
+
+// Expire abandons the incomplete samples whose first part came more than
+// the timeout before now. Add calls it from time to time; a daemon may
+// call it when idle.
+func (a *Assembler) Expire(now time.Time) {
+	for _, ps := range a.pending {
+		if now.Sub(ps.first) > a.timeout {
+			a.drop(ps, true)
+			a.release(ps)
+		}
+	}
+	a.nextSweep = now.Add(a.timeout / 4)
+}
+
+// Forget drops all that is known about a sender, such as a node removed
+// from the cluster, including its incomplete samples. Its next sample is
+// accepted whatever its boot and sequence.
+func (a *Assembler) Forget(from Sender) {
+	st := a.senders[from]
+	if st == nil {
+		return
+	}
+	for _, ps := range a.pending {
+		if ps.key.sender == from {
+			a.drop(ps, true)
+			a.release(ps)
+		}
+	}
+	delete(a.senders, from)
+}
+
+// Pending is the number of incomplete samples held.
+func (a *Assembler) Pending() int { return len(a.pending) }
+
+// Abandoned counts the incomplete samples dropped so far: timed out,
+// pushed out for room, made stale by a newer sample, or forgotten.
+func (a *Assembler) Abandoned() uint64 { return a.abandoned }

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package wire
+
+func processEpoch() uint64 { return wallEpoch() }
