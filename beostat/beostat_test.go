@@ -1,0 +1,177 @@
+package beostat
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hoststat/hoststat/shm"
+	"github.com/hoststat/hoststat/telemetry/sample"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// twoSamples puts node twice so it has percents and rates: CPU 0 goes
+// 50 % busy, CPU 1 25 %, eth0 receives 1000 B/s and sends 500 B/s.
+func twoSamples(t *testing.T, w *shm.Writer, node int, seen time.Time) {
+	t.Helper()
+	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(node)}), 3040)
+	t0 := seen.Add(-2 * time.Second)
+	s := &sample.Sample{
+		Time: t0, BootTime: t0.Add(-time.Hour), BootID: [16]byte{byte(node)},
+		Total: sample.Ticks{User: 200, Idle: 200},
+		CPUs: []sample.CPU{
+			{Ticks: sample.Ticks{User: 100, Idle: 100}, MHz: 3000, Model: "Test CPU"},
+			{Ticks: sample.Ticks{User: 100, Idle: 100}, MHz: 2000, Model: "Test CPU"},
+		},
+		Memory: sample.Memory{Total: 16 << 30, Free: 2 << 30, Available: 12 << 30},
+		Load:   sample.Load{One: 1.5, Five: 1, Fifteen: 0.5, Running: 2, Total: 300, LastPID: 4242},
+		Net:    []sample.NetDev{{Name: "lo"}, {Name: "eth0", RxBytes: 10000, TxBytes: 10000}},
+	}
+	if err := w.Put(node, addr, seen.Add(-2*time.Second), s); err != nil {
+		t.Fatal(err)
+	}
+	s.Time = seen
+	s.Total = sample.Ticks{User: 275, Idle: 325}
+	s.CPUs[0].Ticks = sample.Ticks{User: 150, Idle: 150}
+	s.CPUs[1].Ticks = sample.Ticks{User: 125, Idle: 175}
+	s.Net[1].RxBytes, s.Net[1].TxBytes = 12000, 11000
+	if err := w.Put(node, addr, seen, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newTable(t *testing.T) (*shm.Writer, *Table, time.Time) {
+	dir := t.TempDir()
+	w, err := shm.Create(dir, shm.WriterOptions{InitialNodes: 8, DownAfter: 10 * time.Second, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	now := time.Now()
+	twoSamples(t, w, 1, now.Add(-time.Second))
+	twoSamples(t, w, 3, now.Add(-time.Minute)) // down
+	w.SetUpdateRequest(now.Add(-5 * time.Second))
+	tab, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab.now = func() time.Time { return now }
+	t.Cleanup(func() { tab.Close() })
+	return w, tab, now
+}
+
+func TestLibbeostatCalls(t *testing.T) {
+	_, tab, now := newTable(t)
+	if got := tab.NodeCount(); got != 4 {
+		t.Errorf("NodeCount = %d, want 4", got)
+	}
+	if nodes, err := tab.Nodes(); err != nil || len(nodes) != 2 || nodes[0] != 1 || nodes[1] != 3 {
+		t.Errorf("Nodes = %v, %v", nodes, err)
+	}
+	for node, want := range map[int]bool{0: false, 1: true, 2: false, 3: false} {
+		if up, err := tab.NodeAvailable(node); up != want || err != nil {
+			t.Errorf("NodeAvailable(%d) = %v, %v; want %v", node, up, err, want)
+		}
+	}
+	if got, err := tab.LastUpdate(1); err != nil || !got.Equal(now.Add(-time.Second)) {
+		t.Errorf("LastUpdate(1) = %v, %v", got, err)
+	}
+	if got := tab.LastUpdateRequest(); !got.Equal(now.Add(-5 * time.Second)) {
+		t.Errorf("LastUpdateRequest = %v", got)
+	}
+	if n, err := tab.CPUCount(1); n != 2 || err != nil {
+		t.Errorf("CPUCount = %d, %v", n, err)
+	}
+	if tk, err := tab.CPUTicks(1, 1); err != nil || tk != (sample.Ticks{User: 125, Idle: 175}) {
+		t.Errorf("CPUTicks = %+v, %v", tk, err)
+	}
+	for cpu, want := range []float32{50, 25} {
+		if p, err := tab.CPUPercent(1, cpu); p != want || err != nil {
+			t.Errorf("CPUPercent(1, %d) = %v, %v; want %v", cpu, p, err, want)
+		}
+	}
+	if mhz, err := tab.MHz(1, 0); mhz != 3000 || err != nil {
+		t.Errorf("MHz = %v, %v", mhz, err)
+	}
+	if m, err := tab.Memory(1); err != nil || m.Total != 16<<30 || MemUsed(m) != 4<<30 {
+		t.Errorf("Memory = %+v, %v", m, err)
+	}
+	if l, err := tab.Load(1); err != nil || l.One != 1.5 || l.LastPID != 4242 {
+		t.Errorf("Load = %+v, %v", l, err)
+	}
+	devs, err := tab.NetDevs(1)
+	if err != nil || len(devs) != 2 || devs[1].Name != "eth0" || devs[1].RxBytes != 12000 ||
+		devs[1].RxBytesPerSec != 1000 || devs[1].TxBytesPerSec != 500 {
+		t.Errorf("NetDevs = %+v, %v", devs, err)
+	}
+	if n, err := tab.IdleCPUsOnNode(1, 30); n != 1 || err != nil {
+		t.Errorf("IdleCPUsOnNode(1, 30) = %d, %v; want 1", n, err)
+	}
+	// Only up nodes count: node 3 is down.
+	for thr, want := range map[float32]int{10: 0, 30: 1, 9999: 2} {
+		if n, err := tab.IdleCPUs(thr); n != want || err != nil {
+			t.Errorf("IdleCPUs(%v) = %d, %v; want %d", thr, n, err, want)
+		}
+	}
+}
+
+func TestErrorsNameNode(t *testing.T) {
+	_, tab, _ := newTable(t)
+	cases := []struct {
+		err  error
+		want error
+		text string
+	}{
+		{errOf(tab.CPUCount(2)), ErrNeverSeen, "node 2: never seen"},
+		{errOf(tab.Memory(7)), ErrNoSuchNode, "node 7: no such node"},
+		{errOf(tab.Load(-1)), ErrNoSuchNode, "node -1: no such node"},
+		{errOf(tab.CPUPercent(1, 2)), ErrNoSuchCPU, "node 1: no such CPU 2 (it has 2)"},
+		{errOf(tab.NetDevs(0)), ErrNeverSeen, "node 0"},
+		{errOf(tab.NodeAvailable(99)), ErrNoSuchNode, "node 99"},
+	}
+	for _, c := range cases {
+		var ne *NodeError
+		if !errors.Is(c.err, c.want) || !errors.As(c.err, &ne) || !strings.Contains(c.err.Error(), c.text) {
+			t.Errorf("error %v; want %v containing %q", c.err, c.want, c.text)
+		}
+	}
+}
+
+func errOf[T any](_ T, err error) error { return err }
+
+func TestStatusAndDetail(t *testing.T) {
+	_, tab, _ := newTable(t)
+	st, err := tab.Status()
+	if err != nil || len(st) != 2 {
+		t.Fatalf("Status = %v, %v", st, err)
+	}
+	s := st[0]
+	if s.Node != 1 || s.Addr != "10.0.0.1:3040" || !s.Up || s.CPUs != 2 || s.CPUPercent != 37.5 ||
+		s.MemTotal != 16<<30 || s.MemUsed != 4<<30 || s.Load1 != 1.5 || s.RxBytesPerSec != 1000 ||
+		s.TxBytesPerSec != 500 || s.AgeSeconds != 1 || s.BootID != "01000000000000000000000000000000" {
+		t.Errorf("Status[0] = %+v", s)
+	}
+	if st[1].Node != 3 || st[1].Up || st[1].AgeSeconds != 60 {
+		t.Errorf("Status[1] = %+v", st[1])
+	}
+	d, err := tab.Detail(1)
+	if err != nil || d.Status != s || len(d.PerCPU) != 2 || d.PerCPU[0].Percent != 50 || d.PerCPU[1].MHz != 2000 ||
+		d.PerCPU[0].Model != "Test CPU" || len(d.Net) != 2 || d.Net[1].RxBytesPerSec != 1000 {
+		t.Errorf("Detail = %+v, %v", d, err)
+	}
+	if _, err := tab.Detail(2); !errors.Is(err, ErrNeverSeen) {
+		t.Errorf("Detail(2) = %v", err)
+	}
+}
+
+func TestOpenMissing(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Errorf("Open of empty dir = %v", err)
+	}
+}

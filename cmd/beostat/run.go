@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/hoststat/hoststat/beostat"
+	"github.com/hoststat/hoststat/shm"
+)
+
+// version is set at link time (-ldflags "-X main.version=...").
+var version = "devel"
+
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+type options struct {
+	dir      string
+	node     int
+	detail   bool // --node given
+	watch    bool
+	interval time.Duration
+	json     bool
+}
+
+// run is the whole command; main only wires it to the process.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fl := pflag.NewFlagSet("beostat", pflag.ContinueOnError)
+	fl.SetOutput(stderr)
+	var o options
+	var help, showVersion bool
+	fl.StringVar(&o.dir, "shm-dir", shm.DefaultDir, "directory of the node table that recvstats writes")
+	fl.IntVar(&o.node, "node", 0, "show node `N` in detail: per-CPU use and clock, memory, load, network devices")
+	fl.BoolVarP(&o.watch, "watch", "w", false, "refresh every --interval until interrupted")
+	fl.DurationVarP(&o.interval, "interval", "i", time.Second, "refresh interval for --watch")
+	fl.BoolVar(&o.json, "json", false, "print JSON: an array with one object per node (with --watch, one array per line)")
+	fl.BoolVarP(&help, "help", "h", false, "show this help and exit")
+	fl.BoolVarP(&showVersion, "version", "v", false, "show the version and exit")
+	fl.SortFlags = false
+	fl.Usage = func() {
+		fmt.Fprintf(fl.Output(), "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json]\n\n"+
+			"Shows the status of every cluster node from the table recvstats keeps.\n\nOptions:\n")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "beostat: %v\nTry 'beostat --help'.\n", err)
+		return exitUsage
+	}
+	switch {
+	case help:
+		fl.SetOutput(stdout)
+		fl.Usage()
+		return exitOK
+	case showVersion:
+		fmt.Fprintf(stdout, "beostat (hoststat) %s\n", version)
+		return exitOK
+	case fl.NArg() > 0:
+		fmt.Fprintf(stderr, "beostat: unexpected argument %q\nTry 'beostat --help'.\n", fl.Arg(0))
+		return exitUsage
+	case o.node < 0:
+		fmt.Fprintf(stderr, "beostat: --node %d: node numbers start at 0\n", o.node)
+		return exitUsage
+	case o.interval <= 0:
+		fmt.Fprintf(stderr, "beostat: --interval %v: must be positive\n", o.interval)
+		return exitUsage
+	}
+
+	o.detail = fl.Changed("node")
+
+	t, err := beostat.Open(o.dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "beostat: no node table at %s: recvstats is probably not running (or uses another --shm-dir)\n",
+				filepath.Join(o.dir, shm.FileName))
+		} else {
+			fmt.Fprintf(stderr, "beostat: %v\n", err)
+		}
+		return exitRuntime
+	}
+	defer t.Close()
+
+	var buf bytes.Buffer
+	for {
+		buf.Reset()
+		if o.watch && !o.json {
+			buf.WriteString("\x1b[H\x1b[2J") // home and clear: redraw in place
+		}
+		if err := show(&buf, t, o, time.Now()); err != nil {
+			fmt.Fprintf(stderr, "beostat: %v\n", err)
+			return exitRuntime
+		}
+		if _, err := stdout.Write(buf.Bytes()); err != nil {
+			fmt.Fprintf(stderr, "beostat: %v\n", err)
+			return exitRuntime
+		}
+		if !o.watch {
+			return exitOK
+		}
+		select {
+		case <-ctx.Done():
+			return exitOK
+		case <-time.After(o.interval):
+		}
+	}
+}
+
+// show writes one view of the table.
+func show(w io.Writer, t *beostat.Table, o options, now time.Time) error {
+	if o.detail {
+		d, err := t.Detail(o.node)
+		if err != nil {
+			return err
+		}
+		if o.json {
+			return writeJSON(w, []beostat.Detail{d})
+		}
+		writeDetail(w, d, now)
+		return nil
+	}
+	st, err := t.Status()
+	if err != nil {
+		return err
+	}
+	if o.json {
+		return writeJSON(w, st)
+	}
+	writeTable(w, t.Info(), st, now)
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}

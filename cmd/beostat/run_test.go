@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hoststat/hoststat/shm"
+	"github.com/hoststat/hoststat/telemetry/sample"
+)
+
+// writeTable makes a real table in a temp dir: node 1 up (CPU 0 50 %
+// busy, CPU 1 25 %, eth0 1000 B/s in, 500 B/s out, 4 GiB of 16 used) and
+// node 4 down.
+func newTable(t *testing.T) string {
+	dir := t.TempDir()
+	w, err := shm.Create(dir, shm.WriterOptions{DownAfter: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	now := time.Now()
+	for node, seen := range map[int]time.Time{1: now.Add(-time.Second), 4: now.Add(-2 * time.Minute)} {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(node)}), 3040)
+		s := &sample.Sample{
+			Time: seen.Add(-2 * time.Second), BootTime: seen.Add(-time.Hour), BootID: [16]byte{0xab},
+			Total: sample.Ticks{User: 200, Idle: 200},
+			CPUs: []sample.CPU{
+				{Ticks: sample.Ticks{User: 100, Idle: 100}, MHz: 3000, Model: "Test CPU"},
+				{Ticks: sample.Ticks{User: 100, Idle: 100}, MHz: 2000, Model: "Test CPU"},
+			},
+			Memory: sample.Memory{Total: 16 << 30, Free: 2 << 30, Available: 12 << 30, SwapTotal: 1 << 30, SwapFree: 1 << 30},
+			Load:   sample.Load{One: 1.5, Five: 1, Fifteen: 0.5, Running: 2, Total: 300, LastPID: 4242},
+			Net:    []sample.NetDev{{Name: "lo"}, {Name: "eth0", RxBytes: 10000, TxBytes: 10000, RxPackets: 7}},
+		}
+		if err := w.Put(node, addr, seen.Add(-2*time.Second), s); err != nil {
+			t.Fatal(err)
+		}
+		s.Time = seen
+		s.Total = sample.Ticks{User: 275, Idle: 325}
+		s.CPUs[0].Ticks = sample.Ticks{User: 150, Idle: 150}
+		s.CPUs[1].Ticks = sample.Ticks{User: 125, Idle: 175}
+		s.Net[1].RxBytes, s.Net[1].TxBytes = 12000, 11000
+		if err := w.Put(node, addr, seen, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.SetUpdateRequest(now.Add(-3 * time.Second))
+	return dir
+}
+
+func runCmd(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut strings.Builder
+	code := run(ctx, args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestTable(t *testing.T) {
+	dir := newTable(t)
+	code, out, errOut := runCmd(t, context.Background(), "--shm-dir", dir)
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("want a summary, a heading and 2 node lines:\n%s", out)
+	}
+	if !strings.Contains(lines[0], filepath.Join(dir, shm.FileName)) || !strings.Contains(lines[0], "2 nodes, 1 up (down after 10s)") ||
+		!strings.Contains(lines[0], "last update request 3.0s ago") {
+		t.Errorf("summary line %q", lines[0])
+	}
+	for _, h := range []string{"NODE", "ADDRESS", "STATE", "AGE", "LOAD", "CPU%", "MEMORY USED/TOTAL", "RX/s", "TX/s"} {
+		if !strings.Contains(lines[1], h) {
+			t.Errorf("heading %q lacks %s", lines[1], h)
+		}
+	}
+	want1 := []string{"1", "10.0.0.1:3040", "up", "1.0s", "1.50", "37.5", "4GiB", "/", "16GiB", "1000B", "500B"}
+	if got := strings.Fields(lines[2]); strings.Join(got, " ") != strings.Join(want1, " ") {
+		t.Errorf("node 1 line %q, want fields %q", lines[2], want1)
+	}
+	if f := strings.Fields(lines[3]); len(f) < 4 || f[0] != "4" || f[2] != "down" || f[3] != "2m00s" {
+		t.Errorf("node 4 line %q", lines[3])
+	}
+}
+
+func TestJSON(t *testing.T) {
+	dir := newTable(t)
+	code, out, errOut := runCmd(t, context.Background(), "--shm-dir", dir, "--json")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	var nodes []map[string]any
+	if err := json.Unmarshal([]byte(out), &nodes); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	if len(nodes) != 2 {
+		t.Fatalf("%d objects", len(nodes))
+	}
+	n := nodes[0]
+	if n["node"] != 1.0 || n["addr"] != "10.0.0.1:3040" || n["up"] != true || n["cpus"] != 2.0 ||
+		n["mem_total"] != float64(16<<30) || n["load1"] != 1.5 || n["cpu_percent"] != 37.5 || n["rx_bytes_per_sec"] != 1000.0 {
+		t.Errorf("node 1 = %v", n)
+	}
+	seen, err := time.Parse(time.RFC3339, n["last_seen"].(string))
+	if err != nil || time.Since(seen) > time.Minute {
+		t.Errorf("last_seen %v: %v", n["last_seen"], err)
+	}
+	if nodes[1]["node"] != 4.0 || nodes[1]["up"] != false {
+		t.Errorf("node 4 = %v", nodes[1])
+	}
+	// Typed decoding holds too: node is an integer, addr a string.
+	var typed []struct {
+		Node     int       `json:"node"`
+		Addr     string    `json:"addr"`
+		Up       bool      `json:"up"`
+		LastSeen time.Time `json:"last_seen"`
+		CPUs     int       `json:"cpus"`
+		MemTotal uint64    `json:"mem_total"`
+		Load1    float64   `json:"load1"`
+	}
+	if err := json.Unmarshal([]byte(out), &typed); err != nil || typed[0].MemTotal != 16<<30 {
+		t.Errorf("typed decode: %v %+v", err, typed)
+	}
+}
+
+func TestNodeDetail(t *testing.T) {
+	dir := newTable(t)
+	code, out, errOut := runCmd(t, context.Background(), "--shm-dir", dir, "--node", "1")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	for _, want := range []string{
+		"node 1  10.0.0.1:3040  up, last seen 1.0s ago",
+		"load     1.50 1.00 0.50  (2 running of 300, last pid 4242)",
+		"memory   4GiB used of 16GiB",
+		"swap     0B used of 1GiB",
+		"cpu      37.5% busy over 2 CPUs",
+		"boot id ab000000000000000000000000000000",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("detail lacks %q:\n%s", want, out)
+		}
+	}
+	cpuLine := func(prefix string) []string {
+		for l := range strings.SplitSeq(out, "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == prefix {
+				return f
+			}
+		}
+		return nil
+	}
+	if f := cpuLine("0"); strings.Join(f, " ") != "0 50.0 3000.0 Test CPU" {
+		t.Errorf("cpu 0 line %q", f)
+	}
+	if f := cpuLine("1"); strings.Join(f, " ") != "1 25.0 2000.0 Test CPU" {
+		t.Errorf("cpu 1 line %q", f)
+	}
+	if f := cpuLine("eth0"); len(f) < 6 || f[1] != "1000B" || f[2] != "500B" || f[3] != "11.7KiB" || f[5] != "7" {
+		t.Errorf("eth0 line %q", f)
+	}
+
+	code, out, _ = runCmd(t, context.Background(), "--shm-dir", dir, "--node", "1", "--json")
+	var d []struct {
+		Node   int `json:"node"`
+		PerCPU []struct {
+			Percent float64 `json:"percent"`
+			MHz     float64 `json:"mhz"`
+		} `json:"per_cpu"`
+		Net []struct {
+			Name string `json:"name"`
+		} `json:"net"`
+	}
+	if err := json.Unmarshal([]byte(out), &d); code != 0 || err != nil || len(d) != 1 || d[0].Node != 1 ||
+		len(d[0].PerCPU) != 2 || d[0].PerCPU[1].Percent != 25 || len(d[0].Net) != 2 {
+		t.Errorf("--node --json: exit %d, %v: %s", code, err, out)
+	}
+}
+
+func TestWatch(t *testing.T) {
+	dir := newTable(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	defer cancel()
+	code, out, errOut := runCmd(t, ctx, "--shm-dir", dir, "--watch", "--interval", "50ms")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if frames := strings.Count(out, "\x1b[H\x1b[2J"); frames < 2 || strings.Count(out, "10.0.0.1:3040") != frames {
+		t.Errorf("%d frames in:\n%q", frames, out)
+	}
+
+	ctx, cancel = context.WithTimeout(context.Background(), 250*time.Millisecond)
+	defer cancel()
+	code, out, _ = runCmd(t, ctx, "--shm-dir", dir, "-w", "-i", "50ms", "--json")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) < 2 || strings.Contains(out, "\x1b") {
+		t.Fatalf("--watch --json: exit %d, %q", code, out)
+	}
+	for _, l := range lines {
+		var v []map[string]any
+		if err := json.Unmarshal([]byte(l), &v); err != nil || len(v) != 2 {
+			t.Errorf("line %q: %v", l, err)
+		}
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	dir := newTable(t)
+	empty := t.TempDir()
+	cases := []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"-h"}, 0, "Usage: beostat", ""},
+		{[]string{"--help"}, 0, "--shm-dir", ""},
+		{[]string{"-v"}, 0, "beostat (hoststat) ", ""},
+		{[]string{"--version"}, 0, "beostat (hoststat) ", ""},
+		{[]string{"--bogus"}, 2, "", "unknown flag: --bogus"},
+		{[]string{"--shm-dir", dir, "extra"}, 2, "", `unexpected argument "extra"`},
+		{[]string{"--shm-dir", dir, "--node", "-3"}, 2, "", "--node -3"},
+		{[]string{"--shm-dir", dir, "--interval", "0s"}, 2, "", "--interval 0s"},
+		{[]string{"--shm-dir", dir, "--node", "x"}, 2, "", "invalid argument"},
+		{[]string{"--shm-dir", dir, "--node", "2"}, 1, "", "node 2: never seen"},
+		{[]string{"--shm-dir", dir, "--node", "9"}, 1, "", "node 9: no such node"},
+		{[]string{"--shm-dir", empty}, 1, "", filepath.Join(empty, shm.FileName) + ": recvstats is probably not running"},
+	}
+	for _, c := range cases {
+		code, out, errOut := runCmd(t, context.Background(), c.args...)
+		if code != c.code || !strings.Contains(out, c.stdout) || !strings.Contains(errOut, c.stderr) {
+			t.Errorf("beostat %q: exit %d, stdout %q, stderr %q; want %d, %q, %q", c.args, code, out, errOut, c.code, c.stdout, c.stderr)
+		}
+	}
+}

@@ -1,0 +1,403 @@
+package shm
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hoststat/hoststat/telemetry/sample"
+)
+
+// Rate is a network device's byte rate between the node's last two samples.
+type Rate struct {
+	RxBytesPerSec, TxBytesPerSec float64
+}
+
+// Record is everything the table holds about one node.
+type Record struct {
+	Node     int
+	Addr     netip.AddrPort // where the node's last status came from
+	LastSeen time.Time      // when it arrived (master clock)
+	Sample   sample.Sample
+	// CPUPercent is each CPU's busy share (0-100) between the node's last
+	// two samples, in Sample.CPUs order.
+	CPUPercent   []float32
+	TotalPercent float32
+	NetRates     []Rate // in Sample.Net order
+}
+
+// Summary is the fixed part of a node's record: enough for a one-line
+// overview, read without touching the per-CPU and per-device data.
+type Summary struct {
+	Node         int
+	Addr         netip.AddrPort
+	LastSeen     time.Time // master clock
+	Time         time.Time // when the node took the sample (node clock)
+	BootTime     time.Time
+	BootID       [16]byte
+	CPUs         int
+	NetDevs      int
+	Total        sample.Ticks
+	TotalPercent float32
+	Memory       sample.Memory
+	Load         sample.Load
+	// RxBytesPerSec and TxBytesPerSec add up every device but "lo".
+	RxBytesPerSec, TxBytesPerSec float64
+	// Repaired means a restarted writer found this record half-written
+	// and kept only node and address until the node reports again.
+	Repaired bool
+}
+
+// Info describes the table as a whole.
+type Info struct {
+	Path       string
+	Generation uint64 // changes whenever the table is re-laid out
+	Capacity   int    // node slots in the current layout
+	NodeLimit  int    // highest node number in use + 1
+	// DownAfter is how long a node may stay silent before it counts as
+	// down; see Up.
+	DownAfter         time.Duration
+	LastUpdateRequest time.Time // last update request recvstats multicast
+	WriterPID         int       // 0 when no writer has the table open
+	WriterStart       time.Time
+	Puts              uint64 // records written since the table was laid out
+}
+
+// Up reports whether a node last seen at lastSeen counts as up at now.
+func (i Info) Up(lastSeen, now time.Time) bool {
+	return !lastSeen.IsZero() && now.Sub(lastSeen) < i.DownAfter
+}
+
+// ErrWriterStuck is returned when a record stays locked by the writer
+// longer than any write takes: the writer probably died mid-write. The
+// next writer to open the table repairs it.
+var ErrWriterStuck = errors.New("record stays locked by the writer (recvstats died mid-write?)")
+
+// readWait bounds how long a read waits for a record to settle; a
+// variable so the fuzz targets need not wait on every odd record.
+var readWait = 50 * time.Millisecond
+
+// Reader reads a table that another process writes. It never blocks the
+// writer and never returns a torn record. A Reader follows the table
+// across growth and writer restarts by re-opening the path when its
+// mapping is retired. A Reader is not safe for concurrent use: give each
+// goroutine its own (they are cheap).
+type Reader struct {
+	path string
+	m    []byte
+	g    geometry
+
+	rec    [recordSize]byte
+	data   []byte
+	models []string
+}
+
+// OpenReader maps the table in dir (DefaultDir when empty) read-only.
+func OpenReader(dir string) (*Reader, error) {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	r := &Reader{path: filepath.Join(dir, FileName)}
+	if err := r.open(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Reader) open() error {
+	for try := 0; ; try++ {
+		m, g, err := mapTable(r.path)
+		if err != nil {
+			return err
+		}
+		if load32(m, hRetired) == 0 {
+			if r.m != nil {
+				unix.Munmap(r.m)
+			}
+			r.m, r.g = m, g
+			return nil
+		}
+		// Retired yet at the path: we opened it just before the writer
+		// renamed its replacement in (it retires only after the rename),
+		// so the next open finds the new file.
+		unix.Munmap(m)
+		if try == 3 {
+			return fmt.Errorf("shm: table %s is marked retired and no replacement is in its place", r.path)
+		}
+	}
+}
+
+// mapTable maps and validates the file at path.
+func mapTable(path string) ([]byte, geometry, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, geometry{}, fmt.Errorf("shm: open table: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, geometry{}, fmt.Errorf("shm: open table: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, geometry{}, fmt.Errorf("shm: table %s is not a regular file", path)
+	}
+	size := st.Size()
+	if size < headerSize || size > math.MaxInt {
+		return nil, geometry{}, fmt.Errorf("shm: table %s: %w: %d bytes is shorter than a header", path, ErrNotTable, size)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, geometry{}, fmt.Errorf("shm: map table %s: %w", path, err)
+	}
+	g, err := decodeHeader(m, size)
+	if err != nil {
+		unix.Munmap(m)
+		return nil, geometry{}, fmt.Errorf("shm: table %s: %w", path, err)
+	}
+	return m, g, nil
+}
+
+// follow re-opens the path when the writer has retired our mapping.
+func (r *Reader) follow() error {
+	if r.m == nil {
+		return ErrClosed
+	}
+	if load32(r.m, hRetired) == 0 {
+		return nil
+	}
+	return r.open()
+}
+
+// Path is the table file.
+func (r *Reader) Path() string { return r.path }
+
+// Capacity is the number of node slots; valid node numbers are below it.
+func (r *Reader) Capacity() int {
+	r.follow()
+	return r.g.capacity
+}
+
+// Info reads the table-wide fields.
+func (r *Reader) Info() Info {
+	if r.follow() != nil && r.m == nil {
+		return Info{Path: r.path}
+	}
+	return Info{
+		Path:              r.path,
+		Generation:        r.g.generation,
+		Capacity:          r.g.capacity,
+		NodeLimit:         min(int(load32(r.m, hNodeLimit)), r.g.capacity),
+		DownAfter:         time.Duration(load64(r.m, hDownAfter)),
+		LastUpdateRequest: unixTime(int64(load64(r.m, hUpdateReq))),
+		WriterPID:         int(load32(r.m, hWriterPID)),
+		WriterStart:       unixTime(int64(load64(r.m, hWriterStart))),
+		Puts:              load64(r.m, hPuts),
+	}
+}
+
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// snapshot copies node's index record (and its data slot when withData)
+// into r.rec and r.data under the seqlock. It reports false when the node
+// is not in use.
+func (r *Reader) snapshot(node int, withData bool) (bool, error) {
+	if err := r.follow(); err != nil {
+		return false, err
+	}
+	if node < 0 || node >= r.g.capacity {
+		return false, nil
+	}
+	off := r.g.recordOffset(node)
+	var deadline time.Time
+	for try := 0; ; try++ {
+		s1 := load64(r.m, off+rSeq)
+		if s1&1 == 0 {
+			copyAtomic(r.rec[:], r.m, off)
+			inUse := le.Uint32(r.rec[rFlags:])&flagInUse != 0
+			var bad error
+			if inUse && withData {
+				bad = r.copyData()
+			}
+			if load64(r.m, off+rSeq) == s1 {
+				// A stable record that does not add up is in the file,
+				// not in flight.
+				if bad != nil {
+					return false, fmt.Errorf("shm: table %s: node %d: %w", r.path, node, bad)
+				}
+				return inUse, nil
+			}
+		}
+		switch {
+		case try < 32:
+		case try < 256:
+			runtime.Gosched()
+		default:
+			if deadline.IsZero() {
+				deadline = time.Now().Add(readWait)
+			} else if time.Now().After(deadline) {
+				return false, fmt.Errorf("shm: table %s: node %d: %w", r.path, node, ErrWriterStuck)
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}
+}
+
+// copyData copies the data slot r.rec points at, after checking that it
+// lies inside the data area and matches the counts.
+func (r *Reader) copyData() error {
+	models, cpus, nets := int(le.Uint16(r.rec[rModels:])), int(le.Uint32(r.rec[rCPUs:])), int(le.Uint16(r.rec[rNets:]))
+	n, c := uint64(le.Uint32(r.rec[rDataLen:])), uint64(le.Uint32(r.rec[rDataCap:]))
+	off := le.Uint64(r.rec[rDataOff:])
+	switch {
+	case models > MaxModels || cpus > MaxCPUs || nets > MaxNetDevs:
+		return fmt.Errorf("%w: %d models, %d CPUs, %d devices exceed the limits", ErrCorrupt, models, cpus, nets)
+	case n != uint64(slotLen(models, cpus, nets)) || n > c:
+		return fmt.Errorf("%w: data length %d does not match its counts", ErrCorrupt, n)
+	case off > r.g.dataSize || c > r.g.dataSize-off:
+		return fmt.Errorf("%w: data slot [%d,+%d) outside the data area", ErrCorrupt, off, c)
+	}
+	if cap(r.data) < int(n) {
+		r.data = make([]byte, n)
+	}
+	r.data = r.data[:n]
+	copyAtomic(r.data, r.m, int(r.g.dataOffset+off))
+	return nil
+}
+
+// Summary reads the fixed part of node's record. ok is false when the
+// node is not in use (or out of range).
+func (r *Reader) Summary(node int) (Summary, bool, error) {
+	ok, err := r.snapshot(node, false)
+	if !ok || err != nil {
+		return Summary{}, false, err
+	}
+	b := &r.rec
+	s := Summary{
+		Node:         node,
+		Addr:         getAddr(b[:]),
+		LastSeen:     getTime(b[rLastSeen:]),
+		Time:         getTime(b[rTime:]),
+		BootTime:     getTime(b[rBootTime:]),
+		BootID:       [16]byte(b[rBootID : rBootID+16]),
+		CPUs:         int(le.Uint32(b[rCPUs:])),
+		NetDevs:      int(le.Uint16(b[rNets:])),
+		Total:        getTicks(b[rTicks:]),
+		TotalPercent: getF32(b[rTotalPct:]),
+		Memory:       getMemory(b[rMemory:]),
+		Load: sample.Load{
+			One: getF64(b[rLoad1:]), Five: getF64(b[rLoad5:]), Fifteen: getF64(b[rLoad15:]),
+			Running: le.Uint32(b[rRunning:]), Total: le.Uint32(b[rProcs:]), LastPID: le.Uint32(b[rLastPID:]),
+		},
+		RxBytesPerSec: getF64(b[rRxRate:]),
+		TxBytesPerSec: getF64(b[rTxRate:]),
+		Repaired:      le.Uint32(b[rFlags:])&flagRepaired != 0,
+	}
+	return s, true, nil
+}
+
+// Read copies node's whole record into rec, reusing rec's slices. ok is
+// false when the node is not in use (or out of range).
+func (r *Reader) Read(node int, rec *Record) (bool, error) {
+	ok, err := r.snapshot(node, true)
+	if !ok || err != nil {
+		return false, err
+	}
+	b := r.rec[:]
+	rec.Node = node
+	rec.Addr = getAddr(b)
+	rec.LastSeen = getTime(b[rLastSeen:])
+	rec.TotalPercent = getF32(b[rTotalPct:])
+	s := &rec.Sample
+	s.Time = getTime(b[rTime:])
+	s.BootTime = getTime(b[rBootTime:])
+	s.BootID = [16]byte(b[rBootID : rBootID+16])
+	s.Total = getTicks(b[rTicks:])
+	s.Memory = getMemory(b[rMemory:])
+	s.Load = sample.Load{
+		One: getF64(b[rLoad1:]), Five: getF64(b[rLoad5:]), Fifteen: getF64(b[rLoad15:]),
+		Running: le.Uint32(b[rRunning:]), Total: le.Uint32(b[rProcs:]), LastPID: le.Uint32(b[rLastPID:]),
+	}
+
+	models, cpus, nets := int(le.Uint16(b[rModels:])), int(le.Uint32(b[rCPUs:])), int(le.Uint16(b[rNets:]))
+	d := r.data
+	r.models = r.models[:0]
+	for i := 0; i < models; i++ {
+		name := nameBytes(d[i*modelSize : (i+1)*modelSize])
+		r.models = append(r.models, r.internModel(i, name))
+	}
+	d = d[models*modelSize:]
+
+	s.CPUs = resize(s.CPUs, cpus)
+	rec.CPUPercent = resize(rec.CPUPercent, cpus)
+	for i := range cpus {
+		e := d[i*cpuSize:][:cpuSize]
+		c := &s.CPUs[i]
+		c.Ticks = getTicks(e)
+		c.MHz = getF64(e[64:])
+		rec.CPUPercent[i] = getF32(e[72:])
+		c.Model = ""
+		if m := int(le.Uint16(e[76:])); m < len(r.models) {
+			c.Model = r.models[m]
+		}
+	}
+	d = d[cpus*cpuSize:]
+
+	s.Net = resize(s.Net, nets)
+	rec.NetRates = resize(rec.NetRates, nets)
+	for i := range nets {
+		e := d[i*netSize:][:netSize]
+		n := &s.Net[i]
+		if name := nameBytes(e[:nameSize]); n.Name != string(name) {
+			n.Name = string(name)
+		}
+		c := e[nameSize:]
+		n.RxBytes, n.RxPackets, n.RxErrors, n.RxDrops = le.Uint64(c[0:]), le.Uint64(c[8:]), le.Uint64(c[16:]), le.Uint64(c[24:])
+		n.TxBytes, n.TxPackets, n.TxErrors, n.TxDrops = le.Uint64(c[32:]), le.Uint64(c[40:]), le.Uint64(c[48:]), le.Uint64(c[56:])
+		rec.NetRates[i] = Rate{RxBytesPerSec: getF64(e[80:]), TxBytesPerSec: getF64(e[88:])}
+	}
+	return true, nil
+}
+
+// internModel returns name as a string, reusing the one cached for the
+// same slot when it is equal so steady-state reads do not allocate.
+func (r *Reader) internModel(i int, name []byte) string {
+	if i < cap(r.models) {
+		if old := r.models[:i+1][i]; old == string(name) {
+			return old
+		}
+	}
+	return string(name)
+}
+
+// resize returns s with length n, reusing its array when large enough.
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// Close unmaps the table.
+func (r *Reader) Close() error {
+	if r.m == nil {
+		return ErrClosed
+	}
+	err := unix.Munmap(r.m)
+	r.m = nil
+	if err != nil {
+		return fmt.Errorf("shm: unmap table %s: %w", r.path, err)
+	}
+	return nil
+}
