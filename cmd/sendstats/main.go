@@ -1,0 +1,141 @@
+// Command sendstats is the node agent of hoststat: it samples /proc and
+// sends status packets to the masters' recvstats, by multicast on an
+// interface and/or by unicast. See sendstats --help.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	flag "github.com/spf13/pflag"
+
+	"github.com/hoststat/hoststat/internal/daemon"
+	"github.com/hoststat/hoststat/telemetry/send"
+	"github.com/hoststat/hoststat/telemetry/wire"
+)
+
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+const usageHead = `Usage: sendstats [-d] [-r SECONDS] [-i IF] [-a HOST[:PORT]]... [options]
+
+Samples this node's /proc every SECONDS and sends it to recvstats: by
+multicast on interface IF, and/or by unicast to each master given with -a.
+Answers the masters' update requests at once. Without -d it goes to the
+background once it is running.
+
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sendstats", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	var (
+		rate    = fs.Float64P("rate", "r", send.DefaultRate.Seconds(), "send a sample every `SECONDS` (fractions allowed)")
+		iface   = fs.StringP("interface", "i", "", "multicast on interface `IF`")
+		masters = fs.StringArrayP("address", "a", nil, "also send by unicast to the master at `HOST[:PORT]` (repeatable)")
+		port    = fs.IntP("port", "p", wire.DefaultPort, "UDP `PORT` of recvstats (multicast, and masters given without one)")
+		debug   = fs.BoolP("debug", "d", false, "debug output on stderr; do not fork")
+		help    = fs.BoolP("help", "h", false, "show this help and exit")
+		version = fs.BoolP("version", "v", false, "show the version and exit")
+		node    = fs.Int("node", send.NoNode, "this node's number `N`; -1: the master assigns one from this host's address")
+		keyFile = fs.String("key-file", "", "authenticate packets with the shared key in `FILE`")
+		group   = fs.String("group", send.DefaultGroup.String(), "multicast group `ADDR`")
+		proc    = fs.String("proc", "/proc", "read the proc file system at `DIR`")
+	)
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "sendstats: %v\nTry 'sendstats --help' for more information.\n", err)
+		return exitUsage
+	}
+	switch {
+	case *help:
+		fmt.Fprint(stdout, usageHead, fs.FlagUsages())
+		return exitOK
+	case *version:
+		fmt.Fprintf(stdout, "sendstats (hoststat) %s\n", daemon.Version())
+		return exitOK
+	}
+	bad := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "sendstats: "+format+"\nTry 'sendstats --help' for more information.\n", a...)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		return bad("unexpected argument %q", fs.Arg(0))
+	}
+	if math.IsNaN(*rate) || *rate < 0.001 || *rate > 86400 {
+		return bad("rate %v is not in 0.001..86400 seconds", *rate)
+	}
+	if *port < 1 || *port > 65535 {
+		return bad("port %d is not in 1..65535", *port)
+	}
+	if *node < send.NoNode || *node >= 1<<20 {
+		return bad("node %d is not in -1..%d", *node, 1<<20-1)
+	}
+	if *iface == "" && len(*masters) == 0 {
+		return bad("nowhere to send: give -i IF (multicast) and/or -a HOST (unicast)")
+	}
+	g, err := netip.ParseAddr(*group)
+	if err != nil || !g.Is4() || !g.IsMulticast() {
+		return bad("group %q is not an IPv4 multicast address", *group)
+	}
+	cfg := send.Config{
+		Rate:      time.Duration(*rate * float64(time.Second)),
+		Interface: *iface, Group: g, Port: *port, Node: *node, ProcRoot: *proc,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if cfg.Masters, err = send.ResolveMasters(ctx, *masters, *port); err != nil {
+		return bad("%v", err)
+	}
+	if *keyFile != "" {
+		if cfg.Key, err = wire.LoadKey(*keyFile); err != nil {
+			fmt.Fprintf(stderr, "sendstats: %v\n", err)
+			return exitFail
+		}
+	}
+
+	if !*debug && !daemon.IsChild() {
+		if err := daemon.Detach(); err != nil {
+			fmt.Fprintf(stderr, "sendstats: %v\n", err)
+			return exitFail
+		}
+		return exitOK
+	}
+	ready := daemon.Child()
+	log := daemon.Logger("sendstats", *debug)
+	cfg.Logger = log
+	s, err := send.New(cfg)
+	if err != nil {
+		ready.Fail(err)
+		fmt.Fprintf(stderr, "sendstats: %v\n", err)
+		return exitFail
+	}
+	dests := make([]string, len(cfg.Masters))
+	for i, m := range cfg.Masters {
+		dests[i] = m.String()
+	}
+	log.Info("running", "rate", cfg.Rate.String(), "interface", cfg.Interface, "group", g.String(), "port", cfg.Port,
+		"masters", dests, "node", cfg.Node, "authenticated", len(cfg.Key) > 0, "version", daemon.Version(), "pid", os.Getpid())
+	ready.Ready()
+	runErr := s.Run(ctx)
+	if err := errors.Join(runErr, s.Close()); err != nil {
+		log.Error("stopped", "err", err)
+		fmt.Fprintf(stderr, "sendstats: %v\n", err)
+		return exitFail
+	}
+	log.Info("stopped")
+	return exitOK
+}

@@ -1,0 +1,409 @@
+// Package recv is recvstats, the master daemon, as a library: a node table
+// state machine (Table) and the thin I/O shell around it (Server) that
+// receives status packets, keeps the shared-memory table and sends update
+// requests.
+package recv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hoststat/hoststat/shm"
+	"github.com/hoststat/hoststat/telemetry/sample"
+	"github.com/hoststat/hoststat/telemetry/wire"
+)
+
+// DefaultGroup is the multicast group of status packets and update
+// requests: in the organisation-local scope (RFC 2365, 239.255/16, never
+// routed off site), with 11.224 = 0x0be0, the port, as a reminder.
+// sendstats has the same default.
+var DefaultGroup = netip.AddrFrom4([4]byte{239, 255, 11, 224})
+
+// DefaultDownAfter is how long a node may be silent before readers show
+// it down: five of sendstats' default one-second periods, so a node is
+// not shown down for a lost packet or two, and an update request (sent
+// once it is 2 s late) has had time to be answered.
+const DefaultDownAfter = 5 * time.Second
+
+// Config describes a master.
+type Config struct {
+	// Network, used when Transport is nil.
+	Listen    netip.Addr // zero: 0.0.0.0
+	Port      int        // 0 picks a free port (tests); recvstats passes 3040
+	Interface string     // join Group here; empty: unicast only
+	Group     netip.Addr // zero: DefaultGroup
+	// ReadBuffer is the socket receive buffer; default 8 MiB.
+	ReadBuffer int
+
+	ShmDir       string // zero: shm.DefaultDir
+	InitialNodes int
+	DownAfter    time.Duration // zero: DefaultDownAfter
+	NodeMap      NodeMap
+	Key          []byte // when set, only authenticated packets count
+
+	Logger *slog.Logger
+	// StatsEvery is how often drop counters are summarised at info level.
+	StatsEvery time.Duration // default 1m
+	// Transport replaces the UDP socket (tests).
+	Transport Transport
+	// Now replaces the clock (tests).
+	Now func() time.Time
+	// Table tuning; Multicast, NodeMap and Restored are filled in.
+	Table TableConfig
+}
+
+// Server is a running master. Counters may be read concurrently with
+// Serve.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	tr     Transport
+	group  netip.AddrPort // invalid when unicast only
+	writer *shm.Writer
+	table  *Table
+	parser *wire.Parser
+	asm    *wire.Assembler
+	enc    *wire.Encoder
+	now    func() time.Time
+
+	bootID   [16]byte
+	bootTime time.Time
+	reqSeq   uint32
+	reqBuf   []byte
+	smp      sample.Sample
+	msgs     []Message
+
+	stored    atomic.Uint64
+	requests  atomic.Uint64
+	drops     [numReasons]atomic.Uint64
+	lastStats Drops
+	lastSaved uint64
+
+	closeOnce sync.Once
+	closeErr  error
+	stop      chan struct{}
+	serving   sync.Mutex // held by Serve, so Close can wait for it
+}
+
+// batchSize is how many datagrams one recvmmsg(2) may return.
+const batchSize = 64
+
+// tickEvery is how often the table is asked whether to send a request.
+const tickEvery = 100 * time.Millisecond
+
+// NewServer creates (or reopens) the table and binds the socket. When it
+// returns, the master is serving as far as the outside world can tell:
+// packets queue in the socket until Serve reads them.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if !cfg.Group.IsValid() {
+		cfg.Group = DefaultGroup
+	}
+	if cfg.DownAfter <= 0 {
+		cfg.DownAfter = DefaultDownAfter
+	}
+	if cfg.StatsEvery <= 0 {
+		cfg.StatsEvery = time.Minute
+	}
+	if cfg.ReadBuffer <= 0 {
+		cfg.ReadBuffer = 8 << 20
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, stop: make(chan struct{})}
+
+	tr := cfg.Transport
+	if tr == nil {
+		u, err := ListenUDP(UDPConfig{Listen: cfg.Listen, Port: cfg.Port, Interface: cfg.Interface, Group: cfg.Group, ReadBuffer: cfg.ReadBuffer})
+		if err != nil {
+			return nil, err
+		}
+		tr = u
+	}
+	s.tr = tr
+	if cfg.Interface != "" {
+		s.group = netip.AddrPortFrom(cfg.Group, tr.LocalAddr().Port())
+	}
+
+	w, err := shm.Create(cfg.ShmDir, shm.WriterOptions{InitialNodes: cfg.InitialNodes, DownAfter: cfg.DownAfter, Logger: cfg.Logger})
+	if err != nil {
+		tr.Close()
+		return nil, err
+	}
+	s.writer = w
+
+	tc := cfg.Table
+	tc.Multicast = s.group.IsValid()
+	tc.NodeMap = cfg.NodeMap
+	for _, a := range w.Nodes() {
+		tc.Restored = append(tc.Restored, Assignment{Node: a.Node, Addr: a.Addr})
+	}
+	s.table = NewTable(tc)
+	if n := len(tc.Restored); n > 0 {
+		s.log.Info("restored node assignments from the table", "nodes", n, "path", w.Path())
+	}
+
+	s.parser = wire.NewParser(cfg.Key)
+	// Room for every node of a large cluster to have one split sample
+	// in flight (answers to a request all arrive together).
+	s.asm = wire.NewAssembler(4096, 0)
+	s.enc = wire.NewEncoder(cfg.Key)
+	if id, err := sample.ReadBootID("/proc"); err == nil {
+		s.bootID = id
+	}
+	s.bootTime = bootTime()
+	s.msgs = make([]Message, batchSize)
+	for i := range s.msgs {
+		// Larger than any valid datagram, so oversize ones are seen whole.
+		s.msgs[i].Buf = make([]byte, wire.MaxDatagram+64)
+	}
+	return s, nil
+}
+
+// bootTime is when this machine booted, for the header of our requests.
+func bootTime() time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return time.Time{}
+	}
+	return time.Now().Add(-time.Duration(ts.Nano())).Truncate(time.Second)
+}
+
+// Addr is the address the master receives on.
+func (s *Server) Addr() netip.AddrPort { return s.tr.LocalAddr() }
+
+// TablePath is the shared-memory table file.
+func (s *Server) TablePath() string { return s.writer.Path() }
+
+// Stored counts the samples written to the table.
+func (s *Server) Stored() uint64 { return s.stored.Load() }
+
+// Requests counts the update requests sent (one per Tick that asked,
+// however many datagrams it took).
+func (s *Server) Requests() uint64 { return s.requests.Load() }
+
+// Drops returns the drop counters.
+func (s *Server) Drops() Drops {
+	var d Drops
+	for i := range d {
+		d[i] = s.drops[i].Load()
+	}
+	return d
+}
+
+// reasonOf maps a decoder error to a drop reason.
+func reasonOf(err error) Reason {
+	switch {
+	case errors.Is(err, wire.ErrVersion):
+		return DropVersion
+	case errors.Is(err, wire.ErrTruncated):
+		return DropTruncated
+	case errors.Is(err, wire.ErrOversize):
+		return DropOversize
+	case errors.Is(err, wire.ErrMalformed):
+		return DropMalformed
+	case errors.Is(err, wire.ErrAuth):
+		return DropAuth
+	case errors.Is(err, wire.ErrReplay):
+		return DropReplay
+	case errors.Is(err, wire.ErrDuplicate):
+		return DropDuplicate
+	case errors.Is(err, wire.ErrStale):
+		return DropStale
+	}
+	return DropOther
+}
+
+// Serve receives until ctx is done or the server is closed. It returns nil
+// on a clean stop.
+func (s *Server) Serve(ctx context.Context) error {
+	s.serving.Lock()
+	defer s.serving.Unlock()
+	defer s.summarise()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-s.stop:
+		case <-done:
+			return
+		}
+		_ = s.tr.SetReadDeadline(time.Unix(1, 0)) // wake the read now
+	}()
+	nextTick := s.now()
+	nextStats := nextTick.Add(s.cfg.StatsEvery)
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		select {
+		case <-s.stop:
+			return nil
+		default:
+		}
+		now := s.now()
+		if !now.Before(nextTick) {
+			s.tick(now)
+			nextTick = now.Add(tickEvery)
+			_ = s.tr.SetReadDeadline(nextTick)
+			if !now.Before(nextStats) {
+				s.summarise()
+				nextStats = now.Add(s.cfg.StatsEvery)
+			}
+		}
+		n, err := s.tr.ReadBatch(s.msgs)
+		if n > 0 {
+			now = s.now()
+			debug := s.log.Enabled(ctx, slog.LevelDebug)
+			for i := range s.msgs[:n] {
+				s.handle(&s.msgs[i], now, debug)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if ctx.Err() != nil || s.closed() {
+				return nil
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+	}
+}
+
+func (s *Server) closed() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Server) drop(r Reason, m *Message, err error, debug bool) {
+	s.drops[r].Add(1)
+	if debug {
+		s.log.Debug("dropped packet", "reason", r.String(), "from", m.From.String(), "bytes", m.N, "err", err)
+	}
+}
+
+// handle processes one datagram: O(1) apart from reassembly of split
+// samples, which is linear in their parts.
+func (s *Server) handle(m *Message, now time.Time, debug bool) {
+	if m.Truncated {
+		s.drop(DropOversize, m, fmt.Errorf("datagram larger than %d bytes", len(m.Buf)), debug)
+		return
+	}
+	pk, err := s.parser.Parse(m.Buf[:m.N])
+	if err != nil {
+		s.drop(reasonOf(err), m, err, debug)
+		return
+	}
+	if pk.Kind != wire.KindStatus {
+		return // an update request: ours looped back, or another master's
+	}
+	complete, err := s.asm.Add(wire.SenderOf(&pk.Header, m.From.Addr()), &pk, now, &s.smp)
+	if err != nil {
+		s.drop(reasonOf(err), m, err, debug)
+		return
+	}
+	if !complete {
+		return
+	}
+	node := NoNode
+	if pk.Node != wire.NoNode {
+		node = int(min(pk.Node, MaxNodes)) // MaxNodes and beyond: out of range
+	}
+	u, r := s.table.Receive(now, Status{From: m.From, Unicast: !m.Multicast, Node: node, Epoch: pk.Epoch, Seq: pk.Seq, Sample: &s.smp})
+	if r != DropNone {
+		s.drop(r, m, fmt.Errorf("node %d seq %d", node, pk.Seq), debug)
+		return
+	}
+	if err := s.writer.Put(u.Node, u.Addr, u.Seen, u.Sample); err != nil {
+		s.drop(DropOther, m, err, debug)
+		if !debug {
+			s.log.Warn("cannot store sample", "node", u.Node, "err", err)
+		}
+		return
+	}
+	s.stored.Add(1)
+	if u.Reboot {
+		s.log.Info("node rebooted", "node", u.Node, "addr", u.Addr.String())
+	}
+	if u.Moved {
+		s.log.Warn("node number now reported from another address", "node", u.Node, "addr", u.Addr.String())
+	}
+	if debug {
+		s.log.Debug("stored sample", "node", u.Node, "addr", u.Addr.String(), "seq", pk.Seq,
+			"cpus", len(u.Sample.CPUs), "derived", u.Derived, "multicast", m.Multicast)
+	}
+}
+
+// tick sends the update request the table asks for, if any.
+func (s *Server) tick(now time.Time) {
+	s.asm.Expire(now)
+	s.drops[DropIncomplete].Store(s.asm.Abandoned())
+	req, ok := s.table.Tick(now)
+	if !ok {
+		return
+	}
+	s.reqSeq++
+	s.reqBuf = s.enc.AppendUpdateRequest(s.reqBuf[:0], wire.Header{
+		Node: wire.NoNode, BootID: s.bootID, BootTime: s.bootTime, Seq: s.reqSeq, Time: now,
+	})
+	if req.Multicast && s.group.IsValid() {
+		if err := s.tr.WriteTo(s.reqBuf, s.group); err != nil {
+			s.log.Warn("cannot multicast update request", "group", s.group.String(), "err", err)
+		}
+	}
+	for _, a := range req.Unicast {
+		if err := s.tr.WriteTo(s.reqBuf, a); err != nil {
+			s.log.Debug("cannot send update request", "to", a.String(), "err", err)
+		}
+	}
+	s.writer.SetUpdateRequest(now)
+	s.requests.Add(1)
+	s.log.Debug("sent update request", "seq", s.reqSeq, "multicast", req.Multicast && s.group.IsValid(), "unicast", len(req.Unicast))
+}
+
+// summarise logs the drop counters at info level when they changed.
+func (s *Server) summarise() {
+	d := s.Drops()
+	stored := s.stored.Load()
+	if d == s.lastStats && stored == s.lastSaved {
+		return
+	}
+	var delta Drops
+	for i := range d {
+		delta[i] = d[i] - s.lastStats[i]
+	}
+	s.log.Info("receive summary", "stored", stored-s.lastSaved, "dropped", delta.Total(), "drops", delta.String(),
+		"dropped_total", d.Total())
+	s.lastStats, s.lastSaved = d, stored
+}
+
+// Close stops Serve, closes the socket and releases the table, which
+// stays for readers and for the next recvstats.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		_ = s.tr.SetReadDeadline(time.Unix(1, 0))
+		s.serving.Lock() // Serve has returned
+		defer s.serving.Unlock()
+		s.closeErr = errors.Join(s.tr.Close(), s.writer.Close())
+	})
+	return s.closeErr
+}

@@ -1,0 +1,296 @@
+// Package send is sendstats, the node agent, as a library: a schedule
+// state machine (Agent) and the thin shell around it (Sender) that samples
+// /proc, encodes, sends to the group and to masters, and answers update
+// requests.
+package send
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/hoststat/hoststat/telemetry/sample"
+	"github.com/hoststat/hoststat/telemetry/wire"
+)
+
+// DefaultGroup is the multicast group; recvstats has the same default
+// (recv.DefaultGroup, where the choice is explained).
+var DefaultGroup = netip.AddrFrom4([4]byte{239, 255, 11, 224})
+
+// DefaultRate is the default sampling period.
+const DefaultRate = time.Second
+
+// AnswerGap is the least time between two answers to update requests.
+const AnswerGap = 100 * time.Millisecond
+
+// NoNode: the master derives the node number from our address.
+const NoNode = -1
+
+// Config describes an agent.
+type Config struct {
+	Rate      time.Duration // default DefaultRate
+	Interface string        // multicast on this interface; empty: none
+	Group     netip.Addr    // default DefaultGroup
+	Port      int           // the group's port; default wire.DefaultPort
+	Masters   []netip.AddrPort
+	Node      int // NoNode (or any negative): assigned by the master
+	Key       []byte
+
+	ProcRoot string                     // default /proc
+	Collect  func(*sample.Sample) error // replaces the /proc collector (tests)
+	Logger   *slog.Logger
+	// Transport replaces the UDP sockets (tests).
+	Transport Transport
+	Now       func() time.Time
+}
+
+// Sender is a running agent.
+type Sender struct {
+	cfg     Config
+	log     *slog.Logger
+	tr      Transport
+	agent   *Agent
+	collect func(*sample.Sample) error
+	closeFn func() error
+	enc     *wire.Encoder
+	parser  *wire.Parser
+	guard   *wire.Guard
+	dests   []netip.AddrPort
+	node    uint32
+
+	smp  sample.Sample
+	bufs [][]byte
+	seq  uint32
+
+	sent     atomic.Uint64 // samples sent
+	answered atomic.Uint64 // samples sent in answer to a request
+	rejected atomic.Uint64 // requests refused (bad MAC, replay, not for us)
+	failing  map[netip.AddrPort]bool
+}
+
+// New opens the /proc collector and the sockets. When it returns without
+// error the agent can run.
+func New(cfg Config) (*Sender, error) {
+	if cfg.Rate <= 0 {
+		cfg.Rate = DefaultRate
+	}
+	if !cfg.Group.IsValid() {
+		cfg.Group = DefaultGroup
+	}
+	if cfg.Port == 0 {
+		cfg.Port = wire.DefaultPort
+	}
+	if cfg.ProcRoot == "" {
+		cfg.ProcRoot = "/proc"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Interface == "" && len(cfg.Masters) == 0 && cfg.Transport == nil {
+		return nil, errors.New("nowhere to send: give an interface for multicast or master addresses")
+	}
+	s := &Sender{cfg: cfg, log: cfg.Logger, collect: cfg.Collect, failing: map[netip.AddrPort]bool{}}
+	s.node = wire.NoNode
+	if cfg.Node >= 0 {
+		s.node = uint32(cfg.Node)
+	}
+	if s.collect == nil {
+		c, err := sample.NewCollector(cfg.ProcRoot)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", cfg.ProcRoot, err)
+		}
+		s.collect, s.closeFn = c.Collect, c.Close
+	}
+	if cfg.Interface != "" {
+		s.dests = append(s.dests, netip.AddrPortFrom(cfg.Group, uint16(cfg.Port)))
+	}
+	s.dests = append(s.dests, cfg.Masters...)
+	s.tr = cfg.Transport
+	if s.tr == nil {
+		v6 := false
+		for _, m := range cfg.Masters {
+			v6 = v6 || (m.Addr().Is6() && !m.Addr().Is4In6())
+		}
+		u, err := ListenUDP(UDPConfig{Interface: cfg.Interface, Group: cfg.Group, Port: cfg.Port, IPv6: v6})
+		if err != nil {
+			if s.closeFn != nil {
+				s.closeFn()
+			}
+			return nil, err
+		}
+		s.tr = u
+	}
+	s.enc = wire.NewEncoder(cfg.Key)
+	s.parser = wire.NewParser(cfg.Key)
+	s.guard = wire.NewGuard(64)
+	s.agent = NewAgent(cfg.Rate, AnswerGap)
+	return s, nil
+}
+
+// Sent counts the samples sent (each to every destination).
+func (s *Sender) Sent() uint64 { return s.sent.Load() }
+
+// Answered counts the samples sent in answer to update requests.
+func (s *Sender) Answered() uint64 { return s.answered.Load() }
+
+// Rejected counts update requests refused.
+func (s *Sender) Rejected() uint64 { return s.rejected.Load() }
+
+// Run samples and sends until ctx is done.
+func (s *Sender) Run(ctx context.Context) error {
+	reqs := make(chan datagram, 16)
+	go func() {
+		buf := make([]byte, wire.MaxDatagram+64)
+		for {
+			n, from, err := s.tr.ReadFrom(buf)
+			if err != nil {
+				close(reqs)
+				return
+			}
+			select {
+			case reqs <- datagram{append([]byte(nil), buf[:n]...), from}:
+			default:
+			}
+		}
+	}()
+	now := s.cfg.Now()
+	s.agent.Start(now)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+			now = s.cfg.Now()
+			if s.agent.Due(now) {
+				s.sendSample(false)
+			}
+		case d, ok := <-reqs:
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("sockets closed")
+			}
+			now = s.cfg.Now()
+			if s.admit(d) && s.agent.Request(now) {
+				s.sendSample(true)
+			}
+		}
+		timer.Reset(s.agent.Next().Sub(s.cfg.Now()))
+	}
+}
+
+// admit checks an update request: authentic (with a key), newer than the
+// last one from its master (no replays), and meant for this node.
+func (s *Sender) admit(d datagram) bool {
+	pk, err := s.parser.Parse(d.b)
+	if err == nil && pk.Kind != wire.KindUpdateRequest {
+		return false // another node's status
+	}
+	if err == nil && pk.Node != wire.NoNode && s.node != wire.NoNode && pk.Node != s.node {
+		err = fmt.Errorf("request for node %d", pk.Node)
+	}
+	if err == nil {
+		err = s.guard.Admit(wire.SenderOf(&pk.Header, d.from.Addr()), &pk.Header)
+	}
+	if err != nil {
+		s.rejected.Add(1)
+		s.log.Debug("refused update request", "from", d.from.String(), "err", err)
+		return false
+	}
+	s.log.Debug("update request", "from", d.from.String(), "seq", pk.Seq)
+	return true
+}
+
+func (s *Sender) sendSample(answer bool) {
+	if err := s.collect(&s.smp); err != nil {
+		s.log.Warn("cannot read a sample", "err", err)
+		return
+	}
+	s.seq++
+	var err error
+	s.bufs, err = s.enc.AppendStatus(s.bufs[:0], s.node, s.seq, &s.smp)
+	if err != nil {
+		s.log.Warn("cannot encode a sample", "err", err)
+		return
+	}
+	for _, to := range s.dests {
+		var werr error
+		for _, b := range s.bufs {
+			if werr = s.tr.WriteTo(b, to); werr != nil {
+				break
+			}
+		}
+		// Say so once when a destination starts and stops failing.
+		switch {
+		case werr != nil && !s.failing[to]:
+			s.failing[to] = true
+			s.log.Warn("cannot send", "to", to.String(), "err", werr)
+		case werr == nil && s.failing[to]:
+			delete(s.failing, to)
+			s.log.Info("sending again", "to", to.String())
+		}
+	}
+	s.sent.Add(1)
+	if answer {
+		s.answered.Add(1)
+	}
+	s.log.Debug("sent sample", "seq", s.seq, "datagrams", len(s.bufs), "answer", answer)
+}
+
+// Close releases the sockets and /proc files.
+func (s *Sender) Close() error {
+	err := s.tr.Close()
+	if s.closeFn != nil {
+		err = errors.Join(err, s.closeFn())
+	}
+	return err
+}
+
+// ResolveMasters turns HOST[:PORT] arguments into addresses, port
+// defaulting to port. HOST is a name, an IPv4 address or an IPv6 address
+// ([addr]:port with a port).
+func ResolveMasters(ctx context.Context, args []string, port int) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	for _, a := range args {
+		host, p := a, port
+		if h, ps, err := net.SplitHostPort(a); err == nil {
+			n, err := strconv.ParseUint(ps, 10, 16)
+			if err != nil || n == 0 {
+				return nil, fmt.Errorf("master %q: bad port %q", a, ps)
+			}
+			host, p = h, int(n)
+		}
+		if host == "" {
+			return nil, fmt.Errorf("master %q: no host", a)
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(p)))
+			continue
+		}
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil || len(ips) == 0 {
+			return nil, fmt.Errorf("master %q: cannot resolve %s: %v", a, host, err)
+		}
+		ip := ips[0]
+		for _, c := range ips { // prefer IPv4, like the cluster fabric
+			if c.Unmap().Is4() {
+				ip = c
+				break
+			}
+		}
+		out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(p)))
+	}
+	return out, nil
+}

@@ -1,0 +1,165 @@
+package send_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/hoststat/hoststat/telemetry/e2e/memnet"
+	"github.com/hoststat/hoststat/telemetry/sample"
+	"github.com/hoststat/hoststat/telemetry/send"
+	"github.com/hoststat/hoststat/telemetry/wire"
+)
+
+var (
+	masterAddr = netip.MustParseAddrPort("10.0.0.1:3040")
+	nodeAddr   = netip.MustParseAddrPort("10.0.0.2:3040")
+	key        = []byte("0123456789abcdef")
+)
+
+type rig struct {
+	s      *send.Sender
+	master *memnet.Endpoint
+}
+
+func newRig(t *testing.T, cfg send.Config) *rig {
+	n := memnet.New()
+	master, _ := n.Listen(masterAddr)
+	ep, _ := n.Listen(nodeAddr)
+	cfg.Transport = memnet.SendTransport{Endpoint: ep}
+	cfg.Masters = []netip.AddrPort{masterAddr}
+	cfg.Collect = func(s *sample.Sample) error {
+		*s = sample.Sample{Time: time.Now(), BootTime: time.Now().Add(-time.Hour), BootID: [16]byte{7}, CPUs: make([]sample.CPU, 2)}
+		return nil
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := send.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		s.Close()
+	})
+	return &rig{s: s, master: master}
+}
+
+// next reads the master's next status packet, or fails after d.
+func (r *rig) next(t *testing.T, d time.Duration) (wire.Packet, bool) {
+	t.Helper()
+	r.master.SetReadDeadline(time.Now().Add(d))
+	dg, err := r.master.Read()
+	if err != nil {
+		return wire.Packet{}, false
+	}
+	pk, err := wire.NewParser(key).Parse(dg.Data)
+	if err != nil {
+		t.Fatalf("sender sent a packet the master rejects: %v", err)
+	}
+	return pk, true
+}
+
+func request(enc *wire.Encoder, seq uint32, node uint32) []byte {
+	return enc.AppendUpdateRequest(nil, wire.Header{Node: node, BootID: [16]byte{1}, BootTime: time.Unix(1000, 0), Seq: seq, Time: time.Now()})
+}
+
+// Update requests are answered at once, but only authentic, fresh ones
+// meant for this node, and at most one per 100 ms.
+func TestUpdateRequests(t *testing.T) {
+	r := newRig(t, send.Config{Rate: 30 * time.Second, Node: 4, Key: key})
+	pk, ok := r.next(t, 2*time.Second)
+	if !ok || pk.Node != 4 || pk.Kind != wire.KindStatus {
+		t.Fatalf("first sample: %v %+v", ok, pk.Header)
+	}
+	first := pk.Seq
+	enc := wire.NewEncoder(key)
+	req := request(enc, 1, wire.NoNode)
+	r.master.WriteTo(req, nodeAddr)
+	pk, ok = r.next(t, time.Second)
+	if !ok || pk.Seq != first+1 {
+		t.Fatalf("no answer to an update request (got %v seq %d)", ok, pk.Seq)
+	}
+	time.Sleep(120 * time.Millisecond)
+	for name, b := range map[string][]byte{
+		"replayed":      req,
+		"wrong key":     request(wire.NewEncoder([]byte("another key 01234")), 2, wire.NoNode),
+		"unsigned":      request(wire.NewEncoder(nil), 3, wire.NoNode),
+		"for node 5":    request(enc, 4, 5),
+		"garbage":       []byte("HSTS\x01\x02 not a request at all"),
+		"status packet": func() []byte { b, _ := enc.AppendStatus(nil, 9, 1, &sample.Sample{}); return b[0] }(),
+	} {
+		r.master.WriteTo(b, nodeAddr)
+		if pk, ok := r.next(t, 200*time.Millisecond); ok {
+			t.Errorf("%s request answered (seq %d)", name, pk.Seq)
+		}
+	}
+	if r.s.Rejected() < 4 {
+		t.Errorf("rejected %d requests, want at least 4", r.s.Rejected())
+	}
+	// Two fresh requests at once: one answer.
+	r.master.WriteTo(request(enc, 10, 4), nodeAddr)
+	r.master.WriteTo(request(enc, 11, wire.NoNode), nodeAddr)
+	if _, ok := r.next(t, time.Second); !ok {
+		t.Fatal("no answer to a fresh request for node 4")
+	}
+	if pk, ok := r.next(t, 300*time.Millisecond); ok {
+		t.Errorf("second answer within 100ms (seq %d)", pk.Seq)
+	}
+	if got := r.s.Answered(); got != 2 {
+		t.Errorf("answered %d, want 2", got)
+	}
+}
+
+// Samples go out every rate, sequence numbers growing, node number as
+// given (or NoNode when unassigned).
+func TestPeriodicSamples(t *testing.T) {
+	r := newRig(t, send.Config{Rate: 50 * time.Millisecond, Node: send.NoNode, Key: key})
+	var last uint32
+	start := time.Now()
+	for i := range 6 {
+		pk, ok := r.next(t, time.Second)
+		if !ok {
+			t.Fatalf("sample %d missing", i)
+		}
+		if pk.Node != wire.NoNode {
+			t.Errorf("unassigned node sent node %d", pk.Node)
+		}
+		if i > 0 && pk.Seq != last+1 {
+			t.Errorf("seq %d after %d", pk.Seq, last)
+		}
+		last = pk.Seq
+	}
+	if d := time.Since(start); d < 200*time.Millisecond || d > 2*time.Second {
+		t.Errorf("6 samples at 50ms took %v", d)
+	}
+}
+
+func TestResolveMasters(t *testing.T) {
+	got, err := send.ResolveMasters(context.Background(), []string{"10.0.0.1", "10.0.0.2:4000", "[fd00::1]:5000", "fd00::2", "localhost:7"}, 3040)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.1:3040", "10.0.0.2:4000", "[fd00::1]:5000", "[fd00::2]:3040"}
+	for i, w := range want {
+		if got[i].String() != w {
+			t.Errorf("%d: %v, want %v", i, got[i], w)
+		}
+	}
+	if got[4].Port() != 7 || !got[4].Addr().IsLoopback() {
+		t.Errorf("localhost:7 → %v", got[4])
+	}
+	for _, bad := range []string{"10.0.0.1:0", "10.0.0.1:x", ":3040", "no-such-host.invalid"} {
+		if _, err := send.ResolveMasters(context.Background(), []string{bad}, 3040); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
