@@ -1,0 +1,179 @@
+package statd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// AdminSocketName is the admin socket's file name inside the state directory.
+const AdminSocketName = "statd.sock"
+
+// Status is what the admin socket answers: one consistent view of the daemon.
+type Status struct {
+	Name      string      `json:"name"`
+	State     int32       `json:"state"`
+	Pid       int         `json:"pid"`
+	BootID    string      `json:"boot_id"`
+	StateDir  string      `json:"state_dir"`
+	Started   time.Time   `json:"started"`
+	Listeners []string    `json:"listeners"`
+	Monitored []Monitored `json:"monitored"`
+	Owed      []Owed      `json:"owed"`
+}
+
+// Monitored is one host we watch and who asked.
+type Monitored struct {
+	MonName     string       `json:"mon_name"`
+	Registrants []Registrant `json:"registrants"`
+}
+
+// Registrant is one SM_MON caller waiting for news of a host.
+type Registrant struct {
+	MyName string `json:"my_name"`
+	Prog   uint32 `json:"my_prog"`
+	Vers   uint32 `json:"my_vers"`
+	Proc   uint32 `json:"my_proc"`
+	Priv   string `json:"priv"` // hex
+}
+
+// Owed is one SM_NOTIFY we still owe a host.
+type Owed struct {
+	Host     string    `json:"host"`
+	State    int32     `json:"state"`
+	Since    time.Time `json:"since"`
+	Attempts int       `json:"attempts"`
+	NextTry  time.Time `json:"next_try"`
+	GiveUp   time.Time `json:"give_up,omitzero"`
+	LastErr  string    `json:"last_error,omitempty"`
+}
+
+// adminServer answers every connection on the unix socket with the current
+// Status as JSON, then closes it. Only root or the daemon's own user may ask:
+// the socket is 0600 in a 0700 directory and peer credentials are checked.
+type adminServer struct {
+	ln     *net.UnixListener
+	path   string
+	status func() (*Status, error)
+	log    *slog.Logger
+	wg     sync.WaitGroup
+}
+
+func listenAdmin(dir string, status func() (*Status, error), log *slog.Logger) (*adminServer, error) {
+	path := filepath.Join(dir, AdminSocketName)
+	// A stale socket from a killed daemon: we hold the store's lock, so no
+	// live daemon owns it.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	old := unix.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	a := &adminServer{ln: ln, path: path, status: status, log: log}
+	a.wg.Add(1)
+	go a.serve()
+	return a, nil
+}
+
+func (a *adminServer) serve() {
+	defer a.wg.Done()
+	for {
+		c, err := a.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			a.log.Warn("admin accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.answer(c)
+		}()
+	}
+}
+
+func (a *adminServer) answer(c *net.UnixConn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if uid, ok := peerUID(c); !ok || (uid != 0 && uid != uint32(os.Geteuid())) {
+		a.log.Warn("admin request refused", "uid", uid)
+		return
+	}
+	st, err := a.status()
+	enc := json.NewEncoder(c)
+	if err != nil {
+		enc.Encode(map[string]string{"error": err.Error()})
+		return
+	}
+	enc.Encode(st)
+}
+
+func peerUID(c *net.UnixConn) (uint32, bool) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if cerr != nil || cred == nil {
+		return 0, false
+	}
+	return cred.Uid, true
+}
+
+func (a *adminServer) close() {
+	a.ln.Close()
+	a.wg.Wait()
+}
+
+// FetchStatus asks the daemon whose state directory is dir for its Status.
+func FetchStatus(ctx context.Context, dir string) (*Status, error) {
+	path := filepath.Join(dir, AdminSocketName)
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("is rpc.statd running with state directory %s? %w", dir, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	var raw json.RawMessage
+	if err := json.NewDecoder(c).Decode(&raw); err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+		return nil, fmt.Errorf("rpc.statd: %s", e.Error)
+	}
+	var st Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	return &st, nil
+}

@@ -1,0 +1,147 @@
+package statd
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hoststat/hoststat/nsm"
+)
+
+// DefaultStateDir is where the store and the admin socket live by default.
+const DefaultStateDir = "/var/lib/hoststat-statd"
+
+// Version is printed by --version.
+const Version = "hoststat rpc.statd 0.1"
+
+// ParseSchedule reads "first-retry=100ms,max-retry=1s,frequent-for=5s,
+// slow=2s,give-up=30s" over the default schedule (keys left out keep their
+// default). It exists so tests can run the schedule quickly.
+func ParseSchedule(s string) (nsm.Schedule, error) {
+	sch := nsm.DefaultSchedule()
+	if strings.TrimSpace(s) == "" {
+		return sch, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return sch, fmt.Errorf("schedule: %q is not key=duration", kv)
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return sch, fmt.Errorf("schedule: %s: bad duration %q", k, v)
+		}
+		switch k {
+		case "first-retry":
+			sch.FirstRetry = d
+		case "max-retry":
+			sch.MaxRetry = d
+		case "frequent-for":
+			sch.FrequentFor = d
+		case "slow":
+			sch.Slow = d
+		case "give-up":
+			sch.GiveUpAfter = d
+		default:
+			return sch, fmt.Errorf("schedule: unknown key %q (first-retry, max-retry, frequent-for, slow, give-up)", k)
+		}
+	}
+	return sch, nil
+}
+
+// Config is everything the daemon needs; cmd/rpc.statd fills it from flags.
+type Config struct {
+	Name         string       // our name in SM_NOTIFY (--name); default: the host's FQDN
+	StateDir     string       // -P
+	Port         int          // -p: listener port, 0 for ephemeral
+	OutgoingPort int          // -o: source port of SM_NOTIFY, 0 for any
+	HACallout    string       // -H
+	NoNotify     bool         // -L: do not notify owed hosts at start
+	Schedule     nsm.Schedule // zero: nsm.DefaultSchedule()
+	// NotifyWorkers bounds the SM_NOTIFY calls in flight (default 256).
+	NotifyWorkers int
+	// Listen lists the addresses to serve on; default 0.0.0.0 and ::.
+	Listen []netip.Addr
+	// Register with the local rpcbind (default true through the command).
+	Register bool
+	// RPCBindPort is the port of every host's rpcbind (111; tests change it).
+	RPCBindPort int
+	// BootIDPath overrides /proc/sys/kernel/random/boot_id (tests).
+	BootIDPath string
+	// NotifyTimeout bounds one attempt on one host: rpcbind lookup plus the
+	// SM_NOTIFY calls (default 3s).
+	NotifyTimeout time.Duration
+	Logger        *slog.Logger
+}
+
+func (c *Config) withDefaults() (Config, error) {
+	cc := *c
+	if cc.StateDir == "" {
+		cc.StateDir = DefaultStateDir
+	}
+	if cc.Schedule == (nsm.Schedule{}) {
+		cc.Schedule = nsm.DefaultSchedule()
+	}
+	if cc.NotifyWorkers <= 0 {
+		cc.NotifyWorkers = 256
+	}
+	if len(cc.Listen) == 0 {
+		cc.Listen = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}
+	}
+	if cc.RPCBindPort == 0 {
+		cc.RPCBindPort = 111
+	}
+	if cc.NotifyTimeout <= 0 {
+		cc.NotifyTimeout = 3 * time.Second
+	}
+	if cc.Logger == nil {
+		cc.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cc.Name == "" {
+		cc.Name = DefaultName()
+	}
+	if err := nsm.ValidateMonName(cc.Name); err != nil {
+		return cc, fmt.Errorf("--name: %w", err)
+	}
+	if cc.Port < 0 || cc.Port > 65535 || cc.OutgoingPort < 0 || cc.OutgoingPort > 65535 {
+		return cc, fmt.Errorf("port out of range")
+	}
+	return cc, nil
+}
+
+// DefaultName is the host's fully qualified name when the resolver knows
+// one, else its host name: what nfs-utils hosts expect in SM_NOTIFY.
+func DefaultName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	if strings.Contains(h, ".") {
+		return h
+	}
+	if cname, err := net.LookupCNAME(h); err == nil {
+		cname = strings.TrimSuffix(cname, ".")
+		if strings.HasPrefix(cname, h+".") {
+			return cname
+		}
+	}
+	return h
+}
+
+// notifyNames is what we announce ourselves as: the fully qualified name
+// first, then the short name (nfs-utils peers often registered us by that).
+// An address literal has no short form.
+func notifyNames(name string) []string {
+	if _, err := netip.ParseAddr(name); err == nil {
+		return []string{name}
+	}
+	short, _, found := strings.Cut(name, ".")
+	if !found || short == "" {
+		return []string{name}
+	}
+	return []string{name, short}
+}

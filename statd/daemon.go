@@ -1,0 +1,342 @@
+// Package statd is hoststat's rpc.statd: the NSM daemon shell that wires the
+// nsm package (store, schedule, matching) to ONC RPC sockets. It serves the
+// seven SM_PROG procedures over UDP and TCP on IPv4 and IPv6, registers with
+// the local rpcbind, notifies peers after a reboot, calls local registrants
+// back when a peer reboots, and answers statdctl on a unix socket.
+//
+// The protocol decisions live in nsm as pure code; this package holds the
+// goroutines, sockets and timers, and as little logic as it can.
+package statd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/oncrpc"
+)
+
+// StoreFileName is the bbolt file inside the state directory.
+const StoreFileName = "statd.db"
+
+type daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	debug    bool // debug records enabled: skip building them otherwise
+	store    *nsm.Store
+	state    atomic.Int32
+	bootID   string
+	started  time.Time
+	idx      *index
+	refusals *refusalLog
+	refused  atomic.Uint64
+	limiter  *nsm.RateLimiter
+	ha       *haCallout
+	mux      *datagramMux
+
+	srv       *oncrpc.Server
+	listeners []string
+	ports     map[string]int // netid → port we serve on
+
+	notifier  *notifyLoop
+	callbacks *callbacker
+
+	resolveSem chan struct{}
+	bg         sync.WaitGroup
+	ctx        context.Context
+}
+
+// open does what both modes share: the state directory, the store, the
+// reboot-versus-restart step and the outgoing socket.
+func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, nsm.StartResult{}, err
+	}
+	d := &daemon{cfg: cfg, log: cfg.Logger, debug: cfg.Logger.Enabled(context.Background(), slog.LevelDebug), started: time.Now(), idx: newIndex(), refusals: newRefusalLog(),
+		limiter: nsm.NewRateLimiter(1, 10, 4096), resolveSem: make(chan struct{}, 16)}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, nsm.StartResult{}, fmt.Errorf("state directory: %w", err)
+	}
+	if d.bootID, err = ReadBootID(cfg.BootIDPath); err != nil {
+		return nil, nsm.StartResult{}, err
+	}
+	if d.store, err = nsm.OpenStore(filepath.Join(cfg.StateDir, StoreFileName)); err != nil {
+		return nil, nsm.StartResult{}, err
+	}
+	var res nsm.StartResult
+	if forceReboot {
+		res, err = d.store.Reboot(d.bootID, time.Now())
+	} else {
+		res, err = d.store.Start(d.bootID, time.Now())
+	}
+	if err != nil {
+		d.store.Close()
+		return nil, res, err
+	}
+	d.state.Store(res.State)
+	d.log.Info("rpc.statd starting", "name", quote(cfg.Name), "state", res.State, "previous_state", res.PrevState,
+		"rebooted", res.Rebooted, "reason", res.Reason, "registrations_dropped", res.Dropped, "owed", res.Owed,
+		"state_dir", cfg.StateDir)
+	if d.mux, err = newDatagramMux(cfg.OutgoingPort); err != nil {
+		d.store.Close()
+		return nil, res, err
+	}
+	peer := &peerNotifier{mux: d.mux, names: notifyNames(cfg.Name), rpcbPort: uint16(cfg.RPCBindPort), timeout: cfg.NotifyTimeout}
+	d.notifier = newNotifyLoop(d.log, d.store, peer, cfg.Schedule, cfg.NotifyWorkers)
+	return d, res, nil
+}
+
+// NotifySummary is the outcome of NotifyOnce.
+type NotifySummary struct {
+	State    int32
+	Total    int // hosts owed at the start of the pass
+	Notified int // reached in this pass
+	Owed     int // still owed afterwards (left for the daemon)
+}
+
+// NotifyOnce is `rpc.statd -n`: the reboot step whatever the boot id says,
+// one pass over every host owed, and the count of hosts still owed.
+func NotifyOnce(ctx context.Context, cfg Config) (NotifySummary, error) {
+	d, res, err := open(cfg, true)
+	if err != nil {
+		return NotifySummary{}, err
+	}
+	defer d.store.Close()
+	defer d.mux.close()
+	owed, err := d.store.Owed()
+	if err != nil {
+		return NotifySummary{}, err
+	}
+	d.notifier.add(owed)
+	start := time.Now()
+	notified, total := d.notifier.onePass(ctx)
+	left, err := d.store.Owed()
+	if err != nil {
+		return NotifySummary{}, err
+	}
+	sum := NotifySummary{State: res.State, Total: total, Notified: notified, Owed: len(left)}
+	d.log.Info("notification pass done", "state", sum.State, "notified", notified, "of", total,
+		"still_owed", sum.Owed, "took", time.Since(start).Round(time.Millisecond))
+	return sum, nil
+}
+
+// Run serves until ctx ends: after the start step it listens, registers
+// with rpcbind, starts notifying, answers the admin socket, and calls ready
+// once all of that is in place. On the way out it unregisters and lets
+// calls in flight finish.
+func Run(ctx context.Context, cfg Config, ready func()) error {
+	d, res, err := open(cfg, false)
+	if err != nil {
+		return err
+	}
+	defer d.store.Close()
+	defer d.mux.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d.ctx = ctx
+	d.ha = newHACallout(d.cfg.HACallout, d.log)
+	defer d.ha.close()
+	d.callbacks = newCallbacker(ctx, d.log, d.mux, d.cfg.RPCBindPort)
+	defer d.callbacks.wait()
+
+	regs, err := d.store.Registrations()
+	if err != nil {
+		return err
+	}
+	for _, r := range regs {
+		d.idx.put(r)
+	}
+	for _, name := range d.idx.unresolved() {
+		d.resolveLater(name)
+	}
+
+	if err := d.listen(); err != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+		d.srv.Shutdown(sctx)
+		scancel()
+		return err
+	}
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d.srv.Shutdown(sctx)
+		scancel()
+	}()
+	if d.cfg.Register {
+		if err := d.register(ctx); err != nil {
+			return err
+		}
+		defer d.unregister()
+	}
+	admin, err := listenAdmin(d.cfg.StateDir, d.status, d.log)
+	if err != nil {
+		return err
+	}
+	defer admin.close()
+
+	if !d.cfg.NoNotify {
+		if err := d.loadOwed(); err != nil {
+			return err
+		}
+	} else if res.Owed > 0 {
+		d.log.Info("not notifying hosts owed a notification (-L)", "owed", res.Owed)
+	}
+	notifyDone := make(chan struct{})
+	go func() {
+		defer close(notifyDone)
+		d.notifier.run(ctx)
+	}()
+	d.log.Info("rpc.statd serving", "listeners", d.listeners, "registrations", len(regs), "state", d.state.Load())
+	if ready != nil {
+		ready()
+	}
+	<-ctx.Done()
+	d.log.Info("rpc.statd stopping")
+	cancel()
+	<-notifyDone
+	d.bg.Wait()
+	return nil
+}
+
+// loadOwed hands every debt in the store to the notifier.
+func (d *daemon) loadOwed() error {
+	owed, err := d.store.Owed()
+	if err != nil {
+		return err
+	}
+	d.notifier.add(owed)
+	return nil
+}
+
+// listen opens UDP and TCP sockets on every configured address, on one
+// port: -p's, or the ephemeral port the first socket got, so rpcinfo shows
+// one port (as nfs-utils' statd does when it can).
+func (d *daemon) listen() error {
+	d.srv = &oncrpc.Server{Logger: d.log}
+	for proc, h := range d.handlers() {
+		d.srv.Handle(nsm.Program, nsm.Version, proc, h)
+	}
+	d.ports = map[string]int{}
+	port := d.cfg.Port
+	for _, a := range d.cfg.Listen {
+		v6 := a.Is6()
+		udpNet, tcpNet, udpID, tcpID := "udp4", "tcp4", "udp", "tcp"
+		if v6 {
+			udpNet, tcpNet, udpID, tcpID = "udp6", "tcp6", "udp6", "tcp6"
+		}
+		pc, ln, p, err := listenPair(udpNet, tcpNet, a, port)
+		if err != nil {
+			if v6 && len(d.ports) > 0 && !errors.Is(err, syscall.EADDRINUSE) {
+				// No IPv6 here (disabled, or a namespace without it): serve IPv4.
+				d.log.Warn("not serving IPv6", "err", err)
+				continue
+			}
+			return fmt.Errorf("cannot listen: %w", err)
+		}
+		port = p
+		d.ports[udpID], d.ports[tcpID] = p, p
+		d.listeners = append(d.listeners, "udp "+pc.LocalAddr().String(), "tcp "+ln.Addr().String())
+		go d.srv.ServeUDP(pc)
+		go d.srv.ServeTCP(ln)
+	}
+	if len(d.ports) == 0 {
+		return errors.New("cannot listen: no address to listen on")
+	}
+	return nil
+}
+
+// listenPair opens UDP and TCP on the same port; with port 0 it retries a
+// few times if the TCP side of the UDP's ephemeral port is taken.
+func listenPair(udpNet, tcpNet string, a netip.Addr, port int) (net.PacketConn, net.Listener, int, error) {
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket(udpNet, net.JoinHostPort(a.String(), strconv.Itoa(port)))
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		p := pc.LocalAddr().(*net.UDPAddr).Port
+		ln, err := net.Listen(tcpNet, net.JoinHostPort(a.String(), strconv.Itoa(p)))
+		if err == nil {
+			return pc, ln, p, nil
+		}
+		pc.Close()
+		if port != 0 || try >= 20 {
+			return nil, nil, 0, err
+		}
+	}
+}
+
+// resolveLater looks a monitored name up in the background so an SM_NOTIFY
+// from one of its addresses matches without DNS in the RPC path.
+func (d *daemon) resolveLater(name string) {
+	if _, err := netip.ParseAddr(name); err == nil || d.ctx == nil {
+		return
+	}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		select {
+		case d.resolveSem <- struct{}{}:
+		case <-d.ctx.Done():
+			return
+		}
+		defer func() { <-d.resolveSem }()
+		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+		defer cancel()
+		as, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+		if err != nil {
+			d.log.Debug("monitored name does not resolve; matching SM_NOTIFY by name only", "mon_name", quote(name), "err", err)
+			return
+		}
+		d.idx.setAddrs(name, as)
+	}()
+}
+
+// status builds the admin view from the store and the schedule.
+func (d *daemon) status() (*Status, error) {
+	regs, err := d.store.Registrations()
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{Name: d.cfg.Name, State: d.state.Load(), Pid: os.Getpid(), BootID: d.bootID,
+		StateDir: d.cfg.StateDir, Started: d.started, Listeners: d.listeners, Monitored: []Monitored{}, Owed: []Owed{}}
+	for _, r := range regs {
+		if n := len(st.Monitored); n == 0 || st.Monitored[n-1].MonName != r.MonName {
+			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName})
+		}
+		m := &st.Monitored[len(st.Monitored)-1]
+		m.Registrants = append(m.Registrants, Registrant{MyName: r.MyID.Name, Prog: r.MyID.Prog,
+			Vers: r.MyID.Vers, Proc: r.MyID.Proc, Priv: fmt.Sprintf("%x", r.Priv)})
+	}
+	// The store is the truth for what is owed (also under -L, when the
+	// schedule holds nothing); the schedule adds what it knows of attempts.
+	owed, err := d.store.Owed()
+	if err != nil {
+		return nil, err
+	}
+	sched, lastErr := d.notifier.pending()
+	live := map[string]nsm.Owed{}
+	for _, o := range sched {
+		live[o.Host] = o
+	}
+	for _, o := range owed {
+		if l, ok := live[o.Host]; ok && l.State >= o.State {
+			o = l
+		}
+		st.Owed = append(st.Owed, Owed{Host: o.Host, State: o.State, Since: o.FirstOwed, Attempts: o.Attempts,
+			NextTry: o.NextTry, GiveUp: o.FirstOwed.Add(d.cfg.Schedule.GiveUpAfter), LastErr: lastErr[o.Host]})
+	}
+	sort.Slice(st.Owed, func(i, j int) bool { return st.Owed[i].Host < st.Owed[j].Host })
+	return st, nil
+}

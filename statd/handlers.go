@@ -1,0 +1,247 @@
+package statd
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/oncrpc"
+	"github.com/hoststat/hoststat/oncrpc/xdr"
+)
+
+// Refusals, and what the caller gets back. nfs-utils answers a remote
+// SM_MON with stat_fail and state -1, and so do we. SM_UNMON, SM_UNMON_ALL
+// and SM_SIMU_CRASH have no failure code in their results (nfs-utils answers
+// them as if they had worked), so we deny them at the RPC level with
+// AUTH_ERROR/AUTH_TOOWEAK: the caller learns it was refused, and why, without
+// a result that looks like success. Bad names: stat_fail for SM_STAT and
+// SM_MON (nfs-utils, FreeBSD); SM_UNMON of a name that cannot have been
+// registered answers our state as for any unknown registration; a received
+// SM_NOTIFY with a bad name is GARBAGE_ARGS.
+const (
+	reasonRemote      = "not from loopback"
+	reasonUnprivPort  = "not from a privileged loopback port"
+	reasonBadMonName  = "invalid mon_name"
+	reasonBadMyName   = "invalid my_name"
+	reasonRateLimited = "SM_NOTIFY rate limit"
+)
+
+func (d *daemon) handlers() map[uint32]oncrpc.Handler {
+	return map[uint32]oncrpc.Handler{
+		nsm.ProcNull:      d.null,
+		nsm.ProcStat:      d.stat,
+		nsm.ProcMon:       d.mon,
+		nsm.ProcUnmon:     d.unmon,
+		nsm.ProcUnmonAll:  d.unmonAll,
+		nsm.ProcSimuCrash: d.simuCrash,
+		nsm.ProcNotify:    d.notify,
+	}
+}
+
+// refuse logs a refusal once per (caller, reason), the offending value
+// quoted, and counts it.
+func (d *daemon) refuse(call *oncrpc.Call, proc, reason, value string) {
+	d.refused.Add(1)
+	caller := call.Remote.Addr().String()
+	if d.refusals.first(caller, proc+": "+reason) {
+		d.log.Warn("refused "+proc, "caller", call.Remote.String(), "transport", call.Transport,
+			"reason", reason, "value", quote(value), "note", "further identical refusals from this caller are not logged")
+	}
+}
+
+func fromLoopback(call *oncrpc.Call) bool {
+	return call.Remote.Addr().Unmap().IsLoopback()
+}
+
+func (d *daemon) null(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) error {
+	d.log.Debug("SM_NULL", "caller", call.Remote.String(), "transport", call.Transport)
+	return nil
+}
+
+// stat answers stat_succ when mon_name is valid and resolves (an address
+// literal always does), as nfs-utils and FreeBSD do; both answers carry our
+// state. The lookup is bounded, and handlers run concurrently, so a slow DNS
+// server delays only this caller.
+func (d *daemon) stat(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
+	var arg nsm.Name
+	if err := arg.Decode(call.Args); err != nil {
+		return err
+	}
+	out := nsm.StatRes{Res: nsm.StatSucc, State: d.state.Load()}
+	if err := nsm.ValidateMonName(arg.MonName); err != nil {
+		d.refuse(call, "SM_STAT", reasonBadMonName, arg.MonName)
+		out.Res = nsm.StatFail
+	} else if _, err := netip.ParseAddr(arg.MonName); err != nil {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := net.DefaultResolver.LookupHost(lctx, arg.MonName)
+		cancel()
+		if err != nil {
+			out.Res = nsm.StatFail
+		}
+	}
+	if d.debug {
+		d.log.Debug("SM_STAT", "caller", call.Remote.String(), "mon_name", quote(arg.MonName), "res", out.Res.String(), "state", out.State)
+	}
+	return out.Encode(res)
+}
+
+// mon records a registration and answers only once it is on disk.
+func (d *daemon) mon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
+	var arg nsm.Mon
+	if err := arg.Decode(call.Args); err != nil {
+		return err
+	}
+	fail := nsm.StatRes{Res: nsm.StatFail, State: -1}
+	if !fromLoopback(call) {
+		d.refuse(call, "SM_MON", reasonRemote, arg.ID.MonName)
+		return fail.Encode(res)
+	}
+	if err := nsm.ValidateMonName(arg.ID.MonName); err != nil {
+		d.refuse(call, "SM_MON", reasonBadMonName, arg.ID.MonName)
+		return fail.Encode(res)
+	}
+	if err := nsm.ValidateMyName(arg.ID.MyID.Name); err != nil {
+		d.refuse(call, "SM_MON", reasonBadMyName, arg.ID.MyID.Name)
+		return fail.Encode(res)
+	}
+	reg := nsm.Registration{MonName: arg.ID.MonName, MyID: arg.ID.MyID, Priv: arg.Priv, Registered: time.Now()}
+	unlock := d.idx.lockHost(reg.MonName)
+	err := d.store.Monitor(ctx, reg)
+	if err == nil {
+		d.idx.put(reg)
+	}
+	unlock()
+	if err != nil {
+		d.log.Error("SM_MON not recorded", "mon_name", quote(reg.MonName), "my_name", quote(reg.MyID.Name), "err", err)
+		return fail.Encode(res)
+	}
+	d.resolveLater(reg.MonName)
+	d.ha.addClient(reg.MonName, reg.MyID.Name)
+	out := nsm.StatRes{Res: nsm.StatSucc, State: d.state.Load()}
+	if d.debug {
+		d.log.Debug("SM_MON", "mon_name", quote(reg.MonName), "my_name", quote(reg.MyID.Name),
+			"my_prog", reg.MyID.Prog, "my_vers", reg.MyID.Vers, "my_proc", reg.MyID.Proc, "state", out.State)
+	}
+	return out.Encode(res)
+}
+
+func (d *daemon) unmon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
+	var arg nsm.MonID
+	if err := arg.Decode(call.Args); err != nil {
+		return err
+	}
+	if !fromLoopback(call) {
+		d.refuse(call, "SM_UNMON", reasonRemote, arg.MonName)
+		return oncrpc.AuthError(oncrpc.AuthTooWeak)
+	}
+	out := nsm.Stat{State: d.state.Load()}
+	if nsm.ValidateMonName(arg.MonName) != nil {
+		// Nothing by that name can have been registered.
+		d.refuse(call, "SM_UNMON", reasonBadMonName, arg.MonName)
+		return out.Encode(res)
+	}
+	unlock := d.idx.lockHost(arg.MonName)
+	found, err := d.store.Unmonitor(ctx, arg.MonName, arg.MyID)
+	if err == nil && found {
+		d.idx.remove(arg.MonName, arg.MyID)
+	}
+	unlock()
+	if err != nil {
+		d.log.Error("SM_UNMON not recorded", "mon_name", quote(arg.MonName), "err", err)
+		return oncrpc.ErrSystem
+	}
+	if found {
+		d.ha.delClient(arg.MonName, arg.MyID.Name)
+	}
+	d.log.Debug("SM_UNMON", "mon_name", quote(arg.MonName), "my_name", quote(arg.MyID.Name), "found", found)
+	return out.Encode(res)
+}
+
+func (d *daemon) unmonAll(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
+	var arg nsm.MyID
+	if err := arg.Decode(call.Args); err != nil {
+		return err
+	}
+	if !fromLoopback(call) {
+		d.refuse(call, "SM_UNMON_ALL", reasonRemote, arg.Name)
+		return oncrpc.AuthError(oncrpc.AuthTooWeak)
+	}
+	unlock := d.idx.lockAll()
+	n, err := d.store.UnmonitorAll(ctx, arg)
+	var hosts []string
+	if err == nil && n > 0 {
+		hosts = d.idx.removeAll(arg)
+	}
+	unlock()
+	if err != nil {
+		d.log.Error("SM_UNMON_ALL not recorded", "my_name", quote(arg.Name), "err", err)
+		return oncrpc.ErrSystem
+	}
+	for _, h := range hosts {
+		d.ha.delClient(h, arg.Name)
+	}
+	d.log.Debug("SM_UNMON_ALL", "my_name", quote(arg.Name), "removed", n)
+	return (&nsm.Stat{State: d.state.Load()}).Encode(res)
+}
+
+// simuCrash moves the state on by two and owes every monitored host a
+// notification, keeping the registrations (FreeBSD's reading: the local
+// lock manager did not crash and will not register again).
+func (d *daemon) simuCrash(ctx context.Context, call *oncrpc.Call, _ *xdr.Encoder) error {
+	if !fromLoopback(call) || call.Remote.Port() >= 1024 {
+		d.refuse(call, "SM_SIMU_CRASH", reasonUnprivPort, call.Remote.String())
+		return oncrpc.AuthError(oncrpc.AuthTooWeak)
+	}
+	unlock := d.idx.lockAll()
+	state, err := d.store.SimulateCrash(ctx, time.Now())
+	if err == nil {
+		d.state.Store(state)
+	}
+	unlock()
+	if err != nil {
+		d.log.Error("SM_SIMU_CRASH failed", "err", err)
+		return oncrpc.ErrSystem
+	}
+	d.log.Warn("SM_SIMU_CRASH: simulating a crash", "caller", call.Remote.String(), "state", state)
+	if err := d.loadOwed(); err != nil {
+		d.log.Error("SM_SIMU_CRASH: loading notifications owed", "err", err)
+	}
+	return nil
+}
+
+// notify handles a peer's SM_NOTIFY: find who asked about that host and
+// call each back on loopback, off the RPC path.
+func (d *daemon) notify(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) error {
+	var arg nsm.StatChange
+	if err := arg.Decode(call.Args); err != nil {
+		return err
+	}
+	if err := nsm.ValidateMonName(arg.MonName); err != nil {
+		d.refuse(call, "SM_NOTIFY", reasonBadMonName, arg.MonName)
+		return oncrpc.ErrGarbageArgs
+	}
+	sender := call.Remote.Addr()
+	due, matched := d.idx.match(arg.MonName, arg.State, sender)
+	if matched == 0 && !d.limiter.Allow(sender, time.Now()) {
+		// Unsolicited and too many: drop without a reply, so a flood costs
+		// us no more than reading it.
+		d.refuse(call, "SM_NOTIFY", reasonRateLimited, arg.MonName)
+		return oncrpc.ErrDrop
+	}
+	d.ha.smNotify(arg.MonName, sender.String(), arg.State)
+	if matched == 0 {
+		d.log.Debug("SM_NOTIFY for a host nobody monitors", "caller", call.Remote.String(), "mon_name", quote(arg.MonName), "state", arg.State)
+		return nil
+	}
+	d.log.Info("SM_NOTIFY", "caller", call.Remote.String(), "mon_name", quote(arg.MonName), "state", arg.State,
+		"registrations", matched, "callbacks", len(due))
+	for _, cb := range due {
+		d.callbacks.enqueue(cb)
+	}
+	return nil
+}
+
+var errStopped = errors.New("rpc.statd stopped")

@@ -1,0 +1,191 @@
+package statd
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hoststat/hoststat/nsm"
+)
+
+// notifyLoop is the I/O shell around nsm.Notifier: it asks the state
+// machine what is due, sends those SM_NOTIFYs on a bounded pool of
+// goroutines, feeds the results back, persists what the machine decided,
+// and sleeps until the next wake-up or a new debt.
+type notifyLoop struct {
+	log     *slog.Logger
+	store   *nsm.Store
+	peer    *peerNotifier
+	now     func() time.Time
+	workers chan struct{}
+
+	mu      sync.Mutex
+	n       *nsm.Notifier
+	lastErr map[string]string
+	wake    chan struct{}
+	wg      sync.WaitGroup
+
+	// onSettled, if set, is told of every delivery, retry and give-up (tests).
+	onSettled func(nsm.Outcome)
+}
+
+func newNotifyLoop(log *slog.Logger, store *nsm.Store, peer *peerNotifier, sched nsm.Schedule, workers int) *notifyLoop {
+	return &notifyLoop{
+		log: log, store: store, peer: peer, now: time.Now,
+		workers: make(chan struct{}, workers),
+		n:       nsm.NewNotifier(sched),
+		lastErr: map[string]string{},
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// add hands debts from the store to the schedule.
+func (l *notifyLoop) add(owed []nsm.Owed) {
+	l.mu.Lock()
+	for _, o := range owed {
+		l.n.Add(o)
+	}
+	l.mu.Unlock()
+	l.kick()
+}
+
+func (l *notifyLoop) kick() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pending is the admin view of the schedule.
+func (l *notifyLoop) pending() ([]nsm.Owed, map[string]string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	errs := make(map[string]string, len(l.lastErr))
+	for k, v := range l.lastErr {
+		errs[k] = v
+	}
+	return l.n.Pending(), errs
+}
+
+// run sends notifications until ctx ends, then waits for attempts under way.
+func (l *notifyLoop) run(ctx context.Context) {
+	defer l.wg.Wait()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		l.mu.Lock()
+		due := l.n.Due(l.now())
+		l.mu.Unlock()
+		for _, o := range due {
+			select {
+			case l.workers <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				defer func() { <-l.workers }()
+				l.attempt(ctx, o)
+			}()
+		}
+		l.mu.Lock()
+		next, ok := l.n.NextWake()
+		l.mu.Unlock()
+		wait := time.Hour
+		if ok {
+			wait = max(time.Until(next), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// attempt makes one try at one host and records the outcome.
+func (l *notifyLoop) attempt(ctx context.Context, o nsm.Owed) {
+	err := l.peer.notify(ctx, o.Host, o.State)
+	if ctx.Err() != nil {
+		return // shutting down: the store still has the debt as it was
+	}
+	now := l.now()
+	l.mu.Lock()
+	out := l.n.Done(o.Host, err == nil, now)
+	if err != nil {
+		l.lastErr[o.Host] = err.Error()
+	} else {
+		delete(l.lastErr, o.Host)
+	}
+	if out.Kind != nsm.Retry {
+		delete(l.lastErr, o.Host)
+	}
+	l.mu.Unlock()
+	l.persist(ctx, o, out, err, now)
+	if l.onSettled != nil {
+		l.onSettled(out)
+	}
+	l.kick()
+}
+
+func (l *notifyLoop) persist(ctx context.Context, tried nsm.Owed, out nsm.Outcome, err error, now time.Time) {
+	var perr error
+	switch out.Kind {
+	case nsm.Delivered:
+		l.log.Info("notified host", "host", quote(tried.Host), "state", tried.State)
+		_, perr = l.store.MarkNotified(ctx, tried.Host, tried.State)
+	case nsm.Retry:
+		l.log.Debug("notification failed; will retry", "host", quote(tried.Host), "state", out.Owed.State,
+			"attempts", out.Owed.Attempts, "next_try", out.Owed.NextTry, "err", err)
+		perr = l.store.Reschedule(ctx, out.Owed.Host, out.Owed.NextTry, out.Owed.Attempts)
+	case nsm.Abandoned:
+		l.log.Warn("gave up notifying host", "host", quote(tried.Host), "state", tried.State,
+			"owed_since", tried.FirstOwed, "attempts", out.Owed.Attempts, "err", err)
+		_, perr = l.store.GiveUp(ctx, tried.Host, tried.State, now)
+	}
+	if perr != nil {
+		l.log.Error("recording notification progress", "host", quote(tried.Host), "err", perr)
+	}
+}
+
+// onePass is `rpc.statd -n`: one attempt at every host owed, all at once on
+// the worker pool, each outcome persisted; hosts not reached stay owed with
+// their next try recorded for the daemon.
+func (l *notifyLoop) onePass(ctx context.Context) (notified, total int) {
+	l.mu.Lock()
+	due := l.n.Due(l.now())
+	l.mu.Unlock()
+	total = len(due)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, o := range due {
+		select {
+		case l.workers <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return notified, total
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-l.workers }()
+			err := l.peer.notify(ctx, o.Host, o.State)
+			now := l.now()
+			l.mu.Lock()
+			out := l.n.Done(o.Host, err == nil, now)
+			l.mu.Unlock()
+			l.persist(context.WithoutCancel(ctx), o, out, err, now)
+			if out.Kind == nsm.Delivered {
+				mu.Lock()
+				notified++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return notified, total
+}

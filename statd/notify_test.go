@@ -1,0 +1,113 @@
+package statd
+
+import (
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/hoststat/hoststat/nsm"
+)
+
+func monitorHosts(t *testing.T, td *testDaemon, hosts ...string) {
+	t.Helper()
+	ctx := ctxT(t, 10*time.Second)
+	c := td.dial("udp")
+	for _, h := range hosts {
+		r, err := callMon(ctx, c, nsm.Mon{ID: nsm.MonID{MonName: h, MyID: nsm.MyID{Name: "127.0.0.1", Prog: 100021, Vers: 4, Proc: 16}}})
+		if err != nil || r.Res != nsm.StatSucc {
+			t.Fatalf("SM_MON %s: %+v %v", h, r, err)
+		}
+	}
+}
+
+// TestNotifyOnce is `rpc.statd -n`: a forced reboot, one pass, a summary;
+// reached hosts get SM_NOTIFY with our qualified and short names and the
+// new state, an unreachable one stays owed, and the daemon started next
+// (same boot) carries on with it.
+func TestNotifyOnce(t *testing.T) {
+	td := newTestDaemon(t, nil)
+	peer := newFakePeer(t, td.rpcb, "127.0.0.2", "127.0.0.3")
+	monitorHosts(t, td, "127.0.0.2", "127.0.0.3", "nowhere.invalid")
+	state := td.status().State
+	td.stop()
+
+	ctx := ctxT(t, 20*time.Second)
+	sum, err := NotifyOnce(ctx, td.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum != (NotifySummary{State: state + 2, Total: 3, Notified: 2, Owed: 1}) {
+		t.Fatalf("summary %+v", sum)
+	}
+	var got []string
+	for _, n := range peer.received() {
+		if n.state != state+2 {
+			t.Fatalf("notified state %d, want %d", n.state, state+2)
+		}
+		got = append(got, n.to.String()+" "+n.name)
+	}
+	sort.Strings(got)
+	want := []string{"127.0.0.2 me", "127.0.0.2 me.example.com", "127.0.0.3 me", "127.0.0.3 me.example.com"}
+	if len(got) != len(want) {
+		t.Fatalf("notifications %q, want %q", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("notifications %q, want %q", got, want)
+		}
+	}
+	td.cfg.NoNotify = true
+	td.start()
+	st := td.status()
+	if st.State != state+2 || len(st.Owed) != 1 || st.Owed[0].Host != "nowhere.invalid" || st.Owed[0].Attempts != 1 || len(st.Monitored) != 0 {
+		t.Fatalf("after -n: state %d owed %+v monitored %+v", st.State, st.Owed, st.Monitored)
+	}
+}
+
+// TestOwedNotifiedWhenPeerReturns: a peer that does not answer at our
+// reboot is retried on the (here shortened) schedule, also across a daemon
+// restart, and notified once it is back; nothing is owed afterwards.
+func TestOwedNotifiedWhenPeerReturns(t *testing.T) {
+	td := newTestDaemon(t, func(c *Config) {
+		c.Schedule = nsm.Schedule{FirstRetry: 100 * time.Millisecond, MaxRetry: 300 * time.Millisecond, FrequentFor: time.Minute, Slow: time.Second, GiveUpAfter: time.Hour}
+		c.NotifyTimeout = 300 * time.Millisecond
+	})
+	// Something answers rpcbind for every 127.x host, but no statd listens
+	// on 127.0.0.6 yet.
+	newFakePeer(t, td.rpcb, "127.0.0.7")
+	monitorHosts(t, td, "127.0.0.6")
+	writeBootID(t, td.bootID, "boot-2")
+	td.restart()
+	netlabWait(t, 5*time.Second, func() bool {
+		st := td.status()
+		return len(st.Owed) == 1 && st.Owed[0].Attempts >= 2 && st.Owed[0].LastErr != ""
+	})
+	td.restart() // the debt survives a restart, attempts and all
+	st := td.status()
+	if len(st.Owed) != 1 || st.Owed[0].Attempts < 2 {
+		t.Fatalf("after restart owed %+v", st.Owed)
+	}
+	state := st.State
+	peer := newFakePeer(t, td.rpcb, "127.0.0.6")
+	select {
+	case n := <-peer.calls:
+		if n.to.String() != "127.0.0.6" || n.state != state {
+			t.Fatalf("notification %+v", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("peer not notified after it came back")
+	}
+	netlabWait(t, 5*time.Second, func() bool { return len(td.status().Owed) == 0 })
+}
+
+// TestGiveUp: past GiveUpAfter the host is dropped from the owed list.
+func TestGiveUp(t *testing.T) {
+	td := newTestDaemon(t, func(c *Config) {
+		c.Schedule = nsm.Schedule{FirstRetry: 50 * time.Millisecond, MaxRetry: 100 * time.Millisecond, FrequentFor: 200 * time.Millisecond, Slow: 200 * time.Millisecond, GiveUpAfter: time.Second}
+		c.NotifyTimeout = 100 * time.Millisecond
+	})
+	monitorHosts(t, td, "nowhere.invalid")
+	writeBootID(t, td.bootID, "boot-2")
+	td.restart()
+	netlabWait(t, 10*time.Second, func() bool { return len(td.status().Owed) == 0 })
+}
