@@ -34,8 +34,12 @@ fuzz:
 	scripts/fuzz-all $(FUZZTIME)
 
 ## demo: a local cluster on loopback, no root, state in ./demo-state.
+##   statd-demo: rpc.statd (root) in a private namespace with its admin view.
 demo: build
 	scripts/demo
 
 clean:
 	rm -rf bin demo-state
+
+statd-demo: build
+	scripts/statd-demo

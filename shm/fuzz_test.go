@@ -41,7 +41,7 @@ func FuzzOpenReader(f *testing.F) {
 	f.Add([]byte("HSTATSHM\x01\x00\x00\x00"), true)
 	// No waiting for odd records: a deterministic retry count keeps
 	// coverage stable from run to run.
-	readWait = 0
+	readWait, liveWriterWait = 0, 0
 	f.Fuzz(func(t *testing.T, b []byte, fix bool) {
 		if fix {
 			fixHeader(b)

@@ -84,6 +84,17 @@ var ErrWriterStuck = errors.New("record stays locked by the writer (recvstats di
 // variable so the fuzz targets need not wait on every odd record.
 var readWait = 50 * time.Millisecond
 
+// liveWriterWait is how much longer a read waits on a record whose writer
+// process still exists.
+var liveWriterWait = time.Second
+
+// writerAlive reports whether the process named as the table's writer
+// exists (EPERM means it exists under another user).
+func (r *Reader) writerAlive() bool {
+	pid := int(load32(r.m, hWriterPID))
+	return pid > 0 && unix.Kill(pid, 0) != unix.ESRCH
+}
+
 // Reader reads a table that another process writes. It never blocks the
 // writer and never returns a torn record. A Reader follows the table
 // across growth and writer restarts by re-opening the path when its
@@ -221,6 +232,7 @@ func (r *Reader) snapshot(node int, withData bool) (bool, error) {
 	}
 	off := r.g.recordOffset(node)
 	var deadline time.Time
+	var waitSeq uint64
 	for try := 0; ; try++ {
 		s1 := load64(r.m, off+rSeq)
 		if s1&1 == 0 {
@@ -244,9 +256,17 @@ func (r *Reader) snapshot(node int, withData bool) (bool, error) {
 		case try < 256:
 			runtime.Gosched()
 		default:
-			if deadline.IsZero() {
-				deadline = time.Now().Add(readWait)
-			} else if time.Now().After(deadline) {
+			now := time.Now()
+			switch {
+			case deadline.IsZero() || s1 != waitSeq:
+				// First wait, or the writer moved on since: it is alive.
+				deadline, waitSeq = now.Add(readWait), s1
+			case now.After(deadline):
+				// A live writer may just be descheduled mid-write on a busy
+				// machine; only a dead one, or one silent for long, is stuck.
+				if now.Sub(deadline) < liveWriterWait && r.writerAlive() {
+					break
+				}
 				return false, fmt.Errorf("shm: table %s: node %d: %w", r.path, node, ErrWriterStuck)
 			}
 			time.Sleep(20 * time.Microsecond)
