@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/hoststat/hoststat/internal/netlab"
 	"io"
 	"log/slog"
 	"net"
@@ -557,18 +558,8 @@ func who(t *testing.T, c *Client) (uid uint32, name string, port uint32, transpo
 	return
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("test needs root, and CI=true")
-		}
-		t.Skip("test needs root")
-	}
-}
-
 func TestPrivilegedPort(t *testing.T) {
-	requireRoot(t)
+	netlab.RequireRoot(t)
 	for _, network := range allNetworks {
 		t.Run(network, func(t *testing.T) {
 			ts := newTestServer(t, nil)

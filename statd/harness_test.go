@@ -417,7 +417,6 @@ func rawCall(t *testing.T, from, to string, proc uint32, args func(*xdr.Encoder)
 
 var errNoReply = errors.New("no reply")
 
-func isRoot() bool { return os.Geteuid() == 0 }
 
 // netlabWait polls cond until it holds or the time is up.
 func netlabWait(t *testing.T, within time.Duration, cond func() bool) {
