@@ -64,6 +64,13 @@ func WithCallTimeout(d time.Duration) DialOption { return func(o *dialOptions) {
 // WithMaxReplySize caps a reply record on a stream transport.
 func WithMaxReplySize(n int) DialOption { return func(o *dialOptions) { o.maxReply = n } }
 
+// Caller makes calls to one server, as Client.Call does. Protocol clients
+// built on oncrpc (rpcbind.NewClient) take a Caller, so a transport other
+// than Client can reuse their encoding.
+type Caller interface {
+	Call(ctx context.Context, prog, vers, proc uint32, args func(*xdr.Encoder), result func(*xdr.Decoder) error) error
+}
+
 // Client calls one server. Its methods are safe for concurrent use; calls
 // share one socket and are matched to replies by transaction id.
 type Client struct {

@@ -12,11 +12,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,30 +25,18 @@ import (
 	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/nsm"
 	"github.com/hoststat/hoststat/oncrpc"
+	"github.com/hoststat/hoststat/oncrpc/rpcbind"
 	"github.com/hoststat/hoststat/oncrpc/xdr"
 )
-
-func benchLab(b *testing.B) labTools {
-	netlab.RequireRoot(b)
-	var lt labTools
-	lt.rpcbind = netlab.RequireCommand(b, "rpcbind")
-	lt.rpcinfo = netlab.RequireCommand(b, "rpcinfo")
-	lt.nfsStatd = netlab.RequireCommand(b, "rpc.statd")
-	lt.smNotify = netlab.RequireCommand(b, "sm-notify")
-	bin := netlab.BuildCommands(b, "./cmd/rpc.statd", "./cmd/statdctl")
-	lt.ourStatd = filepath.Join(bin, "rpc.statd")
-	lt.statdctl = filepath.Join(bin, "statdctl")
-	return lt
-}
 
 // monBurst makes SM_MON calls from `callers` goroutines, each with its own
 // UDP client on h's loopback, for up to max calls or d, and returns the
 // calls acknowledged with stat_succ and the time taken.
-func monBurst(b *testing.B, h *netlab.Host, port int, callers, max int, d time.Duration, prefix byte) (int, time.Duration) {
+func monBurst(b *testing.B, h *netlab.Host, statd netip.AddrPort, callers, max int, d time.Duration, prefix int) (int, time.Duration) {
 	clients := make([]*oncrpc.Client, callers)
 	err := h.Do(func() error {
 		for i := range clients {
-			c, err := oncrpc.Dial(context.Background(), "udp", fmt.Sprintf("127.0.0.1:%d", port),
+			c, err := oncrpc.Dial(context.Background(), "udp", statd.String(),
 				oncrpc.WithRetransmit(500*time.Millisecond, 2*time.Second), oncrpc.WithCallTimeout(30*time.Second))
 			if err != nil {
 				return err
@@ -65,75 +53,31 @@ func monBurst(b *testing.B, h *netlab.Host, port int, callers, max int, d time.D
 			c.Close()
 		}
 	}()
-	var next, acked atomic.Int64
-	deadline := time.Now().Add(d)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for _, c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				i := next.Add(1)
-				if i > int64(max) {
-					return
-				}
-				// Address literals: nfs-utils resolves every mon_name.
-				name := fmt.Sprintf("10.%d.%d.%d", prefix, (i>>8)&255, i&255)
-				r, err := callMon(context.Background(), c, nsm.Mon{ID: nsm.MonID{MonName: name,
-					MyID: nsm.MyID{Name: "127.0.0.1", Prog: 100021, Vers: 4, Proc: 16}}})
-				if err == nil && r.Res == nsm.StatSucc {
-					acked.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return int(acked.Load()), time.Since(start)
-}
-
-func statdPort(b *testing.B, h *netlab.Host) int {
-	var port uint16
-	err := h.Do(func() error {
-		m, err := newDatagramMux(0)
-		if err != nil {
-			return err
-		}
-		defer m.close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		port, err = m.getPort(ctx, netipLoopback111, nsm.Program, nsm.Version)
-		return err
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return int(port)
+	return monLoad(clients, max, time.Now().Add(d), prefix)
 }
 
 // BenchmarkSMMon: durable SM_MON per second, 256 concurrent callers over UDP
 // on loopback, ours then nfs-utils' rpc.statd on the same file system.
 // Each is bounded: ours to 60,000 calls or 5 s, nfs-utils to 10 s.
 func BenchmarkSMMon(b *testing.B) {
-	lt := benchLab(b)
+	lt := needLab(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for range b.N {
 		lab := netlab.New(b)
 		a := lab.AddHost("a")
-		a.Start(lt.rpcbind, "-f", "-w")
-		netlab.WaitFor(b, 5*time.Second, "rpcbind", func() error { _, err := a.Run(ctx, lt.rpcinfo, "-p"); return err })
+		startRPCBind(b, ctx, lt, a)
 		const callers = 256
 
 		ours := a.Start(lt.ourStatd, "-F", "-P", b.TempDir())
-		netlab.WaitFor(b, 5*time.Second, "our statd", func() error { return portListed(ctx, lt, a) })
-		n, took := monBurst(b, a, statdPort(b, a), callers, 60000, 5*time.Second, 1)
+		registeredOn(b, ctx, lt, a, "100024")
+		n, took := monBurst(b, a, statdAddr(b, a), callers, 60000, 5*time.Second, 1)
 		ourRate := float64(n) / took.Seconds()
 		ours.Stop()
 
 		nfs := a.Start(lt.nfsStatd, "-F", "-L", "-P", netlab.MakeStatdDir(b))
-		netlab.WaitFor(b, 5*time.Second, "nfs-utils statd", func() error { return portListed(ctx, lt, a) })
-		m, took2 := monBurst(b, a, statdPort(b, a), callers, 60000, 10*time.Second, 2)
+		registeredOn(b, ctx, lt, a, "100024")
+		m, took2 := monBurst(b, a, statdAddr(b, a), callers, 60000, 10*time.Second, 2)
 		nfsRate := float64(m) / took2.Seconds()
 		nfs.Stop()
 
@@ -143,17 +87,6 @@ func BenchmarkSMMon(b *testing.B) {
 		b.Logf("SM_MON, %d callers: ours %d in %v (%.0f/s); nfs-utils %d in %v (%.0f/s); ratio %.0fx",
 			callers, n, took.Round(time.Millisecond), ourRate, m, took2.Round(time.Millisecond), nfsRate, ourRate/nfsRate)
 	}
-}
-
-func portListed(ctx context.Context, lt labTools, h *netlab.Host) error {
-	out, err := h.Run(ctx, lt.rpcinfo, "-p")
-	if err != nil {
-		return err
-	}
-	if strings.Count(out, " 100024 ") < 2 {
-		return fmt.Errorf("statd not listed")
-	}
-	return nil
 }
 
 // nsmResponder plays every peer at once: it answers portmapper GETPORT on
@@ -207,7 +140,7 @@ func newNSMResponder(b *testing.B, h *netlab.Host) *nsmResponder {
 		}()
 	}
 	serve(pm, func(h *oncrpc.CallHeader, _ []byte, _ net.IP) ([]byte, bool) {
-		if h.Program != pmapProg || h.Version != pmapVers || h.Procedure != pmapGetPort {
+		if h.Program != rpcbind.Program || h.Version != pmapVers || h.Procedure != pmapGetPort {
 			return nil, false
 		}
 		return binary.BigEndian.AppendUint32(nil, smPort), true
@@ -244,27 +177,28 @@ func hostAddr(i int) string { return fmt.Sprintf("127.%d.%d.%d", 1+i>>16, (i>>8)
 // same 10,000 hosts (bounded to 60 s; its rate is hosts acknowledged per
 // second over its run).
 func BenchmarkNotify10k(b *testing.B) {
-	lt := benchLab(b)
+	lt := needLab(b)
 	const hosts = 10000
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	for range b.N {
 		lab := netlab.New(b)
 		a := lab.AddHost("a")
-		a.Start(lt.rpcbind, "-f", "-w")
-		netlab.WaitFor(b, 5*time.Second, "rpcbind", func() error { _, err := a.Run(ctx, lt.rpcinfo, "-p"); return err })
+		rpcb := startRPCBind(b, ctx, lt, a)
 
 		// Our store: 10,000 hosts monitored, through SM_MON.
 		dir := b.TempDir()
 		ours := a.Start(lt.ourStatd, "-F", "-P", dir)
-		netlab.WaitFor(b, 5*time.Second, "our statd", func() error { return portListed(ctx, lt, a) })
-		port := statdPort(b, a)
+		registeredOn(b, ctx, lt, a, "100024")
+		statd := statdAddr(b, a)
 		var c *oncrpc.Client
-		a.Do(func() error {
+		if err := a.Do(func() error {
 			var err error
-			c, err = oncrpc.Dial(ctx, "udp", fmt.Sprintf("127.0.0.1:%d", port))
+			c, err = oncrpc.Dial(ctx, "udp", statd.String())
 			return err
-		})
+		}); err != nil {
+			b.Fatal(err)
+		}
 		var wg sync.WaitGroup
 		for w := range 32 {
 			wg.Add(1)
@@ -288,8 +222,7 @@ func BenchmarkNotify10k(b *testing.B) {
 			}
 		}
 		// Peers: no rpcbind from here on; the responder takes port 111.
-		a.Run(ctx, "pkill", "-x", "rpcbind")
-		time.Sleep(200 * time.Millisecond)
+		rpcb.Stop()
 		resp := newNSMResponder(b, a)
 
 		start := time.Now()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hoststat/hoststat/nsm"
 	"github.com/hoststat/hoststat/oncrpc"
+	"github.com/hoststat/hoststat/oncrpc/rpcbind"
 	"github.com/hoststat/hoststat/oncrpc/xdr"
 )
 
@@ -20,7 +21,7 @@ import (
 // calls where it is told can be made to attack third parties), at the port
 // the local rpcbind gives for my_prog/my_vers, from a port below 1024 when
 // we are root (the Linux lock manager ignores other callers). Each callback
-// runs on its own goroutine, at most maxInFlight at once, and is retried on
+// runs on its own goroutine, at most cap(sem) at once, and is retried on
 // a short schedule: the registrant may be restarting too.
 type callbacker struct {
 	ctx      context.Context
@@ -80,10 +81,10 @@ func (c *callbacker) call(cb callback) error {
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
 	network := "udp"
-	port, err := c.mux.getPortProto(ctx, c.rpcbind, cb.my.Prog, cb.my.Vers, ipprotoUDP)
+	port, err := c.mux.lookup(ctx, c.rpcbind, cb.my.Prog, cb.my.Vers, rpcbind.ProtoUDP)
 	if err != nil {
 		// A registrant may listen on TCP only.
-		tport, terr := c.mux.getPortProto(ctx, c.rpcbind, cb.my.Prog, cb.my.Vers, ipprotoTCP)
+		tport, terr := c.mux.lookup(ctx, c.rpcbind, cb.my.Prog, cb.my.Vers, rpcbind.ProtoTCP)
 		if terr != nil {
 			return fmt.Errorf("rpcbind lookup of %d/%d: %w", cb.my.Prog, cb.my.Vers, err)
 		}

@@ -3,6 +3,7 @@ package statd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -335,7 +336,7 @@ func TestSimuCrash(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no SM_NOTIFY after SM_SIMU_CRASH")
 	}
-	netlabWait(t, 5*time.Second, func() bool { return len(td.status().Owed) == 0 })
+	netlab.WaitFor(t, 5*time.Second, "nothing owed", func() error { return owedNone(td) })
 	if st := td.status(); st.State != state+2 || len(st.Monitored) != 1 {
 		t.Fatalf("after SM_SIMU_CRASH: state %d, monitored %+v", st.State, st.Monitored)
 	}
@@ -359,8 +360,10 @@ func TestHACallout(t *testing.T) {
 	callUnmon(ctx, c, nsm.MonID{MonName: "peer1", MyID: my})
 	callNotify(ctx, c, "peer2", 7)
 	want := "add-client peer1 lockd-host\ndel-client peer1 lockd-host\nsm-notify peer2 127.0.0.1 7\n"
-	netlabWait(t, 5*time.Second, func() bool {
-		b, _ := os.ReadFile(log)
-		return string(b) == want
+	netlab.WaitFor(t, 5*time.Second, "the callouts", func() error {
+		if b, _ := os.ReadFile(log); string(b) != want {
+			return fmt.Errorf("callout log %q, want %q", b, want)
+		}
+		return nil
 	})
 }

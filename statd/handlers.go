@@ -2,7 +2,6 @@ package statd
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -27,6 +26,7 @@ const (
 	reasonBadMonName  = "invalid mon_name"
 	reasonBadMyName   = "invalid my_name"
 	reasonRateLimited = "SM_NOTIFY rate limit"
+	reasonGarbage     = "arguments do not decode"
 )
 
 func (d *daemon) handlers() map[uint32]oncrpc.Handler {
@@ -45,11 +45,27 @@ func (d *daemon) handlers() map[uint32]oncrpc.Handler {
 // quoted, and counts it.
 func (d *daemon) refuse(call *oncrpc.Call, proc, reason, value string) {
 	d.refused.Add(1)
-	caller := call.Remote.Addr().String()
-	if d.refusals.first(caller, proc+": "+reason) {
-		d.log.Warn("refused "+proc, "caller", call.Remote.String(), "transport", call.Transport,
-			"reason", reason, "value", quote(value), "note", "further identical refusals from this caller are not logged")
+	log, skipped := d.refusals.first(call.Remote.Addr().String(), proc+": "+reason, time.Now())
+	if !log {
+		return
 	}
+	args := []any{"caller", call.Remote.String(), "transport", call.Transport, "reason", reason, "value", quote(value),
+		"note", "further identical refusals from this caller are not logged"}
+	if skipped > 0 {
+		args = append(args, "unlogged_refusals_before", skipped)
+	}
+	d.log.Warn("refused "+proc, args...)
+}
+
+// decode reads a call's arguments. Ones that do not decode are refused
+// with GARBAGE_ARGS and logged like any other refusal, the decoder's
+// complaint as the value.
+func (d *daemon) decode(call *oncrpc.Call, proc string, arg interface{ Decode(*xdr.Decoder) error }) error {
+	if err := arg.Decode(call.Args); err != nil {
+		d.refuse(call, proc, reasonGarbage, err.Error())
+		return err
+	}
+	return nil
 }
 
 func fromLoopback(call *oncrpc.Call) bool {
@@ -67,7 +83,7 @@ func (d *daemon) null(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) erro
 // server delays only this caller.
 func (d *daemon) stat(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
 	var arg nsm.Name
-	if err := arg.Decode(call.Args); err != nil {
+	if err := d.decode(call, "SM_STAT", &arg); err != nil {
 		return err
 	}
 	out := nsm.StatRes{Res: nsm.StatSucc, State: d.state.Load()}
@@ -91,7 +107,7 @@ func (d *daemon) stat(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) 
 // mon records a registration and answers only once it is on disk.
 func (d *daemon) mon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
 	var arg nsm.Mon
-	if err := arg.Decode(call.Args); err != nil {
+	if err := d.decode(call, "SM_MON", &arg); err != nil {
 		return err
 	}
 	fail := nsm.StatRes{Res: nsm.StatFail, State: -1}
@@ -130,7 +146,7 @@ func (d *daemon) mon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) e
 
 func (d *daemon) unmon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
 	var arg nsm.MonID
-	if err := arg.Decode(call.Args); err != nil {
+	if err := d.decode(call, "SM_UNMON", &arg); err != nil {
 		return err
 	}
 	if !fromLoopback(call) {
@@ -162,7 +178,7 @@ func (d *daemon) unmon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder)
 
 func (d *daemon) unmonAll(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
 	var arg nsm.MyID
-	if err := arg.Decode(call.Args); err != nil {
+	if err := d.decode(call, "SM_UNMON_ALL", &arg); err != nil {
 		return err
 	}
 	if !fromLoopback(call) {
@@ -216,7 +232,7 @@ func (d *daemon) simuCrash(ctx context.Context, call *oncrpc.Call, _ *xdr.Encode
 // call each back on loopback, off the RPC path.
 func (d *daemon) notify(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) error {
 	var arg nsm.StatChange
-	if err := arg.Decode(call.Args); err != nil {
+	if err := d.decode(call, "SM_NOTIFY", &arg); err != nil {
 		return err
 	}
 	if err := nsm.ValidateMonName(arg.MonName); err != nil {
@@ -243,5 +259,3 @@ func (d *daemon) notify(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) er
 	}
 	return nil
 }
-
-var errStopped = errors.New("rpc.statd stopped")

@@ -1,7 +1,6 @@
 package statd
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,28 +14,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/nsm"
 	"github.com/hoststat/hoststat/oncrpc"
+	"github.com/hoststat/hoststat/oncrpc/rpcbind"
 	"github.com/hoststat/hoststat/oncrpc/xdr"
 )
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// Portmapper version 2 GETPORT, all that fakeRPCBind answers.
+const (
+	pmapVers    = 2
+	pmapGetPort = 3
+)
 
 // fakeRPCBind answers portmapper v2 GETPORT from a table, on UDP at
 // 0.0.0.0:port so every 127.x.y.z "host" of a test finds it. It stands in
@@ -55,7 +44,7 @@ func newFakeRPCBind(t testing.TB) *fakeRPCBind {
 		t.Fatal(err)
 	}
 	f := &fakeRPCBind{srv: &oncrpc.Server{Logger: slog.New(slog.DiscardHandler)}, port: pc.LocalAddr().(*net.UDPAddr).Port, tab: map[[3]uint32]uint32{}}
-	f.srv.Handle(pmapProg, pmapVers, pmapGetPort, func(_ context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
+	f.srv.Handle(rpcbind.Program, pmapVers, pmapGetPort, func(_ context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
 		prog, vers, proto := call.Args.Uint32(), call.Args.Uint32(), call.Args.Uint32()
 		call.Args.Uint32()
 		f.mu.Lock()
@@ -86,7 +75,7 @@ type testDaemon struct {
 	dir    string
 	bootID string
 	rpcb   *fakeRPCBind
-	logs   *syncBuffer
+	logs   *netlab.LogBuffer
 	cfg    Config
 	cancel context.CancelFunc
 	done   chan error
@@ -96,7 +85,7 @@ type testDaemon struct {
 
 func newTestDaemon(t testing.TB, mutate func(*Config)) *testDaemon {
 	t.Helper()
-	td := &testDaemon{t: t, dir: t.TempDir(), rpcb: newFakeRPCBind(t), logs: &syncBuffer{}}
+	td := &testDaemon{t: t, dir: t.TempDir(), rpcb: newFakeRPCBind(t), logs: &netlab.LogBuffer{}}
 	td.bootID = filepath.Join(td.dir, "boot_id")
 	writeBootID(t, td.bootID, "boot-1")
 	td.cfg = Config{
@@ -287,7 +276,7 @@ func newRegistrant(t *testing.T, rpcb *fakeRPCBind, prog uint32) *registrant {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	rpcb.set(prog, r.vers, ipprotoUDP, pc.LocalAddr().(*net.UDPAddr).Port)
+	rpcb.set(prog, r.vers, rpcbind.ProtoUDP, pc.LocalAddr().(*net.UDPAddr).Port)
 	return r
 }
 
@@ -361,7 +350,7 @@ func newFakePeer(t *testing.T, rpcb *fakeRPCBind, hosts ...string) *fakePeer {
 		defer cancel()
 		p.srv.Shutdown(ctx)
 	})
-	rpcb.set(nsm.Program, nsm.Version, ipprotoUDP, p.port)
+	rpcb.set(nsm.Program, nsm.Version, rpcbind.ProtoUDP, p.port)
 	return p
 }
 
@@ -416,16 +405,3 @@ func rawCall(t *testing.T, from, to string, proc uint32, args func(*xdr.Encoder)
 }
 
 var errNoReply = errors.New("no reply")
-
-
-// netlabWait polls cond until it holds or the time is up.
-func netlabWait(t *testing.T, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

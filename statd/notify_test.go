@@ -1,12 +1,22 @@
 package statd
 
 import (
+	"fmt"
 	"sort"
 	"testing"
 	"time"
 
+	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/nsm"
 )
+
+// owedNone is a netlab.WaitFor condition: the daemon owes nobody.
+func owedNone(td *testDaemon) error {
+	if st := td.status(); len(st.Owed) != 0 {
+		return fmt.Errorf("owed %+v", st.Owed)
+	}
+	return nil
+}
 
 func monitorHosts(t *testing.T, td *testDaemon, hosts ...string) {
 	t.Helper()
@@ -78,9 +88,11 @@ func TestOwedNotifiedWhenPeerReturns(t *testing.T) {
 	monitorHosts(t, td, "127.0.0.6")
 	writeBootID(t, td.bootID, "boot-2")
 	td.restart()
-	netlabWait(t, 5*time.Second, func() bool {
-		st := td.status()
-		return len(st.Owed) == 1 && st.Owed[0].Attempts >= 2 && st.Owed[0].LastErr != ""
+	netlab.WaitFor(t, 5*time.Second, "two failed attempts", func() error {
+		if st := td.status(); len(st.Owed) != 1 || st.Owed[0].Attempts < 2 || st.Owed[0].LastErr == "" {
+			return fmt.Errorf("owed %+v", st.Owed)
+		}
+		return nil
 	})
 	td.restart() // the debt survives a restart, attempts and all
 	st := td.status()
@@ -97,7 +109,7 @@ func TestOwedNotifiedWhenPeerReturns(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("peer not notified after it came back")
 	}
-	netlabWait(t, 5*time.Second, func() bool { return len(td.status().Owed) == 0 })
+	netlab.WaitFor(t, 5*time.Second, "nothing owed", func() error { return owedNone(td) })
 }
 
 // TestGiveUp: past GiveUpAfter the host is dropped from the owed list.
@@ -109,5 +121,5 @@ func TestGiveUp(t *testing.T) {
 	monitorHosts(t, td, "nowhere.invalid")
 	writeBootID(t, td.bootID, "boot-2")
 	td.restart()
-	netlabWait(t, 10*time.Second, func() bool { return len(td.status().Owed) == 0 })
+	netlab.WaitFor(t, 10*time.Second, "nothing owed", func() error { return owedNone(td) })
 }

@@ -14,7 +14,7 @@ import (
 type Proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *tailBuffer
+	out  *LogBuffer
 	done chan struct{}
 	err  error // valid once done is closed
 }
@@ -33,7 +33,7 @@ func (h *Host) Start(name string, args ...string) *Proc {
 	p := &Proc{
 		name: h.Name + ": " + strings.Join(append([]string{name}, args...), " "),
 		cmd:  cmd,
-		out:  &tailBuffer{max: 4 << 20},
+		out:  &LogBuffer{Limit: 4 << 20},
 		done: make(chan struct{}),
 	}
 	cmd.Stdout = p.out
@@ -120,27 +120,32 @@ func (p *Proc) Exited() bool {
 // interleaved (only the last 4 MiB of a chatty process).
 func (p *Proc) Output() string { return p.out.String() }
 
-// tailBuffer is a concurrency-safe buffer that keeps the last max bytes.
-type tailBuffer struct {
+// LogBuffer collects what many goroutines write (a process's stdout and
+// stderr, an in-process daemon's logger) for a test to read while they run.
+// The zero value keeps everything; with Limit set it keeps at least the last
+// Limit/2 bytes and at most Limit.
+type LogBuffer struct {
+	Limit int
+
 	mu  sync.Mutex
 	buf []byte
-	max int
 	cut bool
 }
 
-func (b *tailBuffer) Write(p []byte) (int, error) {
+func (b *LogBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf = append(b.buf, p...)
-	if len(b.buf) > b.max {
+	if b.Limit > 0 && len(b.buf) > b.Limit {
 		// Drop down to half, so trimming is rare.
-		b.buf = append(b.buf[:0], b.buf[len(b.buf)-b.max/2:]...)
+		b.buf = append(b.buf[:0], b.buf[len(b.buf)-b.Limit/2:]...)
 		b.cut = true
 	}
 	return len(p), nil
 }
 
-func (b *tailBuffer) String() string {
+// String returns what was kept, marked when earlier output was dropped.
+func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cut {

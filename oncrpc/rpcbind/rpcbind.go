@@ -126,7 +126,8 @@ func DecodePortDump(d *xdr.Decoder) ([]Mapping, error) {
 // Client talks to one rpcbind. It uses version 4 and falls back to version 3
 // when the server lacks 4.
 type Client struct {
-	rpc     *oncrpc.Client
+	rpc     oncrpc.Caller
+	owned   *oncrpc.Client // closed by Close; nil for NewClient
 	network string
 
 	mu   sync.Mutex
@@ -140,7 +141,14 @@ func Dial(ctx context.Context, network, address string, opts ...oncrpc.DialOptio
 	if err != nil {
 		return nil, err
 	}
-	return &Client{rpc: c, network: network}, nil
+	return &Client{rpc: c, owned: c, network: network}, nil
+}
+
+// NewClient returns a client of the rpcbind that rpc calls, over network
+// ("udp", "udp6", "tcp"...: the transport Lookup asks about). Close leaves
+// rpc open.
+func NewClient(rpc oncrpc.Caller, network string) *Client {
+	return &Client{rpc: rpc, network: network}
 }
 
 // DialLocal returns a client of the local rpcbind fit for registering:
@@ -157,8 +165,13 @@ func DialLocal(ctx context.Context, opts ...oncrpc.DialOption) (*Client, error) 
 	return c, nil
 }
 
-// Close closes the client's socket.
-func (c *Client) Close() error { return c.rpc.Close() }
+// Close closes the socket Dial opened.
+func (c *Client) Close() error {
+	if c.owned == nil {
+		return nil
+	}
+	return c.owned.Close()
+}
 
 // call makes a version 4 call, or version 3 when the server lacks 4.
 func (c *Client) call(ctx context.Context, proc uint32, args func(*xdr.Encoder), result func(*xdr.Decoder) error) error {

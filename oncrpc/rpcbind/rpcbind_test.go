@@ -189,3 +189,26 @@ func TestFallbackToPortmapperVersion2(t *testing.T) {
 		t.Errorf("Lookup after Unregister: %v", err)
 	}
 }
+
+// NewClient speaks rpcbind over a Caller the caller owns: its Close leaves
+// that Caller working.
+func TestNewClientOverCaller(t *testing.T) {
+	pm, addr := startPortmap(t)
+	pm.mu.Lock()
+	pm.maps[[3]uint32{300002, 1, ProtoUDP}] = 2049
+	pm.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rpc, err := oncrpc.Dial(ctx, "udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rpc.Close()
+	for range 2 {
+		c := NewClient(rpc, "udp")
+		if port, err := c.GetPort(ctx, Mapping{Program: 300002, Version: 1, Protocol: ProtoUDP}); err != nil || port != 2049 {
+			t.Fatalf("GetPort = %d, %v", port, err)
+		}
+		c.Close()
+	}
+}
