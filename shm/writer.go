@@ -543,13 +543,13 @@ func (w *Writer) derive(rec []byte, s *sample.Sample) (total float32, rx, tx flo
 		if prevData != nil && i < prevCPUs {
 			prev = getTicks(prevData[prevModels*modelSize+i*cpuSize:])
 		}
-		w.pct[i] = percent(prev, s.CPUs[i].Ticks)
+		w.pct[i] = percent(&prev, &s.CPUs[i].Ticks)
 	}
 	var prevTotal sample.Ticks
 	if prevOK {
 		prevTotal = getTicks(rec[rTicks:])
 	}
-	total = percent(prevTotal, s.Total)
+	total = percent(&prevTotal, &s.Total)
 
 	dt := s.Time.Sub(prevTime).Seconds()
 	w.rates = slices.Grow(w.rates[:0], len(s.Net))[:len(s.Net)]
@@ -607,18 +607,18 @@ func truncName(name string) string {
 // percent is the busy share of the ticks between prev and cur, 0 to 100.
 // With no usable previous sample (zero prev, or counters that went back)
 // it is the average since boot.
-func percent(prev, cur sample.Ticks) float32 {
-	if cur.All() < prev.All() || cur.Busy() < prev.Busy() {
-		prev = sample.Ticks{}
+func percent(prev, cur *sample.Ticks) float32 {
+	cb := cur.Busy()
+	ca := cb + cur.Idle + cur.IOWait
+	pb := prev.Busy()
+	pa := pb + prev.Idle + prev.IOWait
+	if ca < pa || cb < pb || (ca == pa && *prev != (sample.Ticks{})) {
+		pa, pb = 0, 0 // since boot
 	}
-	all, busy := cur.All()-prev.All(), cur.Busy()-prev.Busy()
-	if all == 0 {
-		if prev != (sample.Ticks{}) {
-			return percent(sample.Ticks{}, cur)
-		}
+	if ca == pa {
 		return 0
 	}
-	return float32(min(100, 100*float64(busy)/float64(all)))
+	return float32(min(100, 100*float64(cb-pb)/float64(ca-pa)))
 }
 
 func putTicks(b []byte, t sample.Ticks) {

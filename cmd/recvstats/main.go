@@ -50,7 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		help      = fs.BoolP("help", "h", false, "show this help and exit")
 		version   = fs.BoolP("version", "v", false, "show the version and exit")
 		listen    = fs.String("listen", "", "listen on this unicast `ADDR` only (e.g. 127.0.0.1); default every IPv4 address")
-		group     = fs.String("group", recv.DefaultGroup.String(), "multicast group `ADDR` of status packets and update requests")
+		group     = fs.String("group", wire.DefaultGroup.String(), "multicast group `ADDR` of status packets and update requests")
 		shmDir    = fs.String("shm-dir", shm.DefaultDir, "`DIR` of the shared-memory table (created 0755 if missing)")
 		nodes     = fs.IntP("nodes", "N", 64, "initial node count of the table `N` (it grows on demand)")
 		nodeMap   = fs.String("node-map", "", "`FILE` of \"NODE ADDRESS\" lines numbering nodes that do not send a number")

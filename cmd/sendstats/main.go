@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -28,7 +29,16 @@ const (
 	exitUsage = 2
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	// One processor is all the agent needs; with one, handing a request
+	// from a socket's goroutine to the sampler wakes no other thread, and
+	// the runtime does not re-read the CPU limit every second. GOMAXPROCS
+	// in the environment still decides.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
 
 const usageHead = `Usage: sendstats [-d] [-r SECONDS] [-i IF] [-a HOST[:PORT]]... [options]
 
@@ -53,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		version = fs.BoolP("version", "v", false, "show the version and exit")
 		node    = fs.Int("node", send.NoNode, "this node's number `N`; -1: the master assigns one from this host's address")
 		keyFile = fs.String("key-file", "", "authenticate packets with the shared key in `FILE`")
-		group   = fs.String("group", send.DefaultGroup.String(), "multicast group `ADDR`")
+		group   = fs.String("group", wire.DefaultGroup.String(), "multicast group `ADDR`")
 		proc    = fs.String("proc", "/proc", "read the proc file system at `DIR`")
 	)
 	if err := fs.Parse(args); err != nil {

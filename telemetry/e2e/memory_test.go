@@ -17,6 +17,7 @@ import (
 	"github.com/hoststat/hoststat/telemetry/recv"
 	"github.com/hoststat/hoststat/telemetry/sample"
 	"github.com/hoststat/hoststat/telemetry/send"
+	"github.com/hoststat/hoststat/telemetry/wire"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -45,7 +46,7 @@ func startMemMaster(t *testing.T, n *memnet.Network, dir string) *memMaster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep.Join(recv.DefaultGroup)
+	ep.Join(wire.DefaultGroup)
 	srv, err := recv.NewServer(recv.Config{Transport: memnet.RecvTransport{Endpoint: ep}, Interface: "mem", ShmDir: dir,
 		DownAfter: time.Second, Logger: quiet})
 	if err != nil {
@@ -81,7 +82,7 @@ func startMemNode(t *testing.T, n *memnet.Network, i int, rate time.Duration) *m
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep.Join(send.DefaultGroup)
+	ep.Join(wire.DefaultGroup)
 	s, err := send.New(send.Config{Transport: memnet.SendTransport{Endpoint: ep}, Interface: "mem", Node: i, Rate: rate,
 		Collect: fakeNode(byte(i)), Logger: quiet})
 	if err != nil {
@@ -109,9 +110,6 @@ func startMemNode(t *testing.T, n *memnet.Network, i int, rate time.Duration) *m
 // the others answer); a restarted master has the live nodes back at once
 // although they send every 30 s.
 func TestInMemoryCluster(t *testing.T) {
-	if recv.DefaultGroup != send.DefaultGroup {
-		t.Fatalf("default groups differ: recv %v, send %v", recv.DefaultGroup, send.DefaultGroup)
-	}
 	n := memnet.New()
 	dir := t.TempDir()
 	m := startMemMaster(t, n, dir)

@@ -46,7 +46,7 @@ func BenchmarkHandle(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		m := &msgs[i%nodes]
-		binary.BigEndian.PutUint32(m.Buf[36:], uint32(i/nodes+1))
+		binary.BigEndian.PutUint32(m.Buf[wire.SeqOffset:], uint32(i/nodes+1))
 		s.handle(m, now, false)
 	}
 	if d := s.Drops(); d.Total() != 0 {

@@ -22,12 +22,6 @@ import (
 	"github.com/hoststat/hoststat/telemetry/wire"
 )
 
-// DefaultGroup is the multicast group of status packets and update
-// requests: in the organisation-local scope (RFC 2365, 239.255/16, never
-// routed off site), with 11.224 = 0x0be0, the port, as a reminder.
-// sendstats has the same default.
-var DefaultGroup = netip.AddrFrom4([4]byte{239, 255, 11, 224})
-
 // DefaultDownAfter is how long a node may be silent before readers show
 // it down: five of sendstats' default one-second periods, so a node is
 // not shown down for a lost packet or two, and an update request (sent
@@ -40,7 +34,7 @@ type Config struct {
 	Listen    netip.Addr // zero: 0.0.0.0
 	Port      int        // 0 picks a free port (tests); recvstats passes 3040
 	Interface string     // join Group here; empty: unicast only
-	Group     netip.Addr // zero: DefaultGroup
+	Group     netip.Addr // zero: wire.DefaultGroup
 	// ReadBuffer is the socket receive buffer; default 8 MiB.
 	ReadBuffer int
 
@@ -108,7 +102,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	if !cfg.Group.IsValid() {
-		cfg.Group = DefaultGroup
+		cfg.Group = wire.DefaultGroup
 	}
 	if cfg.DownAfter <= 0 {
 		cfg.DownAfter = DefaultDownAfter
@@ -268,9 +262,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		if n > 0 {
 			now = s.now()
 			debug := s.log.Enabled(ctx, slog.LevelDebug)
+			stored := 0
 			for i := range s.msgs[:n] {
-				s.handle(&s.msgs[i], now, debug)
+				if s.handle(&s.msgs[i], now, debug) {
+					stored++
+				}
 			}
+			s.stored.Add(uint64(stored)) // once a batch: readers poll it
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -300,28 +298,23 @@ func (s *Server) drop(r Reason, m *Message, err error, debug bool) {
 	}
 }
 
-// handle processes one datagram: O(1) apart from reassembly of split
-// samples, which is linear in their parts.
-func (s *Server) handle(m *Message, now time.Time, debug bool) {
+// handle processes one datagram, and tells whether it stored a sample:
+// O(1) apart from reassembly of split samples, which is linear in their
+// parts.
+func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 	if m.Truncated {
 		s.drop(DropOversize, m, fmt.Errorf("datagram larger than %d bytes", len(m.Buf)), debug)
-		return
+		return false
 	}
-	pk, err := s.parser.Parse(m.Buf[:m.N])
+	// Parse and reassemble in one step: a whole sample in one datagram,
+	// the common case, is checked and decoded in a single walk.
+	pk, complete, err := s.asm.Receive(s.parser, m.Buf[:m.N], m.From.Addr(), now, &s.smp)
 	if err != nil {
 		s.drop(reasonOf(err), m, err, debug)
-		return
-	}
-	if pk.Kind != wire.KindStatus {
-		return // an update request: ours looped back, or another master's
-	}
-	complete, err := s.asm.Add(wire.SenderOf(&pk.Header, m.From.Addr()), &pk, now, &s.smp)
-	if err != nil {
-		s.drop(reasonOf(err), m, err, debug)
-		return
+		return false
 	}
 	if !complete {
-		return
+		return false // a part of a split sample, or an update request (ours looped back, or another master's)
 	}
 	node := NoNode
 	if pk.Node != wire.NoNode {
@@ -330,16 +323,15 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) {
 	u, r := s.table.Receive(now, Status{From: m.From, Unicast: !m.Multicast, Node: node, Epoch: pk.Epoch, Seq: pk.Seq, Sample: &s.smp})
 	if r != DropNone {
 		s.drop(r, m, fmt.Errorf("node %d seq %d", node, pk.Seq), debug)
-		return
+		return false
 	}
 	if err := s.writer.Put(u.Node, u.Addr, u.Seen, u.Sample); err != nil {
 		s.drop(DropOther, m, err, debug)
 		if !debug {
 			s.log.Warn("cannot store sample", "node", u.Node, "err", err)
 		}
-		return
+		return false
 	}
-	s.stored.Add(1)
 	if u.Reboot {
 		s.log.Info("node rebooted", "node", u.Node, "addr", u.Addr.String())
 	}
@@ -350,6 +342,7 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) {
 		s.log.Debug("stored sample", "node", u.Node, "addr", u.Addr.String(), "seq", pk.Seq,
 			"cpus", len(u.Sample.CPUs), "derived", u.Derived, "multicast", m.Multicast)
 	}
+	return true
 }
 
 // tick sends the update request the table asks for, if any.

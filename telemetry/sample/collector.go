@@ -3,13 +3,14 @@ package sample
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/prometheus/procfs"
+
+	"github.com/hoststat/hoststat/internal/rawio"
 )
 
 // DefaultCPUInfoInterval is how often Collect re-reads /proc/cpuinfo.
@@ -180,6 +181,7 @@ func (c *Collector) readCPUInfo() error {
 type procFile struct {
 	path string
 	f    *os.File
+	fd   int // f's descriptor, for rawio
 	buf  []byte
 }
 
@@ -188,7 +190,7 @@ func (p *procFile) open(path string) error {
 	if err != nil {
 		return err
 	}
-	p.path, p.f, p.buf = path, f, make([]byte, 4096)
+	p.path, p.f, p.fd, p.buf = path, f, int(f.Fd()), make([]byte, 4096)
 	return nil
 }
 
@@ -204,17 +206,26 @@ func (p *procFile) close() error {
 // maxProcFile bounds one read; /proc/stat of an 8192-CPU machine is ~1 MiB.
 const maxProcFile = 16 << 20
 
-// read returns the whole file. It reads it with a single pread where the
-// buffer allows, because a /proc file read in several calls may mix two
-// generations of its contents.
+// read returns the whole file: preads from offset 0 until one returns
+// nothing, as os.File.ReadAt does (a /proc file may come in several
+// pieces, one seq_file page at a time), with a buffer that grows to hold
+// it all. The preads are raw (package rawio: generating a /proc file never
+// blocks), so that a periodic sample wakes no runtime thread.
 func (p *procFile) read() ([]byte, error) {
+	if p.f == nil {
+		return nil, fmt.Errorf("%s: %w", p.path, os.ErrClosed)
+	}
 	for {
-		n, err := p.f.ReadAt(p.buf, 0)
-		if n < len(p.buf) {
-			if err != nil && err != io.EOF {
-				return nil, err
+		n := 0
+		for n < len(p.buf) {
+			m, err := rawio.Pread(p.fd, p.buf[n:], int64(n))
+			if err != nil {
+				return nil, &os.PathError{Op: "read", Path: p.path, Err: err}
 			}
-			return p.buf[:n], nil
+			if m == 0 {
+				return p.buf[:n], nil
+			}
+			n += m
 		}
 		if len(p.buf) >= maxProcFile {
 			return nil, fmt.Errorf("%s: larger than %d bytes", p.path, maxProcFile)

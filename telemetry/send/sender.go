@@ -15,13 +15,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hoststat/hoststat/internal/rawio"
 	"github.com/hoststat/hoststat/telemetry/sample"
 	"github.com/hoststat/hoststat/telemetry/wire"
 )
-
-// DefaultGroup is the multicast group; recvstats has the same default
-// (recv.DefaultGroup, where the choice is explained).
-var DefaultGroup = netip.AddrFrom4([4]byte{239, 255, 11, 224})
 
 // DefaultRate is the default sampling period.
 const DefaultRate = time.Second
@@ -36,7 +33,7 @@ const NoNode = -1
 type Config struct {
 	Rate      time.Duration // default DefaultRate
 	Interface string        // multicast on this interface; empty: none
-	Group     netip.Addr    // default DefaultGroup
+	Group     netip.Addr    // default wire.DefaultGroup
 	Port      int           // the group's port; default wire.DefaultPort
 	Masters   []netip.AddrPort
 	Node      int // NoNode (or any negative): assigned by the master
@@ -81,7 +78,7 @@ func New(cfg Config) (*Sender, error) {
 		cfg.Rate = DefaultRate
 	}
 	if !cfg.Group.IsValid() {
-		cfg.Group = DefaultGroup
+		cfg.Group = wire.DefaultGroup
 	}
 	if cfg.Port == 0 {
 		cfg.Port = wire.DefaultPort
@@ -162,17 +159,23 @@ func (s *Sender) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	// The period is kept by a timerfd rather than a runtime timer: see
+	// package rawio for what that saves an idle agent per sample.
+	alarm, err := rawio.NewAlarm()
+	if err != nil {
+		return err
+	}
+	defer alarm.Close()
 	now := s.cfg.Now()
 	s.agent.Start(now)
-	timer := time.NewTimer(0)
-	defer timer.Stop()
+	alarm.Reset(0)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-timer.C:
+		case <-alarm.C:
 			now = s.cfg.Now()
-			if s.agent.Due(now) {
+			if s.agent.Due(now) { // not early, nor a setting since replaced
 				s.sendSample(false)
 			}
 		case d, ok := <-reqs:
@@ -187,7 +190,9 @@ func (s *Sender) Run(ctx context.Context) error {
 				s.sendSample(true)
 			}
 		}
-		timer.Reset(s.agent.Next().Sub(s.cfg.Now()))
+		if err := alarm.Reset(s.agent.Next().Sub(s.cfg.Now())); err != nil {
+			return err
+		}
 	}
 }
 

@@ -9,9 +9,11 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
+	"github.com/hoststat/hoststat/internal/rawio"
 	"github.com/hoststat/hoststat/telemetry/wire"
 )
 
@@ -40,6 +42,7 @@ type UDPConfig struct {
 // group:port for multicast requests.
 type UDP struct {
 	out4, out6 *net.UDPConn
+	fd4, fd6   int          // their descriptors, for rawio.SendTo
 	listen     *net.UDPConn // nil without multicast
 	in         chan datagram
 	closed     chan struct{}
@@ -54,7 +57,7 @@ type datagram struct {
 
 // ListenUDP opens the agent's sockets.
 func ListenUDP(cfg UDPConfig) (*UDP, error) {
-	u := &UDP{in: make(chan datagram, 64), closed: make(chan struct{})}
+	u := &UDP{in: make(chan datagram, 64), closed: make(chan struct{}), fd4: -1, fd6: -1}
 	fail := func(err error) (*UDP, error) {
 		u.closeAll()
 		return nil, err
@@ -63,9 +66,15 @@ func ListenUDP(cfg UDPConfig) (*UDP, error) {
 	if u.out4, err = net.ListenUDP("udp4", &net.UDPAddr{}); err != nil {
 		return fail(fmt.Errorf("udp socket: %w", err))
 	}
+	if u.fd4, err = sysfd(u.out4); err != nil {
+		return fail(err)
+	}
 	if cfg.IPv6 {
 		if u.out6, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6unspecified}); err != nil {
 			return fail(fmt.Errorf("udp6 socket: %w", err))
+		}
+		if u.fd6, err = sysfd(u.out6); err != nil {
+			return fail(err)
 		}
 	}
 	if cfg.Interface != "" {
@@ -94,7 +103,13 @@ func ListenUDP(cfg UDPConfig) (*UDP, error) {
 			return fail(fmt.Errorf("listen on %s: %w", addr, err))
 		}
 		u.listen = pc.(*net.UDPConn)
-		if err := ipv4.NewPacketConn(u.listen).JoinGroup(ifi, &net.UDPAddr{IP: cfg.Group.AsSlice()}); err != nil {
+		lp := ipv4.NewPacketConn(u.listen)
+		// Every other node's status comes through the group: the kernel
+		// drops it, so it never wakes us.
+		if err := lp.SetBPF(requestFilter); err != nil {
+			return fail(fmt.Errorf("filter on %s: %w", addr, err))
+		}
+		if err := lp.JoinGroup(ifi, &net.UDPAddr{IP: cfg.Group.AsSlice()}); err != nil {
 			return fail(fmt.Errorf("join %s on %s: %w", cfg.Group, cfg.Interface, err))
 		}
 	}
@@ -105,6 +120,39 @@ func ListenUDP(cfg UDPConfig) (*UDP, error) {
 		}
 	}
 	return u, nil
+}
+
+// requestFilter is a socket filter that passes update requests only, as
+// mayBeRequest tells them: long enough for a header, and of that kind. A
+// UDP socket's filter sees the 8-byte UDP header first. What it drops
+// never reaches us.
+var requestFilter = func() []bpf.RawInstruction {
+	const udpHeader = 8
+	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadExtension{Num: bpf.ExtLen},
+		bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: udpHeader + wire.HeaderLen, SkipFalse: 3},
+		bpf.LoadAbsolute{Off: udpHeader + wire.KindOffset, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(wire.KindUpdateRequest), SkipFalse: 1},
+		bpf.RetConstant{Val: 1 << 16}, // the whole datagram
+		bpf.RetConstant{Val: 0},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return prog
+}()
+
+// sysfd is c's descriptor, valid until c is closed.
+func sysfd(c *net.UDPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
 }
 
 func reuseAddr(network, address string, c syscall.RawConn) error {
@@ -143,22 +191,34 @@ func (u *UDP) pump(c *net.UDPConn) {
 	}
 }
 
-// mayBeRequest looks at the kind byte of the header (docs/protocol.md),
-// so that status packets are skipped without checking their MAC.
+// mayBeRequest looks at the kind byte of the header, so that status
+// packets are skipped without checking their MAC.
 func mayBeRequest(b []byte) bool {
-	return len(b) >= wire.HeaderLen && wire.Kind(b[5]) == wire.KindUpdateRequest
+	k, ok := wire.PeekKind(b)
+	return ok && k == wire.KindUpdateRequest
 }
 
-// WriteTo sends b from the socket of to's family.
+// WriteTo sends b from the socket of to's family: with a raw sendto
+// (package rawio: a periodic sample then wakes no runtime thread), or
+// through the poller when that cannot be done at once (a full socket
+// buffer) or at all.
 func (u *UDP) WriteTo(b []byte, to netip.AddrPort) error {
-	c := u.out4
+	c, fd := u.out4, u.fd4
 	if to.Addr().Is6() && !to.Addr().Is4In6() {
-		c = u.out6
+		c, fd = u.out6, u.fd6
 		if c == nil {
 			return fmt.Errorf("no IPv6 socket for %s", to)
 		}
 	} else {
 		to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	}
+	select {
+	case <-u.closed:
+		return net.ErrClosed // the descriptor may be another file's now
+	default:
+	}
+	if rawio.SendTo(fd, b, to) == nil {
+		return nil
 	}
 	_, err := c.WriteToUDPAddrPort(b, to)
 	return err

@@ -198,11 +198,9 @@ func (a *Assembler) Add(from Sender, p *Packet, now time.Time, into *sample.Samp
 	if !now.Before(a.nextSweep) {
 		a.Expire(now)
 	}
-	st := a.senders[from]
-	if st != nil && st.accepted {
-		if err := st.fresh.check(h); err != nil {
-			return false, err
-		}
+	st, err := a.fresh(from, h)
+	if err != nil {
+		return false, err
 	}
 	if h.Parts == 1 {
 		resize(into, p.ranges.cpuCount, p.ranges.netCount)
@@ -260,13 +258,69 @@ func (a *Assembler) Add(from Sender, p *Packet, now time.Time, into *sample.Samp
 	return true, nil
 }
 
-// decodePart stores one checked part into s, sized by resize.
-func decodePart(payload []byte, h *Header, g *ranges, s *sample.Sample) error {
-	r := reader{b: payload}
-	readRanges(&r, h) // already checked by Parse: skip them
-	if r.err == nil {
-		walkStatus(&r, h, g, s)
+// Receive is Parse and then Add for datagram b from addr, for a receiver
+// that does nothing between the two: it makes every check of both, but
+// checks and decodes a sample held whole in one datagram in a single walk
+// of its payload, where Parse and Add walk it twice. It returns the
+// datagram's header, and whether into now holds a complete sample; an
+// update request returns false and no error. Errors are those of Parse and
+// of Add, in that order of precedence. Unlike Add, Receive may change into
+// when it drops a datagram: into holds a sample only after true.
+func (a *Assembler) Receive(p *Parser, b []byte, addr netip.Addr, now time.Time, into *sample.Sample) (Header, bool, error) {
+	pk, err := p.parseHeader(b)
+	h := &pk.Header
+	if err != nil || h.Kind != KindStatus {
+		return *h, false, err
 	}
+	if h.Parts > 1 {
+		r := reader{b: pk.payload, off: pk.ranges.body}
+		walkStatus(&r, h, &pk.ranges, nil)
+		if r.err != nil {
+			return *h, false, r.err
+		}
+		complete, err := a.Add(SenderOf(h, addr), &pk, now, into)
+		return *h, complete, err
+	}
+	if !pk.ranges.fits(len(pk.payload)) {
+		// Too short for the CPUs and devices it claims: find the error
+		// Parse gives, without sizing into by untrusted counts first.
+		r := reader{b: pk.payload, off: pk.ranges.body}
+		walkStatus(&r, h, &pk.ranges, nil)
+		return *h, false, r.err
+	}
+	resize(into, pk.ranges.cpuCount, pk.ranges.netCount)
+	if err := decodePart(pk.payload, h, &pk.ranges, into); err != nil {
+		return *h, false, err
+	}
+	if !now.Before(a.nextSweep) {
+		a.Expire(now)
+	}
+	from := SenderOf(h, addr)
+	st, err := a.fresh(from, h)
+	if err != nil {
+		return *h, false, err
+	}
+	a.accept(from, st, h, into)
+	return *h, true, nil
+}
+
+// fresh returns the state of sender from, and an error if h is not newer
+// than the last sample accepted from it.
+func (a *Assembler) fresh(from Sender, h *Header) (*senderState, error) {
+	st := a.senders[from]
+	if st != nil && st.accepted {
+		if err := st.fresh.check(h); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// decodePart stores one part into s, sized by resize, checking it as it
+// goes: a part from Parse passes.
+func decodePart(payload []byte, h *Header, g *ranges, s *sample.Sample) error {
+	r := reader{b: payload, off: g.body} // the ranges are read already
+	walkStatus(&r, h, g, s)
 	return r.err
 }
 

@@ -25,11 +25,13 @@ func parseSeeds(f *testing.F) {
 }
 
 // FuzzParse checks that Parse never panics and that whatever it accepts an
-// Assembler can decode, and survives encoding again unchanged.
+// Assembler can decode, and survives encoding again unchanged; and that
+// Receive, which does both at once, agrees.
 func FuzzParse(f *testing.F) {
 	parseSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, key := range [][]byte{nil, testKey} {
+			newTwin(t, key, 2, time.Second).feed(b, node7Addr, t0)
 			p, err := NewParser(key).Parse(b)
 			if err != nil {
 				if !isAny(err, []error{ErrVersion, ErrTruncated, ErrOversize, ErrMalformed, ErrAuth}) {
@@ -86,6 +88,7 @@ func FuzzAssemble(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a := NewAssembler(3, time.Second)
 		ps := NewParser(nil)
+		w := newTwin(t, nil, 3, time.Second) // Receive must agree all along
 		now := t0
 		var s sample.Sample
 		for len(b) >= 3 {
@@ -98,6 +101,7 @@ func FuzzAssemble(f *testing.F) {
 			d := b[:n]
 			b = b[n:]
 			now = now.Add(time.Duration(who&0x0f) * 100 * time.Millisecond)
+			w.feed(d, netip.AddrFrom4([4]byte{10, 0, 0, who >> 6}), now)
 			p, err := ps.Parse(d)
 			if err != nil {
 				continue

@@ -38,6 +38,18 @@ func NewParser(key []byte) *Parser {
 // it without failing. Errors wrap ErrVersion, ErrTruncated, ErrOversize,
 // ErrMalformed or ErrAuth.
 func (p *Parser) Parse(b []byte) (Packet, error) {
+	pk, err := p.parseHeader(b)
+	if err == nil && pk.Kind == KindStatus {
+		r := reader{b: pk.payload, off: pk.ranges.body}
+		walkStatus(&r, &pk.Header, &pk.ranges, nil)
+		err = r.err
+	}
+	return pk, err
+}
+
+// parseHeader makes every check of Parse but the walk of a status body:
+// it reads a status payload's ranges only.
+func (p *Parser) parseHeader(b []byte) (Packet, error) {
 	var pk Packet
 	switch {
 	case len(b) < 5:
@@ -84,9 +96,6 @@ func (p *Parser) Parse(b []byte) (Packet, error) {
 	case KindStatus:
 		r := reader{b: pk.payload}
 		pk.ranges = readRanges(&r, h)
-		if r.err == nil {
-			walkStatus(&r, h, &pk.ranges, nil)
-		}
 		if r.err != nil {
 			return pk, r.err
 		}

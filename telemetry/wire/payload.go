@@ -101,13 +101,24 @@ func clip(s string) string {
 	return s
 }
 
-// ranges are what a status part says about itself.
+// ranges are what a status part says about itself, and where its body
+// starts after them.
 type ranges struct {
 	cpuCount, cpuFirst, cpuN int
 	netCount, netFirst, netN int
+	body                     int
 }
 
-// reader walks a payload. Errors stick: after the first, reads return 0.
+// fits tells whether a payload of n bytes can hold the CPUs and devices g
+// claims, at their smallest (a CPU: model index, MHz and 8 ticks of one
+// byte each; a device: an empty name and 8 counters): a check before
+// anything is sized by those counts.
+func (g *ranges) fits(n int) bool {
+	return n-g.body >= 10*g.cpuN+9*g.netN
+}
+
+// reader walks a payload. Errors stick: the first empties b, so every
+// later read returns 0 through the slow path.
 type reader struct {
 	b   []byte
 	off int
@@ -118,9 +129,48 @@ func (r *reader) fail(base error, what string) {
 	if r.err == nil {
 		r.err = fmt.Errorf("%w: %s at payload byte %d", base, what, r.off)
 	}
+	r.b, r.off = nil, 0
 }
 
+// uvarint reads one uvarint.
 func (r *reader) uvarint(what string) uint64 {
+	var v [1]uint64
+	r.uvarints(v[:], what)
+	return v[0]
+}
+
+// uvarints reads len(dst) uvarints, the hot loop of a decoder: one-byte
+// values (most of a payload) and values that end within the next eight
+// bytes (nearly all others) are read without a call.
+func (r *reader) uvarints(dst []uint64, what string) {
+	b, off := r.b, r.off
+	for i := range dst {
+		if off < len(b) && b[off] < 0x80 {
+			dst[i] = uint64(b[off])
+			off++
+			continue
+		}
+		if off >= 0 && len(b)-off >= 8 {
+			// A value below 2^56 ends within these eight bytes; its
+			// 7-bit groups are put together without a loop.
+			x := binary.LittleEndian.Uint64(b[off:])
+			if ends := ^x & 0x8080808080808080; ends != 0 {
+				n := bits.TrailingZeros64(ends)/8 + 1
+				x &= ^uint64(0) >> (64 - 8*n)
+				off += n
+				dst[i] = x&0x7f | x>>1&0x3f80 | x>>2&0x1fc000 | x>>3&0xfe00000 |
+					x>>4&0x7f0000000 | x>>5&0x3f800000000 | x>>6&0x1fc0000000000 | x>>7&0xfe000000000000
+				continue
+			}
+		}
+		r.off = off
+		dst[i] = r.uvarintSlow(what)
+		b, off = r.b, r.off
+	}
+	r.off = off
+}
+
+func (r *reader) uvarintSlow(what string) uint64 {
 	if r.err != nil {
 		return 0
 	}
@@ -148,24 +198,18 @@ func (r *reader) bounded(what string, max uint64) uint64 {
 }
 
 func (r *reader) byte(what string) byte {
-	if r.err != nil {
-		return 0
+	if uint(r.off) < uint(len(r.b)) {
+		c := r.b[r.off]
+		r.off++
+		return c
 	}
-	if r.off >= len(r.b) {
-		r.fail(ErrTruncated, what)
-		return 0
-	}
-	c := r.b[r.off]
-	r.off++
-	return c
+	r.fail(ErrTruncated, what)
+	return 0
 }
 
 // bytes reads a string with a one-byte length.
 func (r *reader) bytes(what string) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if r.off >= len(r.b) || len(r.b)-r.off-1 < int(r.b[r.off]) {
+	if uint(r.off) >= uint(len(r.b)) || len(r.b)-r.off-1 < int(r.b[r.off]) {
 		r.fail(ErrTruncated, what)
 		return nil
 	}
@@ -175,15 +219,8 @@ func (r *reader) bytes(what string) []byte {
 	return s
 }
 
-func (r *reader) ticks(t *sample.Ticks) {
-	t.User = r.uvarint("ticks")
-	t.Nice = r.uvarint("ticks")
-	t.System = r.uvarint("ticks")
-	t.Idle = r.uvarint("ticks")
-	t.IOWait = r.uvarint("ticks")
-	t.IRQ = r.uvarint("ticks")
-	t.SoftIRQ = r.uvarint("ticks")
-	t.Steal = r.uvarint("ticks")
+func setTicks(t *sample.Ticks, v *[8]uint64) {
+	*t = sample.Ticks{User: v[0], Nice: v[1], System: v[2], Idle: v[3], IOWait: v[4], IRQ: v[5], SoftIRQ: v[6], Steal: v[7]}
 }
 
 // readRanges reads the ranges that open a status payload and checks them
@@ -196,6 +233,7 @@ func readRanges(r *reader, h *Header) ranges {
 	g.netCount = int(r.bounded("device count", MaxNetDevs))
 	g.netFirst = int(r.bounded("first device", MaxNetDevs))
 	g.netN = int(r.bounded("devices", MaxNetDevs))
+	g.body = r.off
 	if r.err != nil {
 		return g
 	}
@@ -216,21 +254,25 @@ func readRanges(r *reader, h *Header) ranges {
 // when they are equal, so a steady sender costs no allocation.
 func walkStatus(r *reader, h *Header, g *ranges, s *sample.Sample) {
 	if h.Part == 0 {
-		var total sample.Ticks
-		var m sample.Memory
-		var l sample.Load
-		r.ticks(&total)
-		for _, p := range [...]*uint64{&m.Total, &m.Free, &m.Available, &m.Buffers, &m.Cached, &m.Shared, &m.SwapTotal, &m.SwapFree} {
-			*p = r.uvarint("memory")
+		// 8 total ticks, 8 memory counters, 3 loads, running, processes,
+		// last pid.
+		var v [22]uint64
+		r.uvarints(v[:], "whole-node field")
+		for i, what := range [...]string{"load", "load", "load", "running", "processes", "last pid"} {
+			limit := uint64(math.MaxUint32)
+			if i < 3 {
+				limit = maxScaled
+			}
+			if v[16+i] > limit {
+				r.fail(ErrMalformed, fmt.Sprintf("%s %d exceeds %d", what, v[16+i], limit))
+			}
 		}
-		l.One = float64(r.bounded("load", maxScaled)) / loadScale
-		l.Five = float64(r.bounded("load", maxScaled)) / loadScale
-		l.Fifteen = float64(r.bounded("load", maxScaled)) / loadScale
-		l.Running = uint32(r.bounded("running", math.MaxUint32))
-		l.Total = uint32(r.bounded("processes", math.MaxUint32))
-		l.LastPID = uint32(r.bounded("last pid", math.MaxUint32))
 		if s != nil && r.err == nil {
-			s.Total, s.Memory, s.Load = total, m, l
+			setTicks(&s.Total, (*[8]uint64)(v[0:8]))
+			s.Memory = sample.Memory{Total: v[8], Free: v[9], Available: v[10], Buffers: v[11],
+				Cached: v[12], Shared: v[13], SwapTotal: v[14], SwapFree: v[15]}
+			s.Load = sample.Load{One: float64(v[16]) / loadScale, Five: float64(v[17]) / loadScale, Fifteen: float64(v[18]) / loadScale,
+				Running: uint32(v[19]), Total: uint32(v[20]), LastPID: uint32(v[21])}
 		}
 	}
 	if g.cpuN > 0 {
@@ -247,15 +289,18 @@ func walkStatus(r *reader, h *Header, g *ranges, s *sample.Sample) {
 			if m >= n {
 				r.fail(ErrMalformed, fmt.Sprintf("model index %d of %d", m, n))
 			}
-			mhz := float64(r.bounded("MHz", maxScaled)) / mhzScale
-			var t sample.Ticks
-			r.ticks(&t)
+			var v [9]uint64 // MHz, ticks
+			r.uvarints(v[:], "cpu field")
+			if v[0] > maxScaled {
+				r.fail(ErrMalformed, fmt.Sprintf("MHz %d exceeds %d", v[0], uint64(maxScaled)))
+			}
 			if s == nil || r.err != nil {
 				continue
 			}
 			k := g.cpuFirst + i
 			c := &s.CPUs[k]
-			c.Ticks, c.MHz = t, mhz
+			setTicks(&c.Ticks, (*[8]uint64)(v[1:9]))
+			c.MHz = float64(v[0]) / mhzScale
 			if c.Model != string(models[m]) {
 				if k > 0 && s.CPUs[k-1].Model == string(models[m]) {
 					c.Model = s.CPUs[k-1].Model
@@ -268,9 +313,7 @@ func walkStatus(r *reader, h *Header, g *ranges, s *sample.Sample) {
 	for i := 0; i < g.netN && r.err == nil; i++ {
 		name := r.bytes("device name")
 		var v [8]uint64
-		for j := range v {
-			v[j] = r.uvarint("device counter")
-		}
+		r.uvarints(v[:], "device counter")
 		if s == nil || r.err != nil {
 			continue
 		}

@@ -6,7 +6,9 @@
 // A sender encodes with an Encoder. A receiver checks each datagram with a
 // Parser, then hands status packets to an Assembler, which puts samples
 // split over several datagrams back together and drops what is stale,
-// duplicated or replayed; sendstats checks update requests with a Guard.
+// duplicated or replayed; Assembler.Receive does both, checking and
+// decoding a one-datagram sample in a single pass. sendstats checks update
+// requests with a Guard.
 // Every drop is an error that wraps one of the Err values below, so a
 // daemon can count drops by reason with errors.Is.
 package wire
@@ -15,6 +17,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -33,6 +36,10 @@ const (
 	// HeaderLen is the length of the fixed header at the start of every
 	// datagram.
 	HeaderLen = 60
+	// KindOffset and SeqOffset are where the header keeps the kind byte
+	// and the big-endian sequence number (docs/protocol.md).
+	KindOffset = 5
+	SeqOffset  = 36
 	// MACLen is the length of the HMAC-SHA-256 trailer of an authenticated
 	// datagram.
 	MACLen = 32
@@ -52,6 +59,12 @@ const (
 // magic opens every datagram: "HSTS", hoststat status.
 var magic = [4]byte{'H', 'S', 'T', 'S'}
 
+// DefaultGroup is the multicast group of status packets and update
+// requests, the default of both recvstats and sendstats: in the
+// organisation-local scope (RFC 2365, 239.255/16, never routed off site),
+// with 11.224 = 0x0be0, the port, as a reminder.
+var DefaultGroup = netip.AddrFrom4([4]byte{239, 255, 11, 224})
+
 // Kind tells what a datagram carries.
 type Kind uint8
 
@@ -59,6 +72,16 @@ const (
 	KindStatus        Kind = 1 // a sample, or one part of it, from a node
 	KindUpdateRequest Kind = 2 // a master asking nodes to send at once
 )
+
+// PeekKind returns the kind a datagram's header claims, and false when b
+// is too short to hold a header. It checks nothing else, so a receiver can
+// skip what it does not want before paying for Parse (and a MAC).
+func PeekKind(b []byte) (Kind, bool) {
+	if len(b) < HeaderLen {
+		return 0, false
+	}
+	return Kind(b[KindOffset]), true
+}
 
 func (k Kind) String() string {
 	switch k {
@@ -114,13 +137,13 @@ func putHeader(b []byte, h *Header) {
 	_ = b[HeaderLen-1]
 	copy(b[0:4], magic[:])
 	b[4] = Version
-	b[5] = byte(h.Kind)
+	b[KindOffset] = byte(h.Kind)
 	b[6] = h.Flags
 	b[7] = 0
 	binary.BigEndian.PutUint32(b[8:], h.Node)
 	copy(b[12:28], h.BootID[:])
 	binary.BigEndian.PutUint64(b[28:], h.Epoch)
-	binary.BigEndian.PutUint32(b[36:], h.Seq)
+	binary.BigEndian.PutUint32(b[SeqOffset:], h.Seq)
 	binary.BigEndian.PutUint16(b[40:], h.Part)
 	binary.BigEndian.PutUint16(b[42:], h.Parts)
 	binary.BigEndian.PutUint64(b[44:], uint64(unixNano(h.Time)))
@@ -130,12 +153,12 @@ func putHeader(b []byte, h *Header) {
 // readHeader reads b[:HeaderLen], which the caller has checked is there.
 func readHeader(b []byte, h *Header) {
 	_ = b[HeaderLen-1]
-	h.Kind = Kind(b[5])
+	h.Kind = Kind(b[KindOffset])
 	h.Flags = b[6]
 	h.Node = binary.BigEndian.Uint32(b[8:])
 	copy(h.BootID[:], b[12:28])
 	h.Epoch = binary.BigEndian.Uint64(b[28:])
-	h.Seq = binary.BigEndian.Uint32(b[36:])
+	h.Seq = binary.BigEndian.Uint32(b[SeqOffset:])
 	h.Part = binary.BigEndian.Uint16(b[40:])
 	h.Parts = binary.BigEndian.Uint16(b[42:])
 	h.Time = fromUnixNano(int64(binary.BigEndian.Uint64(b[44:])))

@@ -79,7 +79,7 @@ func smallSample() *sample.Sample {
 }
 
 // equalSamples compares samples, times by instant.
-func equalSamples(t *testing.T, got, want *sample.Sample) {
+func equalSamples(t testing.TB, got, want *sample.Sample) {
 	t.Helper()
 	if !got.Time.Equal(want.Time) || !got.BootTime.Equal(want.BootTime) {
 		t.Fatalf("times %v %v, want %v %v", got.Time, got.BootTime, want.Time, want.BootTime)
@@ -606,5 +606,120 @@ func TestSteadySenderCostsNoAllocation(t *testing.T) {
 		if n := testing.AllocsPerRun(200, step); n != 0 {
 			t.Errorf("key %v: %v allocations per sample", key != nil, n)
 		}
+		// The same through Receive, as recvstats does.
+		receive := func() {
+			seq++
+			bufs, _ = e.AppendStatus(bufs[:0], 7, seq, s)
+			if _, ok, err := a.Receive(ps, bufs[0], node7Addr, t0, &got); !ok || err != nil {
+				t.Fatal(ok, err)
+			}
+		}
+		receive()
+		if n := testing.AllocsPerRun(200, receive); n != 0 {
+			t.Errorf("key %v: %v allocations per sample through Receive", key != nil, n)
+		}
 	}
+}
+
+// twin feeds the same datagrams to two Assemblers, one through Parse and
+// Add, the other through Receive, and fails when they disagree on what
+// completes, on the reason of a drop, or on a sample.
+type twin struct {
+	t        testing.TB
+	ps1, ps2 *Parser
+	a1, a2   *Assembler
+	s1, s2   sample.Sample
+}
+
+func newTwin(t testing.TB, key []byte, maxPending int, timeout time.Duration) *twin {
+	return &twin{t: t, ps1: NewParser(key), ps2: NewParser(key),
+		a1: NewAssembler(maxPending, timeout), a2: NewAssembler(maxPending, timeout)}
+}
+
+// reason is the drop reason err wraps, or nil.
+func reason(err error) error {
+	for _, r := range []error{ErrVersion, ErrTruncated, ErrOversize, ErrMalformed, ErrAuth, ErrReplay, ErrDuplicate, ErrStale} {
+		if errors.Is(err, r) {
+			return r
+		}
+	}
+	return err
+}
+
+func (w *twin) feed(d []byte, from netip.Addr, now time.Time) (bool, error) {
+	w.t.Helper()
+	var ok1 bool
+	p, err1 := w.ps1.Parse(d)
+	if err1 == nil && p.Kind == KindStatus {
+		ok1, err1 = w.a1.Add(SenderOf(&p.Header, from), &p, now, &w.s1)
+	}
+	h, ok2, err2 := w.a2.Receive(w.ps2, d, from, now, &w.s2)
+	if ok1 != ok2 || reason(err1) != reason(err2) || (err1 == nil) != (err2 == nil) {
+		w.t.Fatalf("Parse+Add: %v, %v; Receive: %v, %v", ok1, err1, ok2, err2)
+	}
+	if err1 == nil && h != p.Header {
+		w.t.Fatalf("Receive header %+v, Parse %+v", h, p.Header)
+	}
+	if ok1 {
+		equalSamples(w.t, &w.s2, &w.s1)
+	}
+	if w.a1.Pending() != w.a2.Pending() || w.a1.Abandoned() != w.a2.Abandoned() {
+		w.t.Fatalf("pending %d and %d, abandoned %d and %d", w.a1.Pending(), w.a2.Pending(), w.a1.Abandoned(), w.a2.Abandoned())
+	}
+	return ok1, err1
+}
+
+// Receive makes the checks of Parse and Add and gives their results, on
+// good, broken, replayed, split and shuffled datagrams.
+func TestReceiveMatchesParseAndAdd(t *testing.T) {
+	for _, key := range [][]byte{nil, testKey} {
+		w := newTwin(t, key, 8, time.Second)
+		e := NewEncoder(key)
+		e.Epoch = 1000
+		small := encode(t, e, 7, 10, smallSample())[0]
+		mutate := func(b []byte, f func([]byte)) []byte { c := append([]byte(nil), b...); f(c); return c }
+		for _, d := range [][]byte{
+			nil, small[:4], small[:HeaderLen-1], small[:len(small)-1],
+			mutate(small, func(b []byte) { b[0] = 'X' }),
+			mutate(small, func(b []byte) { b[4] = 2 }),
+			mutate(small, func(b []byte) { b[KindOffset] = 9 }),
+			mutate(small, func(b []byte) { b[HeaderLen+3] ^= 0x55 }),
+			append(append([]byte(nil), small...), 0),
+			e.AppendUpdateRequest(nil, Header{Node: NoNode, Seq: 1, Time: t0}),
+			small,                                 // accepted
+			small,                                 // duplicate
+			encode(t, e, 7, 9, smallSample())[0],  // stale
+			encode(t, e, 7, 11, smallSample())[0], // next
+			encode(t, &Encoder{Epoch: 5, mac: e.mac}, 7, 99, smallSample())[0], // earlier process: replay
+		} {
+			w.feed(d, node7Addr, t0)
+		}
+		// A split sample, shuffled, with duplicates, from an address.
+		rng := rand.New(rand.NewPCG(9, 9))
+		parts := encode(t, e, NoNode, 12, randomSample(rng, 300, 20))
+		rng.Shuffle(len(parts), func(i, j int) { parts[i], parts[j] = parts[j], parts[i] })
+		done := 0
+		for i, d := range append(parts, parts[0]) {
+			if i == 2 {
+				w.feed(parts[1], node7Addr, t0)
+			}
+			if ok, _ := w.feed(d, node7Addr, t0); ok {
+				done++
+			}
+		}
+		if done != 1 {
+			t.Fatalf("split sample completed %d times", done)
+		}
+	}
+	// A short datagram claiming the most CPUs and devices is refused
+	// before anything is sized by its counts.
+	liar := raw(statusHeader(0, 1), append(uvarints(MaxCPUs, 0, MaxCPUs, MaxNetDevs, 0, MaxNetDevs), wholeNode...), nil)
+	var into sample.Sample
+	if _, _, err := NewAssembler(1, 0).Receive(NewParser(nil), liar, node7Addr, t0, &into); !errors.Is(err, ErrTruncated) {
+		t.Errorf("err = %v, want ErrTruncated", err)
+	}
+	if cap(into.CPUs) != 0 || cap(into.Net) != 0 {
+		t.Errorf("into sized to %d CPUs and %d devices by a datagram that cannot hold them", cap(into.CPUs), cap(into.Net))
+	}
+	newTwin(t, nil, 1, 0).feed(liar, node7Addr, t0)
 }
