@@ -4,46 +4,16 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hoststat/hoststat/beostat/beostattest"
 	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// twoSamples puts node twice so it has percents and rates: CPU 0 goes
-// 50 % busy, CPU 1 25 %, eth0 receives 1000 B/s and sends 500 B/s.
-func twoSamples(t *testing.T, w *shm.Writer, node int, seen time.Time) {
-	t.Helper()
-	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(node)}), 3040)
-	t0 := seen.Add(-2 * time.Second)
-	s := &sample.Sample{
-		Time: t0, BootTime: t0.Add(-time.Hour), BootID: [16]byte{byte(node)},
-		Total: sample.Ticks{User: 200, Idle: 200},
-		CPUs: []sample.CPU{
-			{Ticks: sample.Ticks{User: 100, Idle: 100}, MHz: 3000, Model: "Test CPU"},
-			{Ticks: sample.Ticks{User: 100, Idle: 100}, MHz: 2000, Model: "Test CPU"},
-		},
-		Memory: sample.Memory{Total: 16 << 30, Free: 2 << 30, Available: 12 << 30},
-		Load:   sample.Load{One: 1.5, Five: 1, Fifteen: 0.5, Running: 2, Total: 300, LastPID: 4242},
-		Net:    []sample.NetDev{{Name: "lo"}, {Name: "eth0", RxBytes: 10000, TxBytes: 10000}},
-	}
-	if err := w.Put(node, addr, seen.Add(-2*time.Second), s); err != nil {
-		t.Fatal(err)
-	}
-	s.Time = seen
-	s.Total = sample.Ticks{User: 275, Idle: 325}
-	s.CPUs[0].Ticks = sample.Ticks{User: 150, Idle: 150}
-	s.CPUs[1].Ticks = sample.Ticks{User: 125, Idle: 175}
-	s.Net[1].RxBytes, s.Net[1].TxBytes = 12000, 11000
-	if err := w.Put(node, addr, seen, s); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func newTable(t *testing.T) (*shm.Writer, *Table, time.Time) {
 	dir := t.TempDir()
@@ -53,8 +23,11 @@ func newTable(t *testing.T) (*shm.Writer, *Table, time.Time) {
 	}
 	t.Cleanup(func() { w.Close() })
 	now := time.Now()
-	twoSamples(t, w, 1, now.Add(-time.Second))
-	twoSamples(t, w, 3, now.Add(-time.Minute)) // down
+	for node, seen := range map[int]time.Time{1: now.Add(-time.Second), 3: now.Add(-time.Minute)} { // 3 is down
+		if err := beostattest.PutTwoSamples(w, node, seen); err != nil {
+			t.Fatal(err)
+		}
+	}
 	w.SetUpdateRequest(now.Add(-5 * time.Second))
 	tab, err := Open(dir)
 	if err != nil {

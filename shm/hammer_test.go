@@ -39,7 +39,8 @@ func hammerWriter(w *Writer, stop <-chan struct{}) (uint64, error) {
 }
 
 // hammerRead reads the hammer nodes until deadline, checking every record
-// is one consistent sample and that no node goes back in time. It returns
+// is one consistent sample (or repaired: cleared by a writer that took
+// over from a killed one) and that no node goes back in time. It returns
 // the number of good reads.
 func hammerRead(r *Reader, until time.Time) (int, error) {
 	var rec Record
@@ -52,7 +53,7 @@ func hammerRead(r *Reader, until time.Time) (int, error) {
 			if err != nil {
 				return reads, err
 			}
-			if !ok {
+			if !ok || s.Repaired {
 				continue
 			}
 			c := s.Memory.Total
@@ -70,7 +71,7 @@ func hammerRead(r *Reader, until time.Time) (int, error) {
 			if err != nil {
 				return reads, err
 			}
-			if !ok {
+			if !ok || rec.Repaired {
 				continue
 			}
 			if err := checkCounter(&rec, hammerCPUs, hammerNets); err != nil {
@@ -87,6 +88,29 @@ func hammerRead(r *Reader, until time.Time) (int, error) {
 	return reads, nil
 }
 
+// startHammer lays out the hammer nodes in a table in dir and starts a
+// writer updating them at full speed; stop ends it and returns its count
+// of writes and its error. The test's end stops it too.
+func startHammer(t *testing.T, dir string) (stop func() (uint64, error)) {
+	w := create(t, dir, WriterOptions{InitialNodes: hammerNodes})
+	t.Cleanup(func() { w.Close() })
+	for n := range hammerNodes {
+		putCounter(w, n, uint64(n), hammerCPUs, hammerNets)
+	}
+	quit := make(chan struct{})
+	var writes uint64
+	var err error
+	var wg sync.WaitGroup
+	wg.Go(func() { writes, err = hammerWriter(w, quit) })
+	stop = sync.OnceValues(func() (uint64, error) {
+		close(quit)
+		wg.Wait()
+		return writes, err
+	})
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
 func hammerDuration() time.Duration {
 	if testing.Short() {
 		return 300 * time.Millisecond
@@ -98,20 +122,7 @@ func hammerDuration() time.Duration {
 // record: zero torn records.
 func TestHammer(t *testing.T) {
 	dir := t.TempDir()
-	w := create(t, dir, WriterOptions{InitialNodes: hammerNodes})
-	defer w.Close()
-	for n := range hammerNodes {
-		putCounter(w, n, uint64(n), hammerCPUs, hammerNets)
-	}
-	stop := make(chan struct{})
-	var writes atomic.Uint64
-	var werr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		c, err := hammerWriter(w, stop)
-		writes.Store(c)
-		werr = err
-	})
+	stop := startHammer(t, dir)
 	until := time.Now().Add(hammerDuration())
 	var total atomic.Int64
 	var rwg sync.WaitGroup
@@ -125,8 +136,7 @@ func TestHammer(t *testing.T) {
 		})
 	}
 	rwg.Wait()
-	close(stop)
-	wg.Wait()
+	writes, werr := stop()
 	close(errs)
 	for err := range errs {
 		if err != nil {
@@ -136,9 +146,9 @@ func TestHammer(t *testing.T) {
 	if werr != nil {
 		t.Fatal(werr)
 	}
-	t.Logf("%d writes, %d consistent reads", writes.Load(), total.Load())
-	if total.Load() < 100 || writes.Load() < 100 {
-		t.Errorf("too little work to mean anything: %d writes, %d reads", writes.Load(), total.Load())
+	t.Logf("%d writes, %d consistent reads", writes, total.Load())
+	if total.Load() < 100 || writes < 100 {
+		t.Errorf("too little work to mean anything: %d writes, %d reads", writes, total.Load())
 	}
 }
 
@@ -173,18 +183,7 @@ func TestHammerChild(t *testing.T) {
 // tested over a real shared mapping between address spaces.
 func TestHammerCrossProcess(t *testing.T) {
 	dir := t.TempDir()
-	w := create(t, dir, WriterOptions{InitialNodes: hammerNodes})
-	defer w.Close()
-	for n := range hammerNodes {
-		putCounter(w, n, uint64(n), hammerCPUs, hammerNets)
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var writes uint64
-	var werr error
-	wg.Go(func() { writes, werr = hammerWriter(w, stop) })
-	stopWriter := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	defer stopWriter()
+	stop := startHammer(t, dir)
 
 	var cmds []*exec.Cmd
 	var outs []*strings.Builder
@@ -212,9 +211,9 @@ func TestHammerCrossProcess(t *testing.T) {
 			t.Errorf("reader process %d read only %d records", i, n)
 		}
 	}
-	stopWriter()
-	if werr != nil {
-		t.Fatal(werr)
+	writes, err := stop()
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("%d writes", writes)
 }

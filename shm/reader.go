@@ -31,6 +31,8 @@ type Record struct {
 	CPUPercent   []float32
 	TotalPercent float32
 	NetRates     []Rate // in Sample.Net order
+	// Repaired: as in Summary; the sample is empty.
+	Repaired bool
 }
 
 // Summary is the fixed part of a node's record: enough for a one-line
@@ -339,6 +341,7 @@ func (r *Reader) Read(node int, rec *Record) (bool, error) {
 	rec.Addr = getAddr(b)
 	rec.LastSeen = getTime(b[rLastSeen:])
 	rec.TotalPercent = getF32(b[rTotalPct:])
+	rec.Repaired = le.Uint32(b[rFlags:])&flagRepaired != 0
 	s := &rec.Sample
 	s.Time = getTime(b[rTime:])
 	s.BootTime = getTime(b[rBootTime:])

@@ -348,15 +348,17 @@ func TestGrowthWhileReading(t *testing.T) {
 	r := openReader(t, dir)
 	gen0 := r.Info().Generation
 
-	done := make(chan struct{})
+	started, done := make(chan struct{}), make(chan struct{})
 	result := make(chan error, 1)
 	go func() {
 		var rec Record
 		reads, n := 0, 0
+		signalled := false
 		gens := map[uint64]bool{}
 		for {
 			select {
 			case <-done:
+				gens[r.Info().Generation] = true // the last one too, however the reader was scheduled
 				if reads == 0 || len(gens) < 2 {
 					result <- fmt.Errorf("reader read %d records in %d generations; want it to read across growth", reads, len(gens))
 					return
@@ -384,8 +386,17 @@ func TestGrowthWhileReading(t *testing.T) {
 				}
 			}
 			n += 97
+			if reads == 1 && !signalled {
+				close(started)
+				signalled = true
+			}
 		}
 	}()
+	select { // the reader has read from the first generation
+	case <-started:
+	case err := <-result:
+		t.Fatal(err)
+	}
 	for n := 1; n < nodes; n++ {
 		if err := putCounter(w, n, uint64(n), 1, 1); err != nil {
 			t.Fatal(err)
@@ -522,8 +533,8 @@ func TestKilledWriterRecordIsRepaired(t *testing.T) {
 	if !ok || err != nil || !s.Repaired || s.Addr != addrOf(2) || s.Memory.Total != 0 || s.CPUs != 0 {
 		t.Fatalf("repaired Summary = %+v %v %v", s, ok, err)
 	}
-	if ok, err := r.Read(2, &rec); !ok || err != nil || len(rec.Sample.CPUs) != 0 {
-		t.Errorf("repaired Read = %v %v %+v", ok, err, rec.Sample.CPUs)
+	if ok, err := r.Read(2, &rec); !ok || err != nil || !rec.Repaired || len(rec.Sample.CPUs) != 0 {
+		t.Errorf("repaired Read = %v %v, repaired %v, CPUs %+v", ok, err, rec.Repaired, rec.Sample.CPUs)
 	}
 	if len(w2.Nodes()) != 4 {
 		t.Errorf("assignments after repair: %v", w2.Nodes())
@@ -533,6 +544,9 @@ func TestKilledWriterRecordIsRepaired(t *testing.T) {
 	}
 	if s, _, _ := r.Summary(2); s.Repaired || s.Memory.Total != 2 {
 		t.Errorf("after next packet: %+v", s)
+	}
+	if ok, _ := r.Read(2, &rec); !ok || rec.Repaired {
+		t.Errorf("after next packet Read says repaired %v", rec.Repaired)
 	}
 }
 
@@ -639,8 +653,13 @@ func TestCreateMakesDirAndModes(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o644 {
 		t.Errorf("table mode %v %v; want 0644 whatever the umask", st.Mode(), err)
 	}
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		t.Errorf("dir not created: %v", err)
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if st, err := os.Stat(d); err != nil || st.Mode() != os.ModeDir|0o755 {
+			t.Errorf("directory %s: %v %v; want created 0755 whatever the umask", d, st.Mode(), err)
+		}
+	}
+	if st, _ := os.Stat(filepath.Dir(filepath.Dir(dir))); st.Mode().Perm() != 0o700 {
+		t.Errorf("existing parent's mode changed to %v", st.Mode())
 	}
 }
 

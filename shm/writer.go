@@ -94,8 +94,8 @@ func Create(dir string, opts WriterOptions) (*Writer, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("shm: create table directory %s: %w", dir, err)
+	if err := mkdirWorldReadable(dir); err != nil {
+		return nil, err
 	}
 	if st, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("shm: table directory %s: %w", dir, err)
@@ -115,6 +115,28 @@ func Create(dir string, opts WriterOptions) (*Writer, error) {
 	store64(w.m, hWriterStart, uint64(time.Now().UnixNano()))
 	store32(w.m, hWriterPID, uint32(os.Getpid()))
 	return w, nil
+}
+
+// mkdirWorldReadable creates dir and any missing parents with mode 0755
+// whatever the umask, since readers run as other users; directories that
+// already exist keep their mode.
+func mkdirWorldReadable(dir string) error {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		missing = append(missing, d)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("shm: create table directory %s: %w", dir, err)
+	}
+	for _, d := range missing {
+		if err := os.Chmod(d, 0o755); err != nil {
+			return fmt.Errorf("shm: table directory %s: %w", d, err)
+		}
+	}
+	return nil
 }
 
 // open reuses the table at w.path or lays out a new one.

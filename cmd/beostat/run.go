@@ -14,11 +14,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hoststat/hoststat/beostat"
+	"github.com/hoststat/hoststat/internal/daemon"
 	"github.com/hoststat/hoststat/shm"
 )
-
-// version is set at link time (-ldflags "-X main.version=...").
-var version = "devel"
 
 const (
 	exitOK      = 0
@@ -64,7 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fl.Usage()
 		return exitOK
 	case showVersion:
-		fmt.Fprintf(stdout, "beostat (hoststat) %s\n", version)
+		fmt.Fprintf(stdout, "beostat (hoststat) %s\n", daemon.Version())
 		return exitOK
 	case fl.NArg() > 0:
 		fmt.Fprintf(stderr, "beostat: unexpected argument %q\nTry 'beostat --help'.\n", fl.Arg(0))

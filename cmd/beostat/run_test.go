@@ -5,19 +5,17 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hoststat/hoststat/beostat/beostattest"
 	"github.com/hoststat/hoststat/shm"
-	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
-// writeTable makes a real table in a temp dir: node 1 up (CPU 0 50 %
-// busy, CPU 1 25 %, eth0 1000 B/s in, 500 B/s out, 4 GiB of 16 used) and
-// node 4 down.
+// newTable makes a real table in a temp dir: node 1 up with the readings
+// of beostattest.PutTwoSamples, and node 4 down.
 func newTable(t *testing.T) string {
 	dir := t.TempDir()
 	w, err := shm.Create(dir, shm.WriterOptions{DownAfter: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -27,27 +25,7 @@ func newTable(t *testing.T) string {
 	t.Cleanup(func() { w.Close() })
 	now := time.Now()
 	for node, seen := range map[int]time.Time{1: now.Add(-time.Second), 4: now.Add(-2 * time.Minute)} {
-		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(node)}), 3040)
-		s := &sample.Sample{
-			Time: seen.Add(-2 * time.Second), BootTime: seen.Add(-time.Hour), BootID: [16]byte{0xab},
-			Total: sample.Ticks{User: 200, Idle: 200},
-			CPUs: []sample.CPU{
-				{Ticks: sample.Ticks{User: 100, Idle: 100}, MHz: 3000, Model: "Test CPU"},
-				{Ticks: sample.Ticks{User: 100, Idle: 100}, MHz: 2000, Model: "Test CPU"},
-			},
-			Memory: sample.Memory{Total: 16 << 30, Free: 2 << 30, Available: 12 << 30, SwapTotal: 1 << 30, SwapFree: 1 << 30},
-			Load:   sample.Load{One: 1.5, Five: 1, Fifteen: 0.5, Running: 2, Total: 300, LastPID: 4242},
-			Net:    []sample.NetDev{{Name: "lo"}, {Name: "eth0", RxBytes: 10000, TxBytes: 10000, RxPackets: 7}},
-		}
-		if err := w.Put(node, addr, seen.Add(-2*time.Second), s); err != nil {
-			t.Fatal(err)
-		}
-		s.Time = seen
-		s.Total = sample.Ticks{User: 275, Idle: 325}
-		s.CPUs[0].Ticks = sample.Ticks{User: 150, Idle: 150}
-		s.CPUs[1].Ticks = sample.Ticks{User: 125, Idle: 175}
-		s.Net[1].RxBytes, s.Net[1].TxBytes = 12000, 11000
-		if err := w.Put(node, addr, seen, s); err != nil {
+		if err := beostattest.PutTwoSamples(w, node, seen); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -142,7 +120,7 @@ func TestNodeDetail(t *testing.T) {
 		"memory   4GiB used of 16GiB",
 		"swap     0B used of 1GiB",
 		"cpu      37.5% busy over 2 CPUs",
-		"boot id ab000000000000000000000000000000",
+		"boot id 01000000000000000000000000000000",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("detail lacks %q:\n%s", want, out)

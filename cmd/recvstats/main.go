@@ -4,15 +4,11 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	flag "github.com/spf13/pflag"
 
@@ -22,12 +18,7 @@ import (
 	"github.com/hoststat/hoststat/telemetry/wire"
 )
 
-// Exit codes.
-const (
-	exitOK    = 0
-	exitFail  = 1 // could not start, or failed while serving
-	exitUsage = 2
-)
+const name = "recvstats"
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -40,7 +31,7 @@ background once it is serving.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("recvstats", flag.ContinueOnError)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false // the manual page's order
 	var (
@@ -57,26 +48,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		downAfter = fs.Duration("down-after", recv.DefaultDownAfter, "show a node down after `DURATION` without a packet")
 		keyFile   = fs.String("key-file", "", "accept only packets authenticated with the shared key in `FILE`")
 	)
-	usage := func(w io.Writer) {
-		fmt.Fprint(w, usageHead)
-		fmt.Fprint(w, fs.FlagUsages())
-	}
 	if err := fs.Parse(args); err != nil {
-		fmt.Fprintf(stderr, "recvstats: %v\nTry 'recvstats --help' for more information.\n", err)
-		return exitUsage
+		return daemon.UsageError(stderr, name, "%v", err)
 	}
 	switch {
 	case *help:
-		usage(stdout)
-		return exitOK
+		fmt.Fprint(stdout, usageHead, fs.FlagUsages())
+		return daemon.ExitOK
 	case *version:
 		fmt.Fprintf(stdout, "recvstats (hoststat) %s\n", daemon.Version())
-		return exitOK
+		return daemon.ExitOK
 	}
-	bad := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "recvstats: "+format+"\n", a...)
-		return exitUsage
-	}
+	bad := func(format string, a ...any) int { return daemon.UsageError(stderr, name, format, a...) }
 	if fs.NArg() > 0 {
 		return bad("unexpected argument %q", fs.Arg(0))
 	}
@@ -103,54 +86,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *downAfter <= 0 {
 		return bad("down-after %v must be positive", *downAfter)
 	}
+	// Files are read before going to the background, so their errors
+	// show where the command was typed.
 	if *nodeMap != "" {
 		if cfg.NodeMap, err = recv.LoadNodeMap(*nodeMap); err != nil {
-			fmt.Fprintf(stderr, "recvstats: %v\n", err)
-			return exitFail
+			return daemon.Failed(stderr, name, err)
 		}
 	}
 	if *keyFile != "" {
 		if cfg.Key, err = wire.LoadKey(*keyFile); err != nil {
-			fmt.Fprintf(stderr, "recvstats: %v\n", err)
-			return exitFail
+			return daemon.Failed(stderr, name, err)
 		}
 	}
 
-	if !*debug && !daemon.IsChild() {
-		if err := daemon.Detach(); err != nil {
-			fmt.Fprintf(stderr, "recvstats: %v\n", err)
-			return exitFail
+	return daemon.Run(name, *debug, stderr, func(log *slog.Logger) (daemon.Service, error) {
+		cfg.Logger = log
+		srv, err := recv.NewServer(cfg)
+		if err != nil {
+			return daemon.Service{}, err
 		}
-		return exitOK
-	}
-	ready := daemon.Child()
-	log := daemon.Logger("recvstats", *debug)
-	cfg.Logger = log
-
-	srv, err := recv.NewServer(cfg)
-	if err != nil {
-		ready.Fail(err)
-		fmt.Fprintf(stderr, "recvstats: %v\n", err)
-		return exitFail
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if cfg.Interface == "" {
-		log.Warn("no interface given (-i): receiving by unicast only, no multicast update requests")
-	}
-	log.Info("serving", "addr", srv.Addr().String(), "interface", cfg.Interface, "group", cfg.Group.String(),
-		"table", srv.TablePath(), "down_after", cfg.DownAfter.String(), "authenticated", len(cfg.Key) > 0,
-		"version", daemon.Version(), "pid", os.Getpid())
-	ready.Ready()
-	start := time.Now()
-
-	serveErr := srv.Serve(ctx)
-	closeErr := srv.Close()
-	if err := errors.Join(serveErr, closeErr); err != nil {
-		log.Error("stopped", "err", err)
-		fmt.Fprintf(stderr, "recvstats: %v\n", err)
-		return exitFail
-	}
-	log.Info("stopped", "uptime", time.Since(start).Round(time.Second).String())
-	return exitOK
+		if cfg.Interface == "" {
+			log.Warn("no interface given (-i): receiving by unicast only, no multicast update requests")
+		}
+		return daemon.Service{Serve: srv.Serve, Close: srv.Close, About: []any{
+			"addr", srv.Addr().String(), "interface", cfg.Interface, "group", cfg.Group.String(), "table", srv.TablePath(),
+			"down_after", cfg.DownAfter.String(), "authenticated", len(cfg.Key) > 0,
+		}}, nil
+	})
 }

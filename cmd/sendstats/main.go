@@ -5,15 +5,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/netip"
 	"os"
-	"os/signal"
 	"runtime"
-	"syscall"
 	"time"
 
 	flag "github.com/spf13/pflag"
@@ -23,11 +21,7 @@ import (
 	"github.com/hoststat/hoststat/telemetry/wire"
 )
 
-const (
-	exitOK    = 0
-	exitFail  = 1
-	exitUsage = 2
-)
+const name = "sendstats"
 
 func main() {
 	// One processor is all the agent needs; with one, handing a request
@@ -50,7 +44,7 @@ background once it is running.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sendstats", flag.ContinueOnError)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
 	var (
@@ -67,21 +61,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		proc    = fs.String("proc", "/proc", "read the proc file system at `DIR`")
 	)
 	if err := fs.Parse(args); err != nil {
-		fmt.Fprintf(stderr, "sendstats: %v\nTry 'sendstats --help' for more information.\n", err)
-		return exitUsage
+		return daemon.UsageError(stderr, name, "%v", err)
 	}
 	switch {
 	case *help:
 		fmt.Fprint(stdout, usageHead, fs.FlagUsages())
-		return exitOK
+		return daemon.ExitOK
 	case *version:
 		fmt.Fprintf(stdout, "sendstats (hoststat) %s\n", daemon.Version())
-		return exitOK
+		return daemon.ExitOK
 	}
-	bad := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "sendstats: "+format+"\nTry 'sendstats --help' for more information.\n", a...)
-		return exitUsage
-	}
+	bad := func(format string, a ...any) int { return daemon.UsageError(stderr, name, format, a...) }
 	if fs.NArg() > 0 {
 		return bad("unexpected argument %q", fs.Arg(0))
 	}
@@ -105,47 +95,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Rate:      time.Duration(*rate * float64(time.Second)),
 		Interface: *iface, Group: g, Port: *port, Node: *node, ProcRoot: *proc,
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if cfg.Masters, err = send.ResolveMasters(ctx, *masters, *port); err != nil {
+	if cfg.Masters, err = send.ResolveMasters(context.Background(), *masters, *port); err != nil {
 		return bad("%v", err)
 	}
 	if *keyFile != "" {
 		if cfg.Key, err = wire.LoadKey(*keyFile); err != nil {
-			fmt.Fprintf(stderr, "sendstats: %v\n", err)
-			return exitFail
+			return daemon.Failed(stderr, name, err)
 		}
 	}
 
-	if !*debug && !daemon.IsChild() {
-		if err := daemon.Detach(); err != nil {
-			fmt.Fprintf(stderr, "sendstats: %v\n", err)
-			return exitFail
+	return daemon.Run(name, *debug, stderr, func(log *slog.Logger) (daemon.Service, error) {
+		cfg.Logger = log
+		s, err := send.New(cfg)
+		if err != nil {
+			return daemon.Service{}, err
 		}
-		return exitOK
-	}
-	ready := daemon.Child()
-	log := daemon.Logger("sendstats", *debug)
-	cfg.Logger = log
-	s, err := send.New(cfg)
-	if err != nil {
-		ready.Fail(err)
-		fmt.Fprintf(stderr, "sendstats: %v\n", err)
-		return exitFail
-	}
-	dests := make([]string, len(cfg.Masters))
-	for i, m := range cfg.Masters {
-		dests[i] = m.String()
-	}
-	log.Info("running", "rate", cfg.Rate.String(), "interface", cfg.Interface, "group", g.String(), "port", cfg.Port,
-		"masters", dests, "node", cfg.Node, "authenticated", len(cfg.Key) > 0, "version", daemon.Version(), "pid", os.Getpid())
-	ready.Ready()
-	runErr := s.Run(ctx)
-	if err := errors.Join(runErr, s.Close()); err != nil {
-		log.Error("stopped", "err", err)
-		fmt.Fprintf(stderr, "sendstats: %v\n", err)
-		return exitFail
-	}
-	log.Info("stopped")
-	return exitOK
+		dests := make([]string, len(cfg.Masters))
+		for i, m := range cfg.Masters {
+			dests[i] = m.String()
+		}
+		return daemon.Service{Serve: s.Run, Close: s.Close, About: []any{
+			"rate", cfg.Rate.String(), "interface", cfg.Interface, "group", g.String(), "port", cfg.Port,
+			"masters", dests, "node", cfg.Node, "authenticated", len(cfg.Key) > 0,
+		}}, nil
+	})
 }

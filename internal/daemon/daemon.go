@@ -3,7 +3,9 @@
 // itself detached (new session, stdio on /dev/null) and the parent waits on
 // a pipe until the child says it is serving, or why it could not start.
 // Only then does the parent exit, so "daemon recvstats -i eth0" in an init
-// script fails loudly when the daemon cannot bind its port.
+// script fails loudly when the daemon cannot bind its port. Run wraps that
+// and the rest of a daemon's life after its command line: logger, serving
+// until SIGTERM, exit code.
 package daemon
 
 import (

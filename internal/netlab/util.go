@@ -1,6 +1,7 @@
 package netlab
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -70,6 +71,25 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() error
 		time.Sleep(delay)
 		delay = min(delay*2, 100*time.Millisecond)
 	}
+}
+
+// Serve runs an in-process daemon for the test: serve in a goroutine until
+// stop is called or the test ends. stop cancels serve's context, waits for
+// it, fails the test if it returned an error, and then calls release; it may
+// be called more than once.
+func Serve(t testing.TB, serve func(context.Context) error, release func() error) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx) }()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("netlab: serve: %v", err)
+		}
+		release()
+	})
+	t.Cleanup(stop)
+	return stop
 }
 
 // MakeStatdDir returns a new state directory for nfs-utils' rpc.statd -P and

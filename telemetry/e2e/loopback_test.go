@@ -225,14 +225,14 @@ func TestDaemonStartup(t *testing.T) {
 }
 
 // Garbage at a running recvstats (random bytes, truncated, wrong version,
-// oversized, out-of-range node numbers, replays) neither stops it nor
-// touches the table, and good packets still land.
+// oversized, out-of-range node numbers, duplicates, out of order) neither
+// stops it nor touches the table, and good packets still land.
 func TestGarbageAtDaemon(t *testing.T) {
 	recvstats, _ := bins(t)
 	dir := t.TempDir()
 	port := freePort(t)
 	cmd := exec.Command(recvstats, "-d", "--listen", "127.0.0.1", "-p", strconv.Itoa(port), "--shm-dir", dir)
-	var logb syncBuffer
+	var logb netlab.LogBuffer
 	cmd.Stderr = &logb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -306,9 +306,12 @@ func TestGarbageAtDaemon(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(200 * time.Millisecond)
-	if cmd.ProcessState != nil {
-		t.Fatalf("recvstats exited: %v", cmd.ProcessState)
+	// The garbage went first on one socket, so it has all been handled.
+	select {
+	case err := <-done:
+		done <- err
+		t.Fatalf("recvstats exited: %v", err)
+	default:
 	}
 	info := tb.r.Info()
 	for n := range info.NodeLimit {
@@ -327,6 +330,35 @@ func TestGarbageAtDaemon(t *testing.T) {
 	if s.CPUs != 4 || s.Memory.Total != 1<<30 || s.Addr.Addr() != netip.MustParseAddr("127.0.0.1") {
 		t.Errorf("node 9 record corrupted: %+v", s)
 	}
+	// Out of order: sample 3 of node 9, then sample 2, which is dropped
+	// as stale and leaves sample 3 in the table.
+	send9 := func(seq uint32, mem uint64) {
+		smp := smp9
+		smp.Memory.Total = mem
+		b, err := enc.AppendStatus(nil, 9, seq, &smp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(b[0])
+	}
+	send9(3, 3<<30)
+	netlab.WaitFor(t, 5*time.Second, "sample 3 of node 9", func() error {
+		if s, _ := tb.node(9); s.Memory.Total != 3<<30 {
+			return fmt.Errorf("node 9 holds %d bytes of memory", s.Memory.Total)
+		}
+		return nil
+	})
+	stale := strings.Count(logb.String(), "reason=stale")
+	send9(2, 2<<30)
+	netlab.WaitFor(t, 5*time.Second, "sample 2 dropped as stale", func() error {
+		if strings.Count(logb.String(), "reason=stale") == stale {
+			return errors.New("no new stale drop in the log")
+		}
+		return nil
+	})
+	if s, _ := tb.node(9); s.Memory.Total != 3<<30 {
+		t.Errorf("an out-of-order sample replaced a newer one: %+v", s)
+	}
 	// The drops are in the summary logged at exit.
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -339,7 +371,7 @@ func TestGarbageAtDaemon(t *testing.T) {
 		t.Fatal("recvstats did not stop on SIGTERM")
 	}
 	out := logb.String()
-	for _, want := range []string{"reason=malformed", "reason=truncated", "reason=version", "reason=oversize", "reason=node-range", "reason=duplicate", "receive summary"} {
+	for _, want := range []string{"reason=malformed", "reason=truncated", "reason=version", "reason=oversize", "reason=node-range", "reason=duplicate", "reason=stale", "receive summary"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q", want)
 		}

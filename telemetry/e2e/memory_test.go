@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -52,23 +51,7 @@ func startMemMaster(t *testing.T, n *memnet.Network, dir string) *memMaster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	m := &memMaster{srv: srv}
-	var once atomic.Bool
-	m.stop = func() {
-		if once.Swap(true) {
-			return
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		srv.Close()
-	}
-	t.Cleanup(m.stop)
-	return m
+	return &memMaster{srv: srv, stop: netlab.Serve(t, srv.Serve, srv.Close)}
 }
 
 type memNode struct {
@@ -88,21 +71,7 @@ func startMemNode(t *testing.T, n *memnet.Network, i int, rate time.Duration) *m
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	node := &memNode{s: s}
-	var once atomic.Bool
-	node.stop = func() {
-		if once.Swap(true) {
-			return
-		}
-		cancel()
-		<-done
-		s.Close()
-	}
-	t.Cleanup(node.stop)
-	return node
+	return &memNode{s: s, stop: netlab.Serve(t, s.Run, s.Close)}
 }
 
 // The same protocol code over the in-memory network: three nodes by
@@ -155,11 +124,15 @@ func TestInMemoryCluster(t *testing.T) {
 	})
 
 	// Slow nodes, master restart.
+	nodes[0].stop()
+	nodes[1].stop()
+	slow := time.Now()
 	for i := range 2 {
-		nodes[i].stop()
 		nodes[i] = startMemNode(t, n, i+1, 30*time.Second)
 	}
-	time.Sleep(100 * time.Millisecond)
+	for i := 1; i <= 2; i++ { // their first samples, sent at start, are in
+		netlab.WaitFor(t, 2*time.Second, fmt.Sprintf("node %d slow", i), func() error { return seen(i, slow) })
+	}
 	m.stop()
 	restart := time.Now()
 	startMemMaster(t, n, dir)

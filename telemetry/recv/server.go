@@ -25,7 +25,7 @@ import (
 // DefaultDownAfter is how long a node may be silent before readers show
 // it down: five of sendstats' default one-second periods, so a node is
 // not shown down for a lost packet or two, and an update request (sent
-// once it is 2 s late) has had time to be answered.
+// after 2 s of silence) has had time to be answered.
 const DefaultDownAfter = 5 * time.Second
 
 // Config describes a master.

@@ -1,7 +1,7 @@
 package recv_test
 
 import (
-	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/telemetry/recv"
 	"github.com/hoststat/hoststat/telemetry/sample"
@@ -24,8 +25,9 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// startServer runs a master on 127.0.0.1 with a fresh table.
-func startServer(t testing.TB, cfg recv.Config) (*recv.Server, string) {
+// startServer runs a master on 127.0.0.1, with a fresh table unless
+// cfg names one; stop ends it (else the test's end does).
+func startServer(t testing.TB, cfg recv.Config) (srv *recv.Server, dir string, stop func()) {
 	t.Helper()
 	if cfg.ShmDir == "" {
 		cfg.ShmDir = t.TempDir()
@@ -40,17 +42,7 @@ func startServer(t testing.TB, cfg recv.Config) (*recv.Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		srv.Close()
-	})
-	return srv, cfg.ShmDir
+	return srv, cfg.ShmDir, netlab.Serve(t, srv.Serve, srv.Close)
 }
 
 func startSender(t testing.TB, cfg send.Config) *send.Sender {
@@ -62,28 +54,18 @@ func startSender(t testing.TB, cfg send.Config) *send.Sender {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		s.Close()
-	})
+	netlab.Serve(t, s.Run, s.Close)
 	return s
 }
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	netlab.WaitFor(t, timeout, what, func() error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func summary(t testing.TB, r *shm.Reader, node int) (shm.Summary, bool) {
@@ -108,7 +90,7 @@ func openReader(t testing.TB, dir string) *shm.Reader {
 // Real sendstats cores reading the real /proc reach a master by unicast
 // over loopback: explicit and derived node numbers both land in the table.
 func TestLoopbackUnicast(t *testing.T) {
-	srv, dir := startServer(t, recv.Config{})
+	srv, dir, _ := startServer(t, recv.Config{})
 	for _, n := range []int{3, 5} {
 		startSender(t, send.Config{Node: n, Masters: []netip.AddrPort{srv.Addr()}, Rate: 50 * time.Millisecond})
 	}
@@ -134,14 +116,7 @@ func TestLoopbackUnicast(t *testing.T) {
 // Unnumbered senders from distinct addresses get distinct numbers, first
 // come first assigned, and keep them across a master restart.
 func TestDerivedNodeNumbersSurviveRestart(t *testing.T) {
-	dir := t.TempDir()
-	srv, err := recv.NewServer(recv.Config{ShmDir: dir, Listen: netip.MustParseAddr("127.0.0.1"), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
+	srv, dir, stop := startServer(t, recv.Config{})
 	addr := srv.Addr()
 	// Senders on 127.0.0.2 and 127.0.0.3 (all of 127/8 is loopback).
 	sendFrom := func(ip string, seq uint32) {
@@ -168,12 +143,10 @@ func TestDerivedNodeNumbersSurviveRestart(t *testing.T) {
 	if s, _ := summary(t, r, 1); s.Addr.Addr() != netip.MustParseAddr("127.0.0.3") {
 		t.Errorf("node 1 is %v, want 127.0.0.3", s.Addr)
 	}
-	cancel()
-	<-done
-	srv.Close()
+	stop()
 
 	// Restart: 127.0.0.3 speaks first this time and must still be node 1.
-	srv2, _ := startServer(t, recv.Config{ShmDir: dir})
+	srv2, _, _ := startServer(t, recv.Config{ShmDir: dir})
 	addr = srv2.Addr()
 	before, _ := summary(t, r, 1)
 	sendFrom("127.0.0.3", 2)
@@ -193,7 +166,7 @@ func TestDerivedNodeNumbersSurviveRestart(t *testing.T) {
 // counted as authentication drops; signed ones are stored.
 func TestKeyOverLoopback(t *testing.T) {
 	k1, k2 := []byte("0123456789abcdef-one"), []byte("0123456789abcdef-two")
-	srv, dir := startServer(t, recv.Config{Key: k1})
+	srv, dir, _ := startServer(t, recv.Config{Key: k1})
 	startSender(t, send.Config{Node: 2, Key: k2, Masters: []netip.AddrPort{srv.Addr()}, Rate: 20 * time.Millisecond})
 	startSender(t, send.Config{Node: 3, Masters: []netip.AddrPort{srv.Addr()}, Rate: 20 * time.Millisecond})
 	startSender(t, send.Config{Node: 1, Key: k1, Masters: []netip.AddrPort{srv.Addr()}, Rate: 20 * time.Millisecond})
@@ -213,32 +186,14 @@ func TestKeyOverLoopback(t *testing.T) {
 // A restarted master gets a unicast node that sends every 30 s back at
 // once: it asks the address the table remembered.
 func TestRestartAsksUnicastNodes(t *testing.T) {
-	dir := t.TempDir()
-	port := func() int {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}()
-	cfg := recv.Config{ShmDir: dir, Port: port, Listen: netip.MustParseAddr("127.0.0.1"), Logger: testLogger(t)}
-	srv, err := recv.NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
+	srv, dir, stop := startServer(t, recv.Config{})
 	s := startSender(t, send.Config{Node: 6, Masters: []netip.AddrPort{srv.Addr()}, Rate: 30 * time.Second})
 	r := openReader(t, dir)
 	waitFor(t, 5*time.Second, "node 6", func() bool { _, ok := summary(t, r, 6); return ok })
-	cancel()
-	<-done
-	srv.Close()
+	stop()
 
 	restart := time.Now()
-	srv2, _ := startServer(t, cfg)
+	srv2, _, _ := startServer(t, recv.Config{ShmDir: dir, Port: int(srv.Addr().Port())})
 	waitFor(t, 2*time.Second, "node 6 back", func() bool {
 		sm, _ := summary(t, r, 6)
 		return sm.LastSeen.After(restart)
@@ -255,7 +210,7 @@ func TestLoopbackIPv6(t *testing.T) {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
 	c.Close()
-	srv, dir := startServer(t, recv.Config{Listen: netip.IPv6Loopback()})
+	srv, dir, _ := startServer(t, recv.Config{Listen: netip.IPv6Loopback()})
 	startSender(t, send.Config{Node: 4, Masters: []netip.AddrPort{srv.Addr()}, Rate: 50 * time.Millisecond})
 	r := openReader(t, dir)
 	waitFor(t, 5*time.Second, "node 4 over IPv6", func() bool {

@@ -230,6 +230,12 @@ func (s *Sender) sendSample(answer bool) {
 		s.log.Warn("cannot encode a sample", "err", err)
 		return
 	}
+	// Counted before the writes, so whoever sees the sample arrive also
+	// sees it counted.
+	s.sent.Add(1)
+	if answer {
+		s.answered.Add(1)
+	}
 	for _, to := range s.dests {
 		var werr error
 		for _, b := range s.bufs {
@@ -246,10 +252,6 @@ func (s *Sender) sendSample(answer bool) {
 			delete(s.failing, to)
 			s.log.Info("sending again", "to", to.String())
 		}
-	}
-	s.sent.Add(1)
-	if answer {
-		s.answered.Add(1)
 	}
 	s.log.Debug("sent sample", "seq", s.seq, "datagrams", len(s.bufs), "answer", answer)
 }

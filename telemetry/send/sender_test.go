@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/telemetry/e2e/memnet"
 	"github.com/hoststat/hoststat/telemetry/sample"
 	"github.com/hoststat/hoststat/telemetry/send"
@@ -40,16 +41,7 @@ func newRig(t *testing.T, cfg send.Config) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		s.Close()
-	})
+	netlab.Serve(t, s.Run, s.Close)
 	return &rig{s: s, master: master}
 }
 
