@@ -64,15 +64,15 @@ func (c *callbacker) enqueue(cb callback) {
 			<-c.sem
 			if err == nil {
 				c.delivered.Add(1)
-				c.log.Info("called registrant back", "mon_name", quote(cb.monName), "state", cb.state,
+				c.log.Info("called registrant back", "mon_name", nsm.Quote(cb.monName), "state", cb.state,
 					"my_prog", cb.my.Prog, "my_vers", cb.my.Vers, "my_proc", cb.my.Proc)
 				return
 			}
-			c.log.Warn("callback failed", "mon_name", quote(cb.monName), "my_prog", cb.my.Prog,
+			c.log.Warn("callback failed", "mon_name", nsm.Quote(cb.monName), "my_prog", cb.my.Prog,
 				"my_vers", cb.my.Vers, "my_proc", cb.my.Proc, "attempt", i+1, "err", err)
 		}
 		c.failed.Add(1)
-		c.log.Error("gave up calling registrant back", "mon_name", quote(cb.monName), "state", cb.state,
+		c.log.Error("gave up calling registrant back", "mon_name", nsm.Quote(cb.monName), "state", cb.state,
 			"my_prog", cb.my.Prog, "my_vers", cb.my.Vers, "my_proc", cb.my.Proc)
 	}()
 }

@@ -15,9 +15,6 @@ import (
 // DefaultStateDir is where the store and the admin socket live by default.
 const DefaultStateDir = "/var/lib/hoststat-statd"
 
-// Version is printed by --version.
-const Version = "hoststat rpc.statd 0.1"
-
 // ParseSchedule reads "first-retry=100ms,max-retry=1s,frequent-for=5s,
 // slow=2s,give-up=30s" over the default schedule (keys left out keep their
 // default). It exists so tests can run the schedule quickly.

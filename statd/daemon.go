@@ -87,7 +87,7 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 		return nil, res, err
 	}
 	d.state.Store(res.State)
-	d.log.Info("rpc.statd starting", "name", quote(cfg.Name), "state", res.State, "previous_state", res.PrevState,
+	d.log.Info("rpc.statd starting", "name", nsm.Quote(cfg.Name), "state", res.State, "previous_state", res.PrevState,
 		"rebooted", res.Rebooted, "reason", res.Reason, "registrations_dropped", res.Dropped, "owed", res.Owed,
 		"state_dir", cfg.StateDir)
 	if d.mux, err = newDatagramMux(cfg.OutgoingPort); err != nil {
@@ -296,7 +296,7 @@ func (d *daemon) resolveLater(name string) {
 		defer cancel()
 		as, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
 		if err != nil {
-			d.log.Debug("monitored name does not resolve; matching SM_NOTIFY by name only", "mon_name", quote(name), "err", err)
+			d.log.Debug("monitored name does not resolve; matching SM_NOTIFY by name only", "mon_name", nsm.Quote(name), "err", err)
 			return
 		}
 		d.idx.setAddrs(name, as)

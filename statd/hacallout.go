@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strconv"
 	"time"
+
+	"github.com/hoststat/hoststat/nsm"
 )
 
 // haCallout runs the -H program with nfs-utils' arguments:
@@ -61,9 +63,9 @@ func (h *haCallout) run() {
 		out, err := cmd.CombinedOutput()
 		cancel()
 		if err != nil {
-			h.log.Error("ha-callout failed", "prog", quote(h.prog), "event", args[0], "err", err, "output", quote(string(out)))
+			h.log.Error("ha-callout failed", "prog", nsm.Quote(h.prog), "event", args[0], "err", err, "output", nsm.Quote(string(out)))
 		} else {
-			h.log.Debug("ha-callout done", "prog", quote(h.prog), "args", args)
+			h.log.Debug("ha-callout done", "prog", nsm.Quote(h.prog), "args", args)
 		}
 	}
 }

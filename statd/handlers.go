@@ -49,7 +49,7 @@ func (d *daemon) refuse(call *oncrpc.Call, proc, reason, value string) {
 	if !log {
 		return
 	}
-	args := []any{"caller", call.Remote.String(), "transport", call.Transport, "reason", reason, "value", quote(value),
+	args := []any{"caller", call.Remote.String(), "transport", call.Transport, "reason", reason, "value", nsm.Quote(value),
 		"note", "further identical refusals from this caller are not logged"}
 	if skipped > 0 {
 		args = append(args, "unlogged_refusals_before", skipped)
@@ -99,7 +99,7 @@ func (d *daemon) stat(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) 
 		}
 	}
 	if d.debug {
-		d.log.Debug("SM_STAT", "caller", call.Remote.String(), "mon_name", quote(arg.MonName), "res", out.Res.String(), "state", out.State)
+		d.log.Debug("SM_STAT", "caller", call.Remote.String(), "mon_name", nsm.Quote(arg.MonName), "res", out.Res.String(), "state", out.State)
 	}
 	return out.Encode(res)
 }
@@ -131,14 +131,14 @@ func (d *daemon) mon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) e
 	}
 	unlock()
 	if err != nil {
-		d.log.Error("SM_MON not recorded", "mon_name", quote(reg.MonName), "my_name", quote(reg.MyID.Name), "err", err)
+		d.log.Error("SM_MON not recorded", "mon_name", nsm.Quote(reg.MonName), "my_name", nsm.Quote(reg.MyID.Name), "err", err)
 		return fail.Encode(res)
 	}
 	d.resolveLater(reg.MonName)
 	d.ha.addClient(reg.MonName, reg.MyID.Name)
 	out := nsm.StatRes{Res: nsm.StatSucc, State: d.state.Load()}
 	if d.debug {
-		d.log.Debug("SM_MON", "mon_name", quote(reg.MonName), "my_name", quote(reg.MyID.Name),
+		d.log.Debug("SM_MON", "mon_name", nsm.Quote(reg.MonName), "my_name", nsm.Quote(reg.MyID.Name),
 			"my_prog", reg.MyID.Prog, "my_vers", reg.MyID.Vers, "my_proc", reg.MyID.Proc, "state", out.State)
 	}
 	return out.Encode(res)
@@ -166,13 +166,13 @@ func (d *daemon) unmon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder)
 	}
 	unlock()
 	if err != nil {
-		d.log.Error("SM_UNMON not recorded", "mon_name", quote(arg.MonName), "err", err)
+		d.log.Error("SM_UNMON not recorded", "mon_name", nsm.Quote(arg.MonName), "err", err)
 		return oncrpc.ErrSystem
 	}
 	if found {
 		d.ha.delClient(arg.MonName, arg.MyID.Name)
 	}
-	d.log.Debug("SM_UNMON", "mon_name", quote(arg.MonName), "my_name", quote(arg.MyID.Name), "found", found)
+	d.log.Debug("SM_UNMON", "mon_name", nsm.Quote(arg.MonName), "my_name", nsm.Quote(arg.MyID.Name), "found", found)
 	return out.Encode(res)
 }
 
@@ -193,13 +193,13 @@ func (d *daemon) unmonAll(ctx context.Context, call *oncrpc.Call, res *xdr.Encod
 	}
 	unlock()
 	if err != nil {
-		d.log.Error("SM_UNMON_ALL not recorded", "my_name", quote(arg.Name), "err", err)
+		d.log.Error("SM_UNMON_ALL not recorded", "my_name", nsm.Quote(arg.Name), "err", err)
 		return oncrpc.ErrSystem
 	}
 	for _, h := range hosts {
 		d.ha.delClient(h, arg.Name)
 	}
-	d.log.Debug("SM_UNMON_ALL", "my_name", quote(arg.Name), "removed", n)
+	d.log.Debug("SM_UNMON_ALL", "my_name", nsm.Quote(arg.Name), "removed", n)
 	return (&nsm.Stat{State: d.state.Load()}).Encode(res)
 }
 
@@ -249,10 +249,10 @@ func (d *daemon) notify(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) er
 	}
 	d.ha.smNotify(arg.MonName, sender.String(), arg.State)
 	if matched == 0 {
-		d.log.Debug("SM_NOTIFY for a host nobody monitors", "caller", call.Remote.String(), "mon_name", quote(arg.MonName), "state", arg.State)
+		d.log.Debug("SM_NOTIFY for a host nobody monitors", "caller", call.Remote.String(), "mon_name", nsm.Quote(arg.MonName), "state", arg.State)
 		return nil
 	}
-	d.log.Info("SM_NOTIFY", "caller", call.Remote.String(), "mon_name", quote(arg.MonName), "state", arg.State,
+	d.log.Info("SM_NOTIFY", "caller", call.Remote.String(), "mon_name", nsm.Quote(arg.MonName), "state", arg.State,
 		"registrations", matched, "callbacks", len(due))
 	for _, cb := range due {
 		d.callbacks.enqueue(cb)

@@ -136,19 +136,19 @@ func (l *notifyLoop) persist(ctx context.Context, tried nsm.Owed, out nsm.Outcom
 	var perr error
 	switch out.Kind {
 	case nsm.Delivered:
-		l.log.Info("notified host", "host", quote(tried.Host), "state", tried.State)
+		l.log.Info("notified host", "host", nsm.Quote(tried.Host), "state", tried.State)
 		_, perr = l.store.MarkNotified(ctx, tried.Host, tried.State)
 	case nsm.Retry:
-		l.log.Debug("notification failed; will retry", "host", quote(tried.Host), "state", out.Owed.State,
+		l.log.Debug("notification failed; will retry", "host", nsm.Quote(tried.Host), "state", out.Owed.State,
 			"attempts", out.Owed.Attempts, "next_try", out.Owed.NextTry, "err", err)
 		perr = l.store.Reschedule(ctx, out.Owed.Host, out.Owed.NextTry, out.Owed.Attempts)
 	case nsm.Abandoned:
-		l.log.Warn("gave up notifying host", "host", quote(tried.Host), "state", tried.State,
+		l.log.Warn("gave up notifying host", "host", nsm.Quote(tried.Host), "state", tried.State,
 			"owed_since", tried.FirstOwed, "attempts", out.Owed.Attempts, "err", err)
 		_, perr = l.store.GiveUp(ctx, tried.Host, tried.State, now)
 	}
 	if perr != nil {
-		l.log.Error("recording notification progress", "host", quote(tried.Host), "err", perr)
+		l.log.Error("recording notification progress", "host", nsm.Quote(tried.Host), "err", perr)
 	}
 }
 

@@ -69,7 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if *version {
-		fmt.Fprintln(stdout, statd.Version)
+		fmt.Fprintf(stdout, "rpc.statd (hoststat) %s\n", daemon.Version())
 		return exitOK
 	}
 	if fs.NArg() > 0 {
@@ -105,7 +105,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 
 	if *notifyOnly {
-		log, closeLog := statd.NewLogger(statd.LogOptions{Debug: *debug, Foreground: true, Stderr: stderr, Tag: "rpc.statd"})
+		log, closeLog := daemon.NewLogger(daemon.LogOptions{Debug: *debug, Foreground: true, Stderr: stderr, Tag: "rpc.statd"})
 		defer closeLog()
 		cfg.Logger = log
 		sum, err := statd.NotifyOnce(ctx, cfg)
@@ -129,7 +129,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK // parent: the daemon serves and is registered
 	}
 	ready := daemon.Child()
-	log, closeLog := statd.NewLogger(statd.LogOptions{Debug: *debug, Foreground: *foreground, Stderr: stderr})
+	log, closeLog := daemon.NewLogger(daemon.LogOptions{Debug: *debug, Foreground: *foreground, Stderr: stderr, Tag: "rpc.statd"})
 	defer closeLog()
 	cfg.Logger = log
 	err = statd.Run(ctx, cfg, ready.Ready)

@@ -44,7 +44,7 @@ type Service struct {
 // foreground, it first goes to the background (Detach): the parent returns
 // ExitOK once the child serves, or ExitFail with the child's reason. The
 // process that stays builds its service with start, given its logger
-// (Logger, debug in the foreground), logs "serving", tells a waiting
+// (NewLogger: syslog, and with debug records on stderr in the foreground), logs "serving", tells a waiting
 // parent, and serves until SIGTERM or SIGINT. It returns the exit code.
 func Run(name string, foreground bool, stderr io.Writer, start func(*slog.Logger) (Service, error)) int {
 	if !foreground && !IsChild() {
@@ -54,7 +54,9 @@ func Run(name string, foreground bool, stderr io.Writer, start func(*slog.Logger
 		return ExitOK
 	}
 	ready := Child()
-	log := Logger(name, foreground)
+	// -d means debug output on stderr as well as not forking.
+	log, closeLog := NewLogger(LogOptions{Debug: foreground, Foreground: foreground, Stderr: stderr, Tag: name})
+	defer closeLog()
 	svc, err := start(log)
 	if err != nil {
 		ready.Fail(err)

@@ -1,26 +1,8 @@
 package daemon
 
 import (
-	"io"
-	"log/slog"
-	"log/syslog"
-	"os"
 	"runtime/debug"
 )
-
-// Logger is the log of a daemon: with debug, everything to stderr (the
-// program runs in the foreground); in the background, info and above to
-// syslog (daemon facility), or nowhere when there is no syslog.
-func Logger(name string, debug bool) *slog.Logger {
-	if debug {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	var w io.Writer = io.Discard
-	if sl, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, name); err == nil {
-		w = sl
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
 
 // Version is the program version: set at link time with
 // -ldflags "-X github.com/hoststat/hoststat/internal/daemon.version=1.2.3",
