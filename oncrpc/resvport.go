@@ -10,13 +10,17 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
-// reservedPortBlacklist reads the ports bindresvport must not take, so a
+// reservedPortBlacklist is the set of ports bindresvport must not take, so a
 // long-lived client socket never sits on a port a daemon (cups, imaps...)
-// wants to listen on.
-func reservedPortBlacklist() map[int]bool {
+// wants to listen on. Read once, as libtirpc does, not at every dial: statd
+// dials from a privileged port for every callback. Callers must not modify it.
+var reservedPortBlacklist = sync.OnceValue(readReservedPortBlacklist)
+
+func readReservedPortBlacklist() map[int]bool {
 	skip := map[int]bool{}
 	f, err := os.Open(bindresvportBlacklist)
 	if err != nil {

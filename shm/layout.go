@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"time"
 	"unsafe"
+
+	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
 // The byte layout below is documented in docs/shm.md; keep the two in step.
@@ -245,12 +247,22 @@ func putTime(b []byte, t time.Time) {
 	le.PutUint64(b, uint64(ns))
 }
 
-func getTime(b []byte) time.Time {
-	ns := int64(le.Uint64(b))
+func getTime(b []byte) time.Time { return unixTime(int64(le.Uint64(b))) }
+
+// unixTime is the time of ns Unix nanoseconds, 0 being the zero time.
+func unixTime(ns int64) time.Time {
 	if ns == 0 {
 		return time.Time{}
 	}
 	return time.Unix(0, ns)
+}
+
+// getLoad reads the loadavg fields of an index record.
+func getLoad(rec []byte) sample.Load {
+	return sample.Load{
+		One: getF64(rec[rLoad1:]), Five: getF64(rec[rLoad5:]), Fifteen: getF64(rec[rLoad15:]),
+		Running: le.Uint32(rec[rRunning:]), Total: le.Uint32(rec[rProcs:]), LastPID: le.Uint32(rec[rLastPID:]),
+	}
 }
 
 func putAddr(b []byte, a netip.AddrPort) {

@@ -215,13 +215,6 @@ func (r *Reader) Info() Info {
 	}
 }
 
-func unixTime(ns int64) time.Time {
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns)
-}
-
 // snapshot copies node's index record (and its data slot when withData)
 // into r.rec and r.data under the seqlock. It reports false when the node
 // is not in use.
@@ -307,21 +300,18 @@ func (r *Reader) Summary(node int) (Summary, bool, error) {
 	}
 	b := &r.rec
 	s := Summary{
-		Node:         node,
-		Addr:         getAddr(b[:]),
-		LastSeen:     getTime(b[rLastSeen:]),
-		Time:         getTime(b[rTime:]),
-		BootTime:     getTime(b[rBootTime:]),
-		BootID:       [16]byte(b[rBootID : rBootID+16]),
-		CPUs:         int(le.Uint32(b[rCPUs:])),
-		NetDevs:      int(le.Uint16(b[rNets:])),
-		Total:        getTicks(b[rTicks:]),
-		TotalPercent: getF32(b[rTotalPct:]),
-		Memory:       getMemory(b[rMemory:]),
-		Load: sample.Load{
-			One: getF64(b[rLoad1:]), Five: getF64(b[rLoad5:]), Fifteen: getF64(b[rLoad15:]),
-			Running: le.Uint32(b[rRunning:]), Total: le.Uint32(b[rProcs:]), LastPID: le.Uint32(b[rLastPID:]),
-		},
+		Node:          node,
+		Addr:          getAddr(b[:]),
+		LastSeen:      getTime(b[rLastSeen:]),
+		Time:          getTime(b[rTime:]),
+		BootTime:      getTime(b[rBootTime:]),
+		BootID:        [16]byte(b[rBootID : rBootID+16]),
+		CPUs:          int(le.Uint32(b[rCPUs:])),
+		NetDevs:       int(le.Uint16(b[rNets:])),
+		Total:         getTicks(b[rTicks:]),
+		TotalPercent:  getF32(b[rTotalPct:]),
+		Memory:        getMemory(b[rMemory:]),
+		Load:          getLoad(b[:]),
 		RxBytesPerSec: getF64(b[rRxRate:]),
 		TxBytesPerSec: getF64(b[rTxRate:]),
 		Repaired:      le.Uint32(b[rFlags:])&flagRepaired != 0,
@@ -348,10 +338,7 @@ func (r *Reader) Read(node int, rec *Record) (bool, error) {
 	s.BootID = [16]byte(b[rBootID : rBootID+16])
 	s.Total = getTicks(b[rTicks:])
 	s.Memory = getMemory(b[rMemory:])
-	s.Load = sample.Load{
-		One: getF64(b[rLoad1:]), Five: getF64(b[rLoad5:]), Fifteen: getF64(b[rLoad15:]),
-		Running: le.Uint32(b[rRunning:]), Total: le.Uint32(b[rProcs:]), LastPID: le.Uint32(b[rLastPID:]),
-	}
+	s.Load = getLoad(b)
 
 	models, cpus, nets := int(le.Uint16(b[rModels:])), int(le.Uint32(b[rCPUs:])), int(le.Uint16(b[rNets:]))
 	d := r.data

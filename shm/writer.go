@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -265,23 +266,13 @@ func checkSlots(m []byte, g geometry) error {
 		}
 		slots = append(slots, slot{off, off + c})
 	}
-	slices.SortFunc(slots, func(a, b slot) int { return int64Cmp(a.off, b.off) })
+	slices.SortFunc(slots, func(a, b slot) int { return cmp.Compare(a.off, b.off) })
 	for i := 1; i < len(slots); i++ {
 		if slots[i].off < slots[i-1].end {
 			return fmt.Errorf("%w: data slots overlap at %d", ErrCorrupt, slots[i].off)
 		}
 	}
 	return nil
-}
-
-func int64Cmp(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func dataSizeFor(nodes int) uint64 {
@@ -601,9 +592,9 @@ func (w *Writer) derive(rec []byte, s *sample.Sample) (total float32, rx, tx flo
 // findNet is the index of device name among n entries of a previous data
 // slot, trying position hint first since devices rarely move.
 func findNet(nets []byte, n, hint int, name string) int {
+	name = truncName(name)
 	match := func(j int) bool {
-		b := nameBytes(nets[j*netSize : j*netSize+nameSize])
-		return string(b) == truncName(name)
+		return string(nameBytes(nets[j*netSize:j*netSize+nameSize])) == name
 	}
 	if hint < n && match(hint) {
 		return hint

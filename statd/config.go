@@ -104,8 +104,11 @@ func (c *Config) withDefaults() (Config, error) {
 	if err := nsm.ValidateMonName(cc.Name); err != nil {
 		return cc, fmt.Errorf("--name: %w", err)
 	}
-	if cc.Port < 0 || cc.Port > 65535 || cc.OutgoingPort < 0 || cc.OutgoingPort > 65535 {
-		return cc, fmt.Errorf("port out of range")
+	if cc.Port < 0 || cc.Port > 65535 {
+		return cc, fmt.Errorf("--port %d: out of range 0..65535", cc.Port)
+	}
+	if cc.OutgoingPort < 0 || cc.OutgoingPort > 65535 {
+		return cc, fmt.Errorf("--outgoing-port %d: out of range 0..65535", cc.OutgoingPort)
 	}
 	return cc, nil
 }

@@ -116,12 +116,9 @@ func (l *notifyLoop) attempt(ctx context.Context, o nsm.Owed) {
 	now := l.now()
 	l.mu.Lock()
 	out := l.n.Done(o.Host, err == nil, now)
-	if err != nil {
-		l.lastErr[o.Host] = err.Error()
+	if err != nil && out.Kind == nsm.Retry {
+		l.lastErr[o.Host] = err.Error() // shown by the admin view until the next try
 	} else {
-		delete(l.lastErr, o.Host)
-	}
-	if out.Kind != nsm.Retry {
 		delete(l.lastErr, o.Host)
 	}
 	l.mu.Unlock()

@@ -29,7 +29,7 @@ type datagramMux struct {
 	first, limit time.Duration // retransmission interval and its cap
 
 	mu      sync.Mutex
-	waiting map[uint32]chan []byte // by xid
+	waiting map[uint32]waiter // by xid
 	xid     atomic.Uint32
 	wg      sync.WaitGroup
 }
@@ -37,7 +37,7 @@ type datagramMux struct {
 // newDatagramMux binds the sockets to port (0: any). A family that cannot
 // be bound (no IPv6 in this namespace) is left out.
 func newDatagramMux(port int) (*datagramMux, error) {
-	m := &datagramMux{first: 250 * time.Millisecond, limit: time.Second, waiting: map[uint32]chan []byte{}}
+	m := &datagramMux{first: 250 * time.Millisecond, limit: time.Second, waiting: map[uint32]waiter{}}
 	m.xid.Store(rand.Uint32())
 	var errs []error
 	if c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port}); err == nil {
@@ -75,7 +75,7 @@ func (m *datagramMux) read(c *net.UDPConn) {
 	defer m.wg.Done()
 	buf := make([]byte, 9000)
 	for {
-		n, _, err := c.ReadFromUDPAddrPort(buf)
+		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -85,17 +85,21 @@ func (m *datagramMux) read(c *net.UDPConn) {
 		if n < 4 {
 			continue
 		}
-		// Matched by xid alone, as sm-notify does: a server on a wildcard
-		// socket may answer from another of its addresses (every 127.x
-		// address answers from 127.0.0.1), and xids start at random.
+		// Matched by xid, as sm-notify does: a server on a wildcard socket
+		// may answer from another of its addresses (every 127.x address
+		// answers from 127.0.0.1), and xids start at random. But a call to
+		// loopback (the local rpcbind's GETPORT that picks a callback's
+		// port) takes its reply from loopback only: the kernel drops
+		// packets from the network that claim a loopback source, so no
+		// remote host that learnt our xids can answer in its place.
 		m.mu.Lock()
-		ch := m.waiting[binary.BigEndian.Uint32(buf)]
+		w, ok := m.waiting[binary.BigEndian.Uint32(buf)]
 		m.mu.Unlock()
-		if ch == nil {
+		if !ok || w.loopback && !from.Addr().Unmap().IsLoopback() {
 			continue
 		}
 		select {
-		case ch <- append([]byte(nil), buf[:n]...):
+		case w.ch <- append([]byte(nil), buf[:n]...):
 		default: // a duplicate (answer to a retransmission)
 		}
 	}
@@ -122,7 +126,7 @@ func (m *datagramMux) call(ctx context.Context, to netip.AddrPort, prog, vers, p
 	msg := e.Bytes()
 	reply := make(chan []byte, 1)
 	m.mu.Lock()
-	m.waiting[xid] = reply
+	m.waiting[xid] = waiter{ch: reply, loopback: to.Addr().IsLoopback()}
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
@@ -156,6 +160,12 @@ func (m *datagramMux) call(ctx context.Context, to netip.AddrPort, prog, vers, p
 			interval = min(2*interval, m.limit)
 		}
 	}
+}
+
+// waiter is a call waiting for its reply.
+type waiter struct {
+	ch       chan []byte
+	loopback bool // called a loopback address: accept a reply from loopback only
 }
 
 // to returns the mux as a caller of one server, for rpcbind.NewClient.

@@ -49,17 +49,6 @@ func (d *Drops) Total() uint64 {
 	return n
 }
 
-// Map returns the non-zero counters by reason name.
-func (d *Drops) Map() map[string]uint64 {
-	m := map[string]uint64{}
-	for r := DropNone + 1; r < numReasons; r++ {
-		if d[r] != 0 {
-			m[r.String()] = d[r]
-		}
-	}
-	return m
-}
-
 // String is "auth=3 stale=1", or "none".
 func (d *Drops) String() string {
 	var b strings.Builder

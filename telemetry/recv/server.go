@@ -141,9 +141,7 @@ func NewServer(cfg Config) (*Server, error) {
 	tc := cfg.Table
 	tc.Multicast = s.group.IsValid()
 	tc.NodeMap = cfg.NodeMap
-	for _, a := range w.Nodes() {
-		tc.Restored = append(tc.Restored, Assignment{Node: a.Node, Addr: a.Addr})
-	}
+	tc.Restored = w.Nodes()
 	s.table = NewTable(tc)
 	if n := len(tc.Restored); n > 0 {
 		s.log.Info("restored node assignments from the table", "nodes", n, "path", w.Path())
@@ -303,7 +301,11 @@ func (s *Server) drop(r Reason, m *Message, err error, debug bool) {
 // parts.
 func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 	if m.Truncated {
-		s.drop(DropOversize, m, fmt.Errorf("datagram larger than %d bytes", len(m.Buf)), debug)
+		var err error
+		if debug {
+			err = fmt.Errorf("datagram larger than %d bytes", len(m.Buf))
+		}
+		s.drop(DropOversize, m, err, debug)
 		return false
 	}
 	// Parse and reassemble in one step: a whole sample in one datagram,
@@ -322,7 +324,11 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 	}
 	u, r := s.table.Receive(now, Status{From: m.From, Unicast: !m.Multicast, Node: node, Epoch: pk.Epoch, Seq: pk.Seq, Sample: &s.smp})
 	if r != DropNone {
-		s.drop(r, m, fmt.Errorf("node %d seq %d", node, pk.Seq), debug)
+		var err error
+		if debug { // formatted only for the debug line: drops are on the hot path
+			err = fmt.Errorf("node %d seq %d", node, pk.Seq)
+		}
+		s.drop(r, m, err, debug)
 		return false
 	}
 	if err := s.writer.Put(u.Node, u.Addr, u.Seen, u.Sample); err != nil {

@@ -4,12 +4,13 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
 // MaxNodes bounds node numbers, so a forged packet cannot make the table
-// grow without limit. It matches the shared-memory table's own limit.
-const MaxNodes = 1 << 20
+// grow without limit: the shared-memory table's own limit.
+const MaxNodes = shm.MaxNodes
 
 // NoNode is the node number of a sender that does not know its own.
 const NoNode = -1
@@ -37,10 +38,7 @@ type Update struct {
 
 // Assignment is a node number and the address last heard as it, as a
 // previous recvstats left them in the shared-memory table.
-type Assignment struct {
-	Node int
-	Addr netip.AddrPort
-}
+type Assignment = shm.Assignment
 
 // Request says where to send an update request.
 type Request struct {

@@ -152,9 +152,7 @@ func (c *Collector) readCPUInfo() error {
 	if err != nil {
 		return err
 	}
-	for i := range c.mhzByID {
-		c.mhzByID[i] = 0
-	}
+	clear(c.mhzByID)
 	for _, info := range infos {
 		id := int(info.Processor)
 		if id >= maxCPUID {

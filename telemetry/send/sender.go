@@ -65,7 +65,6 @@ type Sender struct {
 	bufs [][]byte
 	seq  uint32
 
-	sent     atomic.Uint64 // samples sent
 	answered atomic.Uint64 // samples sent in answer to a request
 	rejected atomic.Uint64 // requests refused (bad MAC, replay, not for us)
 	failing  map[netip.AddrPort]bool
@@ -132,9 +131,6 @@ func New(cfg Config) (*Sender, error) {
 	s.agent = NewAgent(cfg.Rate, AnswerGap)
 	return s, nil
 }
-
-// Sent counts the samples sent (each to every destination).
-func (s *Sender) Sent() uint64 { return s.sent.Load() }
 
 // Answered counts the samples sent in answer to update requests.
 func (s *Sender) Answered() uint64 { return s.answered.Load() }
@@ -230,9 +226,8 @@ func (s *Sender) sendSample(answer bool) {
 		s.log.Warn("cannot encode a sample", "err", err)
 		return
 	}
-	// Counted before the writes, so whoever sees the sample arrive also
+	// Counted before the writes, so whoever sees the answer arrive also
 	// sees it counted.
-	s.sent.Add(1)
 	if answer {
 		s.answered.Add(1)
 	}
