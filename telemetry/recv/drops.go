@@ -13,7 +13,7 @@ const (
 	DropNone       Reason = iota
 	DropVersion           // unknown protocol version
 	DropTruncated         // shorter than its header says
-	DropOversize          // larger than any valid datagram
+	DropOversize          // larger than any valid datagram, or a sample larger than the table holds
 	DropMalformed         // fields that do not add up
 	DropAuth              // missing or wrong HMAC, or signed when we have no key
 	DropReplay            // a sequence number already seen (authenticated replay)

@@ -218,3 +218,36 @@ func TestLoopbackIPv6(t *testing.T) {
 		return ok && s.Addr.Addr() == netip.IPv6Loopback()
 	})
 }
+
+// A sample valid on the wire but larger than a table record holds is
+// dropped as oversize and counted; the daemon keeps storing other nodes.
+func TestSampleLargerThanTableDropped(t *testing.T) {
+	srv, dir, _ := startServer(t, recv.Config{})
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	send := func(node uint32, cpus int) {
+		s := sample.Sample{Time: time.Now(), BootTime: time.Now().Add(-time.Hour), CPUs: make([]sample.CPU, cpus)}
+		s.BootID[0] = byte(node)
+		pkts, err := wire.NewEncoder(nil).AppendStatus(nil, node, 1, &s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkts {
+			if _, err := conn.Write(p); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Microsecond) // pace: no loss in the socket buffer
+		}
+	}
+	send(1, shm.MaxCPUs+1)
+	waitFor(t, 5*time.Second, "an oversize drop", func() bool { d := srv.Drops(); return d[recv.DropOversize] == 1 })
+	send(2, 4)
+	r := openReader(t, dir)
+	waitFor(t, 5*time.Second, "node 2 in the table", func() bool { _, ok := summary(t, r, 2); return ok })
+	if _, ok := summary(t, r, 1); ok {
+		t.Error("the oversize sample of node 1 was stored")
+	}
+}

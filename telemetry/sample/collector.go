@@ -44,11 +44,16 @@ type Collector struct {
 	mhzByID     []float64
 	modelByID   []string
 	cpuinfoWarn bool // warned once that cpuinfo is unreadable
+	log         *slog.Logger
 }
 
 // NewCollector opens the /proc tree at procRoot ("/proc" on a live system)
-// and checks that a first sample can be read from it.
-func NewCollector(procRoot string) (*Collector, error) {
+// and checks that a first sample can be read from it. Warnings go to log
+// (slog.Default() when nil): a daemon in the background has no stderr.
+func NewCollector(procRoot string, log *slog.Logger) (*Collector, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	fs, err := procfs.NewFS(procRoot)
 	if err != nil {
 		return nil, err
@@ -57,7 +62,7 @@ func NewCollector(procRoot string) (*Collector, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Collector{CPUInfoInterval: DefaultCPUInfoInterval, fs: fs, bootID: id}
+	c := &Collector{CPUInfoInterval: DefaultCPUInfoInterval, fs: fs, bootID: id, log: log}
 	files := []struct {
 		f    *procFile
 		name string
@@ -132,7 +137,7 @@ func (c *Collector) fillCPUInfo(s *Sample) {
 		c.cpuinfoAt = s.Time
 		if err := c.readCPUInfo(); err != nil && !c.cpuinfoWarn {
 			c.cpuinfoWarn = true
-			slog.Warn("cpuinfo unreadable; CPUs are sent without MHz and model", "err", err)
+			c.log.Warn("cpuinfo unreadable; CPUs are sent without MHz and model", "err", err)
 		}
 	}
 	for i, id := range c.cpuIDs {

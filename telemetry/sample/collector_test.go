@@ -15,7 +15,7 @@ import (
 
 func newTestCollector(t *testing.T, root string) *Collector {
 	t.Helper()
-	c, err := NewCollector(root)
+	c, err := NewCollector(root, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,12 +257,12 @@ func TestCollectSeesChanges(t *testing.T) {
 }
 
 func TestNewCollectorErrors(t *testing.T) {
-	if _, err := NewCollector(t.TempDir()); err == nil {
+	if _, err := NewCollector(t.TempDir(), nil); err == nil {
 		t.Error("NewCollector on an empty directory succeeded")
 	}
 	root := copyTree(t, "testdata/proc/four")
 	os.WriteFile(filepath.Join(root, "loadavg"), []byte("1.0 2.0\n"), 0o644)
-	_, err := NewCollector(root)
+	_, err := NewCollector(root, nil)
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(root, "loadavg")) {
 		t.Errorf("err = %v, want one naming the loadavg path", err)
 	}
@@ -294,7 +294,7 @@ func BenchmarkCollect(b *testing.B) {
 		every time.Duration
 	}{{"default", DefaultCPUInfoInterval}, {"cpuinfo", 0}} {
 		b.Run(bc.name, func(b *testing.B) {
-			c, err := NewCollector("/proc")
+			c, err := NewCollector("/proc", nil)
 			if err != nil {
 				b.Skip(err)
 			}

@@ -100,7 +100,7 @@ func New(cfg Config) (*Sender, error) {
 		s.node = uint32(cfg.Node)
 	}
 	if s.collect == nil {
-		c, err := sample.NewCollector(cfg.ProcRoot)
+		c, err := sample.NewCollector(cfg.ProcRoot, cfg.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", cfg.ProcRoot, err)
 		}
