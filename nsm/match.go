@@ -7,10 +7,6 @@ import (
 	"time"
 )
 
-// Resolver returns the addresses of a host name. The daemon passes a cached
-// resolver so a received SM_NOTIFY never waits on DNS per registration.
-type Resolver func(name string) []netip.Addr
-
 // SameHost reports whether two mon_names name the same host. Names compare
 // without regard to case (DNS names are case-insensitive), and a short name
 // matches any fully qualified name that begins with it and a dot: "host",
@@ -34,45 +30,6 @@ func SameHost(a, b string) bool {
 		return strings.EqualFold(a, b[:ib])
 	case ib < 0 && ia > 0:
 		return strings.EqualFold(a[:ia], b)
-	}
-	return false
-}
-
-// Match finds the registrations an SM_NOTIFY{notified, …} received from
-// the address from is about: those whose mon_name is the same host as
-// notified (SameHost), and those whose mon_name is, or resolves to, from.
-// Address matching is needed because a peer's sm-notify announces the name
-// it knows itself by, while the Linux lock manager registers peers by
-// address literal. from may be the zero Addr when unknown; resolve may be
-// nil, and is asked at most once per distinct mon_name.
-func Match(regs []Registration, notified string, from netip.Addr, resolve Resolver) []Registration {
-	from = from.Unmap()
-	byName := map[string]bool{}
-	var out []Registration
-	for _, r := range regs {
-		hit, seen := byName[r.MonName]
-		if !seen {
-			hit = SameHost(r.MonName, notified) || (from.IsValid() && hasAddr(r.MonName, from, resolve))
-			byName[r.MonName] = hit
-		}
-		if hit {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func hasAddr(name string, from netip.Addr, resolve Resolver) bool {
-	if a, err := netip.ParseAddr(name); err == nil {
-		return a.Unmap() == from
-	}
-	if resolve == nil {
-		return false
-	}
-	for _, a := range resolve(name) {
-		if a.Unmap() == from {
-			return true
-		}
 	}
 	return false
 }

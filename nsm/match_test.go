@@ -2,7 +2,6 @@ package nsm
 
 import (
 	"net/netip"
-	"slices"
 	"testing"
 	"time"
 )
@@ -35,65 +34,6 @@ func TestSameHost(t *testing.T) {
 		if got := SameHost(c.b, c.a); got != c.want {
 			t.Errorf("SameHost(%q, %q) = %v, want %v (not symmetric)", c.b, c.a, got, c.want)
 		}
-	}
-}
-
-func TestMatch(t *testing.T) {
-	kernel := MyID{Name: "srv", Prog: 100021, Vers: 3, Proc: 16}
-	other := MyID{Name: "srv", Prog: 300000, Vers: 1, Proc: 1}
-	regs := []Registration{
-		{MonName: "10.0.0.5", MyID: kernel}, // Linux lockd registers peers by address
-		{MonName: "client5", MyID: other},   // by short name
-		{MonName: "client6.example.org", MyID: kernel},
-		{MonName: "fe80::6", MyID: other},
-		{MonName: "unresolvable", MyID: kernel},
-	}
-	dns := map[string][]netip.Addr{
-		"client5":             {netip.MustParseAddr("10.0.0.5")},
-		"client6.example.org": {netip.MustParseAddr("10.0.0.6"), netip.MustParseAddr("2001:db8::6")},
-	}
-	asked := map[string]int{}
-	resolve := func(name string) []netip.Addr { asked[name]++; return dns[name] }
-
-	cases := []struct {
-		name     string
-		notified string
-		from     string
-		want     []string
-	}{
-		{"by address: sm-notify names itself, lockd knows its address", "client5.example.org", "10.0.0.5", []string{"10.0.0.5", "client5"}},
-		{"IPv4-mapped sender", "whatever", "::ffff:10.0.0.5", []string{"10.0.0.5", "client5"}},
-		{"by FQDN against a short registration", "CLIENT5.example.org", "", []string{"client5"}},
-		{"by short name against an FQDN registration", "client6", "192.0.2.1", []string{"client6.example.org"}},
-		{"by resolved IPv6 address", "x", "2001:db8::6", []string{"client6.example.org"}},
-		{"IPv6 literal", "fe80::6", "", []string{"fe80::6"}},
-		{"stranger", "stranger.example.org", "192.0.2.99", nil},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			var from netip.Addr
-			if c.from != "" {
-				from = netip.MustParseAddr(c.from)
-			}
-			var got []string
-			for _, r := range Match(regs, c.notified, from, resolve) {
-				got = append(got, r.MonName)
-			}
-			if !slices.Equal(got, c.want) {
-				t.Errorf("Match(%q from %q) = %v, want %v", c.notified, c.from, got, c.want)
-			}
-		})
-	}
-	if Match(regs, "client5", netip.MustParseAddr("10.0.0.9"), nil) == nil {
-		t.Error("a nil resolver stopped name matching")
-	}
-	asked = map[string]int{}
-	twice := append(slices.Clone(regs), Registration{MonName: "client5", MyID: kernel})
-	if got := Match(twice, "nobody", netip.MustParseAddr("10.0.0.5"), resolve); len(got) != 3 {
-		t.Errorf("both registrations of client5 and 10.0.0.5 should match, got %+v", got)
-	}
-	if asked["client5"] != 1 {
-		t.Errorf("resolver asked %d times for one name", asked["client5"])
 	}
 }
 

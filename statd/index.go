@@ -206,8 +206,8 @@ type callback struct {
 // match finds the registrations an SM_NOTIFY{monName, state} from sender
 // concerns: the same host by name (nsm.SameHost: case-insensitive, short
 // name against qualified name) or the sender's address among the monitored
-// name's addresses (nsm.Match's rule, with indexes instead of a scan). It returns the callbacks due,
-// skipping registrants already told of this state, and how many matched.
+// name's addresses (looked up in indexes, not by a scan). It returns the
+// callbacks due, skipping registrants already told of this state, and how many matched.
 func (x *index) match(monName string, state int32, sender netip.Addr) (due []callback, matched int) {
 	sender = sender.Unmap()
 	want := strings.ToLower(monName)
