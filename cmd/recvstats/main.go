@@ -4,7 +4,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -32,14 +31,14 @@ background once it is serving.
 
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.SortFlags = false // the manual page's order
 	var (
-		debug     = fs.BoolP("debug", "d", false, "debug output on stderr; do not fork")
-		iface     = fs.StringP("interface", "i", "", "join the multicast group on interface `IF` (without it: unicast only)")
-		port      = fs.IntP("port", "p", wire.DefaultPort, "UDP `PORT` to listen on")
-		help      = fs.BoolP("help", "h", false, "show this help and exit")
-		version   = fs.BoolP("version", "v", false, "show the version and exit")
+		debug = fs.BoolP("debug", "d", false, "debug output on stderr; do not fork")
+		iface = fs.StringP("interface", "i", "", "join the multicast group on interface `IF` (without it: unicast only)")
+		port  = fs.IntP("port", "p", wire.DefaultPort, "UDP `PORT` to listen on")
+		// -h and -v are answered by daemon.ParseFlags.
+		_         = fs.BoolP("help", "h", false, "show this help and exit")
+		_         = fs.BoolP("version", "v", false, "show the version and exit")
 		listen    = fs.String("listen", "", "listen on this unicast `ADDR` only (e.g. 127.0.0.1); default every IPv4 address")
 		group     = fs.String("group", wire.DefaultGroup.String(), "multicast group `ADDR` of status packets and update requests")
 		shmDir    = fs.String("shm-dir", shm.DefaultDir, "`DIR` of the shared-memory table (created 0755 if missing)")
@@ -48,21 +47,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		downAfter = fs.Duration("down-after", recv.DefaultDownAfter, "show a node down after `DURATION` without a packet")
 		keyFile   = fs.String("key-file", "", "accept only packets authenticated with the shared key in `FILE`")
 	)
-	if err := fs.Parse(args); err != nil {
-		return daemon.UsageError(stderr, name, "%v", err)
-	}
-	switch {
-	case *help:
-		fmt.Fprint(stdout, usageHead, fs.FlagUsages())
-		return daemon.ExitOK
-	case *version:
-		fmt.Fprintf(stdout, "recvstats (hoststat) %s\n", daemon.Version())
-		return daemon.ExitOK
+	if code, done := daemon.ParseFlags(fs, args, usageHead, stdout, stderr); done {
+		return code
 	}
 	bad := func(format string, a ...any) int { return daemon.UsageError(stderr, name, format, a...) }
-	if fs.NArg() > 0 {
-		return bad("unexpected argument %q", fs.Arg(0))
-	}
 	cfg := recv.Config{Interface: *iface, ShmDir: *shmDir, InitialNodes: *nodes, DownAfter: *downAfter}
 	if *port < 1 || *port > 65535 {
 		return bad("port %d is not in 1..65535", *port)

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -45,7 +44,6 @@ background once it is running.
 
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
 	var (
 		rate    = fs.Float64P("rate", "r", send.DefaultRate.Seconds(), "send a sample every `SECONDS` (fractions allowed)")
@@ -53,28 +51,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		masters = fs.StringArrayP("address", "a", nil, "also send by unicast to the master at `HOST[:PORT]` (repeatable)")
 		port    = fs.IntP("port", "p", wire.DefaultPort, "UDP `PORT` of recvstats (multicast, and masters given without one)")
 		debug   = fs.BoolP("debug", "d", false, "debug output on stderr; do not fork")
-		help    = fs.BoolP("help", "h", false, "show this help and exit")
-		version = fs.BoolP("version", "v", false, "show the version and exit")
+		// -h and -v are answered by daemon.ParseFlags.
+		_       = fs.BoolP("help", "h", false, "show this help and exit")
+		_       = fs.BoolP("version", "v", false, "show the version and exit")
 		node    = fs.Int("node", send.NoNode, "this node's number `N`; -1: the master assigns one from this host's address")
 		keyFile = fs.String("key-file", "", "authenticate packets with the shared key in `FILE`")
 		group   = fs.String("group", wire.DefaultGroup.String(), "multicast group `ADDR`")
 		proc    = fs.String("proc", "/proc", "read the proc file system at `DIR`")
 	)
-	if err := fs.Parse(args); err != nil {
-		return daemon.UsageError(stderr, name, "%v", err)
-	}
-	switch {
-	case *help:
-		fmt.Fprint(stdout, usageHead, fs.FlagUsages())
-		return daemon.ExitOK
-	case *version:
-		fmt.Fprintf(stdout, "sendstats (hoststat) %s\n", daemon.Version())
-		return daemon.ExitOK
+	if code, done := daemon.ParseFlags(fs, args, usageHead, stdout, stderr); done {
+		return code
 	}
 	bad := func(format string, a ...any) int { return daemon.UsageError(stderr, name, format, a...) }
-	if fs.NArg() > 0 {
-		return bad("unexpected argument %q", fs.Arg(0))
-	}
 	if math.IsNaN(*rate) || *rate < 0.001 || *rate > 86400 {
 		return bad("rate %v is not in 0.001..86400 seconds", *rate)
 	}
