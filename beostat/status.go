@@ -157,12 +157,7 @@ func (t *Table) Detail(node int) (Detail, error) {
 		Time: rec.Sample.Time, BootTime: rec.Sample.BootTime, BootID: rec.Sample.BootID,
 		CPUs: len(rec.Sample.CPUs), NetDevs: len(rec.Sample.Net), Total: rec.Sample.Total,
 		TotalPercent: rec.TotalPercent, Memory: rec.Sample.Memory, Load: rec.Sample.Load,
-	}
-	for i, d := range rec.Sample.Net {
-		if d.Name != "lo" {
-			s.RxBytesPerSec += rec.NetRates[i].RxBytesPerSec
-			s.TxBytesPerSec += rec.NetRates[i].TxBytesPerSec
-		}
+		RxBytesPerSec: rec.NetTotal.RxBytesPerSec, TxBytesPerSec: rec.NetTotal.TxBytesPerSec,
 	}
 	d := Detail{
 		Status: statusOf(&s, info, t.now()),

@@ -599,34 +599,24 @@ func (s *Store) SimulateCrash(ctx context.Context, now time.Time) (int32, error)
 }
 
 // Owed lists the notifications still owed, ordered by host.
-func (s *Store) Owed() ([]Owed, error) {
-	var out []Owed
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketOwed).ForEach(func(k, v []byte) error {
-			o, err := parseOwedValue(string(k), v)
-			if err != nil {
-				return err
-			}
-			out = append(out, o)
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("nsm: store %q: %w", s.path, err)
-	}
-	return out, nil
-}
+func (s *Store) Owed() ([]Owed, error) { return listBucket(s, bucketOwed, parseOwedValue) }
 
 // GaveUp lists the hosts the notifier gave up on and has not heard from
 // since (a new SM_MON for the host, or a reboot that owes it again, clears
 // the entry).
-func (s *Store) GaveUp() ([]GaveUp, error) {
-	var out []GaveUp
+func (s *Store) GaveUp() ([]GaveUp, error) { return listBucket(s, bucketGaveUp, parseGaveUpValue) }
+
+// listBucket decodes every record of a bucket keyed by host, in key order.
+func listBucket[T any](s *Store, bucket []byte, parse func(host string, v []byte) (T, error)) ([]T, error) {
+	var out []T
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketGaveUp).ForEach(func(k, v []byte) error {
-			g, err := parseGaveUpValue(string(k), v)
-			out = append(out, g)
-			return err
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			r, err := parse(string(k), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+			return nil
 		})
 	})
 	if err != nil {

@@ -31,6 +31,8 @@ type Record struct {
 	CPUPercent   []float32
 	TotalPercent float32
 	NetRates     []Rate // in Sample.Net order
+	// NetTotal adds up NetRates of every device but "lo", as stored by the writer.
+	NetTotal Rate
 	// Repaired: as in Summary; the sample is empty.
 	Repaired bool
 }
@@ -331,6 +333,7 @@ func (r *Reader) Read(node int, rec *Record) (bool, error) {
 	rec.Addr = getAddr(b)
 	rec.LastSeen = getTime(b[rLastSeen:])
 	rec.TotalPercent = getF32(b[rTotalPct:])
+	rec.NetTotal = Rate{RxBytesPerSec: getF64(b[rRxRate:]), TxBytesPerSec: getF64(b[rTxRate:])}
 	rec.Repaired = le.Uint32(b[rFlags:])&flagRepaired != 0
 	s := &rec.Sample
 	s.Time = getTime(b[rTime:])
