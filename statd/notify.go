@@ -109,24 +109,31 @@ func (l *notifyLoop) run(ctx context.Context) {
 
 // attempt makes one try at one host and records the outcome.
 func (l *notifyLoop) attempt(ctx context.Context, o nsm.Owed) {
-	err := l.peer.notify(ctx, o.Host, o.State)
+	out, now, err := l.try(ctx, o)
 	if ctx.Err() != nil {
 		return // shutting down: the store still has the debt as it was
 	}
+	l.persist(ctx, o, out, err, now)
+	if l.onSettled != nil {
+		l.onSettled(out)
+	}
+	l.kick()
+}
+
+// try notifies o's host once and tells the notifier how it went; the
+// caller persists the outcome.
+func (l *notifyLoop) try(ctx context.Context, o nsm.Owed) (nsm.Outcome, time.Time, error) {
+	err := l.peer.notify(ctx, o.Host, o.State)
 	now := l.now()
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	out := l.n.Done(o.Host, err == nil, now)
 	if err != nil && out.Kind == nsm.Retry {
 		l.lastErr[o.Host] = err.Error() // shown by the admin view until the next try
 	} else {
 		delete(l.lastErr, o.Host)
 	}
-	l.mu.Unlock()
-	l.persist(ctx, o, out, err, now)
-	if l.onSettled != nil {
-		l.onSettled(out)
-	}
-	l.kick()
+	return out, now, err
 }
 
 func (l *notifyLoop) persist(ctx context.Context, tried nsm.Owed, out nsm.Outcome, err error, now time.Time) {
@@ -170,11 +177,7 @@ func (l *notifyLoop) onePass(ctx context.Context) (notified, total int) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-l.workers }()
-			err := l.peer.notify(ctx, o.Host, o.State)
-			now := l.now()
-			l.mu.Lock()
-			out := l.n.Done(o.Host, err == nil, now)
-			l.mu.Unlock()
+			out, now, err := l.try(ctx, o)
 			l.persist(context.WithoutCancel(ctx), o, out, err, now)
 			if out.Kind == nsm.Delivered {
 				mu.Lock()
