@@ -2,13 +2,66 @@
 GO      ?= go
 PKGS    ?= ./...
 BENCHTIME ?= 1s
+VERSION := $(shell scripts/version)
+LDFLAGS := -X github.com/hoststat/hoststat/internal/daemon.version=$(VERSION)
 
-.PHONY: all build test vet fmt-check bench demo statd-demo fuzz clean
+# make install: PREFIX and DESTDIR as usual; daemons to sbin, readers to bin.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SBINDIR    ?= $(PREFIX)/sbin
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/hoststat
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+ARCH       ?= $(shell $(GO) env GOARCH)
+
+.PHONY: all build docs install deb deb-check test vet fmt-check bench demo statd-demo fuzz clean
 
 all: build
 
 build:
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
+
+## docs: manual pages, bash completions and the default hoststat.conf, made from the commands' flags.
+docs: build
+	scripts/gen-docs bin build/docs
+
+## install: binaries, manual pages, completions, systemd units, tmpfiles, and
+##   hoststat.conf unless one is there (an admin's edits are never overwritten).
+install: docs
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SYSCONFDIR)
+	install -m 0755 bin/recvstats bin/sendstats bin/statdctl $(DESTDIR)$(SBINDIR)/
+	install -m 0755 bin/rpc.statd $(DESTDIR)$(SBINDIR)/hoststat-statd
+	install -m 0755 bin/beostat $(DESTDIR)$(BINDIR)/
+	install -m 0644 build/docs/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 build/docs/man/*.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 build/docs/man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 build/docs/completions/* $(DESTDIR)$(BASHCOMPDIR)/
+	for u in packaging/systemd/*.service; do \
+		sed 's#/usr/sbin/#$(SBINDIR)/#g' $$u >$(DESTDIR)$(UNITDIR)/$$(basename $$u); chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+	install -m 0644 packaging/tmpfiles/hoststat.conf $(DESTDIR)$(TMPFILESDIR)/hoststat.conf
+	[ -e $(DESTDIR)$(SYSCONFDIR)/hoststat.conf ] || install -m 0644 build/docs/hoststat.conf $(DESTDIR)$(SYSCONFDIR)/hoststat.conf
+
+## deb: a Debian package (nfpm) of what install puts in place, in build/.
+deb:
+	rm -rf build/pkg
+	$(MAKE) install DESTDIR=$(CURDIR)/build/pkg PREFIX=/usr UNITDIR=/lib/systemd/system SYSCONFDIR=/etc
+	install -d build/pkg/usr/share/doc/hoststat
+	gzip -9n <packaging/changelog >build/pkg/usr/share/doc/hoststat/changelog.gz
+	VERSION=$(VERSION) ARCH=$(ARCH) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) \
+		package --config packaging/nfpm.yaml --packager deb --target build/hoststat_$(VERSION)_$(ARCH).deb
+	@ls -l build/hoststat_$(VERSION)_$(ARCH).deb
+
+NFPM_VERSION ?= v2.45.2
+
+## deb-check: build the package, lint it, install it, run every command, check
+##   units and manual pages, remove it, and check the machine is as it was (root).
+deb-check: deb
+	scripts/deb-check build/hoststat_$(VERSION)_$(ARCH).deb
 
 ## test: install what the tests need when missing, then vet and run every test with the race detector.
 test:
@@ -39,7 +92,7 @@ demo: build
 	scripts/demo
 
 clean:
-	rm -rf bin demo-state
+	rm -rf bin build demo-state
 
 statd-demo: build
 	scripts/statd-demo

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
 )
 
 // envFD names the descriptor of the readiness pipe in the child.
@@ -123,7 +125,9 @@ func Child() *Notifier {
 }
 
 // Ready tells the parent the program is serving; the parent exits 0.
+// Under systemd it tells systemd instead (READY=1).
 func (n *Notifier) Ready() {
+	notifySystemd(sd.SdNotifyReady)
 	if n == nil || n.f == nil {
 		return
 	}

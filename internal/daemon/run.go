@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/pflag"
 )
 
@@ -49,7 +50,7 @@ type Service struct {
 // (NewLogger: syslog, and with debug records on stderr in the foreground), logs "serving", tells a waiting
 // parent, and serves until SIGTERM or SIGINT. It returns the exit code.
 func Run(name string, foreground bool, stderr io.Writer, start func(*slog.Logger) (Service, error)) int {
-	if !foreground && !IsChild() {
+	if !foreground && !IsChild() && !UnderSystemd() {
 		if err := Detach(); err != nil {
 			return Failed(stderr, name, err)
 		}
@@ -69,7 +70,9 @@ func Run(name string, foreground bool, stderr io.Writer, start func(*slog.Logger
 	log.Info("serving", append(svc.About, "version", Version(), "pid", os.Getpid())...)
 	ready.Ready()
 	started := time.Now()
-	if err := errors.Join(svc.Serve(ctx), svc.Close()); err != nil {
+	err = svc.Serve(ctx)
+	notifySystemd(sd.SdNotifyStopping)
+	if err := errors.Join(err, svc.Close()); err != nil {
 		log.Error("stopped", "err", err)
 		return Failed(stderr, name, err)
 	}
@@ -79,12 +82,18 @@ func Run(name string, foreground bool, stderr io.Writer, start func(*slog.Logger
 
 // ParseFlags parses a daemon's command line with fs, whose name is the
 // program's and which defines the flags "help" and "version" where the
-// program's manual page puts them. It answers --help (usageHead, then the
-// flags) and --version on stdout, and reports a bad flag or a stray
-// argument on stderr. done says the program should exit with code now.
+// program's manual page puts them. It adds --config (the hoststat.conf(5)
+// file whose [name] section fills the flags the command line left unset)
+// and the hidden --generate (documents made from the flags). It answers
+// --help (usageHead, then the flags) and --version on stdout, and reports
+// a bad flag, a stray argument or a bad configuration file on stderr. done
+// says the program should exit with code now.
 func ParseFlags(fs *pflag.FlagSet, args []string, usageHead string, stdout, stderr io.Writer) (code int, done bool) {
 	fs.SetOutput(io.Discard)
 	name := fs.Name()
+	config := fs.String("config", DefaultConfigFile, "read defaults from the ["+name+"] section of `FILE` (hoststat.conf(5)); the command line wins")
+	gen := fs.String(generateFlag, "", "")
+	_ = fs.MarkHidden(generateFlag)
 	if err := fs.Parse(args); err != nil {
 		return UsageError(stderr, name, "%v", err), true
 	}
@@ -95,8 +104,17 @@ func ParseFlags(fs *pflag.FlagSet, args []string, usageHead string, stdout, stde
 	case fs.Lookup("version").Value.String() == "true":
 		fmt.Fprintf(stdout, "%s (hoststat) %s\n", name, Version())
 		return ExitOK, true
+	case *gen != "":
+		if err := generate(stdout, fs, *gen); err != nil {
+			return UsageError(stderr, name, "%v", err), true
+		}
+		return ExitOK, true
 	case fs.NArg() > 0:
 		return UsageError(stderr, name, "unexpected argument %q", fs.Arg(0)), true
+	}
+	if err := ApplyConfig(fs, *config, name, fs.Changed("config")); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return ExitUsage, true
 	}
 	return ExitOK, false
 }

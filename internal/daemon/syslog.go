@@ -36,6 +36,11 @@ func NewLogger(o LogOptions) (*slog.Logger, func() error) {
 	if tag == "" {
 		tag = filepath.Base(os.Args[0])
 	}
+	// Under systemd with stderr on the journal: one copy, with priorities,
+	// and the journal's own timestamp.
+	if journalStream(stderr) {
+		return slog.New(NewSyslogHandler(journalWriter{stderr}, level)), func() error { return nil }
+	}
 	var handlers []slog.Handler
 	closer := func() error { return nil }
 	w, err := syslog.Dial(o.SyslogNetwork, o.SyslogAddr, syslog.LOG_DAEMON|syslog.LOG_INFO, tag)
