@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 BENCHTIME ?= 1s
 VERSION := $(shell scripts/version)
-LDFLAGS := -X github.com/hoststat/hoststat/internal/daemon.version=$(VERSION)
+LDFLAGS := -X github.com/hoststat/hoststat/internal/daemon.version=$(VERSION) $(EXTRA_LDFLAGS)
 
 # make install: PREFIX and DESTDIR as usual; daemons to sbin, readers to bin.
 PREFIX     ?= /usr/local
@@ -49,7 +49,8 @@ install: docs
 ## deb: a Debian package (nfpm) of what install puts in place, in build/.
 deb:
 	rm -rf build/pkg
-	$(MAKE) install DESTDIR=$(CURDIR)/build/pkg PREFIX=/usr UNITDIR=/lib/systemd/system SYSCONFDIR=/etc
+	$(MAKE) install DESTDIR=$(CURDIR)/build/pkg PREFIX=/usr UNITDIR=/lib/systemd/system SYSCONFDIR=/etc EXTRA_LDFLAGS="-s -w"
+	gzip -9n build/pkg/usr/share/man/man*/*
 	install -d build/pkg/usr/share/doc/hoststat
 	gzip -9n <packaging/changelog >build/pkg/usr/share/doc/hoststat/changelog.gz
 	VERSION=$(VERSION) ARCH=$(ARCH) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) \
