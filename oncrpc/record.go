@@ -49,6 +49,14 @@ func NewRecordReader(r io.Reader, max int) *RecordReader {
 // of the underlying reader (a read deadline, say) loses nothing.
 func (rr *RecordReader) Between() bool { return !rr.inRecord }
 
+// Await waits for the first byte of the next record, so a server can time
+// the wait between records apart from the reading of one. An error means
+// no byte came: io.EOF when the stream ended between records.
+func (rr *RecordReader) Await() error {
+	_, err := rr.r.Peek(1)
+	return err
+}
+
 // ReadRecord returns the next whole record in a fresh slice. io.EOF means the
 // stream ended cleanly between records; io.ErrUnexpectedEOF that it ended
 // inside one. Fragment headers count towards the cap so a stream of empty
