@@ -17,7 +17,8 @@ const lastFragment = 1 << 31
 // DefaultMaxRecordSize caps a record on a server's connection. The largest
 // message of any protocol that also runs over UDP fits in a datagram, i.e.
 // under 64 KiB, so no honest client of such a protocol sends more; at the
-// default connection limit the cap bounds reassembly memory to 16 MiB.
+// default connection limits (256 local, 256 remote) the cap bounds
+// reassembly memory to 32 MiB.
 const DefaultMaxRecordSize = 64 << 10
 
 // ErrRecordTooLarge means a record exceeded the reader's cap; the stream is
