@@ -207,6 +207,38 @@ func TestPartialRecordsFromRemoteTimeOut(t *testing.T) {
 	}
 }
 
+// TestRemoteIdleTimeout: idle remote connections close at the remote idle
+// timeout while an idle loopback connection (no timeout) stays and is served.
+func TestRemoteIdleTimeout(t *testing.T) {
+	netlab.RequireRoot(t)
+	ts, srv, peer, port := attackLab(t, &Server{RemoteIdleTimeout: 200 * time.Millisecond, IdleTimeout: -1})
+	remote := dialFrom(t, peer, netip.AddrPortFrom(srv.Addr, uint16(port)), 3)
+	local := dialFrom(t, srv, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), 1)[0]
+	waitStats(t, ts.Server, "remote connections closed idle", func(st ServerStats) bool {
+		return st.Remote.IdleTimeouts == 3 && st.Remote.ConnsOpen == 0 && st.Local.ConnsOpen == 1
+	})
+	for i, c := range remote {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			t.Fatalf("remote connection %d still open: %v", i, err)
+		}
+	}
+	if err := WriteRecord(local, callMessage(CallHeader{XID: 8, RPCVersion: 2, Program: testProg, Version: 1})); err != nil {
+		t.Fatal(err)
+	}
+	local.SetReadDeadline(time.Now().Add(5 * time.Second))
+	rec, err := NewRecordReader(local, 0).ReadRecord()
+	if err != nil {
+		t.Fatalf("idle loopback connection: %v", err)
+	}
+	if r, err := ParseReply(rec); err != nil || r.XID != 8 || r.Err != nil {
+		t.Fatalf("reply %+v, %v", r, err)
+	}
+	if st := ts.Stats().Local; st.IdleTimeouts != 0 {
+		t.Errorf("local idle timeouts: %d", st.IdleTimeouts)
+	}
+}
+
 // holdCall is a call to procHold with the given xid.
 func holdCall(xid uint32) []byte {
 	return callMessage(CallHeader{XID: xid, RPCVersion: 2, Program: testProg, Version: 1, Procedure: procHold})
