@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +21,8 @@ import (
 // caller on the server's loopback is served throughout.
 
 // attackLab serves s on the wildcard UDP and TCP addresses of a lab host
-// "server" (one port for both) and returns that host, a host "peer" to
+// "server" (dual-stack sockets, so IPv4 callers arrive IPv4-mapped; one port
+// for both) and returns that host, a host "peer" to
 // attack from, and the port.
 func attackLab(t *testing.T, s *Server) (ts *testServer, srv, peer *netlab.Host, port int) {
 	t.Helper()
@@ -37,12 +39,12 @@ func attackLab(t *testing.T, s *Server) (ts *testServer, srv, peer *netlab.Host,
 		}
 	})
 	err := srv.Do(func() error {
-		pc, err := net.ListenPacket("udp4", "0.0.0.0:0")
+		pc, err := net.ListenPacket("udp", "[::]:0")
 		if err != nil {
 			return err
 		}
 		port = pc.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp4", "0.0.0.0:"+strconv.Itoa(port))
+		l, err := net.Listen("tcp", "[::]:"+strconv.Itoa(port))
 		if err != nil {
 			pc.Close()
 			return err
@@ -57,13 +59,18 @@ func attackLab(t *testing.T, s *Server) (ts *testServer, srv, peer *netlab.Host,
 	return ts, srv, peer, port
 }
 
-// loopbackEcho makes one echo call from srv's own loopback over network,
-// dialing (and redialing) inside srv's namespace, within timeout.
+// loopbackEcho makes one echo call from srv's own loopback (127.0.0.1, or
+// ::1 for a network ending in 6) over network, dialing (and redialing)
+// inside srv's namespace, within timeout.
 func loopbackEcho(srv *netlab.Host, network string, port int, timeout time.Duration) error {
+	host := "127.0.0.1"
+	if strings.HasSuffix(network, "6") {
+		host = "::1"
+	}
 	return srv.Do(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		c, err := Dial(ctx, network, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		c, err := Dial(ctx, network, net.JoinHostPort(host, strconv.Itoa(port)),
 			WithRetransmit(50*time.Millisecond, 200*time.Millisecond))
 		if err != nil {
 			return err
@@ -83,7 +90,7 @@ func dialFrom(t *testing.T, h *netlab.Host, addr netip.AddrPort, n int) []net.Co
 	conns := make([]net.Conn, 0, n)
 	err := h.Do(func() error {
 		for range n {
-			c, err := net.DialTimeout("tcp4", addr.String(), 5*time.Second)
+			c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
 			if err != nil {
 				return err
 			}
@@ -122,14 +129,20 @@ func TestRemoteConnectionsLeaveLoopbackItsSlots(t *testing.T) {
 		name       string
 		srv        *Server
 		dial, open int
+		ipv6       bool
 	}{
-		{"256 from one address", &Server{}, 256, DefaultMaxConnsPerRemote},
-		{"over the remote bound", &Server{MaxConnsPerRemote: 1000}, 300, DefaultMaxRemoteConns},
+		{"256 from one address", &Server{}, 256, DefaultMaxConnsPerRemote, false},
+		{"256 from one IPv6 address", &Server{}, 256, DefaultMaxConnsPerRemote, true},
+		{"over the remote bound", &Server{MaxConnsPerRemote: 1000}, 300, DefaultMaxRemoteConns, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ts, srv, peer, port := attackLab(t, tc.srv)
-			dialFrom(t, peer, netip.AddrPortFrom(srv.Addr, uint16(port)), tc.dial)
+			target, loopback := srv.Addr, "tcp4"
+			if tc.ipv6 {
+				target, loopback = srv.Addr6, "tcp6"
+			}
+			dialFrom(t, peer, netip.AddrPortFrom(target, uint16(port)), tc.dial)
 			waitStats(t, ts.Server, "every connection accepted or refused", func(st ServerStats) bool {
 				return st.Remote.ConnsOpen+int64(st.Remote.ConnsRefused) == int64(tc.dial)
 			})
@@ -137,7 +150,7 @@ func TestRemoteConnectionsLeaveLoopbackItsSlots(t *testing.T) {
 				t.Errorf("remote: %d open, %d refused; want %d and %d", st.ConnsOpen, st.ConnsRefused, tc.open, tc.dial-tc.open)
 			}
 			for i := range 3 {
-				if err := loopbackEcho(srv, "tcp4", port, 5*time.Second); err != nil {
+				if err := loopbackEcho(srv, loopback, port, 5*time.Second); err != nil {
 					t.Fatalf("loopback TCP call %d with the remote connections open: %v", i, err)
 				}
 			}
