@@ -37,7 +37,7 @@ type WriterOptions struct {
 }
 
 // DefaultMaxNodes is the default bound on the nodes a table holds.
-const DefaultMaxNodes = 16384
+const DefaultMaxNodes = 65536
 
 // Assignment is a node number and the address it was last heard from.
 type Assignment struct {
