@@ -123,6 +123,28 @@ func TestReaderLockDoesNotBlockWriter(t *testing.T) {
 	if err != nil || st.Mode() != 0o600 {
 		t.Errorf("lock file: %v %v; want a 0600 file", st.Mode(), err)
 	}
+
+	// A lock file of ours that others could open (an older version, a
+	// umask) may be held open by a reader: it is made anew, not trusted.
+	w2.Close()
+	lock := filepath.Join(dir, LockName)
+	os.Chmod(lock, 0o644)
+	lf, err := os.Open(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	w3, err := Create(dir, WriterOptions{Logger: quiet})
+	if err != nil {
+		t.Fatalf("a reader's lock on a readable lock file stops the writer: %v", err)
+	}
+	w3.Close()
+	if st, err := os.Lstat(lock); err != nil || st.Mode() != 0o600 {
+		t.Errorf("lock file now %v %v; want 0600", st.Mode(), err)
+	}
 }
 
 // In a world-writable (sticky) shm directory, a table file another user

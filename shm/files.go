@@ -120,6 +120,15 @@ func lockDir(dir string) (*os.File, error) {
 			if err != nil {
 				return nil, fmt.Errorf("shm: open lock file %s: %w", path, err)
 			}
+			// Readable by others, someone may hold it open to lock it:
+			// make a new one rather than trust it.
+			if st, err := f.Stat(); err != nil || st.Mode().Perm()&0o077 != 0 {
+				f.Close()
+				if rerr := os.Remove(path); rerr != nil {
+					return nil, fmt.Errorf("shm: lock file %s is readable by others and cannot be removed: %w", path, rerr)
+				}
+				continue
+			}
 		default:
 			return nil, fmt.Errorf("shm: create lock file %s: %w", path, err)
 		}

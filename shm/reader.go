@@ -56,25 +56,25 @@ type Summary struct {
 	Repaired bool
 }
 
-// decodeSummary is the one decoder of a node record's fixed part.
+// decodeSummary is the one decoder of a node record's fixed part. (Field
+// by field: a composite literal would be built aside and copied.)
 func decodeSummary(b []byte, s *Summary) {
-	*s = Summary{
-		Node:          int(le.Uint32(b[rNode:])),
-		Addr:          getAddr(b),
-		LastSeen:      getTime(b[rLastSeen:]),
-		Time:          getTime(b[rTime:]),
-		BootTime:      getTime(b[rBootTime:]),
-		BootID:        [16]byte(b[rBootID : rBootID+16]),
-		CPUs:          int(le.Uint32(b[rCPUs:])),
-		NetDevs:       int(le.Uint16(b[rNets:])),
-		Total:         getTicks(b[rTicks:]),
-		TotalPercent:  getF32(b[rTotalPct:]),
-		Memory:        getMemory(b[rMemory:]),
-		Load:          getLoad(b),
-		RxBytesPerSec: getF64(b[rRxRate:]),
-		TxBytesPerSec: getF64(b[rTxRate:]),
-		Repaired:      le.Uint32(b[rFlags:])&flagRepaired != 0,
-	}
+	_ = b[recordSize-1]
+	s.Node = int(le.Uint32(b[rNode:]))
+	s.Addr = getAddr(b)
+	s.LastSeen = getTime(b[rLastSeen:])
+	s.Time = getTime(b[rTime:])
+	s.BootTime = getTime(b[rBootTime:])
+	s.BootID = [16]byte(b[rBootID : rBootID+16])
+	s.CPUs = int(le.Uint32(b[rCPUs:]))
+	s.NetDevs = int(le.Uint16(b[rNets:]))
+	s.Total = getTicks(b[rTicks:])
+	s.TotalPercent = getF32(b[rTotalPct:])
+	s.Memory = getMemory(b[rMemory:])
+	s.Load = getLoad(b)
+	s.RxBytesPerSec = getF64(b[rRxRate:])
+	s.TxBytesPerSec = getF64(b[rTxRate:])
+	s.Repaired = le.Uint32(b[rFlags:])&flagRepaired != 0
 }
 
 // Info describes the table as a whole.
