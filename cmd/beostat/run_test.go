@@ -73,6 +73,10 @@ func TestTable(t *testing.T) {
 	if f := strings.Fields(lines[3]); len(f) < 4 || f[0] != "4" || f[2] != "down" || f[3] != "2m00s" {
 		t.Errorf("node 4 line %q", lines[3])
 	}
+	// The figures of the down node are its last ones, and say so.
+	if !strings.Contains(lines[3], "stale") || strings.Contains(lines[2], "stale") {
+		t.Errorf("stale marks: node 1 %q, node 4 %q", lines[2], lines[3])
+	}
 }
 
 func TestJSON(t *testing.T) {
@@ -97,8 +101,9 @@ func TestJSON(t *testing.T) {
 	if err != nil || time.Since(seen) > time.Minute {
 		t.Errorf("last_seen %v: %v", n["last_seen"], err)
 	}
-	if nodes[1]["node"] != 4.0 || nodes[1]["up"] != false {
-		t.Errorf("node 4 = %v", nodes[1])
+	if nodes[1]["node"] != 4.0 || nodes[1]["up"] != false || nodes[1]["state"] != "down" || nodes[1]["stale"] != true ||
+		n["state"] != "up" || n["stale"] != false {
+		t.Errorf("node 4 = %v (node 1 state %v, stale %v)", nodes[1], n["state"], n["stale"])
 	}
 	// Typed decoding holds too: node is an integer, addr a string.
 	var typed []struct {
@@ -129,6 +134,9 @@ func TestNodeDetail(t *testing.T) {
 		"cpu      37.5% busy over 2 CPUs",
 		"boot id 01000000000000000000000000000000",
 	} {
+		if strings.Contains(out, "STALE") {
+			t.Errorf("an up node marked stale:\n%s", out)
+		}
 		if !strings.Contains(out, want) {
 			t.Errorf("detail lacks %q:\n%s", want, out)
 		}
@@ -149,6 +157,10 @@ func TestNodeDetail(t *testing.T) {
 	}
 	if f := cpuLine("eth0"); len(f) < 6 || f[1] != "1000B" || f[2] != "500B" || f[3] != "11.7KiB" || f[5] != "7" {
 		t.Errorf("eth0 line %q", f)
+	}
+
+	if _, out4, _ := runCmd(t, context.Background(), "--shm-dir", dir, "--node", "4"); !strings.Contains(out4, "STALE: the node is down") {
+		t.Errorf("down node's detail not marked stale:\n%s", out4)
 	}
 
 	code, out, _ = runCmd(t, context.Background(), "--shm-dir", dir, "--node", "1", "--json")
