@@ -17,6 +17,15 @@ import (
 // The attacks of issue 8 on the table, from the network (node numbers) and
 // from local users (the shm directory, the lock, the file itself).
 
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
 // One status packet for node 1048575 made the table 1.4 GB: the index was
 // sized by the largest node number. It follows the nodes present now.
 func TestSparseNodeNumberKeepsTableSmall(t *testing.T) {
@@ -26,13 +35,7 @@ func TestSparseNodeNumberKeepsTableSmall(t *testing.T) {
 	if err := putCounter(w, MaxNodes-1, 1, 4, 3); err != nil {
 		t.Fatal(err)
 	}
-	size := func() int64 {
-		st, err := os.Stat(w.Path())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.Size()
-	}
+	size := func() int64 { return fileSize(t, w.Path()) }
 	if s := size(); s > 256<<10 {
 		t.Errorf("one node numbered %d makes a %d-byte table; want ≤ 256 KiB", MaxNodes-1, s)
 	}
@@ -313,5 +316,45 @@ func TestTamperedOffsetsNoPanic(t *testing.T) {
 				t.Errorf("Read(8) = %v %v", ok, err)
 			}
 		})
+	}
+}
+
+// Forgotten nodes give their room back: the table shrinks with them.
+func TestTableShrinksWithNodes(t *testing.T) {
+	dir := t.TempDir()
+	w := create(t, dir, WriterOptions{InitialNodes: 16})
+	defer w.Close()
+	for n := range 4000 {
+		if err := putCounter(w, n*200, uint64(n), 4, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size := func() int64 { return fileSize(t, w.Path()) }
+	big := size()
+	r := openReader(t, dir)
+	for n := 10; n < 4000; n++ {
+		w.Remove(n * 200)
+	}
+	if s := size(); s > big/20 {
+		t.Errorf("4000 nodes took %d bytes; 10 left take %d", big, s)
+	}
+	nodes, err := r.Nodes(nil)
+	if err != nil || len(nodes) != 10 || nodes[9] != 1800 {
+		t.Fatalf("reader after shrinking: %v %v", nodes, err)
+	}
+	var rec Record
+	for _, n := range nodes {
+		if ok, err := r.Read(n, &rec); !ok || err != nil || checkCounter(&rec, 4, 3) != nil || rec.Sample.Memory.Total != uint64(n/200) {
+			t.Errorf("node %d after shrinking: %v %v", n, ok, err)
+		}
+	}
+	// And grows again.
+	for n := range 100 {
+		if err := putCounter(w, MaxNodes-1-n, 1, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if nodes, _ := r.Nodes(nil); len(nodes) != 110 {
+		t.Errorf("%d nodes after growing again", len(nodes))
 	}
 }

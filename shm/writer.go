@@ -64,11 +64,12 @@ const (
 // Writer is the one process that updates a table (recvstats). Its methods
 // are safe for concurrent use.
 type Writer struct {
-	mu   sync.Mutex
-	dir  string
-	path string
-	log  *slog.Logger
-	max  int // WriterOptions.MaxNodes
+	mu      sync.Mutex
+	dir     string
+	path    string
+	log     *slog.Logger
+	max     int // WriterOptions.MaxNodes
+	initial int // WriterOptions.InitialNodes: the table never shrinks below
 
 	lock *os.File // flocked: we are the writer
 	f    *os.File
@@ -126,11 +127,12 @@ func Create(dir string, opts WriterOptions) (*Writer, error) {
 		return nil, err
 	}
 	w := &Writer{
-		dir:  dir,
-		path: filepath.Join(dir, FileName),
-		log:  opts.Logger,
-		max:  opts.MaxNodes,
-		free: make(map[uint32][]uint64),
+		dir:     dir,
+		path:    filepath.Join(dir, FileName),
+		log:     opts.Logger,
+		max:     opts.MaxNodes,
+		initial: opts.InitialNodes,
+		free:    make(map[uint32][]uint64),
 	}
 	lock, err := lockDir(dir)
 	if errors.Is(err, errBusy) {
@@ -571,7 +573,13 @@ func reserve(f *os.File, size int64) error {
 // records, leaves and data.
 func (w *Writer) relayout(capacity, leaves int, extra uint64) error {
 	capacity = max(capacity, w.nodes)
-	leaves = min(dirEntries, max(leaves, w.leaves))
+	blocks := 0
+	for d := range dirEntries {
+		if load32(w.m, dirOffset+4*d) != 0 {
+			blocks++
+		}
+	}
+	leaves = min(dirEntries, max(leaves, blocks))
 	var live uint64
 	w.eachNode(func(_, k int) { live += uint64(le.Uint32(w.m[w.g.record(k)+rDataCap:])) })
 	// Size the data area for a full table of nodes like the ones seen so
@@ -959,7 +967,8 @@ func (w *Writer) SetUpdateRequest(t time.Time) {
 }
 
 // Remove forgets node: readers no longer see it, and its record and data
-// slot are reused by the next new node.
+// slot are reused by the next new node. When a quarter or less of the
+// records stay in use the table is laid out again, smaller.
 func (w *Writer) Remove(node int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -984,6 +993,14 @@ func (w *Writer) Remove(node int) {
 		w.eachNode(func(n, _ int) { w.limit = n + 1 })
 	}
 	w.publishCounts()
+	// Down to a quarter of the records in use: lay the table out again at
+	// twice the nodes left, so the file follows the nodes present down as
+	// well as up.
+	if w.g.capacity > w.initial && 4*w.nodes < w.g.capacity {
+		if err := w.relayout(max(w.initial, 2*w.nodes), 1, 0); err != nil {
+			w.log.Warn("shm: could not shrink the table", "path", w.path, "err", err)
+		}
+	}
 }
 
 // Close unmaps the table and releases it for the next writer. The file
