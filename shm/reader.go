@@ -121,8 +121,8 @@ var readWait = 50 * time.Millisecond
 // process still exists.
 var liveWriterWait = time.Second
 
-// writerAlive reports whether the process named as the table's writer
-// exists (EPERM means it exists under another user).
+// writerAlive reports whether the process named as the table's writer is
+// running (see Info.WriterRunning).
 func (r *Reader) writerAlive() bool {
 	return writerRunning(int(load32(r.m, hWriterPID)), load64(r.m, hWriterTicks))
 }
