@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/hoststat/hoststat/beostat"
 	"github.com/hoststat/hoststat/internal/daemon"
@@ -89,11 +91,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer t.Close()
 
+	// Redraw in place only on a terminal; into a pipe or file, frames
+	// follow each other with no control codes.
+	redraw := o.watch && !o.json && isTerminal(stdout)
 	var buf bytes.Buffer
-	for {
+	for frame := 0; ; frame++ {
 		buf.Reset()
-		if o.watch && !o.json {
-			buf.WriteString("\x1b[H\x1b[2J") // home and clear: redraw in place
+		switch {
+		case redraw:
+			buf.WriteString("\x1b[H\x1b[2J") // home and clear
+		case o.watch && !o.json && frame > 0:
+			buf.WriteString("\n")
 		}
 		if err := show(&buf, t, o, time.Now()); err != nil {
 			fmt.Fprintf(stderr, "beostat: %v\n", err)
@@ -136,6 +144,16 @@ func show(w io.Writer, t *beostat.Table, o options, now time.Time) error {
 	}
 	writeTable(w, t.Info(), st, now)
 	return nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func writeJSON(w io.Writer, v any) error {
