@@ -171,7 +171,10 @@ func TestDaemonStartup(t *testing.T) {
 	// daemon (its pid in the table header) is serving when we return.
 	dir := filepath.Join(base, "state", "shm")
 	port := strconv.Itoa(freePort(t))
-	r = runCmd(t, 30*time.Second, recvstats, "--listen", "127.0.0.1", "-p", port, "--shm-dir", dir)
+	// Node 7 sends its number unsigned: the node map pins it to the
+	// address it sends from, so it is believed.
+	nodeMap := writeNodeMap(t, "7 127.0.0.1")
+	r = runCmd(t, 30*time.Second, recvstats, "--listen", "127.0.0.1", "-p", port, "--shm-dir", dir, "--node-map", nodeMap)
 	if r.code != 0 {
 		t.Fatalf("recvstats in the background: exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -224,6 +227,29 @@ func TestDaemonStartup(t *testing.T) {
 	}
 }
 
+// Relative paths are made absolute before recvstats goes to the
+// background (whose working directory is /): the table lands under the
+// directory the command was typed in.
+func TestRelativeShmDir(t *testing.T) {
+	recvstats, _ := bins(t)
+	cwd := t.TempDir()
+	cmd := exec.Command(recvstats, "--listen", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "--shm-dir", "rel/shm")
+	cmd.Dir = cwd
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("recvstats --shm-dir rel/shm: %v: %s", err, out)
+	}
+	dir := filepath.Join(cwd, "rel", "shm")
+	tr, err := shm.OpenReader(dir)
+	if err != nil {
+		t.Fatalf("no table under the working directory: %v", err)
+	}
+	defer tr.Close()
+	killPID(t, int(tr.Info().WriterPID))
+	if _, err := os.Stat("/rel/shm"); err == nil {
+		t.Error("a table directory appeared under /")
+	}
+}
+
 // Garbage at a running recvstats (random bytes, truncated, wrong version,
 // oversized, out-of-range node numbers, duplicates, out of order) neither
 // stops it nor touches the table, and good packets still land.
@@ -231,7 +257,7 @@ func TestGarbageAtDaemon(t *testing.T) {
 	recvstats, _ := bins(t)
 	dir := t.TempDir()
 	port := freePort(t)
-	cmd := exec.Command(recvstats, "-d", "--listen", "127.0.0.1", "-p", strconv.Itoa(port), "--shm-dir", dir)
+	cmd := exec.Command(recvstats, "-d", "--listen", "127.0.0.1", "-p", strconv.Itoa(port), "--shm-dir", dir, "--node-map", writeNodeMap(t, "9 127.0.0.1"))
 	var logb netlab.LogBuffer
 	cmd.Stderr = &logb
 	if err := cmd.Start(); err != nil {
@@ -291,8 +317,15 @@ func TestGarbageAtDaemon(t *testing.T) {
 	v2 := append([]byte(nil), g...)
 	v2[4] = 2
 	bad = append(bad, v2, append(append([]byte(nil), g...), make([]byte, 1000)...))
-	huge, _ := wire.NewEncoder(nil).AppendStatus(nil, 1<<30, 1, smp) // node far out of range
-	bad = append(bad, huge...)
+	// A node number far out of range, from another address (the flips
+	// above may have moved this one's sequence anywhere).
+	huge, _ := wire.NewEncoder(nil).AppendStatus(nil, 1<<30, 1, smp)
+	other, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	other.Write(huge[0])
 	for _, b := range bad {
 		conn.Write(b)
 	}
@@ -376,4 +409,14 @@ func TestGarbageAtDaemon(t *testing.T) {
 			t.Errorf("log lacks %q", want)
 		}
 	}
+}
+
+// writeNodeMap writes a --node-map file of the given lines.
+func writeNodeMap(t *testing.T, lines ...string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "nodes")
+	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
