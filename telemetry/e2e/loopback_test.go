@@ -250,6 +250,41 @@ func TestRelativeShmDir(t *testing.T) {
 	}
 }
 
+// A master whose name does not resolve at start (a node booting before
+// the name service) used to make sendstats exit 2: it now runs and keeps
+// trying.
+func TestUnresolvableMasterAtStart(t *testing.T) {
+	_, sendstats := bins(t)
+	cmd := exec.Command(sendstats, "-d", "-a", "no-such-host.invalid", "-r", "0.1")
+	var logb netlab.LogBuffer
+	cmd.Stderr = &logb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() { cmd.Process.Kill(); <-done }()
+	netlab.WaitFor(t, 5*time.Second, "a retry logged", func() error {
+		select {
+		case err := <-done:
+			done <- err
+			return fmt.Errorf("sendstats exited: %v: %s", err, logb.String())
+		default:
+		}
+		if !strings.Contains(logb.String(), "does not resolve yet") {
+			return errors.New("not logged yet")
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case err := <-done:
+		done <- err
+		t.Fatalf("sendstats exited: %v: %s", err, logb.String())
+	default:
+	}
+}
+
 // Garbage at a running recvstats (random bytes, truncated, wrong version,
 // oversized, out-of-range node numbers, duplicates, out of order) neither
 // stops it nor touches the table, and good packets still land.
