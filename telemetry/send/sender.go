@@ -43,7 +43,7 @@ type Config struct {
 	ResolveEvery time.Duration // default DefaultResolveEvery
 	Lookup       LookupFunc    // default net.DefaultResolver.LookupNetIP
 	Node         int           // NoNode (or any negative): assigned by the master
-	Key       []byte
+	Key          []byte
 
 	ProcRoot string                     // default /proc
 	Collect  func(*sample.Sample) error // replaces the /proc collector (tests)
