@@ -382,6 +382,10 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 	}
 	u, r := s.table.Receive(now, Status{From: m.From, Unicast: !m.Multicast, Authenticated: len(s.cfg.Key) > 0,
 		Node: node, Epoch: pk.Epoch, Seq: pk.Seq, Sample: &s.smp})
+	if r == DropAdmission || r == DropNodeRange {
+		// Not let in: keep no reassembly state for it either.
+		s.asm.Forget(s.identify(pk.Node, m.From.Addr()))
+	}
 	if r != DropNone {
 		var err error
 		if debug { // formatted only for the debug line: drops are on the hot path

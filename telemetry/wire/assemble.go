@@ -499,6 +499,9 @@ func (a *Assembler) Forget(from Sender) {
 		return
 	}
 	for _, ps := range a.pending {
+		if st.pending == 0 {
+			break
+		}
 		if ps.key.sender == from {
 			a.drop(ps, true)
 			a.release(ps)
