@@ -7,8 +7,8 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// AbsPaths makes the path flags named absolute, since a daemon in the
-// background works from /. It sets each flag to its absolute value and
+// AbsPaths makes the relative path flags named absolute, since a daemon in
+// the background works from /. It sets each to its absolute value and
 // returns them as "--name=value" arguments, to append to the command line
 // the background process is started with (later flags win).
 func AbsPaths(fs *pflag.FlagSet, names ...string) ([]string, error) {
@@ -16,6 +16,9 @@ func AbsPaths(fs *pflag.FlagSet, names ...string) ([]string, error) {
 	for _, n := range names {
 		f := fs.Lookup(n)
 		if f == nil || f.Value.String() == "" {
+			continue
+		}
+		if filepath.IsAbs(f.Value.String()) {
 			continue
 		}
 		abs, err := filepath.Abs(f.Value.String())

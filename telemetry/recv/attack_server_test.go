@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,4 +90,47 @@ func TestReplayAfterRestart(t *testing.T) {
 	// A fresh sample of node 3 is still taken.
 	sendAs(t, "127.0.0.1", srv2.Addr(), encode(t, testKey, 3, 11, testSample(3)))
 	waitFor(t, 5*time.Second, "the fresh sample", func() bool { return srv2.Stored() == 1 })
+}
+
+// fakeClock is the master's injected clock.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// The server loop runs on the injected clock: a node silent for
+// --forget-after by that clock is forgotten, its record removed from the
+// table and its number given to the next new sender.
+func TestServerForgetsSilentNodes(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	srv, dir, _ := startServer(t, recv.Config{Now: clock.Now, Table: recv.TableConfig{ForgetAfter: time.Hour}})
+	for seq := uint32(1); seq <= 3; seq++ {
+		sendAs(t, "127.0.0.3", srv.Addr(), encode(t, nil, wire.NoNode, seq, testSample(3)))
+	}
+	r := openReader(t, dir)
+	waitFor(t, 5*time.Second, "node 0", func() bool { _, ok := summary(t, r, 0); return ok && srv.Stored() == 3 })
+	clock.Add(59 * time.Minute)
+	time.Sleep(300 * time.Millisecond) // ticks at the new time
+	if _, ok := summary(t, r, 0); !ok || srv.Forgotten() != 0 {
+		t.Fatal("node forgotten before --forget-after")
+	}
+	clock.Add(2 * time.Minute)
+	waitFor(t, 5*time.Second, "node 0 forgotten", func() bool { _, ok := summary(t, r, 0); return !ok && srv.Forgotten() == 1 })
+	sendAs(t, "127.0.0.4", srv.Addr(), encode(t, nil, wire.NoNode, 1, testSample(4)))
+	waitFor(t, 5*time.Second, "the new sender as node 0", func() bool {
+		s, ok := summary(t, r, 0)
+		return ok && s.Addr.Addr() == netip.MustParseAddr("127.0.0.4")
+	})
 }

@@ -298,7 +298,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		if !now.Before(nextTick) {
 			s.tick(now)
 			nextTick = now.Add(tickEvery)
-			_ = s.tr.SetReadDeadline(nextTick)
+			// The schedule runs on the injected clock; the socket's
+			// deadline can only be real time.
+			_ = s.tr.SetReadDeadline(time.Now().Add(tickEvery))
 			if !now.Before(nextStats) {
 				s.summarise()
 				nextStats = now.Add(s.cfg.StatsEvery)
@@ -365,16 +367,6 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 	}
 	if !complete {
 		return false // a part of a split sample, or an update request (ours looped back, or another master's)
-	}
-	if len(s.smp.CPUs) > shm.MaxCPUs || len(s.smp.Net) > shm.MaxNetDevs {
-		// Valid on the wire but more than a table record holds: dropped
-		// and counted here, so it cannot fail Put (and log) every period.
-		var err error
-		if debug {
-			err = fmt.Errorf("sample of %d CPUs and %d devices exceeds the table's %d and %d", len(s.smp.CPUs), len(s.smp.Net), shm.MaxCPUs, shm.MaxNetDevs)
-		}
-		s.drop(DropOversize, m, err, debug)
-		return false
 	}
 	node := NoNode
 	if pk.Node != wire.NoNode {

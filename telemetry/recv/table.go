@@ -8,8 +8,8 @@ import (
 	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
-// MaxNodes is the hard limit on node numbers: the shared-memory table's.
-const MaxNodes = shm.MaxNodes
+// MaxNodes is the hard limit on node numbers, the table's and the wire's.
+const MaxNodes = sample.MaxNodes
 
 // DefaultMaxNodes is --max-nodes: the design's 100,000 nodes per master,
 // rounded up to a power of two. The table holds at most this many nodes,
@@ -361,11 +361,12 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 		if st.Node < 0 || st.Node >= MaxNodes {
 			return Update{}, DropNodeRange // no node can have it
 		}
-		if pin, ok := t.pinnedTo[st.Node]; ok && pin != ip {
+		pin, pinned := t.pinnedTo[st.Node]
+		if pinned && pin != ip {
 			// Pinned to another address: signed or not, not from here.
 			return Update{}, DropPinned
 		}
-		if st.Authenticated || t.pinnedTo[st.Node] == ip {
+		if st.Authenticated || pinned {
 			if st.Node >= t.cfg.MaxNodes {
 				return Update{}, DropNodeRange
 			}
