@@ -233,19 +233,27 @@ func TestDaemonStartup(t *testing.T) {
 func TestRelativeShmDir(t *testing.T) {
 	recvstats, _ := bins(t)
 	cwd := t.TempDir()
-	cmd := exec.Command(recvstats, "--listen", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "--shm-dir", "rel/shm")
+	rel := fmt.Sprintf("hoststat-test-%d-%d/shm", os.Getpid(), time.Now().UnixNano()) // no one else's under /
+	t.Cleanup(func() { // where the daemon went when it did it wrong
+		if tr, err := shm.OpenReader(filepath.Join("/", rel)); err == nil {
+			killPID(t, int(tr.Info().WriterPID))
+			tr.Close()
+		}
+		os.RemoveAll(filepath.Join("/", filepath.Dir(rel)))
+	})
+	cmd := exec.Command(recvstats, "--listen", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "--shm-dir", rel)
 	cmd.Dir = cwd
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("recvstats --shm-dir rel/shm: %v: %s", err, out)
+		t.Fatalf("recvstats --shm-dir %s: %v: %s", rel, err, out)
 	}
-	dir := filepath.Join(cwd, "rel", "shm")
+	dir := filepath.Join(cwd, rel)
 	tr, err := shm.OpenReader(dir)
 	if err != nil {
 		t.Fatalf("no table under the working directory: %v", err)
 	}
 	defer tr.Close()
 	killPID(t, int(tr.Info().WriterPID))
-	if _, err := os.Stat("/rel/shm"); err == nil {
+	if _, err := os.Stat(filepath.Join("/", rel)); err == nil {
 		t.Error("a table directory appeared under /")
 	}
 }
