@@ -83,13 +83,9 @@ func (w *Window) open(slots int) error {
 		if _, err := w.f.ReadAt(h[:], 0); err != nil {
 			return fmt.Errorf("damaged: header: %w", err)
 		}
-		if string(h[:8]) != winMagic || winLE.Uint32(h[8:]) != winVersion || winLE.Uint32(h[12:]) != winSlotLen ||
-			winLE.Uint32(h[20:]) != crc32.Checksum(h[:20], winCRC) {
-			return errors.New("damaged: bad header (remove it to start with an empty window)")
-		}
-		have = int(winLE.Uint32(h[16:]))
-		if st.Size != int64(winHeaderLen+have*winSlotLen) {
-			return fmt.Errorf("damaged: %d bytes for %d slots", st.Size, have)
+		var err error
+		if have, err = decodeWindowHeader(h[:], st.Size); err != nil {
+			return err
 		}
 	}
 	w.n = max(have, slots)
@@ -116,6 +112,20 @@ func (w *Window) open(slots int) error {
 	return nil
 }
 
+// decodeWindowHeader checks a window file's header against the file's
+// size and returns its slot count.
+func decodeWindowHeader(h []byte, size int64) (int, error) {
+	if len(h) < winHeaderLen || string(h[:8]) != winMagic || winLE.Uint32(h[8:]) != winVersion || winLE.Uint32(h[12:]) != winSlotLen ||
+		winLE.Uint32(h[20:]) != crc32.Checksum(h[:20], winCRC) {
+		return 0, errors.New("damaged: bad header (remove it to start with an empty window)")
+	}
+	n := int(winLE.Uint32(h[16:]))
+	if n > MaxNodes || size != int64(winHeaderLen+n*winSlotLen) {
+		return 0, fmt.Errorf("damaged: %d bytes for %d slots", size, n)
+	}
+	return n, nil
+}
+
 // Path is the window file.
 func (w *Window) Path() string { return w.path }
 
@@ -127,10 +137,15 @@ func (w *Window) slot(node int) []byte {
 // Load returns the window of every node that has one, and how many slots
 // were damaged (skipped: their nodes start with no window).
 func (w *Window) Load() (map[int]Freshness, int) {
+	return loadWindow(w.m[winHeaderLen:], w.n)
+}
+
+// loadWindow reads n slots from b.
+func loadWindow(b []byte, n int) (map[int]Freshness, int) {
 	out := map[int]Freshness{}
 	bad := 0
-	for n := range w.n {
-		b := w.slot(n)
+	for node := range min(n, len(b)/winSlotLen) {
+		b := b[node*winSlotLen : (node+1)*winSlotLen]
 		flags := winLE.Uint32(b[36:])
 		if flags == 0 && winLE.Uint32(b[40:]) == 0 {
 			continue
@@ -145,7 +160,7 @@ func (w *Window) Load() (map[int]Freshness, int) {
 		f.Epoch = winLE.Uint64(b[24:])
 		f.Seq = winLE.Uint32(b[32:])
 		f.Honest = flags&winFlagHonest != 0
-		out[n] = f
+		out[node] = f
 	}
 	return out, bad
 }
