@@ -234,7 +234,7 @@ func TestRelativeShmDir(t *testing.T) {
 	recvstats, _ := bins(t)
 	cwd := t.TempDir()
 	rel := fmt.Sprintf("hoststat-test-%d-%d/shm", os.Getpid(), time.Now().UnixNano()) // no one else's under /
-	t.Cleanup(func() { // where the daemon went when it did it wrong
+	t.Cleanup(func() {                                                                // where the daemon went when it did it wrong
 		if tr, err := shm.OpenReader(filepath.Join("/", rel)); err == nil {
 			killPID(t, int(tr.Info().WriterPID))
 			tr.Close()
