@@ -233,8 +233,10 @@ func TestDaemonStartup(t *testing.T) {
 func TestRelativeShmDir(t *testing.T) {
 	recvstats, _ := bins(t)
 	cwd := t.TempDir()
-	rel := fmt.Sprintf("hoststat-test-%d-%d/shm", os.Getpid(), time.Now().UnixNano()) // no one else's under /
-	t.Cleanup(func() {                                                                // where the daemon went when it did it wrong
+	// A name no one else uses under /, where a wrong daemon would go:
+	// cleaned up (and that daemon stopped) whatever happens.
+	rel := fmt.Sprintf("hoststat-test-%d-%d/shm", os.Getpid(), time.Now().UnixNano())
+	t.Cleanup(func() {
 		if tr, err := shm.OpenReader(filepath.Join("/", rel)); err == nil {
 			killPID(t, int(tr.Info().WriterPID))
 			tr.Close()
