@@ -193,10 +193,8 @@ func NewServer(cfg Config) (*Server, error) {
 // map pins it to the address it came from.
 func (s *Server) identify(node uint32, addr netip.Addr) wire.Sender {
 	addr = addr.Unmap()
-	if node != wire.NoNode {
-		if n, pinned := s.cfg.NodeMap[addr]; len(s.cfg.Key) > 0 || pinned && uint32(n) == node {
-			return wire.Sender{Node: node}
-		}
+	if node != wire.NoNode && (len(s.cfg.Key) > 0 || s.table.Believes(node, addr)) {
+		return wire.Sender{Node: node}
 	}
 	return wire.Sender{Node: wire.NoNode, Addr: addr}
 }

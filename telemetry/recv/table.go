@@ -194,7 +194,8 @@ type nodeState struct {
 	inUse    bool // heard from (this run) or restored from the last run
 	heard    bool // heard from in this run
 	fresh    bool // fresh holds what was last accepted as this node
-	reserved bool // the node map holds this number for some address
+	reserved bool       // the node map holds this number for pin
+	pin      netip.Addr // the address the node map pins this number to
 	derived  bool
 	unicast  bool
 	asks     uint8
@@ -220,7 +221,6 @@ type Table struct {
 	cfg      TableConfig
 	nodes    []nodeState
 	byAddr   map[netip.Addr]int // derived and mapped numbers by IP
-	pinnedTo map[int]netip.Addr // the node map, by number
 	boots    map[[16]byte]int   // authenticated unnumbered senders' boots → node
 	nextFree int                // no free number below this
 	count    int                // nodes in use
@@ -239,7 +239,7 @@ type Table struct {
 func NewTable(cfg TableConfig) *Table {
 	cfg.defaults()
 	t := &Table{cfg: cfg, byAddr: make(map[netip.Addr]int, len(cfg.NodeMap)+len(cfg.Restored)),
-		pinnedTo: make(map[int]netip.Addr, len(cfg.NodeMap)), boots: map[[16]byte]int{},
+		boots: map[[16]byte]int{},
 		tokens: float64(cfg.AdmitBurst)}
 	for a, n := range cfg.NodeMap {
 		if n < 0 || n >= cfg.MaxNodes {
@@ -248,7 +248,7 @@ func NewTable(cfg TableConfig) *Table {
 		t.grow(n)
 		t.nodes[n].reserved = true
 		t.byAddr[a] = n
-		t.pinnedTo[n] = a
+		t.nodes[n].pin = a
 	}
 	// An IP that held several numbers belonged to explicitly numbered
 	// senders sharing a host: it must not hand one of them out again.
@@ -284,6 +284,23 @@ func NewTable(cfg TableConfig) *Table {
 		}
 	}
 	return t
+}
+
+// pinned returns the address the node map pins number n to, if any: an
+// index into the table rather than a map lookup, as it is asked for every
+// packet.
+func (t *Table) pinned(n int) (netip.Addr, bool) {
+	if n < 0 || n >= len(t.nodes) || !t.nodes[n].reserved {
+		return netip.Addr{}, false
+	}
+	return t.nodes[n].pin, true
+}
+
+// Believes tells whether a node number in an unsigned header from ip is
+// believed: the node map pins the number to ip.
+func (t *Table) Believes(node uint32, ip netip.Addr) bool {
+	pin, ok := t.pinned(int(min(node, MaxNodes)))
+	return ok && pin == ip
 }
 
 // Len is one more than the highest node number the table has room for.
@@ -361,7 +378,7 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 		if st.Node < 0 || st.Node >= MaxNodes {
 			return Update{}, DropNodeRange // no node can have it
 		}
-		pin, pinned := t.pinnedTo[st.Node]
+		pin, pinned := t.pinned(st.Node)
 		if pinned && pin != ip {
 			// Pinned to another address: signed or not, not from here.
 			return Update{}, DropPinned
@@ -442,7 +459,7 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 	if s.samples < established {
 		s.samples++
 	}
-	honest := st.Authenticated || s.reserved && t.pinnedTo[n] == ip || s.samples >= established
+	honest := st.Authenticated || s.reserved && s.pin == ip || s.samples >= established
 	s.f = Freshness{BootID: smp.BootID, BootTime: bootTime, Epoch: st.Epoch, Seq: st.Seq, Honest: honest}
 	s.lastSeen = now
 	s.asks = 0
@@ -475,7 +492,7 @@ func (t *Table) Expire(now time.Time) []int {
 		if s.fresh && t.boots[s.f.BootID] == n {
 			delete(t.boots, s.f.BootID)
 		}
-		*s = nodeState{reserved: s.reserved}
+		*s = nodeState{reserved: s.reserved, pin: s.pin}
 		t.count--
 		t.nextFree = min(t.nextFree, n)
 		gone = append(gone, n)
