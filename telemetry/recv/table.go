@@ -191,9 +191,9 @@ func (c *TableConfig) defaults() {
 }
 
 type nodeState struct {
-	inUse    bool // heard from (this run) or restored from the last run
-	heard    bool // heard from in this run
-	fresh    bool // fresh holds what was last accepted as this node
+	inUse    bool       // heard from (this run) or restored from the last run
+	heard    bool       // heard from in this run
+	fresh    bool       // fresh holds what was last accepted as this node
 	reserved bool       // the node map holds this number for pin
 	pin      netip.Addr // the address the node map pins this number to
 	derived  bool
@@ -239,7 +239,7 @@ type Table struct {
 func NewTable(cfg TableConfig) *Table {
 	cfg.defaults()
 	t := &Table{cfg: cfg, byAddr: make(map[netip.Addr]int, len(cfg.NodeMap)+len(cfg.Restored)),
-		boots: map[[16]byte]int{},
+		boots:  map[[16]byte]int{},
 		tokens: float64(cfg.AdmitBurst)}
 	for a, n := range cfg.NodeMap {
 		if n < 0 || n >= cfg.MaxNodes {
