@@ -53,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// -h and -v are answered by daemon.ParseFlags.
 		_       = fs.BoolP("help", "h", false, "show this help and exit")
 		_       = fs.BoolP("version", "v", false, "show the version and exit")
-		node    = fs.Int("node", send.NoNode, "this node's number `N`; -1: the master assigns one from this host's address")
+		node    = fs.Int("node", send.NoNode, "this node's number `N` (believed when signed, or pinned by the master's node map); -1: the master assigns one from this host's address")
 		keyFile = fs.String("key-file", "", "authenticate packets with the shared key in `FILE`")
 		group   = fs.String("group", wire.DefaultGroup.String(), "multicast group `ADDR`")
 		proc    = fs.String("proc", "/proc", "read the proc file system at `DIR`")
