@@ -337,9 +337,9 @@ func (t *Table) admit(now time.Time) bool {
 
 // assign gives a sender its number by address: the node map's, the one it
 // had before, or the lowest number nobody holds (first come, first
-// assigned), at the admission rate. It returns a drop reason when the
-// sender cannot have one now.
-func (t *Table) assign(now time.Time, ip netip.Addr) (int, Reason) {
+// assigned), at the admission rate unless the sender holds the key. It
+// returns a drop reason when the sender cannot have one now.
+func (t *Table) assign(now time.Time, ip netip.Addr, signed bool) (int, Reason) {
 	if n, ok := t.byAddr[ip]; ok {
 		return n, DropNone
 	}
@@ -349,7 +349,7 @@ func (t *Table) assign(now time.Time, ip netip.Addr) (int, Reason) {
 	if t.nextFree >= t.cfg.MaxNodes {
 		return NoNode, DropNodeRange
 	}
-	if !t.admit(now) {
+	if !signed && !t.admit(now) {
 		return NoNode, DropAdmission
 	}
 	n := t.nextFree
@@ -404,7 +404,7 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 			}
 		}
 		var r Reason
-		if n, r = t.assign(now, ip); r != DropNone {
+		if n, r = t.assign(now, ip, st.Authenticated); r != DropNone {
 			return Update{}, r
 		}
 		derived = true
