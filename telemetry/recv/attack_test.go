@@ -226,3 +226,20 @@ func TestForgetAfter(t *testing.T) {
 		t.Errorf("new sender got node %d, want the freed 0", u.Node)
 	}
 }
+
+// Hosts that share a kernel (network namespaces, containers) share a boot
+// id. A restarted master names by boot only the senders that were signed
+// and unnumbered: a numbered node's boot does not make an unnumbered
+// sender of the same kernel a replay.
+func TestRestoredNumberedNodeDoesNotClaimItsBoot(t *testing.T) {
+	boot := [16]byte{5}
+	tb := NewTable(TableConfig{
+		Restored: []Assignment{{Node: 5, Addr: ap("10.0.0.5:3040")}},
+		Windows:  map[int]Freshness{5: {BootID: boot, BootTime: 5000e9, Epoch: 100, Seq: 9, Honest: true}},
+	})
+	s := st("10.0.0.6:3040", NoNode, 1, 5) // the same boot, an earlier process
+	s.Epoch = 50
+	if u, r := tb.Receive(t0, s); r != DropNone || u.Node == 5 {
+		t.Errorf("unnumbered signed sender sharing node 5's kernel: node %d, %v", u.Node, r)
+	}
+}

@@ -69,6 +69,9 @@ type Freshness struct {
 	// sent `established` samples. Only honest addresses are asked for
 	// updates by unicast after a restart.
 	Honest bool
+	// ByBoot: a signed sample without a node number, whose sender is
+	// named by its boot (Table.boots).
+	ByBoot bool
 }
 
 // newer tells whether a sample of (boot, bootTime, epoch, seq) comes after
@@ -278,7 +281,7 @@ func NewTable(cfg TableConfig) *Table {
 			if f.Honest {
 				s.samples = established
 			}
-			if s.derived {
+			if f.ByBoot {
 				t.boots[f.BootID] = r.Node
 			}
 		}
@@ -446,10 +449,12 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 	if !s.inUse {
 		t.count++
 	}
-	if st.Authenticated && st.Node == NoNode {
-		if s.fresh && s.f.BootID != smp.BootID && t.boots[s.f.BootID] == n {
+	if s.fresh && s.f.ByBoot && s.f.BootID != smp.BootID {
+		if m, ok := t.boots[s.f.BootID]; ok && m == n {
 			delete(t.boots, s.f.BootID)
 		}
+	}
+	if st.Authenticated && st.Node == NoNode {
 		t.boots[smp.BootID] = n
 	}
 	s.inUse, s.heard, s.fresh = true, true, true
@@ -460,7 +465,8 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 		s.samples++
 	}
 	honest := st.Authenticated || s.reserved && s.pin == ip || s.samples >= established
-	s.f = Freshness{BootID: smp.BootID, BootTime: bootTime, Epoch: st.Epoch, Seq: st.Seq, Honest: honest}
+	s.f = Freshness{BootID: smp.BootID, BootTime: bootTime, Epoch: st.Epoch, Seq: st.Seq, Honest: honest,
+		ByBoot: st.Authenticated && st.Node == NoNode}
 	s.lastSeen = now
 	s.asks = 0
 	s.nextAsk = time.Time{}
@@ -489,7 +495,7 @@ func (t *Table) Expire(now time.Time) []int {
 		if ip := s.addr.Addr().Unmap(); s.derived && t.byAddr[ip] == n && !s.reserved {
 			delete(t.byAddr, ip)
 		}
-		if s.fresh && t.boots[s.f.BootID] == n {
+		if m, ok := t.boots[s.f.BootID]; ok && s.fresh && s.f.ByBoot && m == n {
 			delete(t.boots, s.f.BootID)
 		}
 		*s = nodeState{reserved: s.reserved, pin: s.pin}

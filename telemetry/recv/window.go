@@ -24,6 +24,7 @@ const (
 	winSlotLen    = 48
 	winFlagInUse  = 1
 	winFlagHonest = 2
+	winFlagByBoot = 4
 )
 
 var (
@@ -160,6 +161,7 @@ func loadWindow(b []byte, n int) (map[int]Freshness, int) {
 		f.Epoch = winLE.Uint64(b[24:])
 		f.Seq = winLE.Uint32(b[32:])
 		f.Honest = flags&winFlagHonest != 0
+		f.ByBoot = flags&winFlagByBoot != 0
 		out[node] = f
 	}
 	return out, bad
@@ -179,6 +181,9 @@ func (w *Window) Store(node int, f Freshness) {
 	flags := uint32(winFlagInUse)
 	if f.Honest {
 		flags |= winFlagHonest
+	}
+	if f.ByBoot {
+		flags |= winFlagByBoot
 	}
 	winLE.PutUint32(b[36:], flags)
 	winLE.PutUint32(b[40:], crc32.Checksum(b[:40], winCRC))
