@@ -131,12 +131,12 @@ const (
 // Limits on one node; they bound every allocation a reader makes from the
 // file.
 const (
-	MaxCPUs    = 8192
-	MaxNetDevs = 1024
+	MaxCPUs    = sample.MaxCPUs // the wire's limits: a valid sample always fits
+	MaxNetDevs = sample.MaxNetDevs
 	MaxModels  = 64
 	// MaxNodes bounds node numbers: they run from 0 to MaxNodes-1. How
 	// many nodes a table holds is WriterOptions.MaxNodes.
-	MaxNodes = 1 << 20
+	MaxNodes = sample.MaxNodes
 	maxSlot  = MaxModels*modelSize + MaxCPUs*cpuSize + MaxNetDevs*netSize
 )
 

@@ -137,21 +137,23 @@ func NewServer(cfg Config) (*Server, error) {
 		s.group = netip.AddrPortFrom(cfg.Group, tr.LocalAddr().Port())
 	}
 
-	w, err := shm.Create(cfg.ShmDir, shm.WriterOptions{InitialNodes: cfg.InitialNodes, DownAfter: cfg.DownAfter, Logger: cfg.Logger})
+	tc := cfg.Table
+	if tc.MaxNodes <= 0 {
+		tc.MaxNodes = DefaultMaxNodes
+	}
+	tc.MaxNodes = min(tc.MaxNodes, MaxNodes)
+	// Node numbers run below --max-nodes, so the table never needs more
+	// records than that.
+	w, err := shm.Create(cfg.ShmDir, shm.WriterOptions{InitialNodes: cfg.InitialNodes, MaxNodes: tc.MaxNodes, DownAfter: cfg.DownAfter, Logger: cfg.Logger})
 	if err != nil {
 		tr.Close()
 		return nil, err
 	}
 	s.writer = w
 
-	tc := cfg.Table
 	tc.Multicast = s.group.IsValid()
 	tc.NodeMap = cfg.NodeMap
 	tc.Restored = w.Nodes()
-	if tc.MaxNodes <= 0 {
-		tc.MaxNodes = DefaultMaxNodes
-	}
-	tc.MaxNodes = min(tc.MaxNodes, MaxNodes)
 	win, err := OpenWindow(filepath.Dir(w.Path()), tc.MaxNodes)
 	if err != nil {
 		w.Close()
