@@ -32,7 +32,7 @@ func Table(points []Point) string {
 	}
 	sort.Ints(ns)
 	var b strings.Builder
-	fmt.Fprintf(&b, "| nodes at %s Hz | bare receiver CPU | recvstats CPU | ratio per packet | recvstats -d CPU | lost: bare / recvstats / -d (kernel drops) | recvstats peak RSS | memory per node | generator CPU | load avg |\n", trimFloat(rate))
+	fmt.Fprintf(&b, "| nodes at %s Hz | bare receiver CPU | recvstats CPU | ratio per packet | recvstats -d CPU (÷ background) | lost: bare / recvstats / -d (kernel drops) | recvstats peak RSS | memory per node | generator CPU | load avg |\n", trimFloat(rate))
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range ns {
 		m := byN[n]
@@ -50,6 +50,16 @@ func Table(points []Point) string {
 			}
 			ratio = rangeOf(rs, "%.2f", "×")
 		}
+		dcpu := cpu(dbg)
+		if len(bg) > 0 && len(dbg) > 0 {
+			var rs []float64
+			for i := range min(len(bg), len(dbg)) {
+				if c := bg[i].CPUPerPacket(); c > 0 {
+					rs = append(rs, float64(dbg[i].CPUPerPacket())/float64(c))
+				}
+			}
+			dcpu += " (" + rangeOf(rs, "%.2f", "×") + ")"
+		}
 		var lost, drops []string
 		for _, ps := range [][]*Point{bare, bg, dbg} {
 			lost = append(lost, spread(ps, func(p *Point) float64 { return float64(p.Lost()) }, "%.0f", ""))
@@ -61,7 +71,7 @@ func Table(points []Point) string {
 			loads = append(loads, p.Load[0], p.Load[1])
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s |\n",
-			group(n), cpu(bare), cpu(bg), ratio, cpu(dbg),
+			group(n), cpu(bare), cpu(bg), ratio, dcpu,
 			strings.Join(lost, " / "), strings.Join(drops, " / "),
 			spread(bg, func(p *Point) float64 { return float64(p.Memory.Peak) / (1 << 20) }, "%.0f", " MiB"),
 			spread(bg, func(p *Point) float64 { return float64(p.Memory.Peak) / float64(p.Nodes) / 1024 }, "%.1f", " KiB"),
@@ -83,6 +93,7 @@ func Report(points []Point, command string) string {
 	}
 	fmt.Fprintf(&b, "Measured %s on %s with:\n\n```\n%s\n```\n\n", when, host, command)
 	b.WriteString(Table(points))
+	b.WriteString(verdict(points))
 	b.WriteString(`
 CPU is the share of one CPU each process used over the window, from the kernel's accounting
 (utime+stime of /proc/PID/stat, all threads). On loopback the kernel's UDP input runs in the
@@ -94,6 +105,51 @@ counter of /proc/net/udp at the end. "memory per node" is recvstats' peak RSS (V
 mapping included) ÷ nodes. The load average (1 minute) is taken at the start and end of each
 window; figures taken with a load above the number of CPUs are not worth comparing.
 `)
+	return b.String()
+}
+
+// verdict names the highest node count each recvstats mode took without
+// loss (every count up to it too), and any point where the generator
+// could not keep its pace, which makes that point's figures doubtful.
+func verdict(points []Point) string {
+	var b strings.Builder
+	b.WriteString("\n")
+	for _, m := range []Mode{ModeBackground, ModeDebug} {
+		lossy := map[int]bool{}
+		var ns []int
+		for i := range points {
+			p := &points[i]
+			if p.Mode != m {
+				continue
+			}
+			ns = append(ns, p.Nodes)
+			if p.Lost() != 0 || p.KernelDrops != 0 {
+				lossy[p.Nodes] = true
+			}
+		}
+		sort.Ints(ns)
+		best := 0
+		for _, n := range ns {
+			if lossy[n] {
+				break
+			}
+			best = n
+		}
+		if len(ns) > 0 {
+			if best == 0 {
+				fmt.Fprintf(&b, "Highest node count with no loss, %s: none measured (loss at %s).\n", m, group(ns[0]))
+			} else {
+				fmt.Fprintf(&b, "Highest node count with no loss, %s: **%s**.\n", m, group(best))
+			}
+		}
+	}
+	for i := range points {
+		p := &points[i]
+		if p.Sent.MaxLagMillis > 100 {
+			fmt.Fprintf(&b, "The generator fell behind its pace by up to %.0f ms at %s nodes (%s): the machine was short of CPU.\n",
+				p.Sent.MaxLagMillis, group(p.Nodes), p.Mode)
+		}
+	}
 	return b.String()
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	flag "github.com/spf13/pflag"
@@ -30,6 +31,7 @@ func main() {
 	fs.IntVar(&cfg.Batch, "batch", 0, "most datagrams a sendmmsg call sends (default 64)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (default: until SIGTERM or SIGINT)")
 	keyFile := fs.String("key-file", "", "sign packets with the shared key in `FILE` (as sendstats --key-file)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to `FILE` (where the generator's time goes)")
 	fs.Parse(os.Args[1:])
 	if fs.NArg() > 0 {
 		fail("unexpected argument %q", fs.Arg(0))
@@ -43,11 +45,22 @@ func main() {
 			fail("%v", err)
 		}
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fail("%v", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail("%v", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	sent, err := capacity.Generate(ctx, cfg)
 	json.NewEncoder(os.Stdout).Encode(sent)
 	if err != nil {
+		pprof.StopCPUProfile()
 		fail("%v", err)
 	}
 }
