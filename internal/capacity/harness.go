@@ -99,6 +99,9 @@ type Point struct {
 	// KernelDrops is the socket's drop counter (/proc/net/udp) at the
 	// end of the run; WindowDrops its growth over the window.
 	KernelDrops uint64 `json:"kernel_drops"`
+	// ReadBuffer is the receive buffer the receiver's socket was
+	// granted (ss -m; 0 when unknown): bare and recvstats must match.
+	ReadBuffer  int    `json:"read_buffer,omitempty"`
 	WindowDrops uint64 `json:"window_drops"`
 	// CPU is the share of one CPU each process used over the window,
 	// by the kernel's accounting (utime+stime of all threads).
@@ -173,6 +176,7 @@ func Measure(ctx context.Context, o Options, mode Mode, nodes int) (Point, error
 	}
 	defer rc.stop()
 	p.ReceiverPID = rc.pid
+	p.ReadBuffer = ReceiveBuffer(port)
 
 	gen := newProc(filepath.Join(o.Bin, "loadgen"), "--to", fmt.Sprintf("127.0.0.1:%d", port),
 		"--nodes", strconv.Itoa(nodes), "--rate", strconv.FormatFloat(o.Rate, 'g', -1, 64), "--key-file", keyFile)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,12 @@ func TestMeasureEndToEnd(t *testing.T) {
 			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.ReceiverPID)); !strings.Contains(string(b), ") Z") {
 				t.Errorf("%s: receiver pid %d still runs after the measurement", m, p.ReceiverPID)
 			}
+		}
+	}
+	// The bare receiver must face bursts with recvstats' receive buffer.
+	if _, err := exec.LookPath("ss"); err == nil {
+		if a, z := points[0].ReadBuffer, points[1].ReadBuffer; a == 0 || a != z || points[2].ReadBuffer != z {
+			t.Errorf("receive buffers: bare %d, recvstats %d, -d %d: capacity.DefaultReadBuffer must follow recvstats'", a, z, points[2].ReadBuffer)
 		}
 	}
 	if points[1].ReceiverPID == 0 || points[1].ReceiverPID == points[2].ReceiverPID {

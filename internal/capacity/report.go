@@ -143,6 +143,15 @@ func verdict(points []Point) string {
 			}
 		}
 	}
+	bufs := map[Mode]int{}
+	for _, p := range points {
+		if p.ReadBuffer != 0 {
+			bufs[p.Mode] = p.ReadBuffer
+		}
+	}
+	if a, z := bufs[ModeBare], bufs[ModeBackground]; a != 0 && z != 0 && a != z {
+		fmt.Fprintf(&b, "**The receive buffers differ**: bare %d bytes, recvstats %d (as SO_RCVBUF reports them): run again with --read-buffer %d.\n", a, z, z/2)
+	}
 	for i := range points {
 		p := &points[i]
 		if p.Sent.MaxLagMillis > 100 {

@@ -31,12 +31,14 @@ func main() {
 	if err != nil {
 		fail("--listen %q: %v", *listen, err)
 	}
+	// Signals are caught before the socket shows, so a harness that waits
+	// for the socket can ask for counts at once.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
 	b, err := capacity.ListenBare(addr, *readBuffer)
 	if err != nil {
 		fail("%v", err)
 	}
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
 	out := json.NewEncoder(os.Stdout)
 	go func() {
 		for s := range sig {
