@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 )
@@ -82,8 +83,9 @@ func Table(points []Point) string {
 }
 
 // Report is the whole block written between the markers: what was run,
-// where and when, the table, and how to read it.
-func Report(points []Point, command string) string {
+// where and when, the table, and how to read it. version names the
+// recvstats measured (its --version line).
+func Report(points []Point, command, version string) string {
 	var b strings.Builder
 	host := machine()
 	when := "no points"
@@ -91,7 +93,10 @@ func Report(points []Point, command string) string {
 		first, last := points[0].Start, points[len(points)-1].Start
 		when = fmt.Sprintf("%s – %s UTC", first.UTC().Format("2006-01-02 15:04"), last.UTC().Format("15:04"))
 	}
-	fmt.Fprintf(&b, "Measured %s on %s with:\n\n```\n%s\n```\n\n", when, host, command)
+	if version != "" {
+		version = ", " + version
+	}
+	fmt.Fprintf(&b, "Measured %s on %s, %s, with:\n\n```\n%s\n```\n\n", when, host+version, goVersion(), command)
 	b.WriteString(Table(points))
 	b.WriteString(verdict(points))
 	b.WriteString(`
@@ -161,6 +166,8 @@ func verdict(points []Point) string {
 	}
 	return b.String()
 }
+
+func goVersion() string { return runtime.Version() }
 
 func machine() string {
 	cpus, model := 0, ""

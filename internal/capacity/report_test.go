@@ -18,13 +18,14 @@ func TestReportFromPoints(t *testing.T) {
 		pt(ModeBare, 10000, 0.12, 130000, 130000, 0), pt(ModeBackground, 10000, 0.15, 130000, 130000, 0), pt(ModeDebug, 10000, 0.18, 130000, 130000, 0),
 		pt(ModeBare, 100000, 0.40, 1300000, 1300000, 0), pt(ModeBackground, 100000, 0.60, 1300000, 1299000, 1000), pt(ModeDebug, 100000, 0.90, 1300000, 1200000, 100000),
 	}
-	r := Report(points, "make bench-capacity")
+	r := Report(points, "make bench-capacity", "recvstats (hoststat) v1")
 	for _, want := range []string{
 		"| 10,000 | 10–12 % | 15 % | 1.25–1.50× | 18 % (1.20×) | 0 / 0 / 0 (0 / 0 / 0) | 20 MiB | 2.0 KiB |",
 		"| 100,000 | 40 % | 60 % | 1.50× | 90 % (1.50×) | 0 / 1000 / 100000 (0 / 1000 / 100000) |",
 		"Highest node count with no loss, recvstats: **10,000**.",
 		"Highest node count with no loss, recvstats -d: **10,000**.",
 		"make bench-capacity\n",
+		", recvstats (hoststat) v1,",
 		"| 0.5–0.7 |",
 	} {
 		if !strings.Contains(r, want) {

@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -59,7 +61,12 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
-	report := capacity.Report(points, *command)
+	version, _ := exec.Command(filepath.Join(o.Bin, "recvstats"), "--version").Output()
+	about := strings.TrimSpace(string(version))
+	if rev, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		about += " at commit " + strings.TrimSpace(string(rev))
+	}
+	report := capacity.Report(points, *command, about)
 	fmt.Print(report)
 	if *write != "" {
 		if err := capacity.WriteBetweenMarkers(*write, report); err != nil {
