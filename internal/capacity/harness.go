@@ -57,6 +57,11 @@ type Options struct {
 	ReadBuffer int
 	// Progress gets a line per point; nil discards.
 	Progress io.Writer
+	// PerfDir, when set, profiles each receiver over its window with
+	// perf(1) and keeps there perf.data and a text report per point.
+	// The profiler costs CPU too: such a sweep finds where the time
+	// goes, and its CPU figures are not the clean ones.
+	PerfDir string
 }
 
 func (o *Options) defaults() {
@@ -111,6 +116,7 @@ type Point struct {
 	Memory       Memory     `json:"receiver_memory"` // at the end of the window
 	Load         [2]float64 `json:"load1"`           // 1-minute load average at the window's start and end
 	Start        time.Time  `json:"start"`
+	Profile      string     `json:"profile,omitempty"` // perf.data of the window, with a .txt report beside
 }
 
 // Lost is what was sent and never reached the receiver (or the table).
@@ -192,6 +198,15 @@ func Measure(ctx context.Context, o Options, mode Mode, nodes int) (Point, error
 	if err != nil {
 		return p, err
 	}
+	var perf *proc
+	if o.PerfDir != "" {
+		p.Profile = filepath.Join(o.PerfDir, fmt.Sprintf("%d-%s.perf.data", nodes, strings.ReplaceAll(string(mode), " ", "")))
+		perf = newProc("perf", "record", "-q", "-F", "499", "-g", "-p", strconv.Itoa(rc.pid), "-o", p.Profile)
+		if err := perf.start(); err != nil {
+			return p, fmt.Errorf("perf: %w", err)
+		}
+		defer perf.kill()
+	}
 	if err := sleep(ctx, o.Window); err != nil {
 		return p, err
 	}
@@ -203,6 +218,11 @@ func Measure(ctx context.Context, o Options, mode Mode, nodes int) (Point, error
 		return p, err
 	}
 
+	if perf != nil {
+		if err := stopPerf(perf); err != nil {
+			return p, err
+		}
+	}
 	if err := gen.stop(); err != nil {
 		return p, fmt.Errorf("loadgen: %w\n%s", err, gen.stderr.String())
 	}
@@ -231,7 +251,13 @@ func Measure(ctx context.Context, o Options, mode Mode, nodes int) (Point, error
 	p.Received = end.received
 	p.KernelDrops, p.WindowDrops = end.drops, after.drops-before.drops
 	p.Load = [2]float64{before.load, after.load}
-	return p, rc.stop()
+	if err := rc.stop(); err != nil {
+		return p, err
+	}
+	if perf != nil {
+		return p, perfReport(p.Profile)
+	}
+	return p, nil
 }
 
 // receiver is the process under measurement.
@@ -556,4 +582,37 @@ func writeKey(dir string) (string, error) {
 	rand.Read(k[:])
 	path := filepath.Join(dir, "key")
 	return path, os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(k[:])+"\n"), 0o600)
+}
+
+// stopPerf ends perf record (SIGINT, as at a terminal).
+func stopPerf(perf *proc) error {
+	perf.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-perf.waited:
+		// perf ends by raising SIGINT again once the data is written.
+		var ee *exec.ExitError
+		if errors.As(perf.err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGINT {
+				return nil
+			}
+		}
+		if perf.err != nil {
+			return fmt.Errorf("perf record: %v\n%s", perf.err, perf.stderr.String())
+		}
+		return nil
+	case <-time.After(30 * time.Second):
+		perf.kill()
+		return fmt.Errorf("perf record did not stop on SIGINT")
+	}
+}
+
+// perfReport writes perf's report beside its data, once the run is
+// over: where the receiver's time went, by function.
+func perfReport(data string) error {
+	out, err := exec.Command("perf", "report", "-i", data, "--stdio", "--no-children",
+		"--sort", "dso,symbol", "--percent-limit", "0.5").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("perf report %s: %v\n%s", data, err, out)
+	}
+	return os.WriteFile(strings.TrimSuffix(data, ".data")+".txt", out, 0o644)
 }

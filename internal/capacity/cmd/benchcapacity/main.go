@@ -33,6 +33,7 @@ func main() {
 	fs.IntVar(&o.Repeat, "repeat", 1, "measure every receiver this many times per node count, alternating")
 	fs.StringVar(&o.KeyFile, "key-file", "", "shared key `FILE` (default: a fresh one per point)")
 	fs.IntVar(&o.ReadBuffer, "read-buffer", capacity.DefaultReadBuffer, "bare receiver's socket buffer in `BYTES` (keep it recvstats')")
+	fs.StringVar(&o.PerfDir, "perf", "", "profile each receiver's window with perf(1), keeping data and reports in `DIR`")
 	write := fs.String("write", "", "write the report between the capacity markers of this markdown `FILE`")
 	jsonOut := fs.String("json", "", "write every point as JSON to `FILE`")
 	command := fs.String("command", "", "the command to show in the report (default: this one)")
@@ -48,6 +49,11 @@ func main() {
 		*command = strings.Join(os.Args, " ")
 	}
 	o.Progress = os.Stderr
+	if o.PerfDir != "" {
+		if err := os.MkdirAll(o.PerfDir, 0o755); err != nil {
+			fail("%v", err)
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
