@@ -73,3 +73,28 @@ func TestMeasureEndToEnd(t *testing.T) {
 		t.Errorf("table:\n%s", table)
 	}
 }
+
+// With PerfDir the receiver's window is profiled and the report written
+// beside the data, after the run.
+func TestMeasureWithPerf(t *testing.T) {
+	if _, err := exec.LookPath("perf"); err != nil {
+		t.Skip("perf(1) is not installed: the profile option cannot be checked")
+	}
+	bin := netlab.BuildCommands(t, "./cmd/recvstats", "./internal/capacity/cmd/loadgen", "./internal/capacity/cmd/barerecv")
+	dir := t.TempDir()
+	o := Options{Bin: bin, Rate: 10, Warmup: 300 * time.Millisecond, Window: time.Second, PerfDir: dir}
+	p, err := Measure(context.Background(), o, ModeBare, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Profile == "" || !strings.HasPrefix(p.Profile, dir) {
+		t.Fatalf("profile %q, want one in %s", p.Profile, dir)
+	}
+	report, err := os.ReadFile(strings.TrimSuffix(p.Profile, ".data") + ".txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(report), "# Samples:") {
+		t.Fatalf("perf report without samples:\n%.2000s", report)
+	}
+}

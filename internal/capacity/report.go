@@ -148,6 +148,26 @@ func verdict(points []Point) string {
 			}
 		}
 	}
+	// Memory per node net of the process's fixed part: the growth of peak
+	// RSS between the smallest and the largest node count measured.
+	var lo, hi *Point
+	for i := range points {
+		p := &points[i]
+		if p.Mode != ModeBackground {
+			continue
+		}
+		if lo == nil || p.Nodes < lo.Nodes {
+			lo = p
+		}
+		if hi == nil || p.Nodes > hi.Nodes {
+			hi = p
+		}
+	}
+	if lo != nil && hi.Nodes > lo.Nodes {
+		per := (float64(hi.Memory.Peak) - float64(lo.Memory.Peak)) / float64(hi.Nodes-lo.Nodes)
+		fmt.Fprintf(&b, "Memory per node beyond the first %s (growth of recvstats' peak RSS from %s to %s nodes): **%.0f bytes**.\n",
+			group(lo.Nodes), group(lo.Nodes), group(hi.Nodes), per)
+	}
 	bufs := map[Mode]int{}
 	for _, p := range points {
 		if p.ReadBuffer != 0 {

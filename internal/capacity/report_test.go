@@ -27,6 +27,7 @@ func TestReportFromPoints(t *testing.T) {
 		"make bench-capacity\n",
 		", recvstats (hoststat) v1,",
 		"| 0.5–0.7 |",
+		"growth of recvstats' peak RSS from 10,000 to 100,000 nodes): **2048 bytes**.",
 	} {
 		if !strings.Contains(r, want) {
 			t.Errorf("report lacks %q:\n%s", want, r)
