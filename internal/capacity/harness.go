@@ -334,11 +334,12 @@ func startReceiver(ctx context.Context, o Options, mode Mode, dir, keyFile strin
 // ready checks that the socket is bound and, for recvstats, that the
 // table names the process that writes it.
 func (r *receiver) ready(shmDir string) error {
-	if _, err := UDPSocket(r.port); err != nil {
+	sock, err := UDPSocket(r.port)
+	if err != nil {
 		return err
 	}
 	if r.mode == ModeBare {
-		return nil
+		return r.owns(sock.Inode)
 	}
 	if r.table == nil {
 		t, err := shm.OpenReader(shmDir)
@@ -355,7 +356,17 @@ func (r *receiver) ready(shmDir string) error {
 		return fmt.Errorf("table written by pid %d, not by recvstats %d", pid, r.pid)
 	}
 	r.pid = pid // the background child
-	return nil
+	return r.owns(sock.Inode)
+}
+
+// owns checks that the socket bound to the port is the receiver's, so
+// the drops read are its own.
+func (r *receiver) owns(inode uint64) error {
+	ok, err := OwnsSocket(r.pid, inode)
+	if err == nil && !ok {
+		err = fmt.Errorf("the socket on port %d (inode %d) is not pid %d's", r.port, inode, r.pid)
+	}
+	return err
 }
 
 // snapshot reads the counters; generator CPU too when gen is not 0.

@@ -164,3 +164,20 @@ func ReceiveBuffer(port uint16) int {
 	n, _ := strconv.Atoi(string(m[1]))
 	return n
 }
+
+// OwnsSocket tells whether process pid has the socket with inode open
+// (a "socket:[inode]" link in /proc/PID/fd).
+func OwnsSocket(pid int, inode uint64) (bool, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("capacity: %w", err)
+	}
+	want := fmt.Sprintf("socket:[%d]", inode)
+	for _, e := range ents {
+		if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && l == want {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -41,6 +41,12 @@ func TestUDPSocketCountsKernelDrops(t *testing.T) {
 	if s.Drops == 0 || s.RxQueue == 0 || s.Inode == 0 {
 		t.Fatalf("socket %+v: want drops, a queue and an inode", s)
 	}
+	if ok, err := OwnsSocket(os.Getpid(), s.Inode); !ok || err != nil {
+		t.Fatalf("this process does not own socket inode %d: %v", s.Inode, err)
+	}
+	if ok, _ := OwnsSocket(1, s.Inode); ok {
+		t.Fatal("pid 1 owns our socket")
+	}
 	read := 0
 	for {
 		rc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
