@@ -16,6 +16,10 @@ import (
 // on every Linux architecture Go runs on.
 const userHZ = 100
 
+// maxTicks is far beyond any real CPU time (about 87 years) and keeps
+// the sum of two within a time.Duration.
+const maxTicks = 1 << 38
+
 // ProcessCPU is the CPU time the kernel charged to process pid so far, all
 // its threads, user and system (/proc/PID/stat utime+stime).
 func ProcessCPU(pid int) (time.Duration, error) {
@@ -23,6 +27,11 @@ func ProcessCPU(pid int) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("capacity: %w", err)
 	}
+	return parseStatCPU(b, pid)
+}
+
+// parseStatCPU reads utime+stime from the text of /proc/PID/stat.
+func parseStatCPU(b []byte, pid int) (time.Duration, error) {
 	// The command name is in parentheses and may hold spaces: fields
 	// are counted after the last ')'. utime and stime are fields 14 and
 	// 15 of the line, 12 and 13 after the name.
@@ -37,12 +46,12 @@ func ProcessCPU(pid int) (time.Duration, error) {
 	var ticks uint64
 	for _, s := range f[11:13] {
 		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("capacity: /proc/%d/stat: utime/stime %q: %v", pid, s, err)
+		if err != nil || v > maxTicks {
+			return 0, fmt.Errorf("capacity: /proc/%d/stat: utime/stime %q is not a tick count", pid, s)
 		}
 		ticks += v
 	}
-	return time.Duration(ticks) * time.Second / userHZ, nil
+	return time.Duration(ticks) * (time.Second / userHZ), nil
 }
 
 // Memory is a process's resident set from /proc/PID/status, in bytes.
@@ -106,6 +115,11 @@ func udpSocket(path string, port uint16) (Socket, error) {
 	if err != nil {
 		return Socket{}, fmt.Errorf("capacity: %w", err)
 	}
+	return parseUDP(b, path, port)
+}
+
+// parseUDP finds port's unconnected socket in the text of /proc/net/udp.
+func parseUDP(b []byte, path string, port uint16) (Socket, error) {
 	// "sl local_address rem_address st tx_queue:rx_queue tr tm->when
 	// retrnsmt uid timeout inode ref pointer drops"
 	want := fmt.Sprintf(":%04X", port)
