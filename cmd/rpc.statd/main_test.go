@@ -75,7 +75,7 @@ func TestRefusesInetd(t *testing.T) {
 
 // TestNotifyOnceNothingOwed: -n on a fresh store reports and exits 0.
 func TestNotifyOnceNothingOwed(t *testing.T) {
-	out, code := runBin(t, nil, "-n", "-P", t.TempDir())
+	out, code := runBin(t, nil, "-n", "-P", t.TempDir(), "--nfs-utils-dir", "")
 	if code != 0 || !strings.Contains(out, "notified 0 of 0 hosts; 0 still owed") {
 		t.Fatalf("exit %d, output %q", code, out)
 	}
@@ -90,8 +90,97 @@ func TestDaemonizeReportsFailure(t *testing.T) {
 	}
 	defer pc.Close()
 	port := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
-	out, code := runBin(t, nil, "-P", t.TempDir(), "-p", port, "--no-rpcbind")
+	out, code := runBin(t, nil, "-P", t.TempDir(), "-p", port, "--no-rpcbind", "--nfs-utils-dir", "")
 	if code != 1 || !strings.Contains(out, "address already in use") {
 		t.Fatalf("exit %d, output %q", code, out)
+	}
+}
+
+// oneLine checks that a usage error is exactly one line that says what
+// was wrong.
+func oneLine(t *testing.T, args []string, out string, code int, want string) {
+	t.Helper()
+	if code != 2 || strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "rpc.statd: ") || !strings.Contains(out, want) {
+		t.Errorf("rpc.statd %q: exit %d, output %q; want exit 2 and one line saying %q", args, code, out, want)
+	}
+}
+
+// TestUsageErrorsOneLine: every bad command line exits 2 with one line
+// naming what was wrong (before, --bogus and -p exited 2 silently).
+func TestUsageErrorsOneLine(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "nfs.conf")
+	os.WriteFile(conf, []byte("[statd]\nport = many\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus"}, "unknown flag: --bogus"},
+		{[]string{"-p"}, "flag needs an argument: 'p' in -p"},
+		{[]string{"-p", "x"}, `invalid argument "x" for "-p, --port"`},
+		{[]string{"-p", "70000"}, "--port 70000 is not in 0..65535"},
+		{[]string{"-o", "-1"}, "--outgoing-port -1 is not in 0..65535"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--notify-schedule", "bogus"}, "--notify-schedule"},
+		{[]string{"--nfs-conf", conf}, `port = "many" is not a port number`},
+	} {
+		out, code := runBin(t, nil, c.args...)
+		oneLine(t, c.args, out, code, c.want)
+	}
+	// The command line wins over nfs.conf: the bad port is not read.
+	out, code := runBin(t, nil, "--nfs-conf", conf, "-p", "0", "-n", "-P", t.TempDir(), "--nfs-utils-dir", "")
+	if code != 0 {
+		t.Errorf("-p given on the command line: nfs.conf's port should not matter: exit %d %q", code, out)
+	}
+}
+
+// TestHelpOnStdout: --help goes to stdout (stderr empty), exit 0.
+func TestHelpOnStdout(t *testing.T) {
+	cmd := exec.Command(binary(t), "--help")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() != 0 || !strings.Contains(stdout.String(), "--reset-store") {
+		t.Fatalf("--help: %v, stdout %q, stderr %q", err, stdout.String(), stderr.String())
+	}
+}
+
+// TestForegroundStartupErrorOnce: with -F a start-up error is printed
+// once, not once by the logger and again by main.
+func TestForegroundStartupErrorOnce(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runBin(t, nil, "-F", "-P", dir, "--no-rpcbind", "--nfs-utils-dir", "")
+	if code != 1 || strings.Count(out, "writable by group or others") != 1 {
+		t.Fatalf("exit %d, output %q; want exit 1 and the reason once", code, out)
+	}
+}
+
+// TestUnwritableStateDir: run as an ordinary user on root's directory,
+// rpc.statd says the directory is not writable, not that a store is
+// damaged.
+func TestUnwritableStateDir(t *testing.T) {
+	netlab.RequireRoot(t)
+	bin := t.TempDir()
+	for _, d := range []string{filepath.Dir(bin), bin} {
+		os.Chmod(d, 0o755)
+	}
+	exe := filepath.Join(bin, "rpc.statd")
+	b, err := os.ReadFile(binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(bin, "state")
+	os.Mkdir(state, 0o755)
+	cmd := exec.Command(exe, "-n", "-P", state, "--nfs-utils-dir", "")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "is not writable by uid 65534") ||
+		strings.Contains(string(out), "damaged") {
+		t.Fatalf("%v: %q; want exit 1 saying the directory is not writable", err, out)
 	}
 }
