@@ -182,6 +182,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return err
 	}
 	defer admin.close()
+	if err := d.dropPrivileges(); err != nil {
+		return err
+	}
 
 	if !d.cfg.NoNotify {
 		if err := d.loadOwed(); err != nil {
