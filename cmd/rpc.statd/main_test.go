@@ -184,3 +184,46 @@ func TestUnwritableStateDir(t *testing.T) {
 		t.Fatalf("%v: %q; want exit 1 saying the directory is not writable", err, out)
 	}
 }
+
+// TestDamagedStoreExitsOne: a damaged or emptied store makes rpc.statd
+// print one line naming the file and the remedy and exit 1 (old main
+// panicked with exit 2 on most damage, and took an empty store as new).
+func TestDamagedStoreExitsOne(t *testing.T) {
+	dir := t.TempDir()
+	if out, code := runBin(t, nil, "-n", "-P", dir, "--nfs-utils-dir", ""); code != 0 {
+		t.Fatalf("first start: %d %q", code, out)
+	}
+	db := filepath.Join(dir, "statd.db")
+	b, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := os.Getpagesize()
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"meta pages flipped", func() []byte {
+			d := append([]byte(nil), b...)
+			d[20] ^= 1
+			d[ps+20] ^= 1
+			return d
+		}(), "no valid meta page"},
+		{"truncated to 8 KiB", b[:8<<10], "too short"},
+		{"zero length", nil, "is empty, but"},
+	} {
+		if err := os.WriteFile(db, c.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, code := runBin(t, nil, "-n", "-P", dir, "--nfs-utils-dir", "")
+		if code != 1 || strings.Count(out, "\n") != 1 || !strings.Contains(out, db) || !strings.Contains(out, c.want) ||
+			!strings.Contains(out, "--reset-store") {
+			t.Errorf("%s: exit %d, output %q; want exit 1 and one line naming %s, %q and --reset-store", c.name, code, out, db, c.want)
+		}
+	}
+	out, code := runBin(t, nil, "-n", "-P", dir, "--nfs-utils-dir", "", "--reset-store")
+	if code != 0 || !strings.Contains(out, "state 3:") {
+		t.Fatalf("--reset-store: exit %d %q; want the state to move on to 3", code, out)
+	}
+}
