@@ -74,6 +74,7 @@ var ErrClosed = errors.New("nsm: store closed")
 type Store struct {
 	path      string
 	stateFile string // "" when the state is kept in the store only
+	onState   func(int32)
 	db        *bolt.DB
 	log       *slog.Logger
 
@@ -123,6 +124,10 @@ type StoreOption func(*Store)
 // state commits, and read as a floor by every start, so the number never
 // goes backwards even if the store is lost.
 func WithStateFile(path string) StoreOption { return func(s *Store) { s.stateFile = path } }
+
+// WithStateHook calls fn with the state number after every committed start
+// or simulated crash (the daemon tells the kernel's lock manager).
+func WithStateHook(fn func(state int32)) StoreOption { return func(s *Store) { s.onState = fn } }
 
 // OpenStore opens or creates the store file at path. An existing file is
 // checked first (CheckStoreFile): a file that is not a hoststat store, or
@@ -570,6 +575,9 @@ func (s *Store) start(bootID string, now time.Time, force bool) (StartResult, er
 	if err != nil {
 		return StartResult{}, fmt.Errorf("nsm: store %q: start: %w", s.path, err)
 	}
+	if s.onState != nil {
+		s.onState(res.State)
+	}
 	return res, nil
 }
 
@@ -678,6 +686,9 @@ func (s *Store) SimulateCrash(ctx context.Context, now time.Time) (int32, error)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("nsm: store %q: simulate crash: %w", s.path, err)
+	}
+	if s.onState != nil {
+		s.onState(state)
 	}
 	return state, nil
 }

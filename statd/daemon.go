@@ -83,7 +83,6 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 		return nil, res, err
 	}
 	d.state.Store(res.State)
-	writeKernelState(cfg.KernelStatePath, res.State, d.log)
 	d.log.Info("rpc.statd starting", "name", nsm.Quote(cfg.Name), "state", res.State, "previous_state", res.PrevState,
 		"rebooted", res.Rebooted, "reason", res.Reason, "registrations_dropped", res.Dropped, "owed", res.Owed,
 		"state_dir", cfg.StateDir)

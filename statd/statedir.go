@@ -119,7 +119,8 @@ func openStore(cfg Config, bootID string, log *slog.Logger) (*nsm.Store, error) 
 			"state_file_state", known)
 		exists = false
 	}
-	s, err := nsm.OpenStore(path, nsm.WithStateFile(statePath))
+	kernel := func(state int32) { writeKernelState(cfg.KernelStatePath, state, log) }
+	s, err := nsm.OpenStore(path, nsm.WithStateFile(statePath), nsm.WithStateHook(kernel))
 	if err != nil {
 		var de *nsm.DamageError
 		if errors.As(err, &de) {

@@ -180,6 +180,17 @@ func TestKernelStateWritten(t *testing.T) {
 	if b, _ := os.ReadFile(kfile); string(b) != "1" || res.State != 1 {
 		t.Fatalf("kernel file %q after state %d", b, res.State)
 	}
+	// SM_SIMU_CRASH's new state reaches it too.
+	d, _, err := open(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.store.SimulateCrash(context.Background(), time.Now())
+	d.mux.close()
+	d.store.Close()
+	if b, _ := os.ReadFile(kfile); err != nil || string(b) != "3" || st != 3 {
+		t.Fatalf("kernel file %q after a simulated crash to %d (%v)", b, st, err)
+	}
 	cfg.KernelStatePath = filepath.Join(t.TempDir(), "absent")
 	mustOpen(t, cfg)
 	if _, err := os.Stat(cfg.KernelStatePath); !errors.Is(err, os.ErrNotExist) {
@@ -246,5 +257,22 @@ func TestImportEarlierBoot(t *testing.T) {
 	// A second start does not import again.
 	if res := mustOpen(t, cfg); res.State != 11 || res.Rebooted {
 		t.Fatalf("second start: %+v", res)
+	}
+}
+
+// TestImportWhileRunningRefused: statdctl import opens the store itself,
+// so a running daemon (holding the store) makes it fail and say why.
+func TestImportWhileRunningRefused(t *testing.T) {
+	dir := withStore(t)
+	s, err := nsm.OpenStore(filepath.Join(dir, StoreFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	bootFile := filepath.Join(t.TempDir(), "boot_id")
+	writeBootID(t, bootFile, "boot-3")
+	_, err = ImportNFSUtils(context.Background(), dir, nfsUtilsDir(t, 3), bootFile, nil)
+	if err == nil || !strings.Contains(err.Error(), "is rpc.statd already running") {
+		t.Fatalf("import into a store in use: %v", err)
 	}
 }

@@ -227,3 +227,17 @@ func TestDamagedStoreExitsOne(t *testing.T) {
 		t.Fatalf("--reset-store: exit %d %q; want the state to move on to 3", code, out)
 	}
 }
+
+// TestNFSConf: nfs.conf's [statd] options apply where the command line is
+// silent: here the state directory.
+func TestNFSConf(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "from-conf")
+	conf := filepath.Join(t.TempDir(), "nfs.conf")
+	os.WriteFile(conf, []byte("[statd]\nstate-directory-path = "+dir+"\nport = 0\n"), 0o644)
+	if out, code := runBin(t, nil, "-n", "--nfs-conf", conf, "--nfs-utils-dir", ""); code != 0 {
+		t.Fatalf("exit %d %q", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "statd.db")); err != nil {
+		t.Fatalf("nfs.conf's state-directory-path not used: %v", err)
+	}
+}
