@@ -34,21 +34,18 @@ func ParseStateFile(b []byte) (int32, error) {
 // no file. A symbolic link, a non-regular file or a malformed one is an
 // error naming the path.
 func ReadStateFile(path string) (state int32, ok bool, err error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
+	f, _, err := openRegular(path)
+	switch {
+	case errors.Is(err, unix.ENOENT):
 		return 0, false, nil
-	}
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			return 0, false, fmt.Errorf("state file %s is a symbolic link, which rpc.statd does not follow", path)
-		}
-		return 0, false, fmt.Errorf("state file: %w", &os.PathError{Op: "open", Path: path, Err: err})
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+	case errors.Is(err, unix.ELOOP):
+		return 0, false, fmt.Errorf("state file %s is a symbolic link, which rpc.statd does not follow", path)
+	case errors.Is(err, errNotRegular):
 		return 0, false, fmt.Errorf("state file %s is not a regular file", path)
+	case err != nil:
+		return 0, false, fmt.Errorf("state file: %w", err)
 	}
+	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, 64))
 	if err != nil {
 		return 0, false, fmt.Errorf("state file %s: %w", path, err)

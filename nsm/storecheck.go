@@ -55,23 +55,17 @@ const (
 // truncated file cannot raise SIGBUS) and never follows a symbolic link.
 // A missing file is os.ErrNotExist; a damaged one a *DamageError.
 func CheckStoreFile(path string) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			return &DamageError{Path: path, Reason: "is a symbolic link, which rpc.statd does not follow"}
-		}
-		return &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
+	f, size, err := openRegular(path)
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return &DamageError{Path: path, Reason: "is a symbolic link, which rpc.statd does not follow"}
+	case errors.Is(err, errNotRegular):
+		return &DamageError{Path: path, Reason: err.Error()}
+	case err != nil:
 		return err
 	}
-	if !st.Mode().IsRegular() {
-		return &DamageError{Path: path, Reason: "is not a regular file"}
-	}
-	if reason := checkBolt(f, st.Size()); reason != "" {
+	defer f.Close()
+	if reason := checkBolt(f, size); reason != "" {
 		return &DamageError{Path: path, Reason: reason}
 	}
 	return nil
@@ -83,16 +77,7 @@ func checkBolt(r io.ReaderAt, size int64) string {
 	if size == 0 {
 		return "is empty (0 bytes)"
 	}
-	read := func(off int64, n int) []byte {
-		if off < 0 || n < 0 || off > size || int64(n) > size-off {
-			return nil
-		}
-		b := make([]byte, n)
-		if _, err := r.ReadAt(b, off); err != nil {
-			return nil
-		}
-		return b
-	}
+	read := boundedReader(r, size)
 	m0, why0 := readMeta(read, 0, 0)
 	psize := int64(os.Getpagesize())
 	if why0 == "" {
@@ -121,6 +106,43 @@ func checkBolt(r io.ReaderAt, size int64) string {
 	_, why := c.tree(m.root, nil, nil, 0)
 	return why
 }
+
+// boundedReader returns a reader of n bytes at off that answers nil for
+// any range outside the size bytes of r, so a wild offset costs nothing.
+func boundedReader(r io.ReaderAt, size int64) func(off int64, n int) []byte {
+	return func(off int64, n int) []byte {
+		if off < 0 || n < 0 || off > size || int64(n) > size-off {
+			return nil
+		}
+		b := make([]byte, n)
+		if _, err := r.ReadAt(b, off); err != nil {
+			return nil
+		}
+		return b
+	}
+}
+
+// openRegular opens path for reading without following a symbolic link
+// (ELOOP then) and checks it is a regular file.
+func openRegular(path string) (*os.File, int64, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, errNotRegular
+	}
+	return f, st.Size(), nil
+}
+
+var errNotRegular = errors.New("is not a regular file")
 
 type boltMeta struct {
 	pageSize      uint32

@@ -285,3 +285,87 @@ func FuzzCheckBolt(f *testing.F) {
 		checkBolt(strings.NewReader(string(b)), int64(len(b)))
 	})
 }
+
+// TestSalvageSkipsDamagedPages: from a store with one leaf page of
+// registrations destroyed, SalvageStore still reads the state number and
+// the hosts of every intact page.
+func TestSalvageSkipsDamagedPages(t *testing.T) {
+	img := damagedStoreImage(t)
+	leaves := pagesOf(img, bLeaf)
+	ps := os.Getpagesize()
+	lf := leaves[len(leaves)/2] * ps
+	binary.NativeEndian.PutUint16(img[lf+10:], 0xffff)
+	path := filepath.Join(t.TempDir(), "statd.db")
+	os.WriteFile(path, img, 0o600)
+	if err := CheckStoreFile(path); err == nil {
+		t.Fatal("the damage was not seen")
+	}
+	sv, err := SalvageStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// damagedStoreImage ends with a simulated crash: state 3, all 600
+	// hosts owed and registered, so each host is named twice and the lost
+	// page costs none of them.
+	if sv.State != 3 || sv.Skipped == 0 || len(sv.Owed) != 600 {
+		t.Fatalf("salvaged state %d, %d hosts, %d skipped; want state 3 and all 600 hosts", sv.State, len(sv.Owed), sv.Skipped)
+	}
+	for _, h := range sv.Owed {
+		if ValidateMonName(h) != nil || !strings.HasPrefix(h, "client-") {
+			t.Fatalf("salvaged host %q", h)
+		}
+	}
+}
+
+// FuzzSalvage: salvaging arbitrary bytes never panics and returns only
+// valid names.
+func FuzzSalvage(f *testing.F) {
+	img := storeImage(f, 100)
+	f.Add(img)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var sv Salvage
+		salvageBolt(strings.NewReader(string(b)), int64(len(b)), &sv)
+		for _, h := range sv.Owed {
+			if err := ValidateMonName(h); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestStateFile: the state file round-trips, is replaced atomically, and
+// is never read through a symbolic link.
+func TestStateFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "statd.state")
+	if _, ok, err := ReadStateFile(path); ok || err != nil {
+		t.Fatalf("missing file: %v %v", ok, err)
+	}
+	for _, st := range []int32{1, 3, 2147483647} {
+		if err := WriteStateFile(path, st); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, err := ReadStateFile(path); got != st || !ok || err != nil {
+			t.Fatalf("read %d %v %v; want %d", got, ok, err, st)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+	os.WriteFile(path, []byte("123"), 0o600)
+	if _, _, err := ReadStateFile(path); err == nil || !strings.Contains(err.Error(), "3 bytes, want 4") {
+		t.Fatalf("short file: %v", err)
+	}
+	os.Remove(path)
+	os.Symlink(filepath.Join(dir, "elsewhere"), path)
+	if _, _, err := ReadStateFile(path); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("symbolic link: %v", err)
+	}
+	// Writing replaces the link itself, never its target.
+	if err := WriteStateFile(path, 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "elsewhere")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the link's target was written: %v", err)
+	}
+}

@@ -87,6 +87,7 @@ func openStore(cfg Config, bootID string, log *slog.Logger) (*nsm.Store, error) 
 		return nil, fmt.Errorf("store %s is a symbolic link, which rpc.statd does not follow: remove it", path)
 	}
 	problem := ""
+	var salvaged *nsm.Salvage
 	switch {
 	case exists && fi.Size == 0:
 		problem = "is empty"
@@ -114,6 +115,12 @@ func openStore(cfg Config, bootID string, log *slog.Logger) (*nsm.Store, error) 
 				return nil, fmt.Errorf("--reset-store: %w", err)
 			}
 			log.Warn("store set aside (--reset-store)", "store", path, "problem", problem, "moved_to", aside)
+			// Every host the intact pages name is told we restarted, so its
+			// locks are reclaimed rather than silently lost.
+			if sv, err := nsm.SalvageStore(aside); err == nil && (len(sv.Owed) > 0 || sv.State > 0) {
+				salvaged = &sv
+				log.Warn("salvaged from the damaged store", "hosts", len(sv.Owed), "state", sv.State, "unreadable", sv.Skipped)
+			}
 		}
 		log.Warn("beginning a new store (--reset-store): registrations and owed notifications are lost", "store", path,
 			"state_file_state", known)
@@ -127,6 +134,14 @@ func openStore(cfg Config, bootID string, log *slog.Logger) (*nsm.Store, error) 
 			return nil, fmt.Errorf("%w: %s", err, resetHint)
 		}
 		return nil, err
+	}
+	if salvaged != nil {
+		// The store stays new (no boot recorded): the start is a reboot
+		// past the salvaged state, owing every salvaged host.
+		if _, err := s.Import(context.Background(), nsm.Import{State: salvaged.State, Owed: salvaged.Owed}); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	if !exists && cfg.NFSUtilsDir != "" && nfsutils.Exists(cfg.NFSUtilsDir) {
 		if _, err := importNFSUtils(context.Background(), s, cfg.NFSUtilsDir, bootID, cfg.BootTime, log); err != nil {

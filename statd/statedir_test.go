@@ -109,6 +109,31 @@ func TestResetStoreMovesForward(t *testing.T) {
 	}
 }
 
+// TestResetStoreSalvages: --reset-store on a store whose registrations
+// page is unreadable still tells every host it can read of the restart.
+func TestResetStoreSalvages(t *testing.T) {
+	dir := withStore(t) // state 5, client monitored
+	db := filepath.Join(dir, StoreFileName)
+	b, _ := os.ReadFile(db)
+	ps := os.Getpagesize()
+	// Truncate inside the pages in use: the check refuses the file, the
+	// salvage reads the pages that are left.
+	hwm := binary.NativeEndian.Uint64(b[16+40:])
+	if h1 := binary.NativeEndian.Uint64(b[ps+16+40:]); h1 > hwm {
+		hwm = h1
+	}
+	os.WriteFile(db, b[:int(hwm)*ps-ps/2], 0o600)
+	cfg := startCfg(t, dir, "boot-3")
+	cfg.ResetStore = true
+	res := mustOpen(t, cfg)
+	if !res.Rebooted || res.State != 7 {
+		t.Fatalf("after --reset-store: %+v; want a reboot to 7", res)
+	}
+	if res.Owed != 1 {
+		t.Fatalf("%d hosts owed after the salvage; want 1 (client)", res.Owed)
+	}
+}
+
 // TestDamagedStoreOneLine: damage gives one line naming the file, the
 // damage and the remedy.
 func TestDamagedStoreOneLine(t *testing.T) {
