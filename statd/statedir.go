@@ -177,6 +177,10 @@ func importNFSUtils(ctx context.Context, s *nsm.Store, dir, bootID string, bootT
 	for _, why := range d.Skipped {
 		log.Warn("nfs-utils record not imported", "dir", dir, "reason", why)
 	}
+	if !d.HasState && len(d.Monitors) == 0 && len(d.Notify) == 0 {
+		log.Info("nfs-utils state directory holds nothing to import", "dir", dir)
+		return ImportSummary{Dir: dir, Skipped: d.Skipped}, nil
+	}
 	if bootTime.IsZero() {
 		bootTime = BootTime()
 	}

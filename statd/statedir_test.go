@@ -301,3 +301,16 @@ func TestImportWhileRunningRefused(t *testing.T) {
 		t.Fatalf("import into a store in use: %v", err)
 	}
 }
+
+// TestImportNothing: an nfs-utils directory with empty sm/ and sm.bak/
+// and no state (a fresh nfs-common install) leaves the start a new store's.
+func TestImportNothing(t *testing.T) {
+	nfs := t.TempDir()
+	os.Mkdir(filepath.Join(nfs, "sm"), 0o700)
+	os.Mkdir(filepath.Join(nfs, "sm.bak"), 0o700)
+	cfg := startCfg(t, filepath.Join(t.TempDir(), "state"), "boot-1")
+	cfg.NFSUtilsDir = nfs
+	if res := mustOpen(t, cfg); res.State != 1 || res.Reason != "new store" {
+		t.Fatalf("start: %+v", res)
+	}
+}
