@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hoststat/hoststat/internal/daemon"
+	"github.com/hoststat/hoststat/nsm"
 	"github.com/hoststat/hoststat/nsm/nfsutils"
 	"github.com/hoststat/hoststat/statd"
 )
@@ -86,6 +87,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}{{"--port", *port}, {"--outgoing-port", *outPort}} {
 		if p.v < 0 || p.v > 65535 {
 			return daemon.UsageError(stderr, name, "%s %d is not in 0..65535", p.flag, p.v)
+		}
+	}
+	if *ourName != "" {
+		if err := nsm.ValidateMonName(*ourName); err != nil {
+			return daemon.UsageError(stderr, name, "--name: %v", err)
 		}
 	}
 	sch, err := statd.ParseSchedule(*schedule)

@@ -122,6 +122,7 @@ func TestUsageErrorsOneLine(t *testing.T) {
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"--notify-schedule", "bogus"}, "--notify-schedule"},
 		{[]string{"--nfs-conf", conf}, `port = "many" is not a port number`},
+		{[]string{"--name", "bad/name"}, `--name: nsm: mon_name "bad/name" contains '/'`},
 	} {
 		out, code := runBin(t, nil, c.args...)
 		oneLine(t, c.args, out, code, c.want)
