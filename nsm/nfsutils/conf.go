@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -28,7 +29,9 @@ type Conf struct {
 // rpc.statd takes its options from the main file only).
 func ReadConf(path string) (Conf, error) {
 	c := Conf{Statd: map[string]string{}, SMNotify: map[string]string{}}
-	b, err := readNoFollow(path, maxConfSize)
+	// /etc is root's: a symbolic link there (configuration management
+	// often makes one) is followed, unlike in a state directory.
+	b, err := readConfFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
 	}
@@ -93,4 +96,20 @@ func (c Conf) Get(key string) (string, bool) {
 		return v, ok
 	}
 	return "", false
+}
+
+func readConfFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, errNotRegular
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxConfSize+1))
+	if err == nil && len(b) > maxConfSize {
+		err = fmt.Errorf("larger than %d bytes", maxConfSize)
+	}
+	return b, err
 }
