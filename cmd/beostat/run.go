@@ -23,7 +23,6 @@ import (
 const (
 	exitOK      = 0
 	exitRuntime = 1
-	exitUsage   = 2
 )
 
 type options struct {
@@ -38,43 +37,25 @@ type options struct {
 // run is the whole command; main only wires it to the process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl := pflag.NewFlagSet("beostat", pflag.ContinueOnError)
-	fl.SetOutput(stderr)
 	var o options
-	var help, showVersion bool
 	fl.StringVar(&o.dir, "shm-dir", shm.DefaultDir, "directory of the node table that recvstats writes")
 	fl.IntVar(&o.node, "node", 0, "show node `N` in detail: per-CPU use and clock, memory, load, network devices")
 	fl.BoolVarP(&o.watch, "watch", "w", false, "refresh every --interval until interrupted")
 	fl.DurationVarP(&o.interval, "interval", "i", time.Second, "refresh interval for --watch")
 	fl.BoolVar(&o.json, "json", false, "print JSON: an array with one object per node (with --watch, one array per line)")
-	fl.BoolVarP(&help, "help", "h", false, "show this help and exit")
-	fl.BoolVarP(&showVersion, "version", "v", false, "show the version and exit")
+	fl.BoolP("help", "h", false, "show this help and exit")
+	fl.BoolP("version", "v", false, "show the version and exit")
 	fl.SortFlags = false
-	fl.Usage = func() {
-		fmt.Fprintf(fl.Output(), "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json]\n\n"+
-			"Shows the status of every cluster node from the table recvstats keeps.\n\nOptions:\n")
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		fmt.Fprintf(stderr, "beostat: %v\nTry 'beostat --help'.\n", err)
-		return exitUsage
+	head := "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json]\n\n" +
+		"Shows the status of every cluster node from the table recvstats keeps.\n\nOptions:\n"
+	if code, done := (daemon.Flags{Head: head}).Parse(fl, args, stdout, stderr); done {
+		return code
 	}
 	switch {
-	case help:
-		fl.SetOutput(stdout)
-		fl.Usage()
-		return exitOK
-	case showVersion:
-		fmt.Fprintf(stdout, "beostat (hoststat) %s\n", daemon.Version())
-		return exitOK
-	case fl.NArg() > 0:
-		fmt.Fprintf(stderr, "beostat: unexpected argument %q\nTry 'beostat --help'.\n", fl.Arg(0))
-		return exitUsage
 	case o.node < 0:
-		fmt.Fprintf(stderr, "beostat: --node %d: node numbers start at 0\n", o.node)
-		return exitUsage
+		return daemon.UsageError(stderr, "beostat", "--node %d: node numbers start at 0", o.node)
 	case o.interval <= 0:
-		fmt.Fprintf(stderr, "beostat: --interval %v: must be positive\n", o.interval)
-		return exitUsage
+		return daemon.UsageError(stderr, "beostat", "--interval %v: must be positive", o.interval)
 	}
 
 	o.detail = fl.Changed("node")
