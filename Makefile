@@ -18,12 +18,13 @@ TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 ARCH       ?= $(shell $(GO) env GOARCH)
 
-.PHONY: all build docs install deb deb-check test vet fmt-check bench demo statd-demo fuzz clean
+.PHONY: all build docs install deb deb-check test vet fmt-check bench bench-capacity demo statd-demo fuzz clean
 
 all: build
 
+# Without cgo: rpc.statd can then drop root on every thread (see docs/operations.md).
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
 ## docs: manual pages, bash completions and the default hoststat.conf, made from the commands' flags.
 docs: build
@@ -81,6 +82,24 @@ fmt-check:
 bench:
 	scripts/test-deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+## bench-capacity: recvstats' capacity as deployed: loadgen playing N nodes at CAPACITY_RATE Hz,
+##   the bare receiver and recvstats (background, -d) as separate processes on loopback, alternating,
+##   CAPACITY_SECONDS per point. Writes the table into CAPACITY_WRITE (empty: print only).
+##   Run it on a quiet machine: every process shares the CPUs. See docs/benchmarks.md.
+##   CAPACITY_PERF=DIR also profiles each receiver's window with perf (reports in DIR; CPU figures then not clean).
+CAPACITY_N       ?= 10000 50000 100000 150000 200000
+CAPACITY_SECONDS ?= 30
+CAPACITY_RATE    ?= 1
+CAPACITY_REPEAT  ?= 1
+CAPACITY_WRITE   ?= docs/benchmarks.md
+CAPACITY_PERF    ?=
+bench-capacity:
+	$(GO) build -o bin/capacity/ ./cmd/recvstats ./internal/capacity/cmd/...
+	bin/capacity/benchcapacity --bin bin/capacity --nodes "$(CAPACITY_N)" --rate $(CAPACITY_RATE) \
+		--window $(CAPACITY_SECONDS)s --repeat $(CAPACITY_REPEAT) --json bin/capacity/points.json \
+		$(if $(CAPACITY_WRITE),--write $(CAPACITY_WRITE)) $(if $(CAPACITY_PERF),--perf $(CAPACITY_PERF)) \
+		--command 'make bench-capacity CAPACITY_N="$(CAPACITY_N)" CAPACITY_SECONDS=$(CAPACITY_SECONDS) CAPACITY_RATE=$(CAPACITY_RATE) CAPACITY_REPEAT=$(CAPACITY_REPEAT)'
 
 ## fuzz: a short run of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 20s

@@ -52,10 +52,11 @@ func (e *NodeError) Unwrap() error { return e.Err }
 
 // Table is an open node table. Its methods are safe for concurrent use.
 type Table struct {
-	mu  sync.Mutex
-	r   *shm.Reader
-	rec shm.Record
-	now func() time.Time
+	mu    sync.Mutex
+	r     *shm.Reader
+	rec   shm.Record
+	nodes []int
+	now   func() time.Time
 }
 
 // Open opens the table that recvstats writes in dir ("" for the default,
@@ -93,17 +94,7 @@ func (t *Table) NodeCount() int { return t.Info().NodeLimit }
 func (t *Table) Nodes() ([]int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []int
-	for n := range t.r.Info().NodeLimit {
-		_, ok, err := t.r.Summary(n)
-		if err != nil {
-			return out, err
-		}
-		if ok {
-			out = append(out, n)
-		}
-	}
-	return out, nil
+	return t.r.Nodes(nil)
 }
 
 // LastUpdateRequest is when recvstats last multicast a request for every
@@ -253,14 +244,24 @@ func (t *Table) IdleCPUsOnNode(node int, threshold float32) (int, error) {
 }
 
 // IdleCPUs counts the CPUs of every up node busy less than threshold
-// percent; a large threshold counts every CPU of the up nodes.
+// percent; a large threshold counts every CPU of the up nodes. A node
+// whose record was left half-written is not known to be up: it counts no
+// CPUs.
 func (t *Table) IdleCPUs(threshold float32) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	info, now := t.r.Info(), t.now()
 	total := 0
-	for n := range info.NodeLimit {
+	nodes, err := t.r.Nodes(t.nodes[:0])
+	t.nodes = nodes
+	if err != nil {
+		return 0, err
+	}
+	for _, n := range nodes {
 		ok, err := t.r.Read(n, &t.rec)
+		if errors.Is(err, shm.ErrWriterStuck) {
+			continue
+		}
 		if err != nil {
 			return total, &NodeError{n, err}
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -146,5 +147,32 @@ func TestOpenMissing(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), dir) {
 		t.Errorf("Open of empty dir = %v", err)
+	}
+}
+
+// A record left half-written by a dead recvstats: Status lists that node
+// as unknown and the others as usual; IdleCPUs counts the others; the
+// node's own calls fail naming it.
+func TestStuckNodeIsUnknown(t *testing.T) {
+	w, tab, _ := newTable(t)
+	w.Close()
+	if err := beostattest.LeaveMidWrite(filepath.Dir(tab.Path()), 3); err != nil {
+		t.Fatal(err)
+	}
+	st, err := tab.Status()
+	if err != nil || len(st) != 2 {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+	if st[0].Node != 1 || st[0].State != StateUp || st[0].Stale || st[0].Addr != "10.0.0.1:3040" {
+		t.Errorf("the other node: %+v", st[0])
+	}
+	if st[1].Node != 3 || st[1].State != StateUnknown || st[1].Up || st[1].Stale || !strings.Contains(st[1].Error, "died mid-write") {
+		t.Errorf("the stuck node: %+v", st[1])
+	}
+	if n, err := tab.IdleCPUs(100); n != 2 || err != nil {
+		t.Errorf("IdleCPUs = %d, %v; want node 1's 2 CPUs", n, err)
+	}
+	if _, err := tab.Memory(3); !errors.Is(err, shm.ErrWriterStuck) || !strings.Contains(err.Error(), "node 3") {
+		t.Errorf("Memory(3) = %v", err)
 	}
 }

@@ -2,16 +2,35 @@ package beostat
 
 import (
 	"encoding/hex"
+	"errors"
+	"math"
 	"time"
 
 	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
+// Node states.
+const (
+	StateUp      = "up"
+	StateDown    = "down"
+	StateUnknown = "unknown" // the record cannot be read; see Status.Error
+)
+
 // Status is one node at a glance, as beostat --json prints it. Byte
 // counts are bytes; rates are bytes per second; percents are 0-100.
+// Fractions are rounded to what they mean (0.01 %, 0.01 B/s, 1 ms), so
+// the JSON has no float noise.
 type Status struct {
-	Node          int       `json:"node"`
+	Node  int    `json:"node"`
+	State string `json:"state"` // StateUp, StateDown or StateUnknown
+	// Error says why a node is StateUnknown: typically its record was
+	// left half-written by a recvstats that died (until the next one
+	// starts). Its figures are all zero.
+	Error string `json:"error,omitempty"`
+	// Stale means the figures are the last ones of a node that is down,
+	// not current.
+	Stale         bool      `json:"stale"`
 	Addr          string    `json:"addr"`
 	Up            bool      `json:"up"`
 	LastSeen      time.Time `json:"last_seen"`
@@ -85,15 +104,28 @@ func MemUsed(m sample.Memory) uint64 {
 	return m.Total - free
 }
 
+// round is x to digits decimals, so that JSON shows 37.5, not
+// 37.49999904632568 (a float32 widened).
+func round(x float64, digits int) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return 0 // JSON has no NaN or infinity
+	}
+	p := math.Pow10(digits)
+	return math.Round(x*p) / p
+}
+
 func statusOf(s *shm.Summary, info shm.Info, now time.Time) Status {
+	up := info.Up(s.LastSeen, now)
 	st := Status{
 		Node:          s.Node,
-		Up:            info.Up(s.LastSeen, now),
+		State:         StateDown,
+		Stale:         !up && !s.LastSeen.IsZero() && !s.Repaired,
+		Up:            up,
 		LastSeen:      s.LastSeen,
 		SampleTime:    s.Time,
 		BootTime:      s.BootTime,
 		CPUs:          s.CPUs,
-		CPUPercent:    float64(s.TotalPercent),
+		CPUPercent:    round(float64(s.TotalPercent), 2),
 		MemTotal:      s.Memory.Total,
 		MemUsed:       MemUsed(s.Memory),
 		MemFree:       s.Memory.Free,
@@ -103,15 +135,18 @@ func statusOf(s *shm.Summary, info shm.Info, now time.Time) Status {
 		MemShared:     s.Memory.Shared,
 		SwapTotal:     s.Memory.SwapTotal,
 		SwapFree:      s.Memory.SwapFree,
-		Load1:         s.Load.One,
-		Load5:         s.Load.Five,
-		Load15:        s.Load.Fifteen,
+		Load1:         round(s.Load.One, 2),
+		Load5:         round(s.Load.Five, 2),
+		Load15:        round(s.Load.Fifteen, 2),
 		Running:       s.Load.Running,
 		Procs:         s.Load.Total,
 		LastPID:       s.Load.LastPID,
 		NetDevs:       s.NetDevs,
-		RxBytesPerSec: s.RxBytesPerSec,
-		TxBytesPerSec: s.TxBytesPerSec,
+		RxBytesPerSec: round(s.RxBytesPerSec, 2),
+		TxBytesPerSec: round(s.TxBytesPerSec, 2),
+	}
+	if up {
+		st.State = StateUp
 	}
 	if s.Addr.IsValid() {
 		st.Addr = s.Addr.String()
@@ -120,23 +155,34 @@ func statusOf(s *shm.Summary, info shm.Info, now time.Time) Status {
 		st.BootID = hex.EncodeToString(s.BootID[:])
 	}
 	if !s.LastSeen.IsZero() {
-		st.AgeSeconds = now.Sub(s.LastSeen).Seconds()
+		st.AgeSeconds = round(now.Sub(s.LastSeen).Seconds(), 3)
 	}
 	return st
 }
 
-// Status lists every node the table has data for, ascending by node.
+// Status lists every node in the table, ascending by node. A node whose
+// record cannot be read (left half-written by a recvstats that died) is
+// listed as StateUnknown with the reason; the others are unaffected.
 func (t *Table) Status() ([]Status, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	info, now := t.r.Info(), t.now()
-	out := []Status{}
-	for n := range info.NodeLimit {
+	nodes, err := t.r.Nodes(t.nodes[:0])
+	t.nodes = nodes
+	out := make([]Status, 0, len(nodes))
+	if err != nil {
+		return out, err
+	}
+	for _, n := range nodes {
 		s, ok, err := t.r.Summary(n)
-		if err != nil {
-			return out, &NodeError{n, err}
-		}
-		if ok {
+		switch {
+		case errors.Is(err, shm.ErrClosed):
+			return out, err
+		case errors.Is(err, shm.ErrWriterStuck):
+			out = append(out, Status{Node: n, State: StateUnknown, Error: shm.ErrWriterStuck.Error()})
+		case err != nil:
+			out = append(out, Status{Node: n, State: StateUnknown, Error: err.Error()})
+		case ok:
 			out = append(out, statusOf(&s, info, now))
 		}
 	}
@@ -150,28 +196,20 @@ func (t *Table) Detail(node int) (Detail, error) {
 	if err := t.record(node); err != nil {
 		return Detail{}, err
 	}
-	info := t.r.Info()
 	rec := &t.rec
-	s := shm.Summary{
-		Node: node, Addr: rec.Addr, LastSeen: rec.LastSeen,
-		Time: rec.Sample.Time, BootTime: rec.Sample.BootTime, BootID: rec.Sample.BootID,
-		CPUs: len(rec.Sample.CPUs), NetDevs: len(rec.Sample.Net), Total: rec.Sample.Total,
-		TotalPercent: rec.TotalPercent, Memory: rec.Sample.Memory, Load: rec.Sample.Load,
-		RxBytesPerSec: rec.NetTotal.RxBytesPerSec, TxBytesPerSec: rec.NetTotal.TxBytesPerSec,
-	}
 	d := Detail{
-		Status: statusOf(&s, info, t.now()),
+		Status: statusOf(&rec.Summary, t.r.Info(), t.now()),
 		PerCPU: make([]CPUStatus, len(rec.Sample.CPUs)),
 		Net:    make([]NetStatus, len(rec.Sample.Net)),
 	}
 	for i, c := range rec.Sample.CPUs {
-		d.PerCPU[i] = CPUStatus{CPU: i, Percent: float64(rec.CPUPercent[i]), MHz: c.MHz, Model: c.Model, Ticks: c.Ticks}
+		d.PerCPU[i] = CPUStatus{CPU: i, Percent: round(float64(rec.CPUPercent[i]), 2), MHz: round(c.MHz, 3), Model: c.Model, Ticks: c.Ticks}
 	}
 	for i, n := range rec.Sample.Net {
 		d.Net[i] = NetStatus{
 			Name: n.Name, RxBytes: n.RxBytes, RxPackets: n.RxPackets, RxErrors: n.RxErrors, RxDrops: n.RxDrops,
 			TxBytes: n.TxBytes, TxPackets: n.TxPackets, TxErrors: n.TxErrors, TxDrops: n.TxDrops,
-			RxBytesPerSec: rec.NetRates[i].RxBytesPerSec, TxBytesPerSec: rec.NetRates[i].TxBytesPerSec,
+			RxBytesPerSec: round(rec.NetRates[i].RxBytesPerSec, 2), TxBytesPerSec: round(rec.NetRates[i].TxBytesPerSec, 2),
 		}
 	}
 	return d, nil

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -70,9 +72,11 @@ var ErrClosed = errors.New("nsm: store closed")
 //	          varint(next try ms)
 //	g  gaveup host → varint(state) varint(unix ms)
 type Store struct {
-	path string
-	db   *bolt.DB
-	log  *slog.Logger
+	path      string
+	stateFile string // "" when the state is kept in the store only
+	onState   func(int32)
+	db        *bolt.DB
+	log       *slog.Logger
 
 	mu      sync.RWMutex // guards closed against sends on ops
 	closed  bool
@@ -112,25 +116,42 @@ const (
 	allocSize = 1 << 20
 )
 
-// OpenStore opens or creates the store file at path. A file that is not a
-// hoststat store, or is damaged, gives an error naming the path; the file
-// is left as it is. Only one process may hold the store open.
-func OpenStore(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: time.Second,
-		// The free list is rebuilt by a scan at open instead of rewritten at
-		// every commit: one page less written per SM_MON.
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-	})
+// StoreOption changes how OpenStore opens a store.
+type StoreOption func(*Store)
+
+// WithStateFile keeps the state number in the file at path as well (see
+// WriteStateFile): it is written before any transaction that raises the
+// state commits, and read as a floor by every start, so the number never
+// goes backwards even if the store is lost.
+func WithStateFile(path string) StoreOption { return func(s *Store) { s.stateFile = path } }
+
+// WithStateHook calls fn with the state number after every committed start
+// or simulated crash (the daemon tells the kernel's lock manager).
+func WithStateHook(fn func(state int32)) StoreOption { return func(s *Store) { s.onState = fn } }
+
+// OpenStore opens or creates the store file at path. An existing file is
+// checked first (CheckStoreFile): a file that is not a hoststat store, or
+// is damaged, gives an error naming the path (a *DamageError when the
+// file itself is damaged) and is left as it is; nothing in it can make
+// bbolt panic or read past its end. A symbolic link at path is refused.
+// Only one process may hold the store open.
+func OpenStore(path string, opts ...StoreOption) (*Store, error) {
+	if err := CheckStoreFile(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("nsm: %w", err)
+	}
+	db, err := openBolt(path)
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("nsm: store %q is locked by another process (is rpc.statd already running?)", path)
 		}
+		var de *DamageError
+		if errors.As(err, &de) {
+			return nil, fmt.Errorf("nsm: %w", err)
+		}
 		return nil, fmt.Errorf("nsm: store %q is not a hoststat NSM store or is damaged: %w", path, err)
 	}
 	db.AllocSize = allocSize
-	if err := db.Update(initStore); err != nil {
+	if err := safeUpdate(db, initStore); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("nsm: store %q: %w", path, err)
 	}
@@ -141,8 +162,43 @@ func OpenStore(path string) (*Store, error) {
 		ops:     make(chan *op, maxBatch),
 		stopped: make(chan struct{}),
 	}
+	for _, o := range opts {
+		o(s)
+	}
 	go s.commitLoop()
 	return s, nil
+}
+
+// openBolt opens the bbolt file without following a symbolic link, and
+// turns a panic of bbolt's (on damage the check did not foresee) into a
+// *DamageError.
+func openBolt(path string) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, &DamageError{Path: path, Reason: fmt.Sprint("bbolt cannot read it: ", r)}
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: time.Second,
+		// The free list is rebuilt by a scan at open instead of rewritten at
+		// every commit: one page less written per SM_MON.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+			return os.OpenFile(name, flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, mode)
+		},
+	})
+}
+
+// safeUpdate is db.Update for the first transaction on a file, where
+// damage the check did not foresee shows up: a panic becomes an error.
+func safeUpdate(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("damaged: bbolt cannot read it: %v", r)
+		}
+	}()
+	return db.Update(fn)
 }
 
 // initStore creates the buckets of a new store, or checks an existing one
@@ -314,26 +370,28 @@ func (s *Store) Monitor(ctx context.Context, r Registration) error {
 	if r.Registered.IsZero() {
 		r.Registered = time.Now()
 	}
-	idKey := myIDKey(r.MyID)
+	return s.update(ctx, func(tx *bolt.Tx) error { return putRegistration(tx, r) })
+}
+
+// putRegistration is Monitor inside a transaction; r is valid.
+func putRegistration(tx *bolt.Tx, r Registration) error {
 	val := regValue(r.Priv, r.Registered)
 	monName := []byte(r.MonName)
-	return s.update(ctx, func(tx *bolt.Tx) error {
-		n, _, err := myIDNumber(tx, idKey, true)
-		if err != nil {
+	n, _, err := myIDNumber(tx, myIDKey(r.MyID), true)
+	if err != nil {
+		return err
+	}
+	regs := regsBucket(tx)
+	k := regKey(r.MonName, n)
+	if old := regs.Get(k); len(old) >= PrivLen && bytes.Equal(old[:PrivLen], val[:PrivLen]) {
+		return nil // idempotent: keep the first registration time
+	}
+	if g := tx.Bucket(bucketGaveUp); g.Get(monName) != nil {
+		if err := g.Delete(monName); err != nil {
 			return err
 		}
-		regs := regsBucket(tx)
-		k := regKey(r.MonName, n)
-		if old := regs.Get(k); len(old) >= PrivLen && bytes.Equal(old[:PrivLen], val[:PrivLen]) {
-			return nil // idempotent: keep the first registration time
-		}
-		if g := tx.Bucket(bucketGaveUp); g.Get(monName) != nil {
-			if err := g.Delete(monName); err != nil {
-				return err
-			}
-		}
-		return regs.Put(k, val)
-	})
+	}
+	return regs.Put(k, val)
 }
 
 // Unmonitor removes one registration (SM_UNMON) and reports whether it
@@ -481,7 +539,7 @@ func (s *Store) Reboot(bootID string, now time.Time) (StartResult, error) {
 func (s *Store) start(bootID string, now time.Time, force bool) (StartResult, error) {
 	var res StartResult
 	err := s.update(context.Background(), func(tx *bolt.Tx) error {
-		prev, err := readBoot(tx)
+		prev, err := s.readBootFloor(tx)
 		if err != nil {
 			return err
 		}
@@ -490,10 +548,10 @@ func (s *Store) start(bootID string, now time.Time, force bool) (StartResult, er
 			return err
 		}
 		res = StartResult{Rebooted: dec.Reboot, Reason: dec.Reason, PrevState: prev.State, State: dec.State}
-		meta := tx.Bucket(bucketMeta)
-		if err := meta.Put(keyState, encodeState(dec.State)); err != nil {
+		if err := s.putState(tx, dec.State); err != nil {
 			return err
 		}
+		meta := tx.Bucket(bucketMeta)
 		if err := meta.Put(keyBoot, []byte(bootID)); err != nil {
 			return err
 		}
@@ -517,7 +575,41 @@ func (s *Store) start(bootID string, now time.Time, force bool) (StartResult, er
 	if err != nil {
 		return StartResult{}, fmt.Errorf("nsm: store %q: start: %w", s.path, err)
 	}
+	if s.onState != nil {
+		s.onState(res.State)
+	}
 	return res, nil
+}
+
+// readBootFloor is readBoot with the state raised to the state file's
+// when that is higher (a commit that failed after the file was written).
+func (s *Store) readBootFloor(tx *bolt.Tx) (Boot, error) {
+	b, err := readBoot(tx)
+	if err != nil || s.stateFile == "" {
+		return b, err
+	}
+	st, ok, err := ReadStateFile(s.stateFile)
+	if err != nil {
+		return b, err
+	}
+	if ok && st > b.State {
+		b.State = st
+	}
+	return b, nil
+}
+
+// putState records state in the transaction, writing the state file first:
+// the number announced can then never be above the one on disk outside
+// the store.
+func (s *Store) putState(tx *bolt.Tx, state int32) error {
+	if s.stateFile != "" {
+		if cur, ok, err := ReadStateFile(s.stateFile); err != nil || !ok || cur != state {
+			if err := WriteStateFile(s.stateFile, state); err != nil {
+				return err
+			}
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keyState, encodeState(state))
 }
 
 func countKeys(b *bolt.Bucket) int {
@@ -578,7 +670,7 @@ func oweAll(tx *bolt.Tx, state int32, now time.Time) (int, error) {
 func (s *Store) SimulateCrash(ctx context.Context, now time.Time) (int32, error) {
 	var state int32
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		prev, err := readBoot(tx)
+		prev, err := s.readBootFloor(tx)
 		if err != nil {
 			return err
 		}
@@ -586,7 +678,7 @@ func (s *Store) SimulateCrash(ctx context.Context, now time.Time) (int32, error)
 		if state, err = NextUpState(prev.State); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketMeta).Put(keyState, encodeState(state)); err != nil {
+		if err := s.putState(tx, state); err != nil {
 			return err
 		}
 		_, err = oweAll(tx, state, now)
@@ -594,6 +686,9 @@ func (s *Store) SimulateCrash(ctx context.Context, now time.Time) (int32, error)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("nsm: store %q: simulate crash: %w", s.path, err)
+	}
+	if s.onState != nil {
+		s.onState(state)
 	}
 	return state, nil
 }

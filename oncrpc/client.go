@@ -2,6 +2,7 @@ package oncrpc
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -81,7 +82,7 @@ type Client struct {
 	mu     sync.Mutex
 	conn   *clientConn // nil until (re)connected
 	closed bool
-	xid    uint32
+	xids   *rand.ChaCha8 // seeded from crypto/rand: an xid is no guide to the next
 }
 
 // reply is a reply record, or the failure that ends the wait for one.
@@ -92,6 +93,7 @@ type reply struct {
 
 type clientConn struct {
 	c      net.Conn
+	peer   netip.AddrPort // the address called: a datagram from elsewhere is no reply
 	wmu    sync.Mutex
 	mu     sync.Mutex
 	wait   map[uint32]chan reply
@@ -104,7 +106,9 @@ type clientConn struct {
 // its socket so only the server's datagrams reach it; a stream client
 // connects now and reconnects after a failure.
 func Dial(ctx context.Context, network, address string, opts ...DialOption) (*Client, error) {
-	c := &Client{network: network, address: address, xid: rand.Uint32()}
+	var seed [32]byte
+	crand.Read(seed[:]) // never fails (Go 1.24)
+	c := &Client{network: network, address: address, xids: rand.NewChaCha8(seed)}
 	c.opts = dialOptions{retransmit: DefaultRetransmit, maxRetx: DefaultMaxRetransmit,
 		timeout: DefaultCallTimeout, maxReply: DefaultMaxReplySize, cred: OpaqueAuth{Flavor: AuthNone}}
 	for _, o := range opts {
@@ -171,7 +175,7 @@ func (c *Client) connection(ctx context.Context) (*clientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc := &clientConn{c: nc, wait: map[uint32]chan reply{}, stream: c.stream}
+	cc := &clientConn{c: nc, wait: map[uint32]chan reply{}, stream: c.stream, peer: unmap(addrPortOf(nc.RemoteAddr()))}
 	c.conn = cc
 	go cc.read(c.opts.maxReply)
 	return cc, nil
@@ -217,7 +221,7 @@ func (cc *clientConn) read(maxReply int) {
 			}
 			msg = rec
 		} else {
-			n, err := cc.c.Read(buf)
+			n, from, err := cc.readDatagram(buf)
 			if errors.Is(err, syscall.ECONNREFUSED) {
 				// An ICMP port unreachable: nobody serves the port now.
 				cc.broadcast(err)
@@ -226,6 +230,9 @@ func (cc *clientConn) read(maxReply int) {
 			if err != nil {
 				cc.fail(err)
 				return
+			}
+			if from.IsValid() && unmap(from) != cc.peer {
+				continue // not from the address called, whatever its xid
 			}
 			msg = append([]byte(nil), buf[:n]...)
 		}
@@ -240,6 +247,18 @@ func (cc *clientConn) read(maxReply int) {
 		}
 		cc.mu.Unlock()
 	}
+}
+
+// readDatagram reads one datagram and, on a UDP socket, its source. The
+// socket is connected, so the kernel already drops datagrams from others;
+// checking again also covers those queued before the connect, as on a
+// socket bound to a privileged port first.
+func (cc *clientConn) readDatagram(buf []byte) (int, netip.AddrPort, error) {
+	if u, ok := cc.c.(*net.UDPConn); ok {
+		return u.ReadFromUDPAddrPort(buf)
+	}
+	n, err := cc.c.Read(buf)
+	return n, netip.AddrPort{}, err
 }
 
 // broadcast tells every waiting call of a transient error without ending
@@ -272,6 +291,13 @@ func (cc *clientConn) expect(xid uint32, ch chan reply) error {
 	return nil
 }
 
+func (cc *clientConn) waiting(xid uint32) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	_, ok := cc.wait[xid]
+	return ok
+}
+
 func (cc *clientConn) forget(xid uint32) {
 	cc.mu.Lock()
 	delete(cc.wait, xid)
@@ -290,11 +316,17 @@ func (cc *clientConn) send(record []byte) error {
 	return err
 }
 
+// nextXID draws an unpredictable xid (so an off-path attacker cannot forge
+// the reply to a call it did not see) that no call in progress uses.
 func (c *Client) nextXID() uint32 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.xid++
-	return c.xid
+	for {
+		xid := uint32(c.xids.Uint64())
+		if c.conn == nil || !c.conn.waiting(xid) {
+			return xid
+		}
+	}
 }
 
 // Call calls procedure proc of version vers of program prog: args (nil for

@@ -12,6 +12,11 @@
 // denies the call with AUTH_ERROR x, ErrDrop sends no reply at all, and any
 // other error becomes SYSTEM_ERR.
 //
+// Local callers (loopback addresses and unix sockets) and remote ones draw on
+// separate handler and connection slots, and remote peers are further bounded
+// per address and by shorter idle timeouts, so no remote traffic can starve a
+// local caller; docs/security.md states every bound.
+//
 // The client turns every status other than SUCCESS into an *AcceptError or a
 // *RejectError, which errors.Is matches against the same sentinels.
 //

@@ -214,6 +214,13 @@ func FuzzRecordReader(f *testing.F) {
 		rr := NewRecordReader(bytes.NewReader(b), max)
 		total := 0
 		for {
+			// As a server reads: wait for a record, then read it.
+			if err := rr.Await(); err != nil {
+				if err != io.EOF {
+					t.Fatalf("Await: %v, want io.EOF", err)
+				}
+				break
+			}
 			rec, err := rr.ReadRecord()
 			if err != nil {
 				break

@@ -17,7 +17,8 @@ const lastFragment = 1 << 31
 // DefaultMaxRecordSize caps a record on a server's connection. The largest
 // message of any protocol that also runs over UDP fits in a datagram, i.e.
 // under 64 KiB, so no honest client of such a protocol sends more; at the
-// default connection limit the cap bounds reassembly memory to 16 MiB.
+// default connection limits (256 local, 256 remote) the cap bounds
+// reassembly memory to 32 MiB.
 const DefaultMaxRecordSize = 64 << 10
 
 // ErrRecordTooLarge means a record exceeded the reader's cap; the stream is
@@ -48,6 +49,14 @@ func NewRecordReader(r io.Reader, max int) *RecordReader {
 // Between reports whether the reader stands between records, where an error
 // of the underlying reader (a read deadline, say) loses nothing.
 func (rr *RecordReader) Between() bool { return !rr.inRecord }
+
+// Await waits for the first byte of the next record, so a server can time
+// the wait between records apart from the reading of one. An error means
+// no byte came: io.EOF when the stream ended between records.
+func (rr *RecordReader) Await() error {
+	_, err := rr.r.Peek(1)
+	return err
+}
 
 // ReadRecord returns the next whole record in a fresh slice. io.EOF means the
 // stream ended cleanly between records; io.ErrUnexpectedEOF that it ended

@@ -37,7 +37,7 @@ type Call struct {
 	Args      *xdr.Decoder
 }
 
-// Defaults for the Server's limits.
+// Defaults for the Server's limits on local callers (loopback, unix).
 const (
 	DefaultIdleTimeout = 5 * time.Minute
 	DefaultMaxConns    = 256
@@ -46,35 +46,58 @@ const (
 
 // Server serves registered programs over any number of UDP sockets and TCP
 // (or unix) listeners. Set its fields before the first Handle or Serve call.
+//
+// Local callers (loopback addresses and unix sockets) and remote ones have
+// separate handler slots and connection slots (see PeerStats): the limits
+// named Remote bound remote peers, the others local callers.
 type Server struct {
 	Logger *slog.Logger // nil: slog.Default()
 	// MaxRecordSize caps a record on a connection; a larger one closes the
 	// connection. 0: DefaultMaxRecordSize.
 	MaxRecordSize int
-	// IdleTimeout closes a connection with no call in progress and no bytes
-	// received for that long. 0: DefaultIdleTimeout; negative: never.
+	// IdleTimeout closes a local connection with no call in progress and no
+	// bytes received for that long. 0: DefaultIdleTimeout; negative: never.
 	IdleTimeout time.Duration
-	// MaxConns bounds open connections; more are closed at once. 0: DefaultMaxConns.
+	// RemoteIdleTimeout is IdleTimeout for remote connections.
+	// 0: DefaultRemoteIdleTimeout; negative: never.
+	RemoteIdleTimeout time.Duration
+	// RecordTimeout closes a connection that starts a record and does not
+	// complete it within that long, however slowly its bytes trickle in.
+	// 0: DefaultRecordTimeout; negative: never.
+	RecordTimeout time.Duration
+	// MaxConns bounds open local connections; more are closed at once.
+	// 0: DefaultMaxConns.
 	MaxConns int
-	// MaxInFlight bounds handlers running at once; past it the server stops
-	// reading until one finishes. 0: DefaultMaxInFlight.
+	// MaxRemoteConns bounds open remote connections in all, and
+	// MaxConnsPerRemote those from one address; more are closed at once.
+	// 0: DefaultMaxRemoteConns, DefaultMaxConnsPerRemote.
+	MaxRemoteConns, MaxConnsPerRemote int
+	// MaxInFlight bounds local callers' handlers running at once; past it
+	// the server stops reading local calls until one finishes.
+	// 0: DefaultMaxInFlight.
 	MaxInFlight int
+	// MaxRemoteInFlight bounds remote callers' handlers running at once;
+	// past it a remote connection waits and remote datagrams are dropped
+	// (their senders retransmit). 0: DefaultMaxRemoteInFlight.
+	MaxRemoteInFlight int
 
 	mu        sync.RWMutex
 	progs     map[uint32]map[uint32]map[uint32]Handler
 	packets   map[net.PacketConn]struct{}
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
+	perRemote map[netip.Addr]int // open connections per remote address
 	closing   atomic.Bool
 	initOnce  sync.Once
-	sem       chan struct{}
+	local     *peerClass
+	remote    *peerClass
 	done      chan struct{}
 	ctx       context.Context
 	cancel    context.CancelFunc
 	active    sync.WaitGroup
 	warned    sync.Map // kinds of trouble already logged at warning level
 
-	calls, malformed, oversize, refusedConns, idleClosed, dropped atomic.Uint64
+	calls, malformed, oversize, dropped atomic.Uint64
 }
 
 // ServerStats counts what a Server has seen.
@@ -82,26 +105,30 @@ type ServerStats struct {
 	Calls        uint64 // well-formed calls answered or dropped
 	Malformed    uint64 // messages that were no call header, dropped
 	Oversize     uint64 // connections closed for a record over the cap
-	RefusedConns uint64 // connections closed at once for being over MaxConns
-	IdleClosed   uint64 // connections closed by the idle timeout
+	RefusedConns uint64 // connections closed at once for being over a limit (both classes)
+	IdleClosed   uint64 // connections closed by an idle timeout (both classes)
 	Dropped      uint64 // calls a handler dropped with ErrDrop
+	// Local and Remote count each class of callers on its own.
+	Local, Remote PeerStats
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() ServerStats {
+	s.init()
+	l, r := s.local.stats(), s.remote.stats()
 	return ServerStats{
 		Calls: s.calls.Load(), Malformed: s.malformed.Load(), Oversize: s.oversize.Load(),
-		RefusedConns: s.refusedConns.Load(), IdleClosed: s.idleClosed.Load(), Dropped: s.dropped.Load(),
+		RefusedConns: l.ConnsRefused + r.ConnsRefused, IdleClosed: l.IdleTimeouts + r.IdleTimeouts,
+		Dropped: s.dropped.Load(), Local: l, Remote: r,
 	}
 }
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		n := s.MaxInFlight
-		if n <= 0 {
-			n = DefaultMaxInFlight
-		}
-		s.sem = make(chan struct{}, n)
+		s.local = newPeerClass(true, limit(s.MaxInFlight, DefaultMaxInFlight),
+			limit(s.MaxConns, DefaultMaxConns), orDefault(s.IdleTimeout, DefaultIdleTimeout))
+		s.remote = newPeerClass(false, limit(s.MaxRemoteInFlight, DefaultMaxRemoteInFlight),
+			limit(s.MaxRemoteConns, DefaultMaxRemoteConns), orDefault(s.RemoteIdleTimeout, DefaultRemoteIdleTimeout))
 		s.done = make(chan struct{})
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.mu.Lock()
@@ -111,8 +138,17 @@ func (s *Server) init() {
 		s.packets = map[net.PacketConn]struct{}{}
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[net.Conn]struct{}{}
+		s.perRemote = map[netip.Addr]int{}
 		s.mu.Unlock()
 	})
+}
+
+// class is the capacity a caller draws on.
+func (s *Server) class(remote netip.AddrPort, transport string) *peerClass {
+	if isLocalPeer(remote, transport) {
+		return s.local
+	}
+	return s.remote
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -282,18 +318,6 @@ func (s *Server) replyError(call *Call, err error) error {
 	return ErrSystem
 }
 
-// acquire takes a handler slot, or fails once the server shuts down.
-func (s *Server) acquire() bool {
-	select {
-	case s.sem <- struct{}{}:
-		return true
-	case <-s.done:
-		return false
-	}
-}
-
-func (s *Server) release() { <-s.sem }
-
 // ServeUDP answers calls arriving on pc until Shutdown, then waits for its
 // handlers, closes pc and returns nil. A datagram that is no call is dropped.
 // On Linux a *net.UDPConn bound to a wildcard address answers each call from
@@ -354,6 +378,15 @@ func (s *Server) ServeUDP(pc net.PacketConn) error {
 			time.Sleep(10 * time.Millisecond) // do not spin on a persistent error
 			continue
 		}
+		from := remote // as the socket knows it: a dual-stack one answers to the mapped form
+		remote = unmap(remote)
+		// A remote datagram never waits for a handler slot: while the
+		// loop waited, local calls would queue behind it in the socket.
+		class := s.class(remote, "udp")
+		if !class.local && !class.tryAcquire() {
+			class.callsShed.Add(1)
+			continue
+		}
 		var source []byte // the control message choosing the reply's source
 		if pktinfo {
 			if dst, ifindex, ok := packetDest(oob[:oobn]); ok {
@@ -361,10 +394,11 @@ func (s *Server) ServeUDP(pc net.PacketConn) error {
 				source = replySourceOOB(dst, ifindex, v6)
 			}
 		}
-		to := remote
-		remote = unmap(remote)
 		h, args, perr := ParseCall(buf[:n])
 		if errors.Is(perr, ErrMalformed) {
+			if !class.local {
+				class.release()
+			}
 			s.malformed.Add(1)
 			s.warnOnce("malformed", "oncrpc: dropped a message that is no call", "transport", "udp",
 				"remote", remote.String(), "err", perr)
@@ -372,7 +406,7 @@ func (s *Server) ServeUDP(pc net.PacketConn) error {
 		}
 		msg := make([]byte, len(args))
 		copy(msg, args)
-		if !s.acquire() {
+		if class.local && !class.acquire(s.done) {
 			return nil
 		}
 		handlers.Add(1)
@@ -380,14 +414,14 @@ func (s *Server) ServeUDP(pc net.PacketConn) error {
 		go func() {
 			defer s.active.Done()
 			defer handlers.Done()
-			defer s.release()
+			defer class.release()
 			reply := s.handle(h, msg, perr, remote, local, "udp")
 			if reply == nil {
 				return
 			}
 			var err error
 			if udp != nil {
-				_, _, err = udp.WriteMsgUDPAddrPort(reply[4:], source, to)
+				_, _, err = udp.WriteMsgUDPAddrPort(reply[4:], source, from)
 			} else {
 				_, err = pc.WriteTo(reply[4:], net.UDPAddrFromAddrPort(remote))
 			}
@@ -418,10 +452,6 @@ func (s *Server) ServeTCP(l net.Listener) error {
 		l.Close()
 		s.active.Done()
 	}()
-	maxConns := s.MaxConns
-	if maxConns <= 0 {
-		maxConns = DefaultMaxConns
-	}
 	backoff := 5 * time.Millisecond
 	for {
 		c, err := l.Accept()
@@ -439,27 +469,54 @@ func (s *Server) ServeTCP(l net.Listener) error {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		transport := "tcp"
+		if c.LocalAddr().Network() == "unix" {
+			transport = "unix"
+		}
+		remote := unmap(addrPortOf(c.RemoteAddr()))
+		class := s.class(remote, transport)
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
 			c.Close()
 			return nil
 		}
-		if len(s.conns) >= maxConns {
+		if over := s.overLimit(class, remote.Addr()); over != "" {
 			s.mu.Unlock()
-			s.refusedConns.Add(1)
-			s.warnOnce("maxconns", "oncrpc: too many connections, closing a new one", "remote", c.RemoteAddr().String(), "max", maxConns)
+			class.refused.Add(1)
+			s.warnOnce("conns-"+over, "oncrpc: closing a new connection: too many "+over,
+				"remote", remote.String(), "class", class.name())
 			c.Close()
 			continue
 		}
 		s.conns[c] = struct{}{}
+		class.conns.Add(1)
+		if !class.local {
+			s.perRemote[remote.Addr()]++
+		}
 		s.active.Add(1)
 		s.mu.Unlock()
-		go s.serveConn(c)
+		go s.serveConn(c, class, remote, transport)
 	}
 }
 
-func (s *Server) serveConn(c net.Conn) {
+// overLimit names the limit a new connection from addr would exceed, or
+// returns "". s.mu is held.
+func (s *Server) overLimit(class *peerClass, addr netip.Addr) string {
+	switch {
+	case class.conns.Load() >= int64(class.maxConns):
+		return class.name() + " connections"
+	case !class.local && s.perRemote[addr] >= limit(s.MaxConnsPerRemote, DefaultMaxConnsPerRemote):
+		return "connections from one address"
+	}
+	return ""
+}
+
+// serveConn reads the records of one connection and hands each call to a
+// handler under class's bound. Waiting for a record is bounded by the
+// class's idle timeout, and reading one, once its first byte is in, by
+// RecordTimeout: a peer trickling bytes cannot hold a slot for longer.
+func (s *Server) serveConn(c net.Conn, class *peerClass, remote netip.AddrPort, transport string) {
 	defer s.active.Done()
 	var handlers sync.WaitGroup
 	var inFlight atomic.Int32
@@ -468,37 +525,55 @@ func (s *Server) serveConn(c net.Conn) {
 		handlers.Wait() // replies still owed go out before the close
 		s.mu.Lock()
 		delete(s.conns, c)
+		class.conns.Add(-1)
+		if !class.local {
+			if s.perRemote[remote.Addr()]--; s.perRemote[remote.Addr()] <= 0 {
+				delete(s.perRemote, remote.Addr())
+			}
+		}
 		s.mu.Unlock()
 		c.Close()
 	}()
-	transport := "tcp"
-	if c.LocalAddr().Network() == "unix" {
-		transport = "unix"
-	}
-	local, remote := unmap(addrPortOf(c.LocalAddr())), unmap(addrPortOf(c.RemoteAddr()))
-	idle := s.IdleTimeout
-	if idle == 0 {
-		idle = DefaultIdleTimeout
+	local := unmap(addrPortOf(c.LocalAddr()))
+	recordTimeout := orDefault(s.RecordTimeout, DefaultRecordTimeout)
+	// deadline sets the read deadline d from now (none if d < 0) and
+	// reports whether the server is still serving: a Shutdown's deadline
+	// set before this one is seen through closing.
+	deadline := func(d time.Duration) bool {
+		var t time.Time
+		if d > 0 {
+			t = time.Now().Add(d)
+		}
+		c.SetReadDeadline(t)
+		return !s.closing.Load()
 	}
 	rr := NewRecordReader(c, s.MaxRecordSize)
 	for {
-		if idle > 0 {
-			c.SetReadDeadline(time.Now().Add(idle))
+		if !deadline(class.idle) {
+			return
 		}
-		if s.closing.Load() {
+		if err := rr.Await(); err != nil {
+			switch {
+			case s.closing.Load():
+			case isTimeout(err) && inFlight.Load() > 0:
+				continue // not idle: a handler is still working for this peer
+			case isTimeout(err):
+				class.idleTimeouts.Add(1)
+				s.logger().Debug("oncrpc: closing idle connection", "remote", remote.String(), "class", class.name())
+			}
+			return
+		}
+		if !deadline(recordTimeout) {
 			return
 		}
 		rec, err := rr.ReadRecord()
 		if err != nil {
-			var ne net.Error
-			timeout := errors.As(err, &ne) && ne.Timeout()
 			switch {
 			case s.closing.Load():
-			case timeout && rr.Between() && inFlight.Load() > 0:
-				continue // not idle: a handler is still working for this peer
-			case timeout:
-				s.idleClosed.Add(1)
-				s.logger().Debug("oncrpc: closing idle connection", "remote", remote.String())
+			case isTimeout(err):
+				class.recordTimeouts.Add(1)
+				s.warnOnce("record-timeout", "oncrpc: closing a connection that did not complete a record in time",
+					"remote", remote.String(), "class", class.name(), "timeout", recordTimeout)
 			case errors.Is(err, ErrRecordTooLarge):
 				s.oversize.Add(1)
 				s.warnOnce("oversize", "oncrpc: closing a connection that sent an oversize record",
@@ -515,7 +590,7 @@ func (s *Server) serveConn(c net.Conn) {
 			c.Close()
 			return
 		}
-		if !s.acquire() {
+		if !class.acquire(s.done) {
 			return
 		}
 		handlers.Add(1)
@@ -523,7 +598,7 @@ func (s *Server) serveConn(c net.Conn) {
 		go func() {
 			defer handlers.Done()
 			defer inFlight.Add(-1)
-			defer s.release()
+			defer class.release()
 			reply := s.handle(h, args, perr, remote, local, transport)
 			if reply == nil {
 				return
@@ -577,6 +652,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	return ctx.Err()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

@@ -29,7 +29,9 @@ const (
 	procDropOnce = 5 // drops its first call, answers the rest
 	procWho      = 6 // → uid, machine name, remote port, transport
 	procPanic    = 7
-	procSlow     = 8 // sleeps for the uint32 milliseconds it is given
+	procSlow     = 8  // sleeps for the uint32 milliseconds it is given
+	procHold     = 9  // holds its handler slot until the test releases it
+	procXID      = 10 // → the call's xid
 )
 
 // testServer is a server for testProg versions 1 and 3.
@@ -99,6 +101,17 @@ func newTestServer(t *testing.T, s *Server) *testServer {
 	s.Handle(testProg, 1, procSlow, func(_ context.Context, c *Call, res *xdr.Encoder) error {
 		ms := c.Args.Uint32()
 		time.Sleep(time.Duration(ms) * time.Millisecond)
+		return nil
+	})
+	s.Handle(testProg, 1, procHold, func(ctx context.Context, _ *Call, _ *xdr.Encoder) error {
+		select {
+		case <-ts.release:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	s.Handle(testProg, 1, procXID, func(_ context.Context, c *Call, res *xdr.Encoder) error {
+		res.Uint32(c.XID)
 		return nil
 	})
 	t.Cleanup(func() {

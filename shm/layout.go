@@ -26,7 +26,9 @@ const DefaultDir = "/var/shm"
 // LayoutVersion is the version of the byte layout this package writes and
 // reads. The offsets of magic, version and the retired word never change
 // between versions, so any version can tell a reader to go away.
-const LayoutVersion = 1
+// Version 2 replaced the index of one record per node number by a
+// two-level index of the nodes present.
+const LayoutVersion = 2
 
 var magic = [8]byte{'H', 'S', 'T', 'A', 'T', 'S', 'H', 'M'}
 
@@ -37,9 +39,10 @@ const (
 	hHeaderSize   = 12
 	hGeneration   = 16
 	hRetired      = 24 // uint32, atomic
-	hCapacity     = 32
+	hLeafCapacity = 28 // leaf pages of the node index
+	hCapacity     = 32 // node records
 	hRecordSize   = 36
-	hIndexOffset  = 40
+	hRecordOffset = 40
 	hDataOffset   = 48
 	hDataSize     = 56
 	hFileSize     = 64
@@ -47,7 +50,7 @@ const (
 	hNetSize      = 76
 	hModelSize    = 80
 	hSlotAlign    = 84
-	hCRC          = 88  // CRC-32C of bytes [0,24) and [32,88)
+	hCRC          = 88  // CRC-32C of bytes [0,24) and [28,88)
 	hDownAfter    = 96  // int64 ns, atomic
 	hUpdateReq    = 104 // int64 unix ns, atomic
 	hWriterStart  = 112 // int64 unix ns, atomic
@@ -55,15 +58,30 @@ const (
 	hNodeLimit    = 124 // uint32, atomic: highest in-use node + 1
 	hDataUsed     = 128 // uint64, atomic: allocation high-water mark
 	hPuts         = 136 // uint64, atomic: records written by this file's writers
+	hWriterTicks  = 144 // uint64, atomic: writer's start, clock ticks after boot (/proc/PID/stat)
+	hNodes        = 152 // uint32, atomic: nodes in the index
+	hLeavesUsed   = 156 // uint32, atomic: leaf pages in use
 	headerSize    = 256
-	indexOffset   = 4096 // the header has a page of its own
 	crcEnd        = hCRC
 	crcGapStart   = hRetired
-	crcGapEnd     = hCapacity
+	crcGapEnd     = hLeafCapacity
 	retiredMarker = 1
 )
 
-// Node index record offsets (recordSize bytes per node, 8-byte aligned).
+// The node index: a directory page of dirEntries words, one per block of
+// leafEntries node numbers, naming a leaf page (number + 1, 0 none) whose
+// words name the node's record (number + 1, 0 none). Only blocks with a
+// node present have a leaf, so the index follows the nodes present, never
+// the largest node number (at most dirEntries leaves: 4 MiB).
+const (
+	dirOffset    = 4096
+	dirEntries   = MaxNodes / leafEntries
+	leafEntries  = 1024
+	leafSize     = 4 * leafEntries
+	leavesOffset = dirOffset + 4*dirEntries
+)
+
+// Node record offsets (recordSize bytes per node, 8-byte aligned).
 const (
 	rSeq       = 0 // uint64, atomic: odd while the writer is inside
 	rNode      = 8
@@ -113,11 +131,13 @@ const (
 // Limits on one node; they bound every allocation a reader makes from the
 // file.
 const (
-	MaxCPUs    = 8192
-	MaxNetDevs = 1024
+	MaxCPUs    = sample.MaxCPUs // the wire's limits: a valid sample always fits
+	MaxNetDevs = sample.MaxNetDevs
 	MaxModels  = 64
-	MaxNodes   = 1 << 20
-	maxSlot    = MaxModels*modelSize + MaxCPUs*cpuSize + MaxNetDevs*netSize
+	// MaxNodes bounds node numbers: they run from 0 to MaxNodes-1. How
+	// many nodes a table holds is WriterOptions.MaxNodes.
+	MaxNodes = sample.MaxNodes
+	maxSlot  = MaxModels*modelSize + MaxCPUs*cpuSize + MaxNetDevs*netSize
 )
 
 var le = binary.LittleEndian
@@ -135,28 +155,38 @@ func init() {
 
 // geometry is the immutable part of the header.
 type geometry struct {
-	generation uint64
-	capacity   int
-	dataOffset uint64
-	dataSize   uint64
-	fileSize   uint64
+	generation   uint64
+	capacity     int // node records
+	leaves       int // leaf pages of the node index
+	recordOffset uint64
+	dataOffset   uint64
+	dataSize     uint64
+	fileSize     uint64
 }
 
-func newGeometry(gen uint64, capacity int, dataSize uint64) geometry {
-	dataOff := alignUp(indexOffset+uint64(capacity)*recordSize, 4096)
+func newGeometry(gen uint64, capacity, leaves int, dataSize uint64) geometry {
+	recOff := uint64(leavesOffset + leaves*leafSize)
+	dataOff := alignUp(recOff+uint64(capacity)*recordSize, 4096)
 	dataSize = alignUp(dataSize, 4096)
 	return geometry{
-		generation: gen,
-		capacity:   capacity,
-		dataOffset: dataOff,
-		dataSize:   dataSize,
-		fileSize:   dataOff + dataSize,
+		generation:   gen,
+		capacity:     capacity,
+		leaves:       leaves,
+		recordOffset: recOff,
+		dataOffset:   dataOff,
+		dataSize:     dataSize,
+		fileSize:     dataOff + dataSize,
 	}
 }
 
-func (g geometry) recordOffset(node int) int {
-	return indexOffset + node*recordSize
-}
+// record is the file offset of record k.
+func (g geometry) record(k int) int { return int(g.recordOffset) + k*recordSize }
+
+// leafWord is the file offset of node's word in leaf page l.
+func leafWord(l, node int) int { return leavesOffset + l*leafSize + 4*(node%leafEntries) }
+
+// dirWord is the file offset of the directory word of node's block.
+func dirWord(node int) int { return dirOffset + 4*(node/leafEntries) }
 
 func headerCRC(h []byte) uint32 {
 	c := crc32.Update(0, castagnoli, h[:crcGapStart])
@@ -170,9 +200,10 @@ func encodeHeader(h []byte, g geometry) {
 	le.PutUint32(h[hVersion:], LayoutVersion)
 	le.PutUint32(h[hHeaderSize:], headerSize)
 	le.PutUint64(h[hGeneration:], g.generation)
+	le.PutUint32(h[hLeafCapacity:], uint32(g.leaves))
 	le.PutUint32(h[hCapacity:], uint32(g.capacity))
 	le.PutUint32(h[hRecordSize:], recordSize)
-	le.PutUint64(h[hIndexOffset:], indexOffset)
+	le.PutUint64(h[hRecordOffset:], g.recordOffset)
 	le.PutUint64(h[hDataOffset:], g.dataOffset)
 	le.PutUint64(h[hDataSize:], g.dataSize)
 	le.PutUint64(h[hFileSize:], g.fileSize)
@@ -194,7 +225,8 @@ var (
 )
 
 // decodeHeader validates the header against the size of the file holding
-// it; on success every index record and the data area lie inside the file.
+// it; on success the index, every record and the data area lie inside the
+// file.
 func decodeHeader(b []byte, size int64) (geometry, error) {
 	if size < headerSize || len(b) < headerSize {
 		return geometry{}, fmt.Errorf("%w: %d bytes is shorter than a header", ErrNotTable, size)
@@ -210,29 +242,34 @@ func decodeHeader(b []byte, size int64) (geometry, error) {
 	}
 	var g geometry
 	g.generation = le.Uint64(b[hGeneration:])
+	leaves := le.Uint32(b[hLeafCapacity:])
 	capacity := le.Uint32(b[hCapacity:])
+	g.recordOffset = le.Uint64(b[hRecordOffset:])
 	g.dataOffset = le.Uint64(b[hDataOffset:])
 	g.dataSize = le.Uint64(b[hDataSize:])
 	g.fileSize = le.Uint64(b[hFileSize:])
 	switch {
 	case le.Uint32(b[hHeaderSize:]) != headerSize,
 		le.Uint32(b[hRecordSize:]) != recordSize,
-		le.Uint64(b[hIndexOffset:]) != indexOffset,
 		le.Uint32(b[hCPUSize:]) != cpuSize,
 		le.Uint32(b[hNetSize:]) != netSize,
 		le.Uint32(b[hModelSize:]) != modelSize,
 		le.Uint32(b[hSlotAlign:]) != slotAlign:
 		return geometry{}, fmt.Errorf("%w: record geometry differs from layout %d", ErrCorrupt, LayoutVersion)
+	case leaves > dirEntries:
+		return geometry{}, fmt.Errorf("%w: %d index leaves exceed %d", ErrCorrupt, leaves, dirEntries)
 	case capacity > MaxNodes:
 		return geometry{}, fmt.Errorf("%w: capacity %d exceeds %d nodes", ErrCorrupt, capacity, MaxNodes)
-	case g.dataOffset%8 != 0 || g.dataOffset < indexOffset+uint64(capacity)*recordSize:
-		return geometry{}, fmt.Errorf("%w: data area at %d overlaps the node index", ErrCorrupt, g.dataOffset)
-	case g.dataSize > math.MaxInt64-g.dataOffset || g.dataOffset+g.dataSize > g.fileSize:
-		return geometry{}, fmt.Errorf("%w: data area [%d,+%d) beyond end of table (%d bytes)", ErrCorrupt, g.dataOffset, g.dataSize, g.fileSize)
+	case g.recordOffset != leavesOffset+uint64(leaves)*leafSize:
+		return geometry{}, fmt.Errorf("%w: records at %d, want %d after %d index leaves", ErrCorrupt, g.recordOffset, leavesOffset+uint64(leaves)*leafSize, leaves)
+	case g.dataOffset%slotAlign != 0 || g.dataOffset < g.recordOffset+uint64(capacity)*recordSize:
+		return geometry{}, fmt.Errorf("%w: data area at %d overlaps the node records", ErrCorrupt, g.dataOffset)
+	case g.dataSize > math.MaxInt64-g.dataOffset || g.dataOffset+g.dataSize != g.fileSize:
+		return geometry{}, fmt.Errorf("%w: data area [%d,+%d) does not end the table (%d bytes)", ErrCorrupt, g.dataOffset, g.dataSize, g.fileSize)
 	case g.fileSize != uint64(size):
 		return geometry{}, fmt.Errorf("%w: header says %d bytes, file has %d", ErrCorrupt, g.fileSize, size)
 	}
-	g.capacity = int(capacity)
+	g.capacity, g.leaves = int(capacity), int(leaves)
 	return g, nil
 }
 
@@ -326,4 +363,22 @@ func nameBytes(b []byte) []byte {
 // slotLen is the bytes a node's data slot needs.
 func slotLen(models, cpus, nets int) int {
 	return models*modelSize + cpus*cpuSize + nets*netSize
+}
+
+// checkSlot verifies that the data slot an in-use record rec points at
+// lies inside a data area of dataSize bytes and matches the record's
+// counts; every use of a slot, by readers and the writer, goes through it.
+func checkSlot(rec []byte, dataSize uint64) error {
+	models, cpus, nets := int(le.Uint16(rec[rModels:])), int(le.Uint32(rec[rCPUs:])), int(le.Uint16(rec[rNets:]))
+	n, c := uint64(le.Uint32(rec[rDataLen:])), uint64(le.Uint32(rec[rDataCap:]))
+	off := le.Uint64(rec[rDataOff:])
+	switch {
+	case models > MaxModels || cpus > MaxCPUs || nets > MaxNetDevs:
+		return fmt.Errorf("%w: %d models, %d CPUs, %d devices exceed the limits", ErrCorrupt, models, cpus, nets)
+	case n != uint64(slotLen(models, cpus, nets)) || n > c:
+		return fmt.Errorf("%w: data length %d does not match its counts", ErrCorrupt, n)
+	case off%slotAlign != 0 || c%slotAlign != 0 || off > dataSize || c > dataSize-off:
+		return fmt.Errorf("%w: data slot [%d,+%d) outside the data area", ErrCorrupt, off, c)
+	}
+	return nil
 }

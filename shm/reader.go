@@ -20,30 +20,27 @@ type Rate struct {
 	RxBytesPerSec, TxBytesPerSec float64
 }
 
-// Record is everything the table holds about one node.
+// Record is everything the table holds about one node: its Summary (the
+// fixed part, decoded once) and the sample it came from with per-CPU and
+// per-device figures.
 type Record struct {
-	Node     int
-	Addr     netip.AddrPort // where the node's last status came from
-	LastSeen time.Time      // when it arrived (master clock)
-	Sample   sample.Sample
+	Summary
+	// Sample is the node's last sample; its Time, BootTime, BootID, Total,
+	// Memory and Load repeat the Summary's.
+	Sample sample.Sample
 	// CPUPercent is each CPU's busy share (0-100) between the node's last
 	// two samples, in Sample.CPUs order.
-	CPUPercent   []float32
-	TotalPercent float32
-	NetRates     []Rate // in Sample.Net order
-	// NetTotal adds up NetRates of every device but "lo", as stored by the writer.
-	NetTotal Rate
-	// Repaired: as in Summary; the sample is empty.
-	Repaired bool
+	CPUPercent []float32
+	NetRates   []Rate // in Sample.Net order
 }
 
 // Summary is the fixed part of a node's record: enough for a one-line
 // overview, read without touching the per-CPU and per-device data.
 type Summary struct {
 	Node         int
-	Addr         netip.AddrPort
-	LastSeen     time.Time // master clock
-	Time         time.Time // when the node took the sample (node clock)
+	Addr         netip.AddrPort // where the node's last status came from
+	LastSeen     time.Time      // when it arrived (master clock)
+	Time         time.Time      // when the node took the sample (node clock)
 	BootTime     time.Time
 	BootID       [16]byte
 	CPUs         int
@@ -59,19 +56,45 @@ type Summary struct {
 	Repaired bool
 }
 
+// decodeSummary is the one decoder of a node record's fixed part. (Field
+// by field: a composite literal would be built aside and copied.)
+func decodeSummary(b []byte, s *Summary) {
+	_ = b[recordSize-1]
+	s.Node = int(le.Uint32(b[rNode:]))
+	s.Addr = getAddr(b)
+	s.LastSeen = getTime(b[rLastSeen:])
+	s.Time = getTime(b[rTime:])
+	s.BootTime = getTime(b[rBootTime:])
+	s.BootID = [16]byte(b[rBootID : rBootID+16])
+	s.CPUs = int(le.Uint32(b[rCPUs:]))
+	s.NetDevs = int(le.Uint16(b[rNets:]))
+	s.Total = getTicks(b[rTicks:])
+	s.TotalPercent = getF32(b[rTotalPct:])
+	s.Memory = getMemory(b[rMemory:])
+	s.Load = getLoad(b)
+	s.RxBytesPerSec = getF64(b[rRxRate:])
+	s.TxBytesPerSec = getF64(b[rTxRate:])
+	s.Repaired = le.Uint32(b[rFlags:])&flagRepaired != 0
+}
+
 // Info describes the table as a whole.
 type Info struct {
 	Path       string
 	Generation uint64 // changes whenever the table is re-laid out
-	Capacity   int    // node slots in the current layout
+	Capacity   int    // node records in the current layout
+	Nodes      int    // nodes in the table
 	NodeLimit  int    // highest node number in use + 1
 	// DownAfter is how long a node may stay silent before it counts as
 	// down; see Up.
 	DownAfter         time.Duration
 	LastUpdateRequest time.Time // last update request recvstats multicast
 	WriterPID         int       // 0 when no writer has the table open
-	WriterStart       time.Time
-	Puts              uint64 // records written since the table was laid out
+	WriterStart       time.Time // when the writer opened the table
+	// WriterTicks is the writer process's start time in clock ticks after
+	// boot, as /proc/PID/stat gives it: it tells the writer from a later
+	// process that got the same pid.
+	WriterTicks uint64
+	Puts        uint64 // records written since the table was laid out
 }
 
 // Up reports whether a node last seen at lastSeen counts as up at now.
@@ -79,24 +102,29 @@ func (i Info) Up(lastSeen, now time.Time) bool {
 	return !lastSeen.IsZero() && now.Sub(lastSeen) < i.DownAfter
 }
 
+// WriterRunning reports whether the writer named in the table is alive:
+// its pid exists and is the same process (same start time). A table whose
+// writer is not running is not being updated.
+func (i Info) WriterRunning() bool { return writerRunning(i.WriterPID, i.WriterTicks) }
+
 // ErrWriterStuck is returned when a record stays locked by the writer
 // longer than any write takes: the writer probably died mid-write. The
 // next writer to open the table repairs it.
 var ErrWriterStuck = errors.New("record stays locked by the writer (recvstats died mid-write?)")
 
 // readWait bounds how long a read waits for a record to settle; a
-// variable so the fuzz targets need not wait on every odd record.
+// variable so the fuzz targets need not wait on every odd record (0: no
+// wait at all).
 var readWait = 50 * time.Millisecond
 
 // liveWriterWait is how much longer a read waits on a record whose writer
 // process still exists.
 var liveWriterWait = time.Second
 
-// writerAlive reports whether the process named as the table's writer
-// exists (EPERM means it exists under another user).
+// writerAlive reports whether the process named as the table's writer is
+// running (see Info.WriterRunning).
 func (r *Reader) writerAlive() bool {
-	pid := int(load32(r.m, hWriterPID))
-	return pid > 0 && unix.Kill(pid, 0) != unix.ESRCH
+	return writerRunning(int(load32(r.m, hWriterPID)), load64(r.m, hWriterTicks))
 }
 
 // Reader reads a table that another process writes. It never blocks the
@@ -193,7 +221,7 @@ func (r *Reader) follow() error {
 // Path is the table file.
 func (r *Reader) Path() string { return r.path }
 
-// Capacity is the number of node slots; valid node numbers are below it.
+// Capacity is the number of node records in the current layout.
 func (r *Reader) Capacity() int {
 	r.follow()
 	return r.g.capacity
@@ -208,33 +236,85 @@ func (r *Reader) Info() Info {
 		Path:              r.path,
 		Generation:        r.g.generation,
 		Capacity:          r.g.capacity,
-		NodeLimit:         min(int(load32(r.m, hNodeLimit)), r.g.capacity),
+		Nodes:             min(int(load32(r.m, hNodes)), r.g.capacity),
+		NodeLimit:         min(int(load32(r.m, hNodeLimit)), MaxNodes),
 		DownAfter:         time.Duration(load64(r.m, hDownAfter)),
 		LastUpdateRequest: unixTime(int64(load64(r.m, hUpdateReq))),
 		WriterPID:         int(load32(r.m, hWriterPID)),
 		WriterStart:       unixTime(int64(load64(r.m, hWriterStart))),
+		WriterTicks:       load64(r.m, hWriterTicks),
 		Puts:              load64(r.m, hPuts),
 	}
 }
 
-// snapshot copies node's index record (and its data slot when withData)
-// into r.rec and r.data under the seqlock. It reports false when the node
-// is not in use.
+// Nodes appends the numbers of the nodes in the table to dst, ascending.
+// It walks the index only, so a node whose record is stuck is listed too.
+func (r *Reader) Nodes(dst []int) ([]int, error) {
+	if err := r.follow(); err != nil {
+		return dst, err
+	}
+	for d := range dirEntries {
+		l := int(load32(r.m, dirOffset+4*d))
+		if l == 0 {
+			continue
+		}
+		if l > r.g.leaves {
+			return dst, fmt.Errorf("shm: table %s: %w: directory entry %d names leaf %d of %d", r.path, ErrCorrupt, d, l, r.g.leaves)
+		}
+		leaf := leavesOffset + (l-1)*leafSize
+		for e := range leafEntries {
+			if load32(r.m, leaf+4*e) != 0 {
+				dst = append(dst, d*leafEntries+e)
+			}
+		}
+	}
+	return dst, nil
+}
+
+// locate is node's record number from the index, -1 when it has none.
+// The index changes under us: the record found is checked to be node's.
+func (r *Reader) locate(node int) (int, error) {
+	if node < 0 || node >= MaxNodes {
+		return -1, nil
+	}
+	l := int(load32(r.m, dirWord(node)))
+	if l == 0 {
+		return -1, nil
+	}
+	if l > r.g.leaves {
+		return -1, fmt.Errorf("%w: directory names leaf %d of %d", ErrCorrupt, l, r.g.leaves)
+	}
+	k := int(load32(r.m, leafWord(l-1, node)))
+	if k > r.g.capacity {
+		return -1, fmt.Errorf("%w: index names record %d of %d", ErrCorrupt, k, r.g.capacity)
+	}
+	return k - 1, nil
+}
+
+// snapshot copies node's record (and its data slot when withData) into
+// r.rec and r.data under the seqlock. It reports false when the node is
+// not in the table.
 func (r *Reader) snapshot(node int, withData bool) (bool, error) {
 	if err := r.follow(); err != nil {
 		return false, err
 	}
-	if node < 0 || node >= r.g.capacity {
+	k, err := r.locate(node)
+	if err != nil {
+		return false, fmt.Errorf("shm: table %s: node %d: %w", r.path, node, err)
+	}
+	if k < 0 {
 		return false, nil
 	}
-	off := r.g.recordOffset(node)
+	off := r.g.record(k)
 	var deadline time.Time
 	var waitSeq uint64
 	for try := 0; ; try++ {
 		s1 := load64(r.m, off+rSeq)
 		if s1&1 == 0 {
 			copyAtomic(r.rec[:], r.m, off)
-			inUse := le.Uint32(r.rec[rFlags:])&flagInUse != 0
+			// The record may have been freed, or given to another node,
+			// since we looked it up: then node is gone.
+			inUse := le.Uint32(r.rec[rFlags:])&flagInUse != 0 && int(le.Uint32(r.rec[rNode:])) == node
 			var bad error
 			if inUse && withData {
 				bad = r.copyData()
@@ -249,6 +329,8 @@ func (r *Reader) snapshot(node int, withData bool) (bool, error) {
 			}
 		}
 		switch {
+		case readWait == 0: // the fuzz targets: no waiting, the same path every run
+			return false, fmt.Errorf("shm: table %s: node %d: %w", r.path, node, ErrWriterStuck)
 		case try < 32:
 		case try < 256:
 			runtime.Gosched()
@@ -274,76 +356,43 @@ func (r *Reader) snapshot(node int, withData bool) (bool, error) {
 // copyData copies the data slot r.rec points at, after checking that it
 // lies inside the data area and matches the counts.
 func (r *Reader) copyData() error {
-	models, cpus, nets := int(le.Uint16(r.rec[rModels:])), int(le.Uint32(r.rec[rCPUs:])), int(le.Uint16(r.rec[rNets:]))
-	n, c := uint64(le.Uint32(r.rec[rDataLen:])), uint64(le.Uint32(r.rec[rDataCap:]))
-	off := le.Uint64(r.rec[rDataOff:])
-	switch {
-	case models > MaxModels || cpus > MaxCPUs || nets > MaxNetDevs:
-		return fmt.Errorf("%w: %d models, %d CPUs, %d devices exceed the limits", ErrCorrupt, models, cpus, nets)
-	case n != uint64(slotLen(models, cpus, nets)) || n > c:
-		return fmt.Errorf("%w: data length %d does not match its counts", ErrCorrupt, n)
-	case off > r.g.dataSize || c > r.g.dataSize-off:
-		return fmt.Errorf("%w: data slot [%d,+%d) outside the data area", ErrCorrupt, off, c)
+	if err := checkSlot(r.rec[:], r.g.dataSize); err != nil {
+		return err
 	}
+	n := le.Uint32(r.rec[rDataLen:])
 	if cap(r.data) < int(n) {
 		r.data = make([]byte, n)
 	}
 	r.data = r.data[:n]
-	copyAtomic(r.data, r.m, int(r.g.dataOffset+off))
+	copyAtomic(r.data, r.m, int(r.g.dataOffset+le.Uint64(r.rec[rDataOff:])))
 	return nil
 }
 
 // Summary reads the fixed part of node's record. ok is false when the
-// node is not in use (or out of range).
+// node is not in the table (or out of range).
 func (r *Reader) Summary(node int) (Summary, bool, error) {
+	var s Summary
 	ok, err := r.snapshot(node, false)
-	if !ok || err != nil {
-		return Summary{}, false, err
+	if ok && err == nil {
+		decodeSummary(r.rec[:], &s)
 	}
-	b := &r.rec
-	s := Summary{
-		Node:          node,
-		Addr:          getAddr(b[:]),
-		LastSeen:      getTime(b[rLastSeen:]),
-		Time:          getTime(b[rTime:]),
-		BootTime:      getTime(b[rBootTime:]),
-		BootID:        [16]byte(b[rBootID : rBootID+16]),
-		CPUs:          int(le.Uint32(b[rCPUs:])),
-		NetDevs:       int(le.Uint16(b[rNets:])),
-		Total:         getTicks(b[rTicks:]),
-		TotalPercent:  getF32(b[rTotalPct:]),
-		Memory:        getMemory(b[rMemory:]),
-		Load:          getLoad(b[:]),
-		RxBytesPerSec: getF64(b[rRxRate:]),
-		TxBytesPerSec: getF64(b[rTxRate:]),
-		Repaired:      le.Uint32(b[rFlags:])&flagRepaired != 0,
-	}
-	return s, true, nil
+	return s, ok, err
 }
 
 // Read copies node's whole record into rec, reusing rec's slices. ok is
-// false when the node is not in use (or out of range).
+// false when the node is not in the table (or out of range).
 func (r *Reader) Read(node int, rec *Record) (bool, error) {
 	ok, err := r.snapshot(node, true)
 	if !ok || err != nil {
 		return false, err
 	}
 	b := r.rec[:]
-	rec.Node = node
-	rec.Addr = getAddr(b)
-	rec.LastSeen = getTime(b[rLastSeen:])
-	rec.TotalPercent = getF32(b[rTotalPct:])
-	rec.NetTotal = Rate{RxBytesPerSec: getF64(b[rRxRate:]), TxBytesPerSec: getF64(b[rTxRate:])}
-	rec.Repaired = le.Uint32(b[rFlags:])&flagRepaired != 0
-	s := &rec.Sample
-	s.Time = getTime(b[rTime:])
-	s.BootTime = getTime(b[rBootTime:])
-	s.BootID = [16]byte(b[rBootID : rBootID+16])
-	s.Total = getTicks(b[rTicks:])
-	s.Memory = getMemory(b[rMemory:])
-	s.Load = getLoad(b)
+	decodeSummary(b, &rec.Summary)
+	sum, s := &rec.Summary, &rec.Sample
+	s.Time, s.BootTime, s.BootID = sum.Time, sum.BootTime, sum.BootID
+	s.Total, s.Memory, s.Load = sum.Total, sum.Memory, sum.Load
 
-	models, cpus, nets := int(le.Uint16(b[rModels:])), int(le.Uint32(b[rCPUs:])), int(le.Uint16(b[rNets:]))
+	models, cpus, nets := int(le.Uint16(b[rModels:])), sum.CPUs, sum.NetDevs
 	d := r.data
 	r.models = r.models[:0]
 	for i := 0; i < models; i++ {

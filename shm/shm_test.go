@@ -340,7 +340,7 @@ func TestRemove(t *testing.T) {
 func TestGrowthWhileReading(t *testing.T) {
 	const nodes = 100_000
 	dir := t.TempDir()
-	w := create(t, dir, WriterOptions{InitialNodes: 4})
+	w := create(t, dir, WriterOptions{InitialNodes: 4, MaxNodes: nodes})
 	defer w.Close()
 	if err := putCounter(w, 0, 0, 1, 1); err != nil {
 		t.Fatal(err)
@@ -478,7 +478,9 @@ func TestRestartReusesTable(t *testing.T) {
 	}
 
 	// Growth by the new writer retires the old mapping; the reader follows.
-	putCounter(w2, 100, 100, 2, 2)
+	for n := 100; n < 120; n++ {
+		putCounter(w2, n, uint64(n), 2, 2)
+	}
 	if ok, err := r.Read(100, &rec); !ok || err != nil || rec.Sample.Memory.Total != 100 {
 		t.Errorf("node 100 after growth: %v %v", ok, err)
 	}
@@ -506,12 +508,13 @@ func TestKilledWriterRecordIsRepaired(t *testing.T) {
 	for n := range 4 {
 		putCounter(w, n, uint64(n), 2, 1)
 	}
-	off := w.g.recordOffset(2)
+	off := w.g.record(w.lookup(2))
 	store64(w.m, off+rSeq, load64(w.m, off+rSeq)+1)
 	le.PutUint64(w.m[off+rMemory:], 12345) // half-written
 	// Die: drop the mapping and lock without Close's bookkeeping.
 	unix.Munmap(w.m)
 	w.f.Close()
+	w.lock.Close()
 
 	r := openReader(t, dir)
 	var rec Record
@@ -562,7 +565,7 @@ func TestIncompatibleTableReplaced(t *testing.T) {
 
 	// Pretend a future version wrote it.
 	f, _ := os.OpenFile(path, os.O_RDWR, 0)
-	f.WriteAt([]byte{2, 0, 0, 0}, hVersion)
+	f.WriteAt([]byte{99, 0, 0, 0}, hVersion)
 	f.Close()
 
 	w2 := create(t, dir, WriterOptions{InitialNodes: 4})

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,9 +22,13 @@ import (
 
 // WriterOptions tune a new Writer. The zero value is usable.
 type WriterOptions struct {
-	// InitialNodes is how many node slots to lay out at first (recvstats
-	// -N). The table grows past it on demand. Default 64.
+	// InitialNodes is how many node records to lay out at first (recvstats
+	// -N). The table grows past it on demand, up to MaxNodes. Default 64.
 	InitialNodes int
+	// MaxNodes bounds how many nodes the table holds at once (node
+	// numbers themselves run up to the package's MaxNodes); Put of one
+	// more node fails with ErrTableFull. Default DefaultMaxNodes.
+	MaxNodes int
 	// DownAfter is published to readers: a node not heard from for this
 	// long is shown down. Default 30s.
 	DownAfter time.Duration
@@ -31,14 +36,22 @@ type WriterOptions struct {
 	Logger *slog.Logger
 }
 
+// DefaultMaxNodes is the default bound on the nodes a table holds.
+const DefaultMaxNodes = 65536
+
 // Assignment is a node number and the address it was last heard from.
 type Assignment struct {
 	Node int
 	Addr netip.AddrPort
 }
 
-// ErrClosed is returned by a Writer or Reader used after Close.
-var ErrClosed = errors.New("shm: table closed")
+var (
+	// ErrClosed is returned by a Writer or Reader used after Close.
+	ErrClosed = errors.New("shm: table closed")
+	// ErrTableFull is returned by Put for a new node when the table holds
+	// WriterOptions.MaxNodes nodes already.
+	ErrTableFull = errors.New("shm: table full")
+)
 
 const (
 	defaultInitialNodes = 64
@@ -51,18 +64,25 @@ const (
 // Writer is the one process that updates a table (recvstats). Its methods
 // are safe for concurrent use.
 type Writer struct {
-	mu   sync.Mutex
-	dir  string
-	path string
-	log  *slog.Logger
+	mu      sync.Mutex
+	dir     string
+	path    string
+	log     *slog.Logger
+	max     int // WriterOptions.MaxNodes
+	initial int // WriterOptions.InitialNodes: the table never shrinks below
 
-	f *os.File
-	m []byte
-	g geometry
+	lock *os.File // flocked: we are the writer
+	f    *os.File
+	m    []byte
+	g    geometry
 
-	bump  uint64              // first never-allocated byte of the data area
-	free  map[uint32][]uint64 // released slots by exact capacity
-	limit int                 // highest in-use node + 1
+	bump    uint64              // first never-allocated byte of the data area
+	free    map[uint32][]uint64 // released slots by exact capacity
+	records int                 // first never-allocated record
+	freeRec []int32             // released records
+	leaves  int                 // leaf pages in use
+	nodes   int                 // nodes in the index
+	limit   int                 // highest in-use node + 1
 
 	// scratch for Put, reused to keep it allocation-free
 	models   []string
@@ -75,20 +95,25 @@ type Writer struct {
 
 // Create opens the table in dir (DefaultDir when empty) for writing,
 // creating dir (mode 0755) and the table (mode 0644) as needed. An existing
-// table of this layout is reused in place, keeping every node's last data
-// and address; anything else is replaced atomically and the old file is
-// marked retired so its readers re-open the path. Only one writer may hold
-// a table at a time.
+// table of this layout that the caller's user owns and only it can write
+// is reused in place, keeping every node's last data and address; anything
+// else is replaced atomically (a replaced table of ours is marked retired
+// so its readers re-open the path). Only one writer may hold a table at a
+// time: it locks LockName in dir, which readers cannot open.
 func Create(dir string, opts WriterOptions) (*Writer, error) {
 	if dir == "" {
 		dir = DefaultDir
 	}
+	if opts.MaxNodes <= 0 {
+		opts.MaxNodes = DefaultMaxNodes
+	}
+	if opts.MaxNodes > MaxNodes {
+		return nil, fmt.Errorf("shm: a table of %d nodes exceeds the limit of %d", opts.MaxNodes, MaxNodes)
+	}
 	if opts.InitialNodes <= 0 {
 		opts.InitialNodes = defaultInitialNodes
 	}
-	if opts.InitialNodes > MaxNodes {
-		return nil, fmt.Errorf("shm: %d initial nodes exceeds the limit of %d", opts.InitialNodes, MaxNodes)
-	}
+	opts.InitialNodes = min(opts.InitialNodes, opts.MaxNodes)
 	if opts.DownAfter <= 0 {
 		opts.DownAfter = defaultDownAfter
 	}
@@ -98,22 +123,33 @@ func Create(dir string, opts WriterOptions) (*Writer, error) {
 	if err := mkdirWorldReadable(dir); err != nil {
 		return nil, err
 	}
-	if st, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("shm: table directory %s: %w", dir, err)
-	} else if !st.IsDir() {
-		return nil, fmt.Errorf("shm: table directory %s is not a directory", dir)
-	}
-	w := &Writer{
-		dir:  dir,
-		path: filepath.Join(dir, FileName),
-		log:  opts.Logger,
-		free: make(map[uint32][]uint64),
-	}
-	if err := w.open(opts); err != nil {
+	if err := checkDir(dir); err != nil {
 		return nil, err
 	}
+	w := &Writer{
+		dir:     dir,
+		path:    filepath.Join(dir, FileName),
+		log:     opts.Logger,
+		max:     opts.MaxNodes,
+		initial: opts.InitialNodes,
+		free:    make(map[uint32][]uint64),
+	}
+	lock, err := lockDir(dir)
+	if errors.Is(err, errBusy) {
+		return nil, fmt.Errorf("shm: table %s is in use by another writer (pid %d)", w.path, peekPID(w.path))
+	}
+	if err != nil {
+		return nil, err
+	}
+	w.lock = lock
+	if err := w.open(opts); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	ticks, _ := processStart(os.Getpid())
 	store64(w.m, hDownAfter, uint64(opts.DownAfter))
 	store64(w.m, hWriterStart, uint64(time.Now().UnixNano()))
+	store64(w.m, hWriterTicks, ticks)
 	store32(w.m, hWriterPID, uint32(os.Getpid()))
 	return w, nil
 }
@@ -140,37 +176,36 @@ func mkdirWorldReadable(dir string) error {
 	return nil
 }
 
-// open reuses the table at w.path or lays out a new one.
+// open reuses the table at w.path or lays out a new one; the caller holds
+// the lock.
 func (w *Writer) open(opts WriterOptions) error {
-	old, err := os.OpenFile(w.path, os.O_RDWR, 0)
+	w.cleanTemps()
+	fresh := func() error {
+		capacity := opts.InitialNodes
+		g := newGeometry(uint64(time.Now().UnixNano()), capacity, leavesFor(capacity), dataSizeFor(capacity))
+		return w.install(g)
+	}
+	old, err := openOwned(w.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		g := newGeometry(uint64(time.Now().UnixNano()), opts.InitialNodes, dataSizeFor(opts.InitialNodes))
-		return w.install(g, nil)
+		return fresh()
+	case errors.Is(err, errForeign):
+		// Someone else's file (or a symlink): never read or written, only
+		// replaced by our own.
+		w.log.Warn("shm: replacing a table file the writer does not own", "path", w.path, "reason", err)
+		return fresh()
 	case err != nil:
 		return fmt.Errorf("shm: open table %s for writing: %w", w.path, err)
 	}
-	if err := unix.Flock(int(old.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		pid := peekPID(old)
-		old.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return fmt.Errorf("shm: table %s is in use by another writer (pid %d)", w.path, pid)
-		}
-		return fmt.Errorf("shm: lock table %s: %w", w.path, err)
-	}
 	if err := w.reuse(old); err == nil {
-		w.cleanTemps()
 		if opts.InitialNodes > w.g.capacity {
-			return w.relayout(opts.InitialNodes, 0)
+			return w.relayout(opts.InitialNodes, w.g.leaves, 0)
 		}
 		return nil
 	} else {
 		w.log.Info("shm: replacing existing table", "path", w.path, "reason", err)
 	}
-	w.cleanTemps()
-	capacity := opts.InitialNodes
-	g := newGeometry(uint64(time.Now().UnixNano()), capacity, dataSizeFor(capacity))
-	err = w.install(g, nil)
+	err = fresh()
 	retireFile(old)
 	old.Close()
 	return err
@@ -183,9 +218,6 @@ func (w *Writer) reuse(f *os.File) error {
 	if err != nil {
 		return err
 	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", w.path)
-	}
 	if st.Size() < headerSize || st.Size() > math.MaxInt {
 		return fmt.Errorf("%w: %d bytes", ErrNotTable, st.Size())
 	}
@@ -193,47 +225,151 @@ func (w *Writer) reuse(f *os.File) error {
 	if err != nil {
 		return fmt.Errorf("map %s: %w", w.path, err)
 	}
-	g, err := decodeHeader(m, st.Size())
-	if err == nil && load32(m, hRetired) != 0 {
-		err = errors.New("table is marked retired")
-	}
-	if err == nil {
-		err = checkSlots(m, g)
-	}
-	if err != nil {
+	if err := w.adoptMapping(m); err != nil {
 		unix.Munmap(m)
 		return err
 	}
-	w.f, w.m, w.g = f, m, g
-	repaired := 0
-	for n := 0; n < g.capacity; n++ {
-		off := g.recordOffset(n)
-		seq := load64(m, off+rSeq)
-		if seq&1 != 0 {
-			w.repair(off, seq)
-			repaired++
-		}
-		rec := m[off : off+recordSize]
-		if le.Uint32(rec[rFlags:])&flagInUse != 0 {
-			w.limit = n + 1
-			if end := le.Uint64(rec[rDataOff:]) + uint64(le.Uint32(rec[rDataCap:])); end > w.bump {
-				w.bump = end
-			}
-		}
+	w.f = f
+	return nil
+}
+
+// adoptMapping takes over the table mapped at m if it is sound.
+func (w *Writer) adoptMapping(m []byte) error {
+	g, err := decodeHeader(m, int64(len(m)))
+	if err == nil && load32(m, hRetired) != 0 {
+		err = errors.New("table is marked retired")
 	}
-	store32(m, hNodeLimit, uint32(w.limit))
+	var a adoption
+	if err == nil {
+		a, err = adopt(m, g)
+	}
+	if err != nil {
+		return err
+	}
+	w.m, w.g = m, g
+	// Only now, with the whole file checked, repair and tidy it.
+	for _, k := range a.odd {
+		w.repair(g.record(k))
+	}
+	for _, k := range a.stray {
+		w.clearRecord(g.record(k))
+	}
+	w.bump, w.records, w.freeRec = a.bump, a.records, a.freeRec
+	w.leaves, w.nodes, w.limit = a.leaves, a.nodes, a.limit
+	clear(m[leavesOffset+a.leaves*leafSize : g.recordOffset]) // leaves to come start empty
+	w.publishCounts()
 	store64(m, hDataUsed, w.bump)
-	if repaired > 0 {
-		w.log.Warn("shm: repaired records left half-written by a previous writer", "path", w.path, "records", repaired)
+	if len(a.odd) > 0 {
+		w.log.Warn("shm: repaired records left half-written by a previous writer", "path", w.path, "records", len(a.odd))
 	}
 	return nil
 }
 
-// repair closes a record a dead writer left odd. Its contents may be torn,
-// so only the node number and address survive (recvstats keeps node
-// assignments by them); the rest waits for the node's next packet.
-func (w *Writer) repair(off int, seq uint64) {
+// adoption is what adopt learnt of a table it found sound.
+type adoption struct {
+	odd, stray []int // records left half-written; in use but not indexed
+	freeRec    []int32
+	records    int // one past the last record in use
+	leaves     int // one past the last leaf in use
+	bump       uint64
+	nodes      int
+	limit      int
+}
+
+// adopt checks every offset of a table a new writer found at the path:
+// each directory word names a distinct leaf inside the file, each leaf
+// word a distinct record inside the file that is in use for that very
+// node, each record's slot lies inside the data area, matches its counts
+// and overlaps no other. It only reads m.
+func adopt(m []byte, g geometry) (adoption, error) {
+	var a adoption
+	leafSeen := make([]bool, g.leaves)
+	recSeen := make([]bool, g.capacity)
+	type span struct{ off, end uint64 }
+	var slots []span
+	for d := range dirEntries {
+		l := int(load32(m, dirOffset+4*d))
+		if l == 0 {
+			continue
+		}
+		if l > g.leaves || leafSeen[l-1] {
+			return a, fmt.Errorf("%w: directory entry %d names leaf %d (of %d, or twice)", ErrCorrupt, d, l, g.leaves)
+		}
+		leafSeen[l-1] = true
+		a.leaves = max(a.leaves, l)
+		for e := range leafEntries {
+			node := d*leafEntries + e
+			k := int(load32(m, leafWord(l-1, node)))
+			if k == 0 {
+				continue
+			}
+			if k > g.capacity || recSeen[k-1] {
+				return a, fmt.Errorf("%w: node %d names record %d (of %d, or twice)", ErrCorrupt, node, k, g.capacity)
+			}
+			recSeen[k-1] = true
+			k--
+			a.records = max(a.records, k+1)
+			rec := m[g.record(k):][:recordSize]
+			if le.Uint32(rec[rFlags:])&flagInUse == 0 || int(le.Uint32(rec[rNode:])) != node {
+				return a, fmt.Errorf("%w: node %d names record %d of node %d", ErrCorrupt, node, k, le.Uint32(rec[rNode:]))
+			}
+			if load64(m, g.record(k)+rSeq)&1 != 0 {
+				// Torn by a dead writer: only the slot is kept, and checked.
+				a.odd = append(a.odd, k)
+				off, c := le.Uint64(rec[rDataOff:]), uint64(le.Uint32(rec[rDataCap:]))
+				if off%slotAlign != 0 || c%slotAlign != 0 || off > g.dataSize || c > g.dataSize-off {
+					return a, fmt.Errorf("%w: node %d data slot [%d,+%d) outside the data area", ErrCorrupt, node, off, c)
+				}
+			} else if err := checkSlot(rec, g.dataSize); err != nil {
+				return a, fmt.Errorf("node %d: %w", node, err)
+			}
+			off, c := le.Uint64(rec[rDataOff:]), uint64(le.Uint32(rec[rDataCap:]))
+			if c > 0 {
+				slots = append(slots, span{off, off + c})
+				a.bump = max(a.bump, off+c)
+			}
+			a.nodes++
+			a.limit = node + 1
+		}
+	}
+	slices.SortFunc(slots, func(x, y span) int { return cmp.Compare(x.off, y.off) })
+	for i := 1; i < len(slots); i++ {
+		if slots[i].off < slots[i-1].end {
+			return a, fmt.Errorf("%w: data slots overlap at %d", ErrCorrupt, slots[i].off)
+		}
+	}
+	// Records not indexed are free; one in use was being added or removed
+	// when its writer died.
+	for k := range g.capacity {
+		if recSeen[k] {
+			continue
+		}
+		if k < a.records {
+			a.freeRec = append(a.freeRec, int32(k))
+		}
+		if !allZero(m[g.record(k)+8:][:recordSize-8]) || load64(m, g.record(k))&1 != 0 {
+			a.stray = append(a.stray, k)
+		}
+	}
+	return a, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// repair closes a record at off a dead writer left odd. Its contents may
+// be torn, so only the node number, address and slot survive (recvstats
+// keeps node assignments by them); the rest waits for the node's next
+// packet.
+func (w *Writer) repair(off int) {
 	rec := w.m[off : off+recordSize]
+	seq := load64(w.m, off+rSeq)
 	node, flags := le.Uint32(rec[rNode:]), le.Uint32(rec[rFlags:])
 	var addr [rCPUs - rAddr]byte
 	copy(addr[:], rec[rAddr:rCPUs])
@@ -247,40 +383,42 @@ func (w *Writer) repair(off int, seq uint64) {
 	store64(w.m, off+rSeq, seq+1)
 }
 
-// checkSlots verifies that the data slots of in-use records lie inside the
-// data area and do not overlap, so a writer can trust them.
-func checkSlots(m []byte, g geometry) error {
-	type slot struct{ off, end uint64 }
-	var slots []slot
-	for n := 0; n < g.capacity; n++ {
-		rec := m[g.recordOffset(n):][:recordSize]
-		if le.Uint32(rec[rFlags:])&flagInUse == 0 {
-			continue
-		}
-		off, c := le.Uint64(rec[rDataOff:]), uint64(le.Uint32(rec[rDataCap:]))
-		if c == 0 {
-			continue
-		}
-		if off%slotAlign != 0 || c%slotAlign != 0 || off > g.dataSize || c > g.dataSize-off {
-			return fmt.Errorf("%w: node %d data slot [%d,+%d) outside the data area", ErrCorrupt, n, off, c)
-		}
-		slots = append(slots, slot{off, off + c})
-	}
-	slices.SortFunc(slots, func(a, b slot) int { return cmp.Compare(a.off, b.off) })
-	for i := 1; i < len(slots); i++ {
-		if slots[i].off < slots[i-1].end {
-			return fmt.Errorf("%w: data slots overlap at %d", ErrCorrupt, slots[i].off)
-		}
-	}
-	return nil
+// clearRecord empties the record at off inside a seqlock window.
+func (w *Writer) clearRecord(off int) {
+	seq := load64(w.m, off+rSeq) &^ 1
+	store64(w.m, off+rSeq, seq+1)
+	clear(w.recBuf[:])
+	publish(w.m, off+8, w.recBuf[8:])
+	store64(w.m, off+rSeq, seq+2)
+}
+
+// publishCounts tells readers the node count, leaves and node limit.
+func (w *Writer) publishCounts() {
+	store32(w.m, hNodes, uint32(w.nodes))
+	store32(w.m, hLeavesUsed, uint32(w.leaves))
+	store32(w.m, hNodeLimit, uint32(w.limit))
 }
 
 func dataSizeFor(nodes int) uint64 {
 	return max(uint64(nodes)*slotEstimate, minDataSize)
 }
 
-// peekPID reads the writer pid from a table file, 0 if it cannot.
-func peekPID(f *os.File) uint32 {
+// leavesFor is the leaf pages to lay out for capacity nodes numbered
+// densely from 0; sparse numbers grow the index on demand.
+func leavesFor(capacity int) int {
+	return min(dirEntries, max(1, (capacity+leafEntries-1)/leafEntries))
+}
+
+// peekPID reads the writer pid from the table at path, 0 if it cannot.
+func peekPID(path string) uint32 {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return 0
+	}
 	var b [4]byte
 	if _, err := f.ReadAt(b[:], hWriterPID); err != nil {
 		return 0
@@ -288,9 +426,9 @@ func peekPID(f *os.File) uint32 {
 	return le.Uint32(b[:])
 }
 
-// retireFile marks a replaced file so its readers re-open the path. Only
-// files that carry the magic are touched: the retired word sits at the
-// same offset in every layout version.
+// retireFile marks a replaced file of ours so its readers re-open the
+// path. Only files that carry the magic are touched: the retired word sits
+// at the same offset in every layout version.
 func retireFile(f *os.File) {
 	var b [8]byte
 	if _, err := f.ReadAt(b[:], hMagic); err != nil || b != magic {
@@ -301,19 +439,25 @@ func retireFile(f *os.File) {
 	f.WriteAt(one[:], hRetired)
 }
 
-// cleanTemps removes half-built tables a writer died leaving behind; only
-// the lock holder may, so no live writer is still building one.
+// cleanTemps removes half-built tables a writer of ours died leaving
+// behind; only the lock holder may, so no live writer is still building
+// one. Other users' files are left alone.
 func (w *Writer) cleanTemps() {
 	names, _ := filepath.Glob(filepath.Join(w.dir, tempPattern))
 	for _, n := range names {
-		os.Remove(n)
+		var st unix.Stat_t
+		if unix.Lstat(n, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && int(st.Uid) == os.Geteuid() {
+			os.Remove(n)
+		}
 	}
 }
 
-// install builds a table of geometry g in a temporary file, copies the
-// in-use records of the current mapping (if any) into it, renames it into
-// place and retires the current mapping.
-func (w *Writer) install(g geometry, prev []byte) error {
+// install builds a table of geometry g in a new temporary file (created
+// exclusively: never someone else's file or a symlink), copies the nodes
+// of the current mapping (if any) into it, renames it into place and
+// retires the current mapping.
+func (w *Writer) install(g geometry) error {
+	prev := w.m
 	f, err := os.CreateTemp(w.dir, tempPattern)
 	if err != nil {
 		return fmt.Errorf("shm: create table in %s: %w", w.dir, err)
@@ -327,9 +471,6 @@ func (w *Writer) install(g geometry, prev []byte) error {
 	if err := f.Chmod(0o644); err != nil {
 		return fail(fmt.Errorf("shm: set mode 0644 on %s: %w", tmp, err))
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return fail(fmt.Errorf("shm: lock %s: %w", tmp, err))
-	}
 	if err := reserve(f, int64(g.fileSize)); err != nil {
 		return fail(fmt.Errorf("shm: size %s to %d bytes: %w", tmp, g.fileSize, err))
 	}
@@ -339,15 +480,13 @@ func (w *Writer) install(g geometry, prev []byte) error {
 	}
 	encodeHeader(m[:headerSize], g)
 
+	// Copy the nodes in node order, packing records, leaves and slots.
 	var bump uint64
-	limit := 0
+	records, leaves, limit := 0, 0, 0
 	if prev != nil {
-		for n := 0; n < w.g.capacity; n++ {
-			src := prev[w.g.recordOffset(n):][:recordSize]
-			if le.Uint32(src[rFlags:])&flagInUse == 0 {
-				continue
-			}
-			dst := m[g.recordOffset(n):][:recordSize]
+		w.eachNode(func(node, k int) {
+			src := prev[w.g.record(k):][:recordSize]
+			dst := m[g.record(records):][:recordSize]
 			copy(dst, src)
 			if c := uint64(le.Uint32(src[rDataCap:])); c > 0 {
 				from := w.g.dataOffset + le.Uint64(src[rDataOff:])
@@ -355,15 +494,21 @@ func (w *Writer) install(g geometry, prev []byte) error {
 				le.PutUint64(dst[rDataOff:], bump)
 				bump += c
 			}
-			limit = n + 1
-		}
-		for _, off := range []int{hDownAfter, hUpdateReq, hWriterStart, hPuts} {
+			l := int(le.Uint32(m[dirWord(node):]))
+			if l == 0 {
+				leaves++
+				l = leaves
+				le.PutUint32(m[dirWord(node):], uint32(l))
+			}
+			records++
+			le.PutUint32(m[leafWord(l-1, node):], uint32(records))
+			limit = node + 1
+		})
+		for _, off := range []int{hDownAfter, hUpdateReq, hWriterStart, hPuts, hWriterTicks} {
 			store64(m, off, load64(prev, off))
 		}
 		store32(m, hWriterPID, load32(prev, hWriterPID))
 	}
-	store32(m, hNodeLimit, uint32(limit))
-	store64(m, hDataUsed, bump)
 
 	if err := os.Rename(tmp, w.path); err != nil {
 		unix.Munmap(m)
@@ -373,12 +518,44 @@ func (w *Writer) install(g geometry, prev []byte) error {
 		// Readers see the new file at the path before they learn to look.
 		store32(prev, hRetired, retiredMarker)
 		unix.Munmap(prev)
-		w.f.Close()
+		if w.f != nil {
+			w.f.Close()
+		}
 	}
 	w.f, w.m, w.g = f, m, g
-	w.bump, w.limit = bump, limit
+	w.bump, w.records, w.leaves, w.limit = bump, records, leaves, limit
+	w.nodes = records
+	w.freeRec = w.freeRec[:0]
 	clear(w.free)
+	w.publishCounts()
+	store64(m, hDataUsed, bump)
 	return nil
+}
+
+// eachNode calls f for every node in the index, ascending, with its
+// record number.
+func (w *Writer) eachNode(f func(node, k int)) {
+	for d := range dirEntries {
+		l := int(load32(w.m, dirOffset+4*d))
+		if l == 0 {
+			continue
+		}
+		for e := range leafEntries {
+			node := d*leafEntries + e
+			if k := int(load32(w.m, leafWord(l-1, node))); k != 0 {
+				f(node, k-1)
+			}
+		}
+	}
+}
+
+// lookup is node's record number, -1 when node is not in the index.
+func (w *Writer) lookup(node int) int {
+	l := int(load32(w.m, dirWord(node)))
+	if l == 0 {
+		return -1
+	}
+	return int(load32(w.m, leafWord(l-1, node))) - 1
 }
 
 // reserve gives f its size with blocks behind it, so a full disk is an
@@ -391,52 +568,68 @@ func reserve(f *os.File, size int64) error {
 	return err
 }
 
-// relayout grows the table to at least capacity nodes with room for extra
-// more data bytes, compacting the data area.
-func (w *Writer) relayout(capacity int, extra uint64) error {
-	capacity = max(capacity, w.g.capacity)
-	var live, inUse uint64
-	for n := 0; n < w.limit; n++ {
-		rec := w.m[w.g.recordOffset(n):][:recordSize]
-		if le.Uint32(rec[rFlags:])&flagInUse != 0 {
-			live += uint64(le.Uint32(rec[rDataCap:]))
-			inUse++
+// relayout lays the table out again with room for at least capacity
+// records, leaves index leaves and extra more data bytes, compacting
+// records, leaves and data.
+func (w *Writer) relayout(capacity, leaves int, extra uint64) error {
+	capacity = max(capacity, w.nodes)
+	blocks := 0
+	for d := range dirEntries {
+		if load32(w.m, dirOffset+4*d) != 0 {
+			blocks++
 		}
 	}
-	// Size the data area for a full index of nodes like the ones seen so
+	leaves = min(dirEntries, max(leaves, blocks))
+	var live uint64
+	w.eachNode(func(_, k int) { live += uint64(le.Uint32(w.m[w.g.record(k)+rDataCap:])) })
+	// Size the data area for a full table of nodes like the ones seen so
 	// far, and at least double what is live now.
 	perNode := uint64(slotEstimate)
-	if inUse > 0 {
-		perNode = live / inUse
+	if w.nodes > 0 {
+		perNode = live / uint64(w.nodes)
 	}
 	data := max(uint64(capacity)*perNode, 2*(live+extra), minDataSize)
-	g := newGeometry(w.g.generation+1, capacity, data)
+	g := newGeometry(w.g.generation+1, capacity, leaves, data)
 	start := time.Now()
-	if err := w.install(g, w.m); err != nil {
+	if err := w.install(g); err != nil {
 		return err
 	}
 	w.log.Info("shm: table re-laid out", "path", w.path, "generation", g.generation,
-		"nodes", g.capacity, "data_bytes", g.dataSize, "took", time.Since(start))
+		"nodes", g.capacity, "leaves", g.leaves, "data_bytes", g.dataSize, "took", time.Since(start))
 	return nil
 }
 
-// alloc finds a data slot of exactly c bytes (a multiple of slotAlign),
-// growing the data area if needed.
-func (w *Writer) alloc(c uint32) (uint64, error) {
+// room makes sure a Put can allocate what it needs without a relayout in
+// between: a record and a leaf for a new node, a data slot of c bytes.
+func (w *Writer) room(node int, isNew bool, c uint32) error {
+	needRec := isNew && len(w.freeRec) == 0 && w.records == w.g.capacity
+	needLeaf := isNew && load32(w.m, dirWord(node)) == 0 && w.leaves == w.g.leaves
+	needData := c > 0 && len(w.free[c]) == 0 && w.bump+uint64(c) > w.g.dataSize
+	if !needRec && !needLeaf && !needData {
+		return nil
+	}
+	capacity, leaves := w.g.capacity, w.g.leaves
+	if needRec {
+		capacity = min(max(2*capacity, 1), w.max)
+	}
+	if needLeaf {
+		leaves = min(max(2*leaves, 1), dirEntries)
+	}
+	return w.relayout(capacity, leaves, uint64(c))
+}
+
+// alloc takes a data slot of exactly c bytes (a multiple of slotAlign);
+// room has made sure there is one.
+func (w *Writer) alloc(c uint32) uint64 {
 	if l := w.free[c]; len(l) > 0 {
 		off := l[len(l)-1]
 		w.free[c] = l[:len(l)-1]
-		return off, nil
-	}
-	if w.bump+uint64(c) > w.g.dataSize {
-		if err := w.relayout(w.g.capacity, uint64(c)); err != nil {
-			return 0, err
-		}
+		return off
 	}
 	off := w.bump
 	w.bump += uint64(c)
 	store64(w.m, hDataUsed, w.bump)
-	return off, nil
+	return off
 }
 
 func (w *Writer) release(off uint64, c uint32) {
@@ -466,34 +659,52 @@ func (w *Writer) Put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sa
 	if w.m == nil {
 		return ErrClosed
 	}
-	if node >= w.g.capacity {
-		if err := w.relayout(max(node+1, 2*w.g.capacity), 0); err != nil {
-			return err
-		}
-	}
 	w.collectModels(s)
 	need := uint32(alignUp(uint64(slotLen(len(w.models), len(s.CPUs), len(s.Net))), slotAlign))
 
-	off := w.g.recordOffset(node)
-	totalPct, rx, tx := w.derive(w.m[off:off+recordSize], s)
-
-	rec := w.m[off : off+recordSize]
-	inUse := le.Uint32(rec[rFlags:])&flagInUse != 0
-	dataOff, dataCap := le.Uint64(rec[rDataOff:]), le.Uint32(rec[rDataCap:])
-	moved := !inUse || need > dataCap
-	if moved {
-		newOff, err := w.alloc(need)
-		if err != nil {
-			return err
-		}
-		// alloc may have re-laid out the table: look again.
-		off = w.g.recordOffset(node)
-		rec = w.m[off : off+recordSize]
+	k := w.lookup(node)
+	isNew := k < 0
+	if isNew && w.nodes >= w.max {
+		return fmt.Errorf("%w: node %d would be node %d of at most %d", ErrTableFull, node, w.nodes+1, w.max)
+	}
+	var dataOff uint64
+	var dataCap uint32
+	if !isNew {
+		rec := w.m[w.g.record(k):][:recordSize]
 		dataOff, dataCap = le.Uint64(rec[rDataOff:]), le.Uint32(rec[rDataCap:])
-		if inUse {
+	}
+	moved := isNew || need > dataCap
+	want := need
+	if !moved {
+		want = 0
+	}
+	if err := w.room(node, isNew, want); err != nil {
+		return err
+	}
+	if !isNew { // room may have re-laid out the table: look again
+		k = w.lookup(node)
+		rec := w.m[w.g.record(k):][:recordSize]
+		dataOff, dataCap = le.Uint64(rec[rDataOff:]), le.Uint32(rec[rDataCap:])
+	} else if n := len(w.freeRec); n > 0 {
+		k = int(w.freeRec[n-1])
+		w.freeRec = w.freeRec[:n-1]
+	} else {
+		k = w.records
+		w.records++
+	}
+	off := w.g.record(k)
+	var totalPct float32
+	var rx, tx float64
+	if isNew {
+		totalPct, rx, tx = w.derive(nil, s)
+	} else {
+		totalPct, rx, tx = w.derive(w.m[off:off+recordSize], s)
+	}
+	if moved {
+		if !isNew {
 			defer w.release(dataOff, dataCap)
 		}
-		dataOff, dataCap = newOff, need
+		dataOff, dataCap = w.alloc(need), need
 	}
 
 	// Encode privately, then publish inside the shortest possible window.
@@ -508,9 +719,18 @@ func (w *Writer) Put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sa
 	publish(w.m, int(w.g.dataOffset+dataOff), w.dataBuf)
 	store64(w.m, off+rSeq, seq+2)
 
-	if node >= w.limit {
-		w.limit = node + 1
-		store32(w.m, hNodeLimit, uint32(w.limit))
+	if isNew {
+		// Index the record only once it is whole.
+		l := int(load32(w.m, dirWord(node)))
+		if l == 0 {
+			w.leaves++
+			l = w.leaves
+			store32(w.m, dirWord(node), uint32(l))
+		}
+		store32(w.m, leafWord(l-1, node), uint32(k+1))
+		w.nodes++
+		w.limit = max(w.limit, node+1)
+		w.publishCounts()
 	}
 	store64(w.m, hPuts, load64(w.m, hPuts)+1)
 	return nil
@@ -536,17 +756,20 @@ func (w *Writer) collectModels(s *sample.Sample) {
 
 // derive computes CPU percents and byte rates of s against the previous
 // record rec of the same node.
+// A nil rec means the node is new.
 func (w *Writer) derive(rec []byte, s *sample.Sample) (total float32, rx, tx float64) {
-	prevOK := le.Uint32(rec[rFlags:])&flagInUse != 0 &&
+	prevOK := rec != nil && le.Uint32(rec[rFlags:])&flagInUse != 0 &&
 		[16]byte(rec[rBootID:rBootID+16]) == s.BootID
-	prevTime := getTime(rec[rTime:])
+	var prevTime time.Time
 	var prevData []byte
 	var prevModels, prevCPUs, prevNets int
 	if prevOK {
+		prevTime = getTime(rec[rTime:])
 		prevModels, prevCPUs, prevNets = int(le.Uint16(rec[rModels:])), int(le.Uint32(rec[rCPUs:])), int(le.Uint16(rec[rNets:]))
-		n := slotLen(prevModels, prevCPUs, prevNets)
-		if c := int(le.Uint32(rec[rDataCap:])); n <= c {
-			prevData = w.m[w.g.dataOffset+le.Uint64(rec[rDataOff:]):][:n]
+		if checkSlot(rec, w.g.dataSize) == nil {
+			prevData = w.m[w.g.dataOffset+le.Uint64(rec[rDataOff:]):][:slotLen(prevModels, prevCPUs, prevNets)]
+		} else {
+			prevModels, prevCPUs, prevNets = 0, 0, 0
 		}
 	}
 
@@ -718,18 +941,18 @@ func (w *Writer) encodeData(b []byte, s *sample.Sample) {
 	}
 }
 
-// Nodes lists every in-use record's node and address, so recvstats can
-// restore its node assignments after a restart.
+// Nodes lists every node in the table, ascending, with its address, so
+// recvstats can restore its node assignments after a restart.
 func (w *Writer) Nodes() []Assignment {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []Assignment
-	for n := 0; n < w.limit; n++ {
-		rec := w.m[w.g.recordOffset(n):][:recordSize]
-		if le.Uint32(rec[rFlags:])&flagInUse != 0 {
-			out = append(out, Assignment{Node: n, Addr: getAddr(rec)})
-		}
+	if w.m == nil {
+		return out
 	}
+	w.eachNode(func(node, k int) {
+		out = append(out, Assignment{Node: node, Addr: getAddr(w.m[w.g.record(k):][:recordSize])})
+	})
 	return out
 }
 
@@ -743,29 +966,41 @@ func (w *Writer) SetUpdateRequest(t time.Time) {
 	}
 }
 
-// Remove forgets node: readers no longer see it and its address is free.
+// Remove forgets node: readers no longer see it, and its record and data
+// slot are reused by the next new node. When a quarter or less of the
+// records stay in use the table is laid out again, smaller.
 func (w *Writer) Remove(node int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.m == nil || node < 0 || node >= w.g.capacity {
+	if w.m == nil || node < 0 || node >= MaxNodes {
 		return
 	}
-	off := w.g.recordOffset(node)
+	k := w.lookup(node)
+	if k < 0 {
+		return
+	}
+	// Unindex first: a reader that still found the record sees it empty.
+	store32(w.m, leafWord(int(load32(w.m, dirWord(node)))-1, node), 0)
+	off := w.g.record(k)
 	rec := w.m[off : off+recordSize]
-	if le.Uint32(rec[rFlags:])&flagInUse == 0 {
-		return
-	}
 	dataOff, dataCap := le.Uint64(rec[rDataOff:]), le.Uint32(rec[rDataCap:])
-	clear(w.recBuf[:])
-	seq := load64(w.m, off+rSeq)
-	store64(w.m, off+rSeq, seq+1)
-	publish(w.m, off+8, w.recBuf[8:])
-	store64(w.m, off+rSeq, seq+2)
+	w.clearRecord(off)
 	w.release(dataOff, dataCap)
-	for w.limit > 0 && le.Uint32(w.m[w.g.recordOffset(w.limit-1)+rFlags:])&flagInUse == 0 {
-		w.limit--
+	w.freeRec = append(w.freeRec, int32(k))
+	w.nodes--
+	if node == w.limit-1 {
+		w.limit = 0
+		w.eachNode(func(n, _ int) { w.limit = n + 1 })
 	}
-	store32(w.m, hNodeLimit, uint32(w.limit))
+	w.publishCounts()
+	// Down to a quarter of the records in use: lay the table out again at
+	// twice the nodes left, so the file follows the nodes present down as
+	// well as up.
+	if w.g.capacity > w.initial && 4*w.nodes < w.g.capacity {
+		if err := w.relayout(max(w.initial, 2*w.nodes), 1, 0); err != nil {
+			w.log.Warn("shm: could not shrink the table", "path", w.path, "err", err)
+		}
+	}
 }
 
 // Close unmaps the table and releases it for the next writer. The file
@@ -778,10 +1013,16 @@ func (w *Writer) Close() error {
 		return ErrClosed
 	}
 	store32(w.m, hWriterPID, 0)
+	store64(w.m, hWriterTicks, 0)
 	err := unix.Munmap(w.m)
 	w.m = nil
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
+	if w.f != nil {
+		if cerr := w.f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if w.lock != nil {
+		w.lock.Close() // releases the lock for the next writer
 	}
 	if err != nil {
 		return fmt.Errorf("shm: close table %s: %w", w.path, err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,7 +91,7 @@ func (c *callbacker) call(cb callback) error {
 	}
 	addr := netip.AddrPortFrom(c.rpcbind.Addr(), port).String()
 	var opts []oncrpc.DialOption
-	if os.Geteuid() == 0 {
+	if canBindReserved() {
 		opts = append(opts, oncrpc.WithPrivilegedPort())
 	} else {
 		c.privWarn.Do(func() {

@@ -72,7 +72,21 @@ type Config struct {
 	// NotifyTimeout bounds one attempt on one host: rpcbind lookup plus the
 	// SM_NOTIFY calls (default 3s).
 	NotifyTimeout time.Duration
-	Logger        *slog.Logger
+	// ResetStore (--reset-store) begins a new store when the old one is
+	// missing, empty or damaged while the state file knows a state number;
+	// the state still moves forward from the state file's.
+	ResetStore bool
+	// NFSUtilsDir is the nfs-utils state directory a new store imports
+	// (--nfs-utils-dir; the command's default is /var/lib/nfs); "" imports
+	// nothing.
+	NFSUtilsDir string
+	// KernelStatePath is where the state number is written for the
+	// kernel's lock manager when the file exists (the command's default is
+	// DefaultKernelStatePath); "" writes nothing.
+	KernelStatePath string
+	// BootTime overrides when the host booted (tests of the import rule).
+	BootTime time.Time
+	Logger   *slog.Logger
 }
 
 func (c *Config) withDefaults() (Config, error) {

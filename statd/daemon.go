@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -67,13 +66,10 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	}
 	d := &daemon{cfg: cfg, log: cfg.Logger, debug: cfg.Logger.Enabled(context.Background(), slog.LevelDebug), started: time.Now(), idx: newIndex(), refusals: newRefusalLog(),
 		limiter: nsm.NewRateLimiter(1, 10, 4096), resolveSem: make(chan struct{}, 16)}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, nsm.StartResult{}, fmt.Errorf("state directory: %w", err)
-	}
 	if d.bootID, err = ReadBootID(cfg.BootIDPath); err != nil {
 		return nil, nsm.StartResult{}, err
 	}
-	if d.store, err = nsm.OpenStore(filepath.Join(cfg.StateDir, StoreFileName)); err != nil {
+	if d.store, err = openStore(cfg, d.bootID, d.log); err != nil {
 		return nil, nsm.StartResult{}, err
 	}
 	var res nsm.StartResult
@@ -185,6 +181,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return err
 	}
 	defer admin.close()
+	if err := d.dropPrivileges(); err != nil {
+		return err
+	}
 
 	if !d.cfg.NoNotify {
 		if err := d.loadOwed(); err != nil {

@@ -4,7 +4,11 @@
 package beostattest
 
 import (
+	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hoststat/hoststat/shm"
@@ -48,4 +52,57 @@ func PutTwoSamples(w *shm.Writer, node int, seen time.Time) error {
 	s.CPUs[1].Ticks = sample.Ticks{User: 125, Idle: 175}
 	s.Net[1].RxBytes, s.Net[1].TxBytes = 12000, 11000
 	return w.Put(node, Addr(node), seen, s)
+}
+
+// LeaveMidWrite makes node's record in the table in dir look as a writer
+// killed in the middle of writing it leaves it: its sequence word odd. It
+// finds the record by the layout of docs/shm.md, as any reader could.
+func LeaveMidWrite(dir string, node int) error {
+	f, err := os.OpenFile(filepath.Join(dir, shm.FileName), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	word := func(off int64, n int) (uint64, error) {
+		var b [8]byte
+		if _, err := f.ReadAt(b[:n], off); err != nil {
+			return 0, err
+		}
+		return binary.LittleEndian.Uint64(b[:]), nil
+	}
+	leaf, err := word(4096+4*int64(node/1024), 4)
+	if err != nil || leaf == 0 {
+		return fmt.Errorf("node %d has no index leaf: %v", node, err)
+	}
+	rec, err := word(8192+4096*int64(leaf-1)+4*int64(node%1024), 4)
+	if err != nil || rec == 0 {
+		return fmt.Errorf("node %d has no record: %v", node, err)
+	}
+	records, err := word(40, 8)
+	if err != nil {
+		return err
+	}
+	off := int64(records) + 320*int64(rec-1)
+	seq, err := word(off, 8)
+	if err != nil {
+		return err
+	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], seq|1)
+	_, err = f.WriteAt(b[:], off)
+	return err
+}
+
+// SetWriterPID writes pid as the table's writer in the header, as if that
+// process had the table open.
+func SetWriterPID(dir string, pid int) error {
+	f, err := os.OpenFile(filepath.Join(dir, shm.FileName), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], uint32(pid))
+	_, err = f.WriteAt(b[:], 120)
+	return err
 }

@@ -3,9 +3,12 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hoststat/hoststat/beostat"
 	"github.com/hoststat/hoststat/shm"
@@ -19,30 +22,63 @@ func writeTable(w io.Writer, info shm.Info, st []beostat.Status, now time.Time) 
 			up++
 		}
 	}
-	writer := "no recvstats"
-	if info.WriterPID != 0 {
-		writer = fmt.Sprintf("recvstats pid %d", info.WriterPID)
+	writer := "no recvstats: figures are not being updated"
+	switch {
+	case info.WriterPID != 0 && info.WriterRunning():
+		writer = fmt.Sprintf("recvstats pid %d running since %s", info.WriterPID, stamp(info.WriterStart))
+	case info.WriterPID != 0:
+		writer = fmt.Sprintf("recvstats pid %d is not running: figures are not being updated", info.WriterPID)
 	}
 	req := "never"
 	if !info.LastUpdateRequest.IsZero() {
 		req = age(now.Sub(info.LastUpdateRequest)) + " ago"
 	}
 	fmt.Fprintf(w, "%s: %d nodes, %d up (down after %v); %s; last update request %s\n",
-		info.Path, len(st), up, info.DownAfter, writer, req)
+		printable(info.Path), len(st), up, info.DownAfter, writer, req)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "NODE\tADDRESS\tSTATE\tAGE\tLOAD\tCPU%\tMEMORY USED/TOTAL\tRX/s\tTX/s\t\n")
 	for _, s := range st {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.2f\t%.1f\t%s / %s\t%s\t%s\t\n",
-			s.Node, orDash(s.Addr), state(s.Up), ageOf(s, now), s.Load1, s.CPUPercent,
-			bytesIEC(s.MemUsed), bytesIEC(s.MemTotal), bytesIEC(uint64(s.RxBytesPerSec)), bytesIEC(uint64(s.TxBytesPerSec)))
+		if s.State == beostat.StateUnknown {
+			fmt.Fprintf(tw, "%d\t-\t%s\t-\t-\t-\t-\t-\t-\t  %s\n", s.Node, s.State, printable(s.Error))
+			continue
+		}
+		note := ""
+		if s.Stale {
+			note = "  stale: last figures before it went down"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.2f\t%.1f\t%s / %s\t%s\t%s\t%s\n",
+			s.Node, orDash(s.Addr), s.State, ageOf(s, now), s.Load1, s.CPUPercent,
+			bytesIEC(s.MemUsed), bytesIEC(s.MemTotal), bytesIEC(uint64(s.RxBytesPerSec)), bytesIEC(uint64(s.TxBytesPerSec)), note)
 	}
 	tw.Flush()
+}
+
+// printable is s with every byte a terminal could act on escaped (control
+// characters, ESC, invalid UTF-8, non-printing runes) as Go escapes: CPU
+// models, device names and errors come from the nodes, and must not drive
+// the reader's terminal.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return strings.ReplaceAll(q[1:len(q)-1], `\"`, `"`)
 }
 
 // writeDetail prints everything about one node.
 func writeDetail(w io.Writer, d beostat.Detail, now time.Time) {
 	s := d.Status
-	fmt.Fprintf(w, "node %d  %s  %s, last seen %s\n", s.Node, orDash(s.Addr), state(s.Up), ageOf(s, now)+" ago")
+	fmt.Fprintf(w, "node %d  %s  %s, last seen %s\n", s.Node, orDash(s.Addr), s.State, ageOf(s, now)+" ago")
+	if s.Stale {
+		fmt.Fprintf(w, "STALE: the node is down; these are its last figures, not current ones\n")
+	}
 	fmt.Fprintf(w, "booted   %s  (boot id %s)\n", stamp(s.BootTime), orDash(s.BootID))
 	fmt.Fprintf(w, "sampled  %s  (node clock)\n", stamp(s.SampleTime))
 	fmt.Fprintf(w, "load     %.2f %.2f %.2f  (%d running of %d, last pid %d)\n", s.Load1, s.Load5, s.Load15, s.Running, s.Procs, s.LastPID)
@@ -55,25 +91,18 @@ func writeDetail(w io.Writer, d beostat.Detail, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprint(tw, "CPU\tBUSY%\tMHZ\tMODEL\n")
 	for _, c := range d.PerCPU {
-		fmt.Fprintf(tw, "%d\t%5.1f\t%7.1f\t%s\n", c.CPU, c.Percent, c.MHz, c.Model)
+		fmt.Fprintf(tw, "%d\t%5.1f\t%7.1f\t%s\n", c.CPU, c.Percent, c.MHz, printable(c.Model))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "DEVICE\tRX/s\tTX/s\tRX BYTES\tTX BYTES\tRX PKTS\tTX PKTS\tERRS\tDROPS\t\n")
 	for _, n := range d.Net {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t\n", n.Name,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t\n", printable(n.Name),
 			bytesIEC(uint64(n.RxBytesPerSec)), bytesIEC(uint64(n.TxBytesPerSec)), bytesIEC(n.RxBytes), bytesIEC(n.TxBytes),
 			n.RxPackets, n.TxPackets, n.RxErrors+n.TxErrors, n.RxDrops+n.TxDrops)
 	}
 	tw.Flush()
-}
-
-func state(up bool) string {
-	if up {
-		return "up"
-	}
-	return "down"
 }
 
 func orDash(s string) string {

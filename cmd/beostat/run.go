@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/hoststat/hoststat/beostat"
 	"github.com/hoststat/hoststat/internal/daemon"
@@ -21,7 +23,6 @@ import (
 const (
 	exitOK      = 0
 	exitRuntime = 1
-	exitUsage   = 2
 )
 
 type options struct {
@@ -36,43 +37,25 @@ type options struct {
 // run is the whole command; main only wires it to the process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl := pflag.NewFlagSet("beostat", pflag.ContinueOnError)
-	fl.SetOutput(stderr)
 	var o options
-	var help, showVersion bool
 	fl.StringVar(&o.dir, "shm-dir", shm.DefaultDir, "directory of the node table that recvstats writes")
 	fl.IntVar(&o.node, "node", 0, "show node `N` in detail: per-CPU use and clock, memory, load, network devices")
 	fl.BoolVarP(&o.watch, "watch", "w", false, "refresh every --interval until interrupted")
 	fl.DurationVarP(&o.interval, "interval", "i", time.Second, "refresh interval for --watch")
 	fl.BoolVar(&o.json, "json", false, "print JSON: an array with one object per node (with --watch, one array per line)")
-	fl.BoolVarP(&help, "help", "h", false, "show this help and exit")
-	fl.BoolVarP(&showVersion, "version", "v", false, "show the version and exit")
+	fl.BoolP("help", "h", false, "show this help and exit")
+	fl.BoolP("version", "v", false, "show the version and exit")
 	fl.SortFlags = false
-	fl.Usage = func() {
-		fmt.Fprintf(fl.Output(), "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json]\n\n"+
-			"Shows the status of every cluster node from the table recvstats keeps.\n\nOptions:\n")
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		fmt.Fprintf(stderr, "beostat: %v\nTry 'beostat --help'.\n", err)
-		return exitUsage
+	head := "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json]\n\n" +
+		"Shows the status of every cluster node from the table recvstats keeps.\n\nOptions:\n"
+	if code, done := (daemon.Flags{Head: head}).Parse(fl, args, stdout, stderr); done {
+		return code
 	}
 	switch {
-	case help:
-		fl.SetOutput(stdout)
-		fl.Usage()
-		return exitOK
-	case showVersion:
-		fmt.Fprintf(stdout, "beostat (hoststat) %s\n", daemon.Version())
-		return exitOK
-	case fl.NArg() > 0:
-		fmt.Fprintf(stderr, "beostat: unexpected argument %q\nTry 'beostat --help'.\n", fl.Arg(0))
-		return exitUsage
 	case o.node < 0:
-		fmt.Fprintf(stderr, "beostat: --node %d: node numbers start at 0\n", o.node)
-		return exitUsage
+		return daemon.UsageError(stderr, "beostat", "--node %d: node numbers start at 0", o.node)
 	case o.interval <= 0:
-		fmt.Fprintf(stderr, "beostat: --interval %v: must be positive\n", o.interval)
-		return exitUsage
+		return daemon.UsageError(stderr, "beostat", "--interval %v: must be positive", o.interval)
 	}
 
 	o.detail = fl.Changed("node")
@@ -89,11 +72,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer t.Close()
 
+	// Redraw in place only on a terminal; into a pipe or file, frames
+	// follow each other with no control codes.
+	redraw := o.watch && !o.json && isTerminal(stdout)
 	var buf bytes.Buffer
-	for {
+	for frame := 0; ; frame++ {
 		buf.Reset()
-		if o.watch && !o.json {
-			buf.WriteString("\x1b[H\x1b[2J") // home and clear: redraw in place
+		switch {
+		case redraw:
+			buf.WriteString("\x1b[H\x1b[2J") // home and clear
+		case o.watch && !o.json && frame > 0:
+			buf.WriteString("\n")
 		}
 		if err := show(&buf, t, o, time.Now()); err != nil {
 			fmt.Fprintf(stderr, "beostat: %v\n", err)
@@ -136,6 +125,16 @@ func show(w io.Writer, t *beostat.Table, o options, now time.Time) error {
 	}
 	writeTable(w, t.Info(), st, now)
 	return nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -3,15 +3,22 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hoststat/hoststat/beostat/beostattest"
 	"github.com/hoststat/hoststat/shm"
+	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
 // newTable makes a real table in a temp dir: node 1 up with the readings
@@ -66,6 +73,10 @@ func TestTable(t *testing.T) {
 	if f := strings.Fields(lines[3]); len(f) < 4 || f[0] != "4" || f[2] != "down" || f[3] != "2m00s" {
 		t.Errorf("node 4 line %q", lines[3])
 	}
+	// The figures of the down node are its last ones, and say so.
+	if !strings.Contains(lines[3], "stale") || strings.Contains(lines[2], "stale") {
+		t.Errorf("stale marks: node 1 %q, node 4 %q", lines[2], lines[3])
+	}
 }
 
 func TestJSON(t *testing.T) {
@@ -90,8 +101,9 @@ func TestJSON(t *testing.T) {
 	if err != nil || time.Since(seen) > time.Minute {
 		t.Errorf("last_seen %v: %v", n["last_seen"], err)
 	}
-	if nodes[1]["node"] != 4.0 || nodes[1]["up"] != false {
-		t.Errorf("node 4 = %v", nodes[1])
+	if nodes[1]["node"] != 4.0 || nodes[1]["up"] != false || nodes[1]["state"] != "down" || nodes[1]["stale"] != true ||
+		n["state"] != "up" || n["stale"] != false {
+		t.Errorf("node 4 = %v (node 1 state %v, stale %v)", nodes[1], n["state"], n["stale"])
 	}
 	// Typed decoding holds too: node is an integer, addr a string.
 	var typed []struct {
@@ -122,6 +134,9 @@ func TestNodeDetail(t *testing.T) {
 		"cpu      37.5% busy over 2 CPUs",
 		"boot id 01000000000000000000000000000000",
 	} {
+		if strings.Contains(out, "STALE") {
+			t.Errorf("an up node marked stale:\n%s", out)
+		}
 		if !strings.Contains(out, want) {
 			t.Errorf("detail lacks %q:\n%s", want, out)
 		}
@@ -144,6 +159,10 @@ func TestNodeDetail(t *testing.T) {
 		t.Errorf("eth0 line %q", f)
 	}
 
+	if _, out4, _ := runCmd(t, context.Background(), "--shm-dir", dir, "--node", "4"); !strings.Contains(out4, "STALE: the node is down") {
+		t.Errorf("down node's detail not marked stale:\n%s", out4)
+	}
+
 	code, out, _ = runCmd(t, context.Background(), "--shm-dir", dir, "--node", "1", "--json")
 	var d []struct {
 		Node   int `json:"node"`
@@ -161,19 +180,88 @@ func TestNodeDetail(t *testing.T) {
 	}
 }
 
-func TestWatch(t *testing.T) {
-	dir := newTable(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
-	defer cancel()
-	code, out, errOut := runCmd(t, ctx, "--shm-dir", dir, "--watch", "--interval", "50ms")
-	if code != 0 || errOut != "" {
-		t.Fatalf("exit %d, stderr %q", code, errOut)
+// openPTY opens a pseudo-terminal: the side a program writes to (its
+// terminal) and the side that reads what it wrote.
+func openPTY(t *testing.T) (term, read *os.File) {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if frames := strings.Count(out, "\x1b[H\x1b[2J"); frames < 2 || strings.Count(out, "10.0.0.1:3040") != frames {
-		t.Errorf("%d frames in:\n%q", frames, out)
+	t.Cleanup(func() { ptmx.Close() })
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pts.Close() })
+	return pts, ptmx
+}
+
+// runTo runs beostat with stdout on out (a terminal or a pipe), and
+// returns what the reading end got.
+func runTo(t *testing.T, out, read *os.File, args ...string) (int, string) {
+	t.Helper()
+	got := make(chan string)
+	go func() {
+		var b strings.Builder
+		buf := make([]byte, 4096)
+		for {
+			n, err := read.Read(buf)
+			b.Write(buf[:n])
+			if err != nil || strings.Count(b.String(), "NODE") >= 3 {
+				break
+			}
+		}
+		got <- b.String()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var errOut strings.Builder
+	code := run(ctx, args, out, &errOut)
+	out.Close()
+	if errOut.Len() > 0 {
+		t.Errorf("stderr %q", errOut.String())
+	}
+	select {
+	case s := <-got:
+		return code, s
+	case <-time.After(10 * time.Second):
+		t.Fatal("no output")
+		return code, ""
+	}
+}
+
+// On a terminal --watch redraws in place.
+func TestWatchRedrawsTerminal(t *testing.T) {
+	dir := newTable(t)
+	term, read := openPTY(t)
+	code, out := runTo(t, term, read, "--shm-dir", dir, "--watch", "--interval", "50ms")
+	if frames := strings.Count(out, "\x1b[H\x1b[2J"); code != 0 || frames < 2 || strings.Count(out, "10.0.0.1:3040") < frames {
+		t.Errorf("exit %d, %d frames in:\n%q", code, frames, out)
+	}
+}
+
+// Into a pipe --watch writes frame after frame with no control codes.
+func TestWatchIntoPipe(t *testing.T) {
+	dir := newTable(t)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	code, out := runTo(t, pw, pr, "--shm-dir", dir, "--watch", "--interval", "50ms")
+	if code != 0 || strings.Count(out, "10.0.0.1:3040") < 2 || strings.ContainsAny(out, "\x1b\r") {
+		t.Errorf("exit %d, into a pipe:\n%q", code, out)
 	}
 
-	ctx, cancel = context.WithTimeout(context.Background(), 250*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 	defer cancel()
 	code, out, _ = runCmd(t, ctx, "--shm-dir", dir, "-w", "-i", "50ms", "--json")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -185,6 +273,99 @@ func TestWatch(t *testing.T) {
 		if err := json.Unmarshal([]byte(l), &v); err != nil || len(v) != 2 {
 			t.Errorf("line %q: %v", l, err)
 		}
+	}
+}
+
+// What nodes send is shown escaped: an escape sequence in a CPU model or a
+// device name never reaches the terminal.
+func TestNodeStringsEscaped(t *testing.T) {
+	dir := t.TempDir()
+	w, err := shm.Create(dir, shm.WriterOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	now := time.Now()
+	s := &sample.Sample{Time: now,
+		Total: sample.Ticks{User: 1, Idle: 2},
+		CPUs:  []sample.CPU{{Ticks: sample.Ticks{User: 1, Idle: 2}, Model: "Evil\x1b[2J\x1b]0;owned\x07 CPU"}},
+		Net:   []sample.NetDev{{Name: "eth\x1b[31m\x9b"}},
+	}
+	if err := w.Put(7, beostattest.Addr(7), now, s); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, context.Background(), "--shm-dir", dir, "--node", "7")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if strings.ContainsAny(out, "\x1b\x07\x9b") || !strings.Contains(out, `Evil\x1b[2J\x1b]0;owned\a CPU`) || !strings.Contains(out, `eth\x1b[31m\x9b`) {
+		t.Errorf("raw control bytes or no escapes in:\n%q", out)
+	}
+	// JSON escapes them its own way, and rounds: 1 of 3 ticks busy is
+	// 33.33 %, not 33.33333206176758.
+	code, out, _ = runCmd(t, context.Background(), "--shm-dir", dir, "--json")
+	if code != 0 || strings.Contains(out, "\x1b") || !strings.Contains(out, `"cpu_percent":33.33,`) {
+		t.Errorf("--json: exit %d, %s", code, out)
+	}
+}
+
+// A record left mid-write by a dead recvstats makes that node unknown;
+// every other node still lists, as text and as JSON.
+func TestStuckRecordOnlyThatNode(t *testing.T) {
+	dir := t.TempDir()
+	w, err := shm.Create(dir, shm.WriterOptions{DownAfter: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, n := range []int{1, 4} {
+		if err := beostattest.PutTwoSamples(w, n, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close() // the writer is gone
+	if err := beostattest.LeaveMidWrite(dir, 1); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, context.Background(), "--shm-dir", dir)
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if !regexp.MustCompile(`(?m)^\s+1\s+-\s+unknown .*died mid-write`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^\s+4\s+10\.0\.0\.4:3040\s+up\s+\S+\s+1\.50`).MatchString(out) ||
+		!strings.Contains(out, "no recvstats") {
+		t.Errorf("table:\n%s", out)
+	}
+	code, out, _ = runCmd(t, context.Background(), "--shm-dir", dir, "--json")
+	var nodes []struct {
+		Node  int    `json:"node"`
+		State string `json:"state"`
+		Error string `json:"error"`
+		Addr  string `json:"addr"`
+	}
+	if err := json.Unmarshal([]byte(out), &nodes); code != 0 || err != nil || len(nodes) != 2 ||
+		nodes[0].State != "unknown" || nodes[0].Error == "" || nodes[1].Node != 4 || nodes[1].Addr != "10.0.0.4:3040" {
+		t.Errorf("--json: exit %d, %v: %s", code, err, out)
+	}
+}
+
+// The header says whether the writer is alive, not just its pid.
+func TestWriterLiveness(t *testing.T) {
+	dir := newTable(t)
+	_, out, _ := runCmd(t, context.Background(), "--shm-dir", dir)
+	if want := fmt.Sprintf("recvstats pid %d running since ", os.Getpid()); !strings.Contains(out, want) {
+		t.Errorf("live writer: want %q in\n%s", want, out)
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := beostattest.SetWriterPID(dir, dead.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ = runCmd(t, context.Background(), "--shm-dir", dir)
+	if want := fmt.Sprintf("recvstats pid %d is not running", dead.Process.Pid); !strings.Contains(out, want) {
+		t.Errorf("dead writer: want %q in\n%s", want, out)
 	}
 }
 

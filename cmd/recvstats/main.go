@@ -4,6 +4,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -43,6 +44,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		group     = fs.String("group", wire.DefaultGroup.String(), "multicast group `ADDR` of status packets and update requests")
 		shmDir    = fs.String("shm-dir", shm.DefaultDir, "`DIR` of the shared-memory table (created 0755 if missing)")
 		nodes     = fs.IntP("nodes", "N", 64, "initial node count of the table `N` (it grows on demand)")
+		maxNodes  = fs.Int("max-nodes", recv.DefaultMaxNodes, "hold at most `N` nodes, numbered 0..N-1")
+		forget    = fs.Duration("forget-after", recv.DefaultForgetAfter, "forget a node silent for `DURATION`: its record goes and its number is free")
+		admit     = fs.Float64("admit-rate", recv.DefaultAdmitRate, "admit at most `N` new unsigned senders a second (bursts of --admit-burst)")
+		burst     = fs.Int("admit-burst", recv.DefaultAdmitBurst, "admit a burst of up to `N` new unsigned senders at once")
 		nodeMap   = fs.String("node-map", "", "`FILE` of \"NODE ADDRESS\" lines numbering nodes that do not send a number")
 		downAfter = fs.Duration("down-after", recv.DefaultDownAfter, "show a node down after `DURATION` without a packet")
 		keyFile   = fs.String("key-file", "", "accept only packets authenticated with the shared key in `FILE`")
@@ -74,11 +79,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *downAfter <= 0 {
 		return bad("down-after %v must be positive", *downAfter)
 	}
+	if *maxNodes < 1 || *maxNodes > recv.MaxNodes {
+		return bad("max-nodes %d is not in 1..%d", *maxNodes, recv.MaxNodes)
+	}
+	if *forget <= 0 {
+		return bad("forget-after %v must be positive", *forget)
+	}
+	if !(*admit > 0) || *burst < 1 {
+		return bad("admit-rate %v and admit-burst %d must be positive", *admit, *burst)
+	}
+	cfg.Table = recv.TableConfig{MaxNodes: *maxNodes, ForgetAfter: *forget, AdmitRate: *admit, AdmitBurst: *burst}
+	// The daemon works from /: every path is made absolute first, here
+	// and on the command line the background process is started with.
+	abs, err := daemon.AbsPaths(fs, "shm-dir", "node-map", "key-file")
+	if err != nil {
+		return daemon.Failed(stderr, name, err)
+	}
+	os.Args = append(append(os.Args[:1:1], args...), abs...)
+	cfg.ShmDir = *shmDir
 	// Files are read before going to the background, so their errors
 	// show where the command was typed.
 	if *nodeMap != "" {
 		if cfg.NodeMap, err = recv.LoadNodeMap(*nodeMap); err != nil {
 			return daemon.Failed(stderr, name, err)
+		}
+		for a, n := range cfg.NodeMap {
+			if n >= *maxNodes {
+				return daemon.Failed(stderr, name, fmt.Errorf("node map %s: node %d (%s) is not below --max-nodes %d", *nodeMap, n, a, *maxNodes))
+			}
 		}
 	}
 	if *keyFile != "" {
@@ -99,6 +127,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return daemon.Service{Serve: srv.Serve, Close: srv.Close, About: []any{
 			"addr", srv.Addr().String(), "interface", cfg.Interface, "group", cfg.Group.String(), "table", srv.TablePath(),
 			"down_after", cfg.DownAfter.String(), "authenticated", len(cfg.Key) > 0,
+			"max_nodes", *maxNodes, "forget_after", forget.String(),
 		}}, nil
 	})
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hoststat/hoststat/internal/daemon"
+	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/nsm/nfsutils"
 	"github.com/hoststat/hoststat/statd"
 )
 
@@ -28,11 +29,20 @@ const (
 	exitUsage = 2
 )
 
+const name = "rpc.statd"
+
+const usageHead = `Usage: rpc.statd [-dFLn] [-p port] [-o port] [-P dir] [--name name] [-H prog]
+
+`
+
+const usageFoot = `Run rpc.statd from the boot scripts, never from inetd. Needs root to register with rpcbind
+and to call local lock managers back from a port below 1024. statdctl -P DIR shows its state.
+`
+
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("rpc.statd", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	var (
 		debug      = fs.BoolP("debug", "d", false, "write debug records (every RPC transaction) to syslog, facility daemon, level debug")
 		notifyOnly = fs.BoolP("notify", "n", false, "just send SM_NOTIFY to every host owed one after a reboot, then exit; do not start the daemon")
@@ -40,55 +50,60 @@ func run(args []string, stdout, stderr io.Writer) int {
 		port       = fs.IntP("port", "p", 0, "port for the RPC listeners (default: ephemeral)")
 		outPort    = fs.IntP("outgoing-port", "o", 0, "source port of outgoing SM_NOTIFY calls (default: any)")
 		stateDir   = fs.StringP("state-directory-path", "P", statd.DefaultStateDir, "directory of the durable store and the admin socket")
-		name       = fs.String("name", "", "our name in SM_NOTIFY (default: this host's fully qualified name; the short name is sent too)")
+		ourName    = fs.String("name", "", "our name in SM_NOTIFY (default: this host's fully qualified name; the short name is sent too)")
 		noNotify   = fs.BoolP("no-notify", "L", false, "do not notify hosts owed a notification when starting")
 		haCallout  = fs.StringP("ha-callout", "H", "", "run `PROG` add-client|del-client MON_NAME MY_NAME on SM_MON/SM_UNMON, sm-notify MON_NAME IP STATE on SM_NOTIFY")
-		help       = fs.BoolP("help", "h", false, "show this help")
-		version    = fs.BoolP("version", "v", false, "show the version")
+		_          = fs.BoolP("help", "h", false, "show this help")
+		_          = fs.BoolP("version", "v", false, "show the version")
 		schedule   = fs.String("notify-schedule", os.Getenv("HOSTSTAT_STATD_SCHEDULE"), "notification retry schedule, e.g. first-retry=1s,max-retry=30s,frequent-for=10m,slow=1h,give-up=24h (tests)")
 		noRegister = fs.Bool("no-rpcbind", false, "do not register with the local rpcbind (tests)")
 		bootIDPath = fs.String("boot-id-path", "", "read the boot id from this file (tests)")
+		resetStore = fs.Bool("reset-store", false, "begin a new store when the old one is missing, empty or damaged (its registrations and owed notifications are lost; the state number still moves forward)")
+		nfsDir     = fs.String("nfs-utils-dir", nfsutils.DefaultDir, "import this nfs-utils state `DIR` (sm/, sm.bak/, state) when the store is new; \"\" imports nothing")
+		confPath   = fs.String("nfs-conf", nfsutils.DefaultConfPath, "read the [statd] and [sm-notify] sections of this file (tests)")
+		kernelPath = fs.String("kernel-state-path", statd.DefaultKernelStatePath, "tell the kernel's lock manager the state number in this file (tests)")
 	)
-	for _, h := range []string{"notify-schedule", "no-rpcbind", "boot-id-path"} {
+	for _, h := range []string{"notify-schedule", "no-rpcbind", "boot-id-path", "nfs-conf", "kernel-state-path"} {
 		fs.MarkHidden(h)
 	}
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: rpc.statd [-dFLn] [-p port] [-o port] [-P dir] [--name name] [-H prog]\n\n")
-		fmt.Fprint(stderr, fs.FlagUsages())
-		fmt.Fprintf(stderr, "\nRun rpc.statd from the boot scripts, never from inetd. Needs root to register with rpcbind\nand to call local lock managers back from a port below 1024. statdctl -P DIR shows its state.\n")
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if *help {
-		fs.SetOutput(stdout)
-		fs.Usage()
-		return exitOK
-	}
-	if *version {
-		fmt.Fprintf(stdout, "rpc.statd (hoststat) %s\n", daemon.Version())
-		return exitOK
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "rpc.statd: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+	if code, done := (daemon.Flags{Head: usageHead, Foot: usageFoot}).Parse(fs, args, stdout, stderr); done {
+		return code
 	}
 	if statd.StdinIsSocket() {
 		fmt.Fprintln(stderr, "rpc.statd: standard input is a socket: refusing to run from inetd; the NSM protocol needs statd running from boot to shutdown (start it from the boot scripts)")
 		return exitUsage
 	}
+	// nfs.conf fills in what the command line left out.
+	conf, err := nfsutils.ReadConf(*confPath)
+	if err != nil {
+		return daemon.UsageError(stderr, name, "%v", err)
+	}
+	if err := applyConf(conf, fs, port, outPort, ourName, stateDir, haCallout, nfsDir); err != nil {
+		return daemon.UsageError(stderr, name, "%s: %v", *confPath, err)
+	}
+	for _, p := range []struct {
+		flag string
+		v    int
+	}{{"--port", *port}, {"--outgoing-port", *outPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return daemon.UsageError(stderr, name, "%s %d is not in 0..65535", p.flag, p.v)
+		}
+	}
+	if *ourName != "" {
+		if err := nsm.ValidateMonName(*ourName); err != nil {
+			return daemon.UsageError(stderr, name, "--name: %v", err)
+		}
+	}
 	sch, err := statd.ParseSchedule(*schedule)
 	if err != nil {
-		fmt.Fprintln(stderr, "rpc.statd:", err)
-		return exitUsage
+		return daemon.UsageError(stderr, name, "--notify-schedule: %v", err)
 	}
 	// A daemonized child runs in "/": make paths absolute while they mean
 	// what the user meant.
-	if abs, err := filepath.Abs(*stateDir); err == nil {
-		*stateDir = abs
+	for _, p := range []*string{stateDir, nfsDir} {
+		if abs, err := filepath.Abs(*p); err == nil && *p != "" {
+			*p = abs
+		}
 	}
 	if strings.Contains(*haCallout, "/") {
 		if abs, err := filepath.Abs(*haCallout); err == nil {
@@ -96,9 +111,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	cfg := statd.Config{
-		Name: *name, StateDir: *stateDir, Port: *port, OutgoingPort: *outPort,
+		Name: *ourName, StateDir: *stateDir, Port: *port, OutgoingPort: *outPort,
 		HACallout: *haCallout, NoNotify: *noNotify, Schedule: sch,
 		Register: !*noRegister, BootIDPath: *bootIDPath,
+		ResetStore: *resetStore, NFSUtilsDir: *nfsDir, KernelStatePath: *kernelPath,
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -132,14 +148,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log, closeLog := daemon.NewLogger(daemon.LogOptions{Debug: *debug, Foreground: *foreground, Stderr: stderr, Tag: "rpc.statd"})
 	defer closeLog()
 	cfg.Logger = log
-	err = statd.Run(ctx, cfg, ready.Ready)
-	if err != nil {
-		ready.Fail(err)
+	serving := false
+	err = statd.Run(ctx, cfg, func() { serving = true; ready.Ready() })
+	switch {
+	case err == nil:
+		return exitOK
+	case serving:
+		// The logger shows it (on stderr too under -F).
 		log.Error("rpc.statd stopped", "err", err)
-		if *foreground {
-			fmt.Fprintln(stderr, "rpc.statd:", err)
-		}
-		return exitFail
+	case *foreground:
+		// A start-up error: said once, plainly, where the command was typed.
+		fmt.Fprintln(stderr, "rpc.statd:", err)
+	default:
+		// The waiting parent prints it; syslog keeps it.
+		ready.Fail(err)
+		log.Error("rpc.statd could not start", "err", err)
 	}
-	return exitOK
+	return exitFail
 }

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"math"
@@ -54,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// -h and -v are answered by daemon.ParseFlags.
 		_       = fs.BoolP("help", "h", false, "show this help and exit")
 		_       = fs.BoolP("version", "v", false, "show the version and exit")
-		node    = fs.Int("node", send.NoNode, "this node's number `N`; -1: the master assigns one from this host's address")
+		node    = fs.Int("node", send.NoNode, "this node's number `N` (believed when signed, or pinned by the master's node map); -1: the master assigns one from this host's address")
 		keyFile = fs.String("key-file", "", "authenticate packets with the shared key in `FILE`")
 		group   = fs.String("group", wire.DefaultGroup.String(), "multicast group `ADDR`")
 		proc    = fs.String("proc", "/proc", "read the proc file system at `DIR`")
@@ -83,9 +82,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Rate:      time.Duration(*rate * float64(time.Second)),
 		Interface: *iface, Group: g, Port: *port, Node: *node, ProcRoot: *proc,
 	}
-	if cfg.Masters, err = send.ResolveMasters(context.Background(), *masters, *port); err != nil {
+	// Names are resolved by the running agent, again and again: a node
+	// may boot before the name service is up, and a master may move.
+	if cfg.Masters, cfg.MasterNames, err = send.ParseMasters(*masters, *port); err != nil {
 		return bad("%v", err)
 	}
+	// The agent works from /: every path is made absolute first, here
+	// and on the command line the background process is started with.
+	abs, err := daemon.AbsPaths(fs, "key-file", "proc")
+	if err != nil {
+		return daemon.Failed(stderr, name, err)
+	}
+	os.Args = append(append(os.Args[:1:1], args...), abs...)
+	cfg.ProcRoot = *proc
 	if *keyFile != "" {
 		if cfg.Key, err = wire.LoadKey(*keyFile); err != nil {
 			return daemon.Failed(stderr, name, err)
@@ -98,9 +107,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return daemon.Service{}, err
 		}
-		dests := make([]string, len(cfg.Masters))
-		for i, m := range cfg.Masters {
-			dests[i] = m.String()
+		var dests []string
+		for _, m := range cfg.Masters {
+			dests = append(dests, m.String())
+		}
+		for _, m := range cfg.MasterNames {
+			dests = append(dests, m.String())
 		}
 		return daemon.Service{Serve: s.Run, Close: s.Close, About: []any{
 			"rate", cfg.Rate.String(), "interface", cfg.Interface, "group", g.String(), "port", cfg.Port,

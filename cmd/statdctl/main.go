@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,46 +16,90 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/hoststat/hoststat/internal/daemon"
 	"github.com/hoststat/hoststat/statd"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
+const name = "statdctl"
+
+const usageHead = `Usage: statdctl [-P dir] [--json]
+       statdctl [-P dir] import NFS-UTILS-DIR
+
+Shows the state of the running rpc.statd, or imports an nfs-utils state
+directory (sm/, sm.bak/, state) into the store of a stopped one.
+
+`
+
+const usageFoot = `import opens the store directly, so rpc.statd must be stopped (the store is locked while
+it runs); the daemon loads what was imported at its next start. Needs root.
+`
+
+// isRoot is os.Geteuid() == 0; tests replace it.
+var isRoot = daemon.IsRoot
+
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("statdctl", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	dir := fs.StringP("state-directory-path", "P", statd.DefaultStateDir, "state directory of the rpc.statd to ask")
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the daemon")
-	help := fs.BoolP("help", "h", false, "show this help")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: statdctl [-P dir] [--json]\n\nShows the state of the running rpc.statd.\n\n%s", fs.FlagUsages())
+	_ = fs.BoolP("help", "h", false, "show this help")
+	_ = fs.BoolP("version", "v", false, "show the version")
+	bootIDPath := fs.String("boot-id-path", "", "read the boot id from this file (tests)")
+	fs.MarkHidden("boot-id-path")
+	fl := daemon.Flags{Head: usageHead, Foot: usageFoot, MaxArgs: 2, ArgsName: "import DIR"}
+	if code, done := fl.Parse(fs, args, stdout, stderr); done {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	switch {
+	case fs.NArg() == 0:
+	case fs.Arg(0) != "import":
+		return daemon.UsageError(stderr, name, "unknown command %q (the only command is import)", fs.Arg(0))
+	case fs.NArg() != 2:
+		return daemon.UsageError(stderr, name, "import needs the nfs-utils state directory, as in 'statdctl import /var/lib/nfs'")
 	}
-	if *help {
-		fs.SetOutput(stdout)
-		fs.Usage()
-		return 0
+	if *timeout <= 0 {
+		return daemon.UsageError(stderr, name, "--timeout %v must be positive", *timeout)
+	}
+	if !isRoot() {
+		return daemon.Failed(stderr, name, errors.New("needs root: rpc.statd's state directory and admin socket are open to root and the daemon's user only"))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	if fs.NArg() == 2 {
+		sum, err := statd.ImportNFSUtils(ctx, *dir, fs.Arg(1), *bootIDPath, nil)
+		if err != nil {
+			return daemon.Failed(stderr, name, err)
+		}
+		if *asJSON {
+			return writeJSON(stdout, stderr, sum)
+		}
+		fmt.Fprintf(stdout, "imported %s: state %d (nfs-utils had %d), %d registrations, %d hosts owed a notification, %d records skipped\n",
+			sum.Dir, sum.StateAfter, sum.State, sum.Registrations, sum.Owed, len(sum.Skipped))
+		for _, s := range sum.Skipped {
+			fmt.Fprintf(stdout, "  skipped %s\n", s)
+		}
+		return daemon.ExitOK
+	}
 	st, err := statd.FetchStatus(ctx, *dir)
 	if err != nil {
-		fmt.Fprintln(stderr, "statdctl:", err)
-		return 1
+		return daemon.Failed(stderr, name, err)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
-			return 1
-		}
-		return 0
+		return writeJSON(stdout, stderr, st)
 	}
 	printText(stdout, st, time.Now())
-	return 0
+	return daemon.ExitOK
+}
+
+func writeJSON(stdout, stderr io.Writer, v any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return daemon.Failed(stderr, name, err)
+	}
+	return daemon.ExitOK
 }
 
 func printText(w io.Writer, st *statd.Status, now time.Time) {

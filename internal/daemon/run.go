@@ -12,7 +12,6 @@ import (
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
-	"github.com/spf13/pflag"
 )
 
 // Exit codes of the hoststat daemons.
@@ -21,13 +20,6 @@ const (
 	ExitFail  = 1 // could not start, or failed while running
 	ExitUsage = 2
 )
-
-// UsageError reports a bad command line of the program name on stderr
-// and returns ExitUsage.
-func UsageError(stderr io.Writer, name, format string, a ...any) int {
-	fmt.Fprintf(stderr, "%s: %s\nTry '%s --help' for more information.\n", name, fmt.Sprintf(format, a...), name)
-	return ExitUsage
-}
 
 // Failed reports why the program name cannot go on, on stderr, and
 // returns ExitFail.
@@ -78,43 +70,4 @@ func Run(name string, foreground bool, stderr io.Writer, start func(*slog.Logger
 	}
 	log.Info("stopped", "uptime", time.Since(started).Round(time.Second).String())
 	return ExitOK
-}
-
-// ParseFlags parses a daemon's command line with fs, whose name is the
-// program's and which defines the flags "help" and "version" where the
-// program's manual page puts them. It adds --config (the hoststat.conf(5)
-// file whose [name] section fills the flags the command line left unset)
-// and the hidden --generate (documents made from the flags). It answers
-// --help (usageHead, then the flags) and --version on stdout, and reports
-// a bad flag, a stray argument or a bad configuration file on stderr. done
-// says the program should exit with code now.
-func ParseFlags(fs *pflag.FlagSet, args []string, usageHead string, stdout, stderr io.Writer) (code int, done bool) {
-	fs.SetOutput(io.Discard)
-	name := fs.Name()
-	config := fs.String("config", DefaultConfigFile, "read defaults from the ["+name+"] section of `FILE` (hoststat.conf(5)); the command line wins")
-	gen := fs.String(generateFlag, "", "")
-	_ = fs.MarkHidden(generateFlag)
-	if err := fs.Parse(args); err != nil {
-		return UsageError(stderr, name, "%v", err), true
-	}
-	switch {
-	case fs.Lookup("help").Value.String() == "true":
-		fmt.Fprint(stdout, usageHead, fs.FlagUsages())
-		return ExitOK, true
-	case fs.Lookup("version").Value.String() == "true":
-		fmt.Fprintf(stdout, "%s (hoststat) %s\n", name, Version())
-		return ExitOK, true
-	case *gen != "":
-		if err := generate(stdout, fs, *gen); err != nil {
-			return UsageError(stderr, name, "%v", err), true
-		}
-		return ExitOK, true
-	case fs.NArg() > 0:
-		return UsageError(stderr, name, "unexpected argument %q", fs.Arg(0)), true
-	}
-	if err := ApplyConfig(fs, *config, name, fs.Changed("config")); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return ExitUsage, true
-	}
-	return ExitOK, false
 }

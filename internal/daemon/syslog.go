@@ -2,12 +2,14 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"log/syslog"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 )
 
 // LogOptions says where the daemon's records go.
@@ -20,9 +22,12 @@ type LogOptions struct {
 	SyslogNetwork, SyslogAddr string
 }
 
-// NewLogger returns a logger that writes to syslog (facility daemon) and, in
-// the foreground or when no syslog socket answers, to stderr. The returned
-// close function releases the syslog connection.
+// NewLogger returns a logger that writes to syslog (facility daemon) and,
+// in the foreground, to stderr as well. While no syslog socket answers
+// (none yet at boot, or syslogd restarting) records go to stderr instead,
+// or, when stderr goes nowhere (a daemon in the background has it on
+// /dev/null), to the kernel log: never nowhere. The socket is dialled
+// again from time to time. The returned close function releases it.
 func NewLogger(o LogOptions) (*slog.Logger, func() error) {
 	level := slog.LevelInfo
 	if o.Debug {
@@ -41,21 +46,111 @@ func NewLogger(o LogOptions) (*slog.Logger, func() error) {
 	if journalStream(stderr) {
 		return slog.New(NewSyslogHandler(journalWriter{stderr}, level)), func() error { return nil }
 	}
-	var handlers []slog.Handler
-	closer := func() error { return nil }
-	w, err := syslog.Dial(o.SyslogNetwork, o.SyslogAddr, syslog.LOG_DAEMON|syslog.LOG_INFO, tag)
-	if err == nil {
-		handlers = append(handlers, NewSyslogHandler(w, level))
-		closer = w.Close
+	rd := &redialSyslog{network: o.SyslogNetwork, addr: o.SyslogAddr, tag: tag}
+	err := rd.dial(time.Now())
+	var fallback slog.Handler
+	if !o.Foreground {
+		out := stderr
+		if goesNowhere(stderr) {
+			if k, kerr := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); kerr == nil {
+				out = &kmsgWriter{f: k, tag: tag}
+			}
+		}
+		fallback = slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})
 	}
-	if err != nil || o.Foreground {
+	handlers := []slog.Handler{newSyslogHandler(rd, level, fallback)}
+	if o.Foreground {
 		handlers = append(handlers, slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	}
 	l := slog.New(slog.NewMultiHandler(handlers...))
 	if err != nil && !o.Foreground {
-		l.Warn("no syslog socket; logging to stderr", "err", err)
+		l.Warn("no syslog socket yet; logging to stderr until one answers", "err", err)
 	}
-	return l, closer
+	return l, rd.Close
+}
+
+// redialEvery is the least time between two attempts to reach syslog.
+var redialEvery = 10 * time.Second
+
+// redialSyslog is a syslog connection that is made again when it is lost
+// or was never there.
+type redialSyslog struct {
+	network, addr, tag string
+	mu                 sync.Mutex
+	w                  *syslog.Writer
+	last               time.Time
+}
+
+var errNoSyslog = errors.New("no syslog socket")
+
+func (r *redialSyslog) dial(now time.Time) error {
+	r.last = now
+	w, err := syslog.Dial(r.network, r.addr, syslog.LOG_DAEMON|syslog.LOG_INFO, r.tag)
+	if err != nil {
+		return err
+	}
+	r.w = w
+	return nil
+}
+
+func (r *redialSyslog) write(f func(*syslog.Writer, string) error, m string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.w == nil {
+		if now := time.Now(); now.Sub(r.last) < redialEvery || r.dial(now) != nil {
+			return errNoSyslog
+		}
+	}
+	if err := f(r.w, m); err != nil {
+		r.w.Close()
+		r.w = nil
+		return err
+	}
+	return nil
+}
+
+func (r *redialSyslog) Debug(m string) error   { return r.write((*syslog.Writer).Debug, m) }
+func (r *redialSyslog) Info(m string) error    { return r.write((*syslog.Writer).Info, m) }
+func (r *redialSyslog) Warning(m string) error { return r.write((*syslog.Writer).Warning, m) }
+func (r *redialSyslog) Err(m string) error     { return r.write((*syslog.Writer).Err, m) }
+
+// Close releases the connection, if any.
+func (r *redialSyslog) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.w == nil {
+		return nil
+	}
+	err := r.w.Close()
+	r.w = nil
+	return err
+}
+
+// goesNowhere tells whether w is /dev/null.
+func goesNowhere(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return true
+	}
+	null, err := os.Stat(os.DevNull)
+	return err == nil && os.SameFile(fi, null)
+}
+
+// kmsgWriter writes each line to the kernel log, under the daemon's tag.
+type kmsgWriter struct {
+	f   *os.File
+	tag string
+}
+
+func (k *kmsgWriter) Write(p []byte) (int, error) {
+	if _, err := k.f.Write(append([]byte(k.tag+": "), p...)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // SyslogWriter is the part of *syslog.Writer the handler uses.
@@ -69,9 +164,10 @@ type SyslogWriter interface {
 // syslogHandler formats records as logfmt text without time or level (syslog
 // adds both) and writes each at the matching syslog priority.
 type syslogHandler struct {
-	shared *syslogShared
-	inner  slog.Handler
-	level  slog.Leveler
+	shared   *syslogShared
+	inner    slog.Handler
+	level    slog.Leveler
+	fallback slog.Handler // takes the records syslog refuses; may be nil
 }
 
 type syslogShared struct {
@@ -88,6 +184,10 @@ func (s *syslogShared) Write(p []byte) (int, error) {
 // NewSyslogHandler returns a slog.Handler writing to w at priorities that
 // follow each record's level.
 func NewSyslogHandler(w SyslogWriter, level slog.Leveler) slog.Handler {
+	return newSyslogHandler(w, level, nil)
+}
+
+func newSyslogHandler(w SyslogWriter, level slog.Leveler, fallback slog.Handler) *syslogHandler {
 	sh := &syslogShared{w: w}
 	inner := slog.NewTextHandler(sh, &slog.HandlerOptions{
 		Level: slog.LevelDebug,
@@ -98,7 +198,7 @@ func NewSyslogHandler(w SyslogWriter, level slog.Leveler) slog.Handler {
 			return a
 		},
 	})
-	return &syslogHandler{shared: sh, inner: inner, level: level}
+	return &syslogHandler{shared: sh, inner: inner, level: level, fallback: fallback}
 }
 
 func (h *syslogHandler) Enabled(_ context.Context, l slog.Level) bool {
@@ -106,6 +206,14 @@ func (h *syslogHandler) Enabled(_ context.Context, l slog.Level) bool {
 }
 
 func (h *syslogHandler) Handle(ctx context.Context, r slog.Record) error {
+	err := h.send(ctx, r)
+	if err != nil && h.fallback != nil {
+		return h.fallback.Handle(ctx, r)
+	}
+	return err
+}
+
+func (h *syslogHandler) send(ctx context.Context, r slog.Record) error {
 	s := h.shared
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -127,11 +235,21 @@ func (h *syslogHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h *syslogHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &syslogHandler{shared: h.shared, inner: h.inner.WithAttrs(as), level: h.level}
+	c := *h
+	c.inner = h.inner.WithAttrs(as)
+	if h.fallback != nil {
+		c.fallback = h.fallback.WithAttrs(as)
+	}
+	return &c
 }
 
 func (h *syslogHandler) WithGroup(name string) slog.Handler {
-	return &syslogHandler{shared: h.shared, inner: h.inner.WithGroup(name), level: h.level}
+	c := *h
+	c.inner = h.inner.WithGroup(name)
+	if h.fallback != nil {
+		c.fallback = h.fallback.WithGroup(name)
+	}
+	return &c
 }
 
 func trimNewline(b []byte) []byte {

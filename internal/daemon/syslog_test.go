@@ -82,3 +82,33 @@ func TestLoggerWithoutDebugDropsDebug(t *testing.T) {
 		t.Fatalf("stderr: %q", sb.String())
 	}
 }
+
+// With no syslog socket, a daemon's records go to stderr, never nowhere;
+// once a syslogd answers, they go there.
+func TestLoggerFallsBackUntilSyslogAnswers(t *testing.T) {
+	defer func(d time.Duration) { redialEvery = d }(redialEvery)
+	redialEvery = 0
+	path := filepath.Join(t.TempDir(), "log")
+	var sb strings.Builder
+	l, closeLog := NewLogger(LogOptions{Stderr: &sb, SyslogNetwork: "unixgram", SyslogAddr: path})
+	defer closeLog()
+	l.Info("before syslogd")
+	if !strings.Contains(sb.String(), "before syslogd") {
+		t.Fatalf("stderr without syslog: %q", sb.String())
+	}
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	l.Info("after syslogd")
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	n, err := pc.Read(buf)
+	if err != nil || !strings.Contains(string(buf[:n]), "after syslogd") {
+		t.Fatalf("syslog got %q, %v", buf[:n], err)
+	}
+	if strings.Contains(sb.String(), "after syslogd") {
+		t.Error("a record that reached syslog also went to stderr")
+	}
+}

@@ -84,7 +84,12 @@ func TestMulticastCluster(t *testing.T) {
 	nodes := []*netlab.Host{lab.AddHost("n1"), lab.AddHost("n2"), lab.AddHost("n3")}
 	recvstats, sendstats := bins(t)
 	dir := t.TempDir()
-	masterArgs := []string{"-d", "-i", netlab.Iface, "--shm-dir", dir, "--down-after", "1500ms"}
+	// The nodes send their numbers unsigned: the node map pins them.
+	var pins []string
+	for i, h := range nodes {
+		pins = append(pins, fmt.Sprintf("%d %s", i+1, h.Addr))
+	}
+	masterArgs := []string{"-d", "-i", netlab.Iface, "--shm-dir", dir, "--down-after", "1500ms", "--node-map", writeNodeMap(t, pins...)}
 	m := master.Start(recvstats, masterArgs...)
 	tb := openTable(t, dir)
 
@@ -143,28 +148,33 @@ func TestMulticastCluster(t *testing.T) {
 	}
 }
 
-// Unicast only (-a, no multicast anywhere): a numbered and an unnumbered
-// node show up, the latter under the first free number, and after a
-// master restart both are back within 2 s by direct update requests to
-// the addresses the table remembered.
+// Unicast only (-a, no multicast anywhere), with a key: a numbered and an
+// unnumbered node show up, the latter under the first free number, and
+// after a master restart both are back within 2 s by direct update
+// requests to the addresses the table remembered (they authenticated, so
+// they are worth asking).
 func TestUnicastCluster(t *testing.T) {
 	lab := netlab.New(t)
 	master := lab.AddHost("master")
 	a, b := lab.AddHost("a"), lab.AddHost("b")
 	recvstats, sendstats := bins(t)
 	dir := t.TempDir()
-	m := master.Start(recvstats, "-d", "--shm-dir", dir)
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("correct horse battery staple\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := master.Start(recvstats, "-d", "--shm-dir", dir, "--key-file", key)
 	tb := openTable(t, dir)
 	start := time.Now()
 	to := master.Addr.String()
-	a.Start(sendstats, "-d", "-a", to, "--node", "5", "-r", "30")
-	b.Start(sendstats, "-d", "-a", to+":3040", "-r", "30") // unnumbered: gets 0
+	a.Start(sendstats, "-d", "-a", to, "--node", "5", "-r", "30", "--key-file", key)
+	b.Start(sendstats, "-d", "-a", to+":3040", "-r", "30", "--key-file", key) // unnumbered: gets 0
 	netlab.WaitFor(t, 5*time.Second, "a as node 5", func() error { return tb.seenSince(5, a.Addr, start) })
 	netlab.WaitFor(t, 5*time.Second, "b as node 0", func() error { return tb.seenSince(0, b.Addr, start) })
 
 	m.Kill()
 	restart := time.Now()
-	m = master.Start(recvstats, "-d", "--shm-dir", dir)
+	m = master.Start(recvstats, "-d", "--shm-dir", dir, "--key-file", key)
 	netlab.WaitFor(t, 2*time.Second, "a back", func() error { return tb.seenSince(5, a.Addr, restart) })
 	netlab.WaitFor(t, 2*time.Second-time.Since(restart), "b back as node 0", func() error { return tb.seenSince(0, b.Addr, restart) })
 	if n := tb.r.Info().NodeLimit; n != 6 {

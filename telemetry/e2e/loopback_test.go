@@ -171,7 +171,10 @@ func TestDaemonStartup(t *testing.T) {
 	// daemon (its pid in the table header) is serving when we return.
 	dir := filepath.Join(base, "state", "shm")
 	port := strconv.Itoa(freePort(t))
-	r = runCmd(t, 30*time.Second, recvstats, "--listen", "127.0.0.1", "-p", port, "--shm-dir", dir)
+	// Node 7 sends its number unsigned: the node map pins it to the
+	// address it sends from, so it is believed.
+	nodeMap := writeNodeMap(t, "7 127.0.0.1")
+	r = runCmd(t, 30*time.Second, recvstats, "--listen", "127.0.0.1", "-p", port, "--shm-dir", dir, "--node-map", nodeMap)
 	if r.code != 0 {
 		t.Fatalf("recvstats in the background: exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -224,6 +227,74 @@ func TestDaemonStartup(t *testing.T) {
 	}
 }
 
+// Relative paths are made absolute before recvstats goes to the
+// background (whose working directory is /): the table lands under the
+// directory the command was typed in.
+func TestRelativeShmDir(t *testing.T) {
+	recvstats, _ := bins(t)
+	cwd := t.TempDir()
+	// A name no one else uses under /, where a wrong daemon would go:
+	// cleaned up (and that daemon stopped) whatever happens.
+	rel := fmt.Sprintf("hoststat-test-%d-%d/shm", os.Getpid(), time.Now().UnixNano())
+	t.Cleanup(func() {
+		if tr, err := shm.OpenReader(filepath.Join("/", rel)); err == nil {
+			killPID(t, int(tr.Info().WriterPID))
+			tr.Close()
+		}
+		os.RemoveAll(filepath.Join("/", filepath.Dir(rel)))
+	})
+	cmd := exec.Command(recvstats, "--listen", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "--shm-dir", rel)
+	cmd.Dir = cwd
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("recvstats --shm-dir %s: %v: %s", rel, err, out)
+	}
+	dir := filepath.Join(cwd, rel)
+	tr, err := shm.OpenReader(dir)
+	if err != nil {
+		t.Fatalf("no table under the working directory: %v", err)
+	}
+	defer tr.Close()
+	killPID(t, int(tr.Info().WriterPID))
+	if _, err := os.Stat(filepath.Join("/", rel)); err == nil {
+		t.Error("a table directory appeared under /")
+	}
+}
+
+// A master whose name does not resolve at start (a node booting before
+// the name service) used to make sendstats exit 2: it now runs and keeps
+// trying.
+func TestUnresolvableMasterAtStart(t *testing.T) {
+	_, sendstats := bins(t)
+	cmd := exec.Command(sendstats, "-d", "-a", "no-such-host.invalid", "-r", "0.1")
+	var logb netlab.LogBuffer
+	cmd.Stderr = &logb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() { cmd.Process.Kill(); <-done }()
+	netlab.WaitFor(t, 5*time.Second, "a retry logged", func() error {
+		select {
+		case err := <-done:
+			done <- err
+			return fmt.Errorf("sendstats exited: %v: %s", err, logb.String())
+		default:
+		}
+		if !strings.Contains(logb.String(), "does not resolve yet") {
+			return errors.New("not logged yet")
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case err := <-done:
+		done <- err
+		t.Fatalf("sendstats exited: %v: %s", err, logb.String())
+	default:
+	}
+}
+
 // Garbage at a running recvstats (random bytes, truncated, wrong version,
 // oversized, out-of-range node numbers, duplicates, out of order) neither
 // stops it nor touches the table, and good packets still land.
@@ -231,7 +302,7 @@ func TestGarbageAtDaemon(t *testing.T) {
 	recvstats, _ := bins(t)
 	dir := t.TempDir()
 	port := freePort(t)
-	cmd := exec.Command(recvstats, "-d", "--listen", "127.0.0.1", "-p", strconv.Itoa(port), "--shm-dir", dir)
+	cmd := exec.Command(recvstats, "-d", "--listen", "127.0.0.1", "-p", strconv.Itoa(port), "--shm-dir", dir, "--node-map", writeNodeMap(t, "9 127.0.0.1"))
 	var logb netlab.LogBuffer
 	cmd.Stderr = &logb
 	if err := cmd.Start(); err != nil {
@@ -291,8 +362,15 @@ func TestGarbageAtDaemon(t *testing.T) {
 	v2 := append([]byte(nil), g...)
 	v2[4] = 2
 	bad = append(bad, v2, append(append([]byte(nil), g...), make([]byte, 1000)...))
-	huge, _ := wire.NewEncoder(nil).AppendStatus(nil, 1<<30, 1, smp) // node far out of range
-	bad = append(bad, huge...)
+	// A node number far out of range, from another address (the flips
+	// above may have moved this one's sequence anywhere).
+	huge, _ := wire.NewEncoder(nil).AppendStatus(nil, 1<<30, 1, smp)
+	other, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	other.Write(huge[0])
 	for _, b := range bad {
 		conn.Write(b)
 	}
@@ -376,4 +454,14 @@ func TestGarbageAtDaemon(t *testing.T) {
 			t.Errorf("log lacks %q", want)
 		}
 	}
+}
+
+// writeNodeMap writes a --node-map file of the given lines.
+func writeNodeMap(t *testing.T, lines ...string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "nodes")
+	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -46,12 +46,21 @@ func startMemMaster(t *testing.T, n *memnet.Network, dir string) *memMaster {
 		t.Fatal(err)
 	}
 	ep.Join(wire.DefaultGroup)
+	// The nodes (startMemNode) send their numbers unsigned: pinned here.
+	pins := recv.NodeMap{}
+	for i := 1; i <= 3; i++ {
+		pins[memNodeAddr(i).Addr()] = i
+	}
 	srv, err := recv.NewServer(recv.Config{Transport: memnet.RecvTransport{Endpoint: ep}, Interface: "mem", ShmDir: dir,
-		DownAfter: time.Second, Logger: quiet})
+		DownAfter: time.Second, Logger: quiet, NodeMap: pins})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &memMaster{srv: srv, stop: netlab.Serve(t, srv.Serve, srv.Close)}
+}
+
+func memNodeAddr(i int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(10 + i)}), 3040)
 }
 
 type memNode struct {
@@ -61,7 +70,7 @@ type memNode struct {
 
 func startMemNode(t *testing.T, n *memnet.Network, i int, rate time.Duration) *memNode {
 	t.Helper()
-	ep, err := n.Listen(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(10 + i)}), 3040))
+	ep, err := n.Listen(memNodeAddr(i))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,10 @@ package recv_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
+	"hash"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,6 +19,8 @@ import (
 	"github.com/hoststat/hoststat/telemetry/sample"
 	"github.com/hoststat/hoststat/telemetry/wire"
 )
+
+var benchKey = []byte("hoststat-benchmark-key")
 
 const (
 	benchNodes = 10_000
@@ -34,6 +39,7 @@ type loadGen struct {
 	pkts [][]byte
 	seq  []uint32
 	msgs []ipv4.Message
+	mac  hash.Hash
 }
 
 func newLoadGen(b *testing.B, to netip.AddrPort) *loadGen {
@@ -42,8 +48,10 @@ func newLoadGen(b *testing.B, to netip.AddrPort) *loadGen {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { conn.Close() })
-	g := &loadGen{conn: conn, pc: ipv4.NewPacketConn(conn), seq: make([]uint32, benchNodes)}
-	enc := wire.NewEncoder(nil)
+	g := &loadGen{conn: conn, pc: ipv4.NewPacketConn(conn), seq: make([]uint32, benchNodes), mac: hmac.New(sha256.New, benchKey)}
+	// Signed: the loopback generator sends as 10,000 nodes from one
+	// address, and a node number is believed only when signed.
+	enc := wire.NewEncoder(benchKey)
 	smp := &sample.Sample{Time: time.Now(), BootTime: time.Now().Add(-time.Hour), CPUs: make([]sample.CPU, 4),
 		Net: []sample.NetDev{{Name: "lo"}, {Name: "eth0"}, {Name: "ib0"}}, Memory: sample.Memory{Total: 64 << 30}}
 	for i := range smp.CPUs {
@@ -82,6 +90,10 @@ func (g *loadGen) run(b *testing.B, total int, processed func() uint64) {
 			g.seq[node]++
 			p := g.pkts[node]
 			binary.BigEndian.PutUint32(p[wire.SeqOffset:], g.seq[node])
+			// Signed again for the new seq (as a node would sign it).
+			g.mac.Reset()
+			g.mac.Write(p[:len(p)-wire.MACLen])
+			g.mac.Sum(p[:len(p)-wire.MACLen])
 			g.msgs[i].Buffers[0] = p
 		}
 		for off := 0; off < n; {
@@ -130,7 +142,7 @@ func bareReceiver(b *testing.B) (netip.AddrPort, func() uint64, func()) {
 // serverReceiver is recvstats: decode, table, shared memory.
 func serverReceiver(b *testing.B) (netip.AddrPort, func() uint64, func()) {
 	srv, err := recv.NewServer(recv.Config{Listen: netip.MustParseAddr("127.0.0.1"), ShmDir: b.TempDir(),
-		InitialNodes: benchNodes, Logger: testLogger(b)})
+		InitialNodes: benchNodes, Logger: testLogger(b), Key: benchKey})
 	if err != nil {
 		b.Fatal(err)
 	}

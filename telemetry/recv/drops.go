@@ -21,13 +21,15 @@ const (
 	DropStale             // older than what the table holds
 	DropIncomplete        // parts of a sample that never completed
 	DropNodeRange         // node number beyond the table's limit, or table full
+	DropAdmission         // a new sender beyond the admission rate
+	DropPinned            // a node number the node map pins to another address
 	DropOther             // anything else the decoder rejects
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"none", "version", "truncated", "oversize", "malformed", "auth", "replay",
-	"duplicate", "stale", "incomplete", "node-range", "other",
+	"duplicate", "stale", "incomplete", "node-range", "admission", "pinned", "other",
 }
 
 func (r Reason) String() string {

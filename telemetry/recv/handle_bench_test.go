@@ -24,8 +24,13 @@ func (nullTransport) Close() error                         { return nil }
 // parse, reassemble, node table, shared-memory write, for 10,000 nodes.
 func BenchmarkHandle(b *testing.B) {
 	const nodes = 10_000
+	// Unsigned numbered nodes, pinned by the node map.
+	pins := NodeMap{}
+	for n := range nodes {
+		pins[netip.AddrFrom4([4]byte{10, 0, byte(n >> 8), byte(n)})] = n
+	}
 	s, err := NewServer(Config{Transport: nullTransport{netip.MustParseAddrPort("127.0.0.1:1")}, ShmDir: b.TempDir(),
-		InitialNodes: nodes, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		InitialNodes: nodes, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodeMap: pins})
 	if err != nil {
 		b.Fatal(err)
 	}

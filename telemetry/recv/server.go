@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,7 @@ type Server struct {
 	tr     Transport
 	group  netip.AddrPort // invalid when unicast only
 	writer *shm.Writer
+	window *Window
 	table  *Table
 	parser *wire.Parser
 	asm    *wire.Assembler
@@ -76,11 +78,15 @@ type Server struct {
 	smp      sample.Sample
 	msgs     []Message
 
-	stored    atomic.Uint64
-	requests  atomic.Uint64
-	drops     [numReasons]atomic.Uint64
-	lastStats Drops
-	lastSaved uint64
+	stored     atomic.Uint64
+	requests   atomic.Uint64
+	nodes      atomic.Int64 // in the table, as of the last tick
+	senders    atomic.Int64 // remembered by the assembler, as of the last tick
+	forgotten  atomic.Uint64
+	nextForget time.Time
+	drops      [numReasons]atomic.Uint64
+	lastStats  Drops
+	lastSaved  uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -131,17 +137,35 @@ func NewServer(cfg Config) (*Server, error) {
 		s.group = netip.AddrPortFrom(cfg.Group, tr.LocalAddr().Port())
 	}
 
-	w, err := shm.Create(cfg.ShmDir, shm.WriterOptions{InitialNodes: cfg.InitialNodes, DownAfter: cfg.DownAfter, Logger: cfg.Logger})
+	tc := cfg.Table
+	if tc.MaxNodes <= 0 {
+		tc.MaxNodes = DefaultMaxNodes
+	}
+	tc.MaxNodes = min(tc.MaxNodes, MaxNodes)
+	// Node numbers run below --max-nodes, so the table never needs more
+	// records than that.
+	w, err := shm.Create(cfg.ShmDir, shm.WriterOptions{InitialNodes: cfg.InitialNodes, MaxNodes: tc.MaxNodes, DownAfter: cfg.DownAfter, Logger: cfg.Logger})
 	if err != nil {
 		tr.Close()
 		return nil, err
 	}
 	s.writer = w
 
-	tc := cfg.Table
 	tc.Multicast = s.group.IsValid()
 	tc.NodeMap = cfg.NodeMap
 	tc.Restored = w.Nodes()
+	win, err := OpenWindow(filepath.Dir(w.Path()), tc.MaxNodes)
+	if err != nil {
+		w.Close()
+		tr.Close()
+		return nil, err
+	}
+	s.window = win
+	var bad int
+	tc.Windows, bad = win.Load()
+	if bad > 0 {
+		s.log.Warn("damaged replay window slots: those nodes start without one", "slots", bad, "path", win.Path())
+	}
 	s.table = NewTable(tc)
 	if n := len(tc.Restored); n > 0 {
 		s.log.Info("restored node assignments from the table", "nodes", n, "path", w.Path())
@@ -151,6 +175,8 @@ func NewServer(cfg Config) (*Server, error) {
 	// Room for every node of a large cluster to have one split sample
 	// in flight (answers to a request all arrive together).
 	s.asm = wire.NewAssembler(4096, 0)
+	s.asm.MaxSenders = 2 * tc.MaxNodes
+	s.asm.Identify = s.identify
 	s.enc = wire.NewEncoder(cfg.Key)
 	if id, err := sample.ReadBootID("/proc"); err == nil {
 		s.bootID = id
@@ -162,6 +188,17 @@ func NewServer(cfg Config) (*Server, error) {
 		s.msgs[i].Buf = make([]byte, wire.MaxDatagram+64)
 	}
 	return s, nil
+}
+
+// identify names the sender of a datagram for reassembly by the rule of
+// the table: a node number is believed only when signed, or when the node
+// map pins it to the address it came from.
+func (s *Server) identify(node uint32, addr netip.Addr) wire.Sender {
+	addr = addr.Unmap()
+	if node != wire.NoNode && (len(s.cfg.Key) > 0 || s.table.Believes(node, addr)) {
+		return wire.Sender{Node: node}
+	}
+	return wire.Sender{Node: wire.NoNode, Addr: addr}
 }
 
 // bootTime is when this machine booted, for the header of our requests.
@@ -185,6 +222,17 @@ func (s *Server) Stored() uint64 { return s.stored.Load() }
 // Requests counts the update requests sent (one per Tick that asked,
 // however many datagrams it took).
 func (s *Server) Requests() uint64 { return s.requests.Load() }
+
+// Nodes is the number of nodes in the table, as of the last tick (every
+// 100 ms).
+func (s *Server) Nodes() int { return int(s.nodes.Load()) }
+
+// Senders is the number of senders whose reassembly state is kept, as of
+// the last tick.
+func (s *Server) Senders() int { return int(s.senders.Load()) }
+
+// Forgotten counts the nodes forgotten after --forget-after of silence.
+func (s *Server) Forgotten() uint64 { return s.forgotten.Load() }
 
 // Drops returns the drop counters.
 func (s *Server) Drops() Drops {
@@ -250,7 +298,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		if !now.Before(nextTick) {
 			s.tick(now)
 			nextTick = now.Add(tickEvery)
-			_ = s.tr.SetReadDeadline(nextTick)
+			// The schedule runs on the injected clock; the socket's
+			// deadline can only be real time.
+			_ = s.tr.SetReadDeadline(time.Now().Add(tickEvery))
 			if !now.Before(nextStats) {
 				s.summarise()
 				nextStats = now.Add(s.cfg.StatsEvery)
@@ -318,21 +368,16 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 	if !complete {
 		return false // a part of a split sample, or an update request (ours looped back, or another master's)
 	}
-	if len(s.smp.CPUs) > shm.MaxCPUs || len(s.smp.Net) > shm.MaxNetDevs {
-		// Valid on the wire but more than a table record holds: dropped
-		// and counted here, so it cannot fail Put (and log) every period.
-		var err error
-		if debug {
-			err = fmt.Errorf("sample of %d CPUs and %d devices exceeds the table's %d and %d", len(s.smp.CPUs), len(s.smp.Net), shm.MaxCPUs, shm.MaxNetDevs)
-		}
-		s.drop(DropOversize, m, err, debug)
-		return false
-	}
 	node := NoNode
 	if pk.Node != wire.NoNode {
 		node = int(min(pk.Node, MaxNodes)) // MaxNodes and beyond: out of range
 	}
-	u, r := s.table.Receive(now, Status{From: m.From, Unicast: !m.Multicast, Node: node, Epoch: pk.Epoch, Seq: pk.Seq, Sample: &s.smp})
+	u, r := s.table.Receive(now, Status{From: m.From, Unicast: !m.Multicast, Authenticated: len(s.cfg.Key) > 0,
+		Node: node, Epoch: pk.Epoch, Seq: pk.Seq, Sample: &s.smp})
+	if r == DropAdmission || r == DropNodeRange {
+		// Not let in: keep no reassembly state for it either.
+		s.asm.Forget(s.identify(pk.Node, m.From.Addr()))
+	}
 	if r != DropNone {
 		var err error
 		if debug { // formatted only for the debug line: drops are on the hot path
@@ -341,6 +386,8 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 		s.drop(r, m, err, debug)
 		return false
 	}
+	// Persist, then act: the window moves before the sample shows.
+	s.window.Store(u.Node, u.Fresh)
 	if err := s.writer.Put(u.Node, u.Addr, u.Seen, u.Sample); err != nil {
 		s.drop(DropOther, m, err, debug)
 		if !debug {
@@ -365,6 +412,17 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 func (s *Server) tick(now time.Time) {
 	s.asm.Expire(now)
 	s.drops[DropIncomplete].Store(s.asm.Abandoned())
+	if !now.Before(s.nextForget) {
+		s.nextForget = now.Add(time.Second)
+		for _, n := range s.table.Expire(now) {
+			s.writer.Remove(n)
+			s.window.Clear(n)
+			s.forgotten.Add(1)
+			s.log.Info("forgot silent node", "node", n)
+		}
+	}
+	s.nodes.Store(int64(s.table.Nodes()))
+	s.senders.Store(int64(s.asm.Senders()))
 	req, ok := s.table.Tick(now)
 	if !ok {
 		return
@@ -412,7 +470,7 @@ func (s *Server) Close() error {
 		_ = s.tr.SetReadDeadline(time.Unix(1, 0))
 		s.serving.Lock() // Serve has returned
 		defer s.serving.Unlock()
-		s.closeErr = errors.Join(s.tr.Close(), s.writer.Close())
+		s.closeErr = errors.Join(s.tr.Close(), s.window.Close(), s.writer.Close())
 	})
 	return s.closeErr
 }

@@ -18,6 +18,10 @@ import (
 	"github.com/hoststat/hoststat/telemetry/wire"
 )
 
+// testKey signs the packets of tests whose senders share 127.0.0.1 and
+// tell their node numbers apart: only a signed number is believed.
+var testKey = []byte("hoststat-test-key-0123456789")
+
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("HOSTSTAT_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -90,9 +94,9 @@ func openReader(t testing.TB, dir string) *shm.Reader {
 // Real sendstats cores reading the real /proc reach a master by unicast
 // over loopback: explicit and derived node numbers both land in the table.
 func TestLoopbackUnicast(t *testing.T) {
-	srv, dir, _ := startServer(t, recv.Config{})
+	srv, dir, _ := startServer(t, recv.Config{Key: testKey})
 	for _, n := range []int{3, 5} {
-		startSender(t, send.Config{Node: n, Masters: []netip.AddrPort{srv.Addr()}, Rate: 50 * time.Millisecond})
+		startSender(t, send.Config{Node: n, Key: testKey, Masters: []netip.AddrPort{srv.Addr()}, Rate: 50 * time.Millisecond})
 	}
 	r := openReader(t, dir)
 	waitFor(t, 5*time.Second, "nodes 3 and 5 in the table", func() bool {
@@ -186,14 +190,14 @@ func TestKeyOverLoopback(t *testing.T) {
 // A restarted master gets a unicast node that sends every 30 s back at
 // once: it asks the address the table remembered.
 func TestRestartAsksUnicastNodes(t *testing.T) {
-	srv, dir, stop := startServer(t, recv.Config{})
-	s := startSender(t, send.Config{Node: 6, Masters: []netip.AddrPort{srv.Addr()}, Rate: 30 * time.Second})
+	srv, dir, stop := startServer(t, recv.Config{Key: testKey})
+	s := startSender(t, send.Config{Node: 6, Key: testKey, Masters: []netip.AddrPort{srv.Addr()}, Rate: 30 * time.Second})
 	r := openReader(t, dir)
 	waitFor(t, 5*time.Second, "node 6", func() bool { _, ok := summary(t, r, 6); return ok })
 	stop()
 
 	restart := time.Now()
-	srv2, _, _ := startServer(t, recv.Config{ShmDir: dir, Port: int(srv.Addr().Port())})
+	srv2, _, _ := startServer(t, recv.Config{ShmDir: dir, Port: int(srv.Addr().Port()), Key: testKey})
 	waitFor(t, 2*time.Second, "node 6 back", func() bool {
 		sm, _ := summary(t, r, 6)
 		return sm.LastSeen.After(restart)
@@ -210,8 +214,8 @@ func TestLoopbackIPv6(t *testing.T) {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
 	c.Close()
-	srv, dir, _ := startServer(t, recv.Config{Listen: netip.IPv6Loopback()})
-	startSender(t, send.Config{Node: 4, Masters: []netip.AddrPort{srv.Addr()}, Rate: 50 * time.Millisecond})
+	srv, dir, _ := startServer(t, recv.Config{Listen: netip.IPv6Loopback(), Key: testKey})
+	startSender(t, send.Config{Node: 4, Key: testKey, Masters: []netip.AddrPort{srv.Addr()}, Rate: 50 * time.Millisecond})
 	r := openReader(t, dir)
 	waitFor(t, 5*time.Second, "node 4 over IPv6", func() bool {
 		s, ok := summary(t, r, 4)
@@ -219,10 +223,17 @@ func TestLoopbackIPv6(t *testing.T) {
 	})
 }
 
-// A sample valid on the wire but larger than a table record holds is
-// dropped as oversize and counted; the daemon keeps storing other nodes.
-func TestSampleLargerThanTableDropped(t *testing.T) {
-	srv, dir, _ := startServer(t, recv.Config{})
+// The wire and the table hold to one set of limits: the largest sample the
+// wire carries is stored whole, and a larger one cannot be sent.
+func TestLargestSampleFitsTable(t *testing.T) {
+	if wire.MaxCPUs != shm.MaxCPUs || wire.MaxNetDevs != shm.MaxNetDevs || recv.MaxNodes != shm.MaxNodes {
+		t.Fatalf("limits differ: wire %d CPUs %d devices, table %d and %d; nodes %d and %d",
+			wire.MaxCPUs, wire.MaxNetDevs, shm.MaxCPUs, shm.MaxNetDevs, recv.MaxNodes, shm.MaxNodes)
+	}
+	if _, err := wire.NewEncoder(nil).AppendStatus(nil, 1, 1, &sample.Sample{CPUs: make([]sample.CPU, wire.MaxCPUs+1)}); err == nil {
+		t.Error("a sample of more CPUs than the table holds was encoded")
+	}
+	srv, dir, _ := startServer(t, recv.Config{Key: testKey})
 	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.Addr()))
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +242,7 @@ func TestSampleLargerThanTableDropped(t *testing.T) {
 	send := func(node uint32, cpus int) {
 		s := sample.Sample{Time: time.Now(), BootTime: time.Now().Add(-time.Hour), CPUs: make([]sample.CPU, cpus)}
 		s.BootID[0] = byte(node)
-		pkts, err := wire.NewEncoder(nil).AppendStatus(nil, node, 1, &s)
+		pkts, err := wire.NewEncoder(testKey).AppendStatus(nil, node, 1, &s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,12 +253,10 @@ func TestSampleLargerThanTableDropped(t *testing.T) {
 			time.Sleep(50 * time.Microsecond) // pace: no loss in the socket buffer
 		}
 	}
-	send(1, shm.MaxCPUs+1)
-	waitFor(t, 5*time.Second, "an oversize drop", func() bool { d := srv.Drops(); return d[recv.DropOversize] == 1 })
-	send(2, 4)
+	send(1, wire.MaxCPUs)
 	r := openReader(t, dir)
-	waitFor(t, 5*time.Second, "node 2 in the table", func() bool { _, ok := summary(t, r, 2); return ok })
-	if _, ok := summary(t, r, 1); ok {
-		t.Error("the oversize sample of node 1 was stored")
+	waitFor(t, 10*time.Second, "node 1 with every CPU", func() bool { s, ok := summary(t, r, 1); return ok && s.CPUs == wire.MaxCPUs })
+	if d := srv.Drops(); d.Total() != 0 {
+		t.Errorf("drops: %v", d.String())
 	}
 }

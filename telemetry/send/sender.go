@@ -36,8 +36,14 @@ type Config struct {
 	Group     netip.Addr    // default wire.DefaultGroup
 	Port      int           // the group's port; default wire.DefaultPort
 	Masters   []netip.AddrPort
-	Node      int // NoNode (or any negative): assigned by the master
-	Key       []byte
+	// MasterNames are resolved while running: until they resolve (every
+	// few seconds), and again every ResolveEvery, so the agent follows a
+	// master that moves.
+	MasterNames  []Master
+	ResolveEvery time.Duration // default DefaultResolveEvery
+	Lookup       LookupFunc    // default net.DefaultResolver.LookupNetIP
+	Node         int           // NoNode (or any negative): assigned by the master
+	Key          []byte
 
 	ProcRoot string                     // default /proc
 	Collect  func(*sample.Sample) error // replaces the /proc collector (tests)
@@ -58,7 +64,8 @@ type Sender struct {
 	enc     *wire.Encoder
 	parser  *wire.Parser
 	guard   *wire.Guard
-	dests   []netip.AddrPort
+	dests   []netip.AddrPort // the group, Masters, then resolved MasterNames
+	fixed   int              // dests[:fixed] never change
 	node    uint32
 
 	smp  sample.Sample
@@ -91,7 +98,13 @@ func New(cfg Config) (*Sender, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Interface == "" && len(cfg.Masters) == 0 && cfg.Transport == nil {
+	if cfg.ResolveEvery <= 0 {
+		cfg.ResolveEvery = DefaultResolveEvery
+	}
+	if cfg.Lookup == nil {
+		cfg.Lookup = net.DefaultResolver.LookupNetIP
+	}
+	if cfg.Interface == "" && len(cfg.Masters) == 0 && len(cfg.MasterNames) == 0 && cfg.Transport == nil {
 		return nil, errors.New("nowhere to send: give an interface for multicast or master addresses")
 	}
 	s := &Sender{cfg: cfg, log: cfg.Logger, collect: cfg.Collect, failing: map[netip.AddrPort]bool{}}
@@ -110,9 +123,10 @@ func New(cfg Config) (*Sender, error) {
 		s.dests = append(s.dests, netip.AddrPortFrom(cfg.Group, uint16(cfg.Port)))
 	}
 	s.dests = append(s.dests, cfg.Masters...)
+	s.fixed = len(s.dests)
 	s.tr = cfg.Transport
 	if s.tr == nil {
-		v6 := false
+		v6 := len(cfg.MasterNames) > 0 // a name may resolve to IPv6 only
 		for _, m := range cfg.Masters {
 			v6 = v6 || (m.Addr().Is6() && !m.Addr().Is4In6())
 		}
@@ -162,6 +176,12 @@ func (s *Sender) Run(ctx context.Context) error {
 		return err
 	}
 	defer alarm.Close()
+	resolved := make(chan []netip.AddrPort, 1)
+	if len(s.cfg.MasterNames) > 0 {
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go s.resolve(rctx, resolved)
+	}
 	now := s.cfg.Now()
 	s.agent.Start(now)
 	alarm.Reset(0)
@@ -169,6 +189,9 @@ func (s *Sender) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case addrs := <-resolved:
+			s.dests = append(s.dests[:s.fixed], addrs...)
+			continue // the alarm is set
 		case <-alarm.C:
 			now = s.cfg.Now()
 			if s.agent.Due(now) { // not early, nor a setting since replaced
@@ -260,39 +283,54 @@ func (s *Sender) Close() error {
 	return err
 }
 
-// ResolveMasters turns HOST[:PORT] arguments into addresses, port
-// defaulting to port. HOST is a name, an IPv4 address or an IPv6 address
-// ([addr]:port with a port).
-func ResolveMasters(ctx context.Context, args []string, port int) ([]netip.AddrPort, error) {
-	var out []netip.AddrPort
+// Master is a master given by name, HOST:PORT, resolved while running.
+type Master struct {
+	Host string
+	Port uint16
+}
+
+func (m Master) String() string { return net.JoinHostPort(m.Host, strconv.Itoa(int(m.Port))) }
+
+// ParseMasters splits HOST[:PORT] arguments into addresses, port
+// defaulting to port, and names, which the agent resolves while it runs
+// (a node may boot before the name service is up, and a master may
+// move). It looks nothing up.
+func ParseMasters(args []string, port int) ([]netip.AddrPort, []Master, error) {
+	var addrs []netip.AddrPort
+	var names []Master
 	for _, a := range args {
 		host, p := a, port
 		if h, ps, err := net.SplitHostPort(a); err == nil {
 			n, err := strconv.ParseUint(ps, 10, 16)
 			if err != nil || n == 0 {
-				return nil, fmt.Errorf("master %q: bad port %q", a, ps)
+				return nil, nil, fmt.Errorf("master %q: bad port %q", a, ps)
 			}
 			host, p = h, int(n)
 		}
 		if host == "" {
-			return nil, fmt.Errorf("master %q: no host", a)
+			return nil, nil, fmt.Errorf("master %q: no host", a)
 		}
 		if ip, err := netip.ParseAddr(host); err == nil {
-			out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(p)))
+			addrs = append(addrs, netip.AddrPortFrom(ip.Unmap(), uint16(p)))
 			continue
 		}
-		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		if err != nil || len(ips) == 0 {
-			return nil, fmt.Errorf("master %q: cannot resolve %s: %v", a, host, err)
-		}
-		ip := ips[0]
-		for _, c := range ips { // prefer IPv4, like the cluster fabric
-			if c.Unmap().Is4() {
-				ip = c
-				break
-			}
-		}
-		out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(p)))
+		names = append(names, Master{Host: host, Port: uint16(p)})
 	}
-	return out, nil
+	return addrs, names, nil
+}
+
+// resolveMaster looks m up, preferring IPv4 like the cluster fabric.
+func resolveMaster(ctx context.Context, lookup LookupFunc, m Master) (netip.AddrPort, error) {
+	ips, err := lookup(ctx, "ip", m.Host)
+	if err != nil || len(ips) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("master %q: cannot resolve %s: %v", m.String(), m.Host, err)
+	}
+	ip := ips[0]
+	for _, c := range ips {
+		if c.Unmap().Is4() {
+			ip = c
+			break
+		}
+	}
+	return netip.AddrPortFrom(ip.Unmap(), m.Port), nil
 }

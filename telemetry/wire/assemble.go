@@ -119,9 +119,19 @@ const DefaultReassemblyTimeout = 2 * time.Second
 // Memory is bounded: at most maxPending incomplete samples, at most
 // perSender of them per sender, and at most maxPending×64 KiB of held
 // parts (never below two of the largest samples); when full, the oldest
-// incomplete sample makes room. The state kept per sender (some 50 bytes)
-// lasts until Forget; with a key only key holders can create it.
+// incomplete sample makes room. The state kept per sender (some 100
+// bytes) lasts until Forget, and at most MaxSenders senders are kept: past
+// that, one without incomplete samples is forgotten for each new one.
 type Assembler struct {
+	// MaxSenders bounds the senders remembered; NewAssembler sets
+	// DefaultMaxSenders.
+	MaxSenders int
+	// Identify names the sender of a datagram from the node number in
+	// its header and its source address; nil is SenderOf. A receiver
+	// that does not believe every node number in a header names the
+	// sender by its address instead.
+	Identify func(node uint32, addr netip.Addr) Sender
+
 	maxPending int
 	maxBytes   int
 	timeout    time.Duration
@@ -163,6 +173,10 @@ type heldPart struct {
 	ranges   ranges
 }
 
+// DefaultMaxSenders is the default Assembler.MaxSenders: room for the
+// largest table recvstats keeps, twice.
+const DefaultMaxSenders = 1 << 18
+
 const (
 	perSender = 4
 	// keptArena is the most buffer a free pendingSample keeps for reuse.
@@ -177,6 +191,7 @@ func NewAssembler(maxPending int, timeout time.Duration) *Assembler {
 		timeout = DefaultReassemblyTimeout
 	}
 	return &Assembler{
+		MaxSenders: DefaultMaxSenders,
 		maxPending: maxPending,
 		maxBytes:   max(maxPending*keptArena, 2*MaxParts*MaxDatagram),
 		timeout:    timeout,
@@ -215,8 +230,7 @@ func (a *Assembler) Add(from Sender, p *Packet, now time.Time, into *sample.Samp
 	ps := a.pending[key]
 	if ps == nil {
 		if st == nil {
-			st = &senderState{}
-			a.senders[from] = st
+			st = a.newSender(from)
 		}
 		ps = a.startPending(key, st, h, &p.ranges, now)
 	} else if h.Parts != ps.header.Parts || !h.Time.Equal(ps.header.Time) || !h.BootTime.Equal(ps.header.BootTime) ||
@@ -278,7 +292,7 @@ func (a *Assembler) Receive(p *Parser, b []byte, addr netip.Addr, now time.Time,
 		if r.err != nil {
 			return *h, false, r.err
 		}
-		complete, err := a.Add(SenderOf(h, addr), &pk, now, into)
+		complete, err := a.Add(a.senderOf(h, addr), &pk, now, into)
 		return *h, complete, err
 	}
 	if !pk.ranges.fits(len(pk.payload)) {
@@ -295,13 +309,39 @@ func (a *Assembler) Receive(p *Parser, b []byte, addr netip.Addr, now time.Time,
 	if !now.Before(a.nextSweep) {
 		a.Expire(now)
 	}
-	from := SenderOf(h, addr)
+	from := a.senderOf(h, addr)
 	st, err := a.fresh(from, h)
 	if err != nil {
 		return *h, false, err
 	}
 	a.accept(from, st, h, into)
 	return *h, true, nil
+}
+
+// newSender remembers a new sender, first forgetting one without
+// incomplete samples when MaxSenders are known already.
+func (a *Assembler) newSender(from Sender) *senderState {
+	if len(a.senders) >= max(a.MaxSenders, 1) {
+		for s, st := range a.senders {
+			if st.pending == 0 {
+				delete(a.senders, s)
+				break
+			}
+		}
+	}
+	st := &senderState{}
+	a.senders[from] = st
+	return st
+}
+
+// Senders is the number of senders remembered.
+func (a *Assembler) Senders() int { return len(a.senders) }
+
+func (a *Assembler) senderOf(h *Header, addr netip.Addr) Sender {
+	if a.Identify != nil {
+		return a.Identify(h.Node, addr)
+	}
+	return SenderOf(h, addr)
 }
 
 // fresh returns the state of sender from, and an error if h is not newer
@@ -348,8 +388,7 @@ func (ps *pendingSample) checkCoverage() error {
 func (a *Assembler) accept(from Sender, st *senderState, h *Header, into *sample.Sample) {
 	into.Time, into.BootTime, into.BootID = h.Time, h.BootTime, h.BootID
 	if st == nil {
-		st = &senderState{}
-		a.senders[from] = st
+		st = a.newSender(from)
 	}
 	st.fresh.accept(h)
 	st.accepted = true
@@ -460,6 +499,9 @@ func (a *Assembler) Forget(from Sender) {
 		return
 	}
 	for _, ps := range a.pending {
+		if st.pending == 0 {
+			break
+		}
 		if ps.key.sender == from {
 			a.drop(ps, true)
 			a.release(ps)

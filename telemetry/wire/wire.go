@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
 const (
@@ -46,11 +48,12 @@ const (
 
 	// MaxParts bounds the datagrams of one sample.
 	MaxParts = 1024
-	// MaxCPUs and MaxNetDevs bound what one sample may carry.
-	MaxCPUs    = 16384
-	MaxNetDevs = 4096
+	// MaxCPUs and MaxNetDevs bound what one sample may carry: the limits
+	// of package sample, which the shared-memory table holds to too.
+	MaxCPUs    = sample.MaxCPUs
+	MaxNetDevs = sample.MaxNetDevs
 	// MaxStringLen bounds a CPU model or device name; longer ones are cut.
-	MaxStringLen = 255
+	MaxStringLen = sample.MaxNameLen
 	// maxModelsPerPart bounds the model table of one datagram, so a
 	// decoder can keep it on the stack.
 	maxModelsPerPart = 16

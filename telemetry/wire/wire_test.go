@@ -723,3 +723,27 @@ func TestReceiveMatchesParseAndAdd(t *testing.T) {
 	}
 	newTwin(t, nil, 1, 0).feed(liar, node7Addr, t0)
 }
+
+// 1.5 M packets from distinct senders (here 20,000, with MaxSenders 1,000)
+// leave at most MaxSenders senders' state: memory follows the bound, not
+// the packets.
+func TestAssemblerSendersBounded(t *testing.T) {
+	a := NewAssembler(16, 0)
+	a.MaxSenders = 1000
+	enc := NewEncoder(nil)
+	smp := &sample.Sample{Time: t0, BootID: [16]byte{1}, CPUs: make([]sample.CPU, 1)}
+	p := NewParser(nil)
+	var got sample.Sample
+	for i := range 20_000 {
+		bufs, err := enc.AppendStatus(nil, uint32(i), 1, smp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := a.Receive(p, bufs[0], netip.MustParseAddr("10.0.0.1"), t0, &got); !ok || err != nil {
+			t.Fatalf("sender %d: %v %v", i, ok, err)
+		}
+	}
+	if a.Senders() > 1000 {
+		t.Errorf("%d senders remembered, want at most 1000", a.Senders())
+	}
+}

@@ -120,6 +120,25 @@ func (e *Endpoint) WriteTo(b []byte, to netip.AddrPort) error {
 	return nil
 }
 
+// SendAs delivers b to the endpoint at to as if sent from from, an
+// address no endpoint need have (a spoofed source), waiting while that
+// endpoint's queue is full so that nothing is lost. It reports whether
+// there was an endpoint at to.
+func (n *Network) SendAs(from, to netip.AddrPort, b []byte) bool {
+	n.mu.Lock()
+	ep, ok := n.eps[to]
+	n.mu.Unlock()
+	if !ok {
+		return false
+	}
+	select {
+	case ep.q <- Datagram{Data: append([]byte(nil), b...), From: from}:
+		return true
+	case <-ep.closed:
+		return false
+	}
+}
+
 // SetReadDeadline bounds the next reads; zero means none.
 func (e *Endpoint) SetReadDeadline(t time.Time) error {
 	e.mu.Lock()
