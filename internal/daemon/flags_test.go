@@ -25,7 +25,8 @@ func TestFlagsParse(t *testing.T) {
 		done     bool
 		out, err string
 	}{
-		{[]string{"-h"}, 0, true, "Usage: prog\n\n  -h, --help", ""},
+		{[]string{"-h"}, 0, true, "  -h, --help", ""},
+		{[]string{"--config", "/nonexistent/hoststat.conf"}, 2, true, "", "prog: /nonexistent/hoststat.conf: open"},
 		{[]string{"--help"}, 0, true, "More.", ""},
 		{[]string{"-v"}, 0, true, "prog (hoststat) ", ""},
 		{[]string{"-p"}, 2, true, "", "prog: flag needs an argument: 'p' in -p (see 'prog --help')\n"},
