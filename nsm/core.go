@@ -166,6 +166,11 @@ type Core struct {
 	flying   int                            // callbacks in flight
 	bySender *buckets[netip.Addr]
 	byHost   *buckets[string]
+
+	// fresh are monitored names added since the last Tick, to look up;
+	// every sweepEvery a Tick also looks for expired ones among all hosts.
+	fresh     []string
+	lastSweep time.Time
 }
 
 // coreHost is one monitored host: its registrations and its addresses (the
@@ -377,6 +382,8 @@ func (c *Core) Apply(changes []Change) {
 				c.setAddrs(h, []netip.Addr{a})
 			} else if res := c.cache[canon]; res != nil && len(res.addrs) > 0 {
 				c.setAddrs(h, res.addrs)
+			} else {
+				c.fresh = append(c.fresh, canon)
 			}
 		}
 		r := h.regs[ch.Reg.MyID]
@@ -689,9 +696,24 @@ func (c *Core) Resolved(name string, addrs []netip.Addr, now time.Time) (rd Read
 }
 
 // Tick starts the callbacks and lookups due at now: retries whose delay
-// ran out, and lookups of monitored names never resolved or expired.
+// ran out, lookups of names monitored since the last Tick and, every
+// NegativeTTL, of monitored names whose addresses expired.
 func (c *Core) Tick(now time.Time) (rd Ready) {
 	rd = c.dispatch(now)
+	for len(c.fresh) > 0 && c.asked < c.cfg.MaxResolving {
+		k := c.fresh[0]
+		c.fresh = c.fresh[1:]
+		if h := c.hosts[k]; h != nil && c.needsLookup(k, now) {
+			rd.Resolve = c.ask(k, rd.Resolve)
+		}
+	}
+	if len(c.fresh) == 0 {
+		c.fresh = nil // let the backing array go
+	}
+	if now.Sub(c.lastSweep) < c.cfg.NegativeTTL {
+		return rd
+	}
+	c.lastSweep = now
 	for k, h := range c.hosts {
 		if c.asked >= c.cfg.MaxResolving {
 			break
@@ -701,6 +723,14 @@ func (c *Core) Tick(now time.Time) (rd Ready) {
 		}
 	}
 	return rd
+}
+
+// RemovalWaits reports whether a lookup of name, when it completes, may
+// remove registrations (an SM_UNMON waits for it): the shell then
+// serializes the completion against every other mutation.
+func (c *Core) RemovalWaits(name string) bool {
+	p := c.parked[CanonicalName(name)]
+	return p != nil && len(p.unmon) > 0
 }
 
 // NextWake is when the earliest callback retry falls due; false when none
@@ -739,7 +769,9 @@ func (q *callbackQueue) Pop() any {
 }
 
 // buckets is a token bucket per key, at most max keys, for a caller that
-// serializes access (the Core).
+// serializes access. When the table is full, the keys whose buckets have
+// refilled go (forgetting them loses nothing), then arbitrary ones, so a
+// flood of new keys costs old ones at most their saved-up burst.
 type buckets[K comparable] struct {
 	rate, burst float64
 	max         int
@@ -754,17 +786,7 @@ func (b *buckets[K]) allow(k K, now time.Time) bool {
 	t, ok := b.m[k]
 	if !ok {
 		if len(b.m) >= b.max {
-			for key, t := range b.m {
-				if t.n+now.Sub(t.last).Seconds()*b.rate >= b.burst {
-					delete(b.m, key)
-				}
-			}
-			for key := range b.m {
-				if len(b.m) < b.max {
-					break
-				}
-				delete(b.m, key)
-			}
+			b.evict(now)
 		}
 		t = &tokens{n: b.burst, last: now}
 		b.m[k] = t
@@ -778,4 +800,18 @@ func (b *buckets[K]) allow(k K, now time.Time) bool {
 	}
 	t.n--
 	return true
+}
+
+func (b *buckets[K]) evict(now time.Time) {
+	for key, t := range b.m {
+		if t.n+now.Sub(t.last).Seconds()*b.rate >= b.burst {
+			delete(b.m, key)
+		}
+	}
+	for key := range b.m {
+		if len(b.m) < b.max {
+			return
+		}
+		delete(b.m, key)
+	}
 }

@@ -29,6 +29,11 @@ type Status struct {
 	Listeners []string    `json:"listeners"`
 	Monitored []Monitored `json:"monitored"`
 	Owed      []Owed      `json:"owed"`
+	// Counters since start: store writes that failed (each also logged),
+	// callbacks delivered and given up on.
+	StoreErrors        uint64 `json:"store_errors"`
+	CallbacksDelivered uint64 `json:"callbacks_delivered"`
+	CallbacksGivenUp   uint64 `json:"callbacks_given_up"`
 }
 
 // Monitored is one host we watch and who asked.

@@ -73,6 +73,12 @@ type Config struct {
 	// SM_NOTIFY calls (default 3s).
 	NotifyTimeout time.Duration
 	Logger        *slog.Logger
+	// CallbackPrograms are programs registrants may name as callback
+	// targets besides the lock manager's (--callback-program); never
+	// SM_PROG or rpcbind.
+	CallbackPrograms []uint32
+	// Resolver looks names up (default net.DefaultResolver).
+	Resolver Resolver
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -100,6 +106,13 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cc.Name == "" {
 		cc.Name = DefaultName()
+	}
+	if err := nsm.CheckCallbackPrograms(cc.CallbackPrograms); err != nil {
+		return cc, fmt.Errorf("--callback-program: %w", err)
+	}
+	cc.CallbackPrograms = append([]uint32{nsm.NLMProgram}, cc.CallbackPrograms...)
+	if cc.Resolver == nil {
+		cc.Resolver = net.DefaultResolver
 	}
 	if err := nsm.ValidateMonName(cc.Name); err != nil {
 		return cc, fmt.Errorf("--name: %w", err)
