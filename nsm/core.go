@@ -32,6 +32,10 @@ type CoreConfig struct {
 	// CallbackRetry are the delays after each failed callback
 	// [1s 2s 4s 8s 16s 30s 60s]; after the last the callback is dropped.
 	CallbackRetry []time.Duration
+	// CallbackSpacing is the least time between two callbacks to one
+	// registration [1s]: a peer really rebooting twice within it is told
+	// once with the later state, a flood of notifications a few times.
+	CallbackSpacing time.Duration
 	// MaxCallbacksInFlight bounds concurrent callbacks [64].
 	MaxCallbacksInFlight int
 	// NotifyRate and NotifyBurst bound the matched SM_NOTIFYs answered per
@@ -75,6 +79,7 @@ func (c CoreConfig) withDefaults() CoreConfig {
 	setInt(&c.MaxParked, 4096)
 	setInt(&c.MaxResolving, 64)
 	setInt(&c.MaxCached, 16384)
+	setDur(&c.CallbackSpacing, time.Second)
 	setDur(&c.CacheTTL, 5*time.Minute)
 	setDur(&c.NegativeTTL, 30*time.Second)
 	if c.NotifyRate <= 0 {
@@ -194,7 +199,8 @@ type coreReg struct {
 	hasTold, hasWant, inFlight bool
 	attempts                   int
 	nextTry                    time.Time
-	index                      int // in Core.queue, or -1
+	toldAt                     time.Time // when the last callback succeeded
+	index                      int       // in Core.queue, or -1
 }
 
 func (r *coreReg) callback(state int32) Callback {
@@ -572,25 +578,33 @@ func (c *Core) Notify(name string, state int32, sender netip.Addr, now time.Time
 	return rd, res
 }
 
-// tell records that r is to hear of state.
+// tell records that r is to hear of state. While a state waits to be sent
+// only a newer one replaces it (a reordered or replayed older one is
+// dropped); otherwise any state other than the one told or being told is
+// news, so a peer whose state file was reset is still heard.
 func (c *Core) tell(r *coreReg, state int32, now time.Time) {
 	switch {
-	case r.inFlight && r.flight == state && !r.hasWant,
-		r.hasWant && r.want == state,
-		!r.inFlight && !r.hasWant && r.hasTold && r.told == state:
+	case r.hasWant && state <= r.want,
+		!r.hasWant && r.inFlight && r.flight == state,
+		!r.hasWant && !r.inFlight && r.hasTold && r.told == state:
 		return
 	}
-	if r.hasWant && r.want != state {
-		r.attempts = 0 // news for a registrant, not a retry
-	}
 	r.want, r.hasWant = state, true
-	if r.inFlight {
-		return // sent when the call under way ends
+	if r.inFlight || r.index >= 0 {
+		return // sent when the call under way ends, or already queued
 	}
-	if r.index < 0 {
-		r.nextTry = now
-		heap.Push(&c.queue, r)
+	r.nextTry = now
+	if r.hasTold {
+		r.nextTry = later(now, r.toldAt.Add(c.cfg.CallbackSpacing))
 	}
+	heap.Push(&c.queue, r)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // dispatch starts the callbacks due at now, within the in-flight bound.
@@ -617,9 +631,9 @@ func (c *Core) CallbackDone(cb Callback, ok bool, now time.Time) (rd Ready) {
 	}
 	r.inFlight = false
 	if ok {
-		r.told, r.hasTold, r.attempts = cb.State, true, 0
+		r.told, r.hasTold, r.attempts, r.toldAt = cb.State, true, 0, now
 		if r.hasWant && r.want != cb.State {
-			r.nextTry = now
+			r.nextTry = now.Add(c.cfg.CallbackSpacing)
 			heap.Push(&c.queue, r)
 		} else {
 			r.hasWant = false

@@ -111,17 +111,18 @@ func TestCoreNotifyByAliasAndOtherAddress(t *testing.T) {
 	c.CallbackDone(rd.Callbacks[0], true, t0)
 	// Alias, from an address that is not the peer's: matched once the alias
 	// resolves.
-	rd, res = c.Notify("PEER-ALIAS.", 5, netip.MustParseAddr("192.0.2.1"), t0)
+	t1 := t0.Add(time.Second) // callbacks to one registration are a second apart
+	rd, res = c.Notify("PEER-ALIAS.", 5, netip.MustParseAddr("192.0.2.1"), t1)
 	if res.Matched != 0 || !res.Parked || !slices.Equal(rd.Resolve, []string{"peer-alias"}) {
 		t.Fatalf("alias before lookup: %+v %+v", res, rd)
 	}
-	rd = dns.answer(t, c, rd, t0)
+	rd = dns.answer(t, c, rd, t1)
 	if len(rd.Callbacks) != 1 || rd.Callbacks[0].State != 5 || rd.Callbacks[0].Priv != [16]byte{1} {
 		t.Fatalf("alias after lookup: %+v", rd)
 	}
 	// Cached now: the next one matches at once.
-	c.CallbackDone(rd.Callbacks[0], true, t0)
-	rd, res = c.Notify("peer-alias", 7, netip.MustParseAddr("192.0.2.1"), t0.Add(time.Second))
+	c.CallbackDone(rd.Callbacks[0], true, t1)
+	rd, res = c.Notify("peer-alias", 7, netip.MustParseAddr("192.0.2.1"), t1.Add(time.Second))
 	if res.Matched != 1 || len(rd.Callbacks) != 1 || len(rd.Resolve) != 0 {
 		t.Fatalf("alias cached: %+v %+v", res, rd)
 	}
@@ -183,11 +184,18 @@ func TestCoreCallbacksCoalesce(t *testing.T) {
 	if limited < 19000 {
 		t.Fatalf("only %d of 20000 matched notifications over the rate limit", limited)
 	}
-	rd := c.CallbackDone(started[0], true, t0.Add(time.Second))
+	done := t0.Add(time.Second)
+	if rd := c.CallbackDone(started[0], true, done); len(rd.Callbacks) != 0 {
+		t.Fatalf("called back again at once: %+v", rd.Callbacks)
+	}
+	if w, ok := c.NextWake(); !ok || !w.Equal(done.Add(time.Second)) {
+		t.Fatalf("next callback at %v %v, want a second after the first ended", w, ok)
+	}
+	rd := c.Tick(done.Add(time.Second))
 	if len(rd.Callbacks) != 1 || rd.Callbacks[0].State != 39999 {
 		t.Fatalf("after the first callback: %+v, want one with the latest state", rd.Callbacks)
 	}
-	rd = c.CallbackDone(rd.Callbacks[0], true, t0.Add(time.Second))
+	rd = c.CallbackDone(rd.Callbacks[0], true, done.Add(time.Second))
 	if len(rd.Callbacks) != 0 {
 		t.Fatalf("more callbacks: %+v", rd.Callbacks)
 	}

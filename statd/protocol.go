@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,18 +98,28 @@ func (p *protocol) lockAll() func() {
 }
 
 // commit persists changes and then applies them to the core: memory never
-// holds what the disk does not.
+// holds what the disk does not. A commit that removes holds the core across
+// the write, so no callback is started from a registration whose removal is
+// on disk (an SM_NOTIFY arriving meanwhile waits one fsync); additions need
+// not, since nothing is called back before they are acknowledged.
 func (p *protocol) commit(ctx context.Context, changes []nsm.Change) error {
 	if len(changes) == 0 {
 		return nil
+	}
+	removes := slices.ContainsFunc(changes, func(c nsm.Change) bool { return c.Remove })
+	if removes {
+		p.mu.Lock()
+		defer p.mu.Unlock()
 	}
 	if err := p.store.Apply(ctx, changes); err != nil {
 		p.storeErrors.Add(1)
 		return err
 	}
-	p.mu.Lock()
+	if !removes {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+	}
 	p.core.Apply(changes)
-	p.mu.Unlock()
 	return nil
 }
 
@@ -163,6 +174,9 @@ func (p *protocol) notify(name string, state int32, sender netip.Addr) nsm.Notif
 	rd, res := p.core.Notify(name, state, sender, p.now())
 	p.mu.Unlock()
 	p.act(rd)
+	if res.Matched > 0 {
+		p.kick() // a callback may be due later than now: the next wake-up may have moved
+	}
 	return res
 }
 
