@@ -139,7 +139,9 @@ func (p *protocol) mon(ctx context.Context, r nsm.Registration) (bool, error) {
 	if err := p.commit(ctx, rd.Persist); err != nil {
 		return false, err
 	}
-	p.kick() // a new name is looked up in the background
+	if _, err := netip.ParseAddr(r.MonName); err != nil && len(rd.Persist) > 0 {
+		p.kick() // a new name is looked up in the background
+	}
 	return len(rd.Persist) > 0, nil
 }
 
