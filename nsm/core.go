@@ -739,6 +739,16 @@ func (c *Core) Tick(now time.Time) (rd Ready) {
 	return rd
 }
 
+// Cached reports what the resolution cache knows of name at now: known
+// when it holds a fresh answer, resolves when that answer had addresses.
+func (c *Core) Cached(name string, now time.Time) (resolves, known bool) {
+	res := c.cache[CanonicalName(name)]
+	if res == nil || res.asked || now.After(res.expires) {
+		return false, false
+	}
+	return len(res.addrs) > 0, true
+}
+
 // RemovalWaits reports whether a lookup of name, when it completes, may
 // remove registrations (an SM_UNMON waits for it): the shell then
 // serializes the completion against every other mutation.

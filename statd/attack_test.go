@@ -3,6 +3,7 @@ package statd
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -199,4 +200,53 @@ func TestSlowHACalloutUnderFlood(t *testing.T) {
 func tail(s string, lines int) string {
 	l := strings.Split(s, "\n")
 	return strings.Join(l[max(0, len(l)-lines):], "\n")
+}
+
+// Remote SM_STAT calls naming hosts whose DNS never answers (a real DNS
+// socket on loopback that reads and never replies), 2,000 a second: loopback
+// SM_MON is still answered. On the old code every such call held a handler
+// for 2 s, the handlers ran out and SM_MON waited behind them.
+func TestUnanswerableLookupsDoNotStarveMon(t *testing.T) {
+	hole := loopbackSender(t, "127.0.0.1:0") // reads nothing, answers nothing
+	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, "udp", hole.LocalAddr().String())
+	}}
+	td := newTestDaemon(t, func(c *Config) { c.Resolver = resolver })
+	ctx := ctxT(t, 30*time.Second)
+	to := netip.MustParseAddrPort(td.udp)
+	flood := loopbackSender(t, "127.0.0.50:0")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			e := xdr.NewEncoder(nil)
+			h := oncrpc.CallHeader{XID: uint32(i), RPCVersion: 2, Program: nsm.Program, Version: nsm.Version, Procedure: nsm.ProcStat}
+			h.Encode(e)
+			(&nsm.Name{MonName: fmt.Sprintf("never-%d.test", i)}).Encode(e)
+			flood.WriteToUDPAddrPort(e.Bytes(), to)
+			if i%20 == 0 {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	time.Sleep(time.Second) // let the handlers fill up, if they can
+	c := td.dial("udp")
+	my := nsm.MyID{Name: "127.0.0.1", Prog: nsm.NLMProgram, Vers: 4, Proc: 16}
+	for i := range 5 {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		r, err := callMon(cctx, c, nsm.Mon{ID: nsm.MonID{MonName: fmt.Sprintf("10.8.0.%d", i), MyID: my}})
+		cancel()
+		if err != nil || r.Res != nsm.StatSucc {
+			t.Fatalf("loopback SM_MON %d during the SM_STAT flood: %+v %v", i, r, err)
+		}
+	}
 }

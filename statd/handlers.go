@@ -81,8 +81,11 @@ func (d *daemon) null(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) erro
 
 // stat answers stat_succ when mon_name is valid and resolves (an address
 // literal always does), as nfs-utils and FreeBSD do; both answers carry our
-// state. The lookup is bounded, and handlers run concurrently, so a slow DNS
-// server delays only this caller.
+// state. A name the core looked up lately is answered from its cache;
+// otherwise at most statLookups callers wait for a lookup at once, 2 s at
+// most, and the rest get stat_fail at once: anyone may call SM_STAT, and
+// names whose DNS never answers must not tie up the handlers loopback
+// callers need.
 func (d *daemon) stat(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
 	var arg nsm.Name
 	if err := d.decode(call, "SM_STAT", &arg); err != nil {
@@ -92,13 +95,8 @@ func (d *daemon) stat(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) 
 	if err := nsm.ValidateMonName(arg.MonName); err != nil {
 		d.refuse(call, "SM_STAT", reasonBadMonName, arg.MonName)
 		out.Res = nsm.StatFail
-	} else if _, err := netip.ParseAddr(arg.MonName); err != nil {
-		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := d.cfg.Resolver.LookupNetIP(lctx, "ip", arg.MonName)
-		cancel()
-		if err != nil {
-			out.Res = nsm.StatFail
-		}
+	} else if _, err := netip.ParseAddr(arg.MonName); err != nil && !d.proto.resolves(ctx, arg.MonName) {
+		out.Res = nsm.StatFail
 	}
 	if d.debug {
 		d.log.Debug("SM_STAT", "caller", call.Remote.String(), "mon_name", nsm.Quote(arg.MonName), "res", out.Res.String(), "state", out.State)

@@ -22,6 +22,8 @@ type Resolver interface {
 const (
 	resolveWorkers = 16              // lookups running at once (the core bounds those asked for)
 	resolveTimeout = 5 * time.Second // one lookup
+	statLookups    = 8               // SM_STAT callers waiting for a lookup at once
+	statTimeout    = 2 * time.Second // how long one of them waits
 	tickEvery      = 30 * time.Second
 )
 
@@ -52,6 +54,7 @@ type protocol struct {
 	ctx        context.Context
 	wake       chan struct{}
 	resolveSem chan struct{}
+	statSem    chan struct{}
 	wg         sync.WaitGroup
 
 	storeErrors, delivered, failed atomic.Uint64
@@ -59,7 +62,8 @@ type protocol struct {
 
 func newProtocol(log *slog.Logger, store *nsm.Store, core *nsm.Core, resolver Resolver, call func(context.Context, nsm.Callback) error) *protocol {
 	return &protocol{log: log, store: store, core: core, resolver: resolver, call: call, now: time.Now,
-		hosts: map[string]*hostLock{}, wake: make(chan struct{}, 1), resolveSem: make(chan struct{}, resolveWorkers)}
+		hosts: map[string]*hostLock{}, wake: make(chan struct{}, 1), resolveSem: make(chan struct{}, resolveWorkers),
+		statSem: make(chan struct{}, statLookups)}
 }
 
 type hostLock struct {
@@ -180,6 +184,28 @@ func (p *protocol) notify(name string, state int32, sender netip.Addr) nsm.Notif
 		p.kick() // a callback may be due later than now: the next wake-up may have moved
 	}
 	return res
+}
+
+// resolves answers SM_STAT's question, does name resolve: from the core's
+// cache when it knows, else by a lookup of at most statTimeout if one of
+// statLookups slots is free, else no.
+func (p *protocol) resolves(ctx context.Context, name string) bool {
+	p.mu.Lock()
+	ok, known := p.core.Cached(name, p.now())
+	p.mu.Unlock()
+	if known {
+		return ok
+	}
+	select {
+	case p.statSem <- struct{}{}:
+		defer func() { <-p.statSem }()
+	default:
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, statTimeout)
+	defer cancel()
+	as, err := p.resolver.LookupNetIP(ctx, "ip", name)
+	return err == nil && len(as) > 0
 }
 
 func (p *protocol) kick() {
