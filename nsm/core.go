@@ -540,17 +540,17 @@ func (c *Core) park(canon string) *parkedCalls {
 // registration, a newer state replaces one not yet sent, and a state the
 // registrant was told or is being told costs nothing. Over the rate per
 // sender or per monitored host the call is still recorded (it costs one
-// state per registration) but Limited says not to answer it or log it.
+// state per registration) but Limited says not to answer it or log it,
+// and it starts no lookup.
 // When name has to be looked up, the registrations it matches by address
 // are told when the lookup completes.
 func (c *Core) Notify(name string, state int32, sender netip.Addr, now time.Time) (rd Ready, res NotifyResult) {
 	canon := CanonicalName(name)
 	sender = sender.Unmap()
 	hosts := c.matchHosts(canon, sender, now)
+	senderOK := c.bySender.allow(sender, now)
 	if len(hosts) > 0 {
-		if !c.bySender.allow(sender, now) {
-			res.Limited = true
-		}
+		res.Limited = !senderOK
 		for _, h := range hosts {
 			if !c.byHost.allow(h.canon, now) {
 				res.Limited = true
@@ -561,7 +561,9 @@ func (c *Core) Notify(name string, state int32, sender netip.Addr, now time.Time
 			}
 		}
 	}
-	if c.needsLookup(canon, now) && (len(hosts) > 0 || len(c.hosts) > 0) {
+	// A lookup only for a sender within its rate: a remote flood of new
+	// names must not become a flood of DNS queries.
+	if senderOK && len(c.hosts) > 0 && c.needsLookup(canon, now) {
 		if p := c.park(canon); p != nil {
 			if !p.notify || p.state != state {
 				p.senders = p.senders[:0]
