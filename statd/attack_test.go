@@ -182,6 +182,9 @@ func TestSlowHACalloutUnderFlood(t *testing.T) {
 			t.Fatalf("SM_MON over %s during the flood: %+v %v", network, r, err)
 		}
 	}
+	if st := td.status(); st.HACalloutsDropped == 0 {
+		t.Error("admin view counts no dropped callouts")
+	}
 	td.cancel()
 	td.cancel = nil
 	select {

@@ -281,7 +281,8 @@ func (d *daemon) status() (*Status, error) {
 	st := &Status{Name: d.cfg.Name, State: d.state.Load(), Pid: os.Getpid(), BootID: d.bootID,
 		StateDir: d.cfg.StateDir, Started: d.started, Listeners: d.listeners, Monitored: []Monitored{}, Owed: []Owed{},
 		StoreErrors:        d.proto.storeErrors.Load() + d.notifier.storeErrors.Load(),
-		CallbacksDelivered: d.proto.delivered.Load(), CallbacksGivenUp: d.proto.failed.Load()}
+		CallbacksDelivered: d.proto.delivered.Load(), CallbacksGivenUp: d.proto.failed.Load(),
+		HACalloutsDropped: d.ha.droppedTotal()}
 	for _, r := range regs {
 		if n := len(st.Monitored); n == 0 || st.Monitored[n-1].MonName != r.MonName {
 			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName})

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hoststat/hoststat/nsm"
@@ -44,6 +45,7 @@ type haCallout struct {
 	order    []string              // hosts with callouts queued, first come first run
 	queued   map[string][][]string // host → callouts (argument lists)
 	dropped  uint64                // overflow since the last overflow line
+	total    atomic.Uint64         // overflow since start (admin view)
 	lastDrop time.Time
 	wake     chan struct{}
 	done     chan struct{}
@@ -106,6 +108,7 @@ func (h *haCallout) enqueue(monName string, args []string) {
 
 func (h *haCallout) overflowLocked(args []string) {
 	h.dropped++
+	h.total.Add(1)
 	now := time.Now()
 	if now.Sub(h.lastDrop) < haOverflowLogEach {
 		return
@@ -170,6 +173,14 @@ func (h *haCallout) exec(args []string) {
 		return
 	}
 	h.log.Debug("ha-callout done", "prog", nsm.Quote(h.prog), "args", args)
+}
+
+// droppedTotal counts the callouts that did not fit since start.
+func (h *haCallout) droppedTotal() uint64 {
+	if h == nil {
+		return 0
+	}
+	return h.total.Load()
 }
 
 // close stops taking callouts, gives the queued ones haDrainOnClose to
