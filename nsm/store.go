@@ -307,33 +307,7 @@ func regsBucket(tx *bolt.Tx) *bolt.Bucket { return tx.Bucket(bucketRegs) }
 // with a different priv it replaces priv. The names are validated here too,
 // so nothing unsafe reaches the file whatever the caller checked.
 func (s *Store) Monitor(ctx context.Context, r Registration) error {
-	id := MonID{MonName: r.MonName, MyID: r.MyID}
-	if err := id.Validate(); err != nil {
-		return err
-	}
-	if r.Registered.IsZero() {
-		r.Registered = time.Now()
-	}
-	idKey := myIDKey(r.MyID)
-	val := regValue(r.Priv, r.Registered)
-	monName := []byte(r.MonName)
-	return s.update(ctx, func(tx *bolt.Tx) error {
-		n, _, err := myIDNumber(tx, idKey, true)
-		if err != nil {
-			return err
-		}
-		regs := regsBucket(tx)
-		k := regKey(r.MonName, n)
-		if old := regs.Get(k); len(old) >= PrivLen && bytes.Equal(old[:PrivLen], val[:PrivLen]) {
-			return nil // idempotent: keep the first registration time
-		}
-		if g := tx.Bucket(bucketGaveUp); g.Get(monName) != nil {
-			if err := g.Delete(monName); err != nil {
-				return err
-			}
-		}
-		return regs.Put(k, val)
-	})
+	return s.Apply(ctx, []Change{{Reg: r}})
 }
 
 // Unmonitor removes one registration (SM_UNMON) and reports whether it
