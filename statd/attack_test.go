@@ -6,10 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,5 +254,63 @@ func TestUnanswerableLookupsDoNotStarveMon(t *testing.T) {
 		if err != nil || r.Res != nsm.StatSucc {
 			t.Fatalf("loopback SM_MON %d during the SM_STAT flood: %+v %v", i, r, err)
 		}
+	}
+}
+
+// The same through the real command and a real SIGTERM: rpc.statd with a
+// slow -H program, flooded with unsolicited SM_NOTIFY from 1,000 loopback
+// addresses, exits 0 within 5 s of SIGTERM, and writes no panic.
+func TestSIGTERMUnderFloodWithSlowHACallout(t *testing.T) {
+	bin := netlab.BuildCommands(t, "./cmd/rpc.statd")
+	dir := t.TempDir()
+	script := filepath.Join(dir, "callout")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nsleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bootID := filepath.Join(dir, "boot_id")
+	writeBootID(t, bootID, "boot-1")
+	port := freePort(t)
+	logs := &netlab.LogBuffer{}
+	cmd := exec.Command(filepath.Join(bin, "rpc.statd"), "-F", "--no-rpcbind", "-P", filepath.Join(dir, "state"),
+		"-p", strconv.Itoa(port), "--boot-id-path", bootID, "-H", script, "--name", "me.example.com")
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("rpc.statd output:\n%s", tail(logs.String(), 30))
+		}
+	}()
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	netlab.WaitFor(t, 10*time.Second, "rpc.statd answering", func() error {
+		_, err := rawCall(t, "127.0.0.1:0", to.String(), nsm.ProcNull, nil)
+		return err
+	})
+	for s := range 1000 {
+		f := loopbackSender(t, fmt.Sprintf("127.0.%d.%d:0", 1+s/250, 1+s%250))
+		for i := range 12 {
+			f.WriteToUDPAddrPort(notifyPacket(uint32(i), fmt.Sprintf("host-%d-%d", s, i), int32(i)), to)
+		}
+		f.Close()
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("rpc.statd exited with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("rpc.statd still running 5 s after SIGTERM")
+	}
+	if out := logs.String(); strings.Contains(out, "panic") {
+		t.Fatalf("panic on the way out:\n%s", tail(out, 30))
 	}
 }
