@@ -40,12 +40,8 @@ func SameHost(a, b string) bool {
 // at most maxSenders buckets, so a flood from spoofed addresses cannot
 // grow it without bound. Safe for concurrent use.
 type RateLimiter struct {
-	rate       float64 // tokens per second
-	burst      float64
-	maxSenders int
-
-	mu      sync.Mutex
-	senders map[netip.Addr]*tokens
+	mu sync.Mutex
+	b  *buckets[netip.Addr]
 }
 
 type tokens struct {
@@ -56,53 +52,13 @@ type tokens struct {
 // NewRateLimiter allows each sender burst calls at once and rate per second
 // on average, tracking up to maxSenders senders.
 func NewRateLimiter(rate float64, burst, maxSenders int) *RateLimiter {
-	return &RateLimiter{
-		rate:       max(rate, 0),
-		burst:      float64(max(burst, 1)),
-		maxSenders: max(maxSenders, 1),
-		senders:    map[netip.Addr]*tokens{},
-	}
+	return &RateLimiter{b: newBuckets[netip.Addr](max(rate, 0), max(burst, 1), max(maxSenders, 1))}
 }
 
 // Allow takes a token from from's bucket at now and reports whether there
 // was one.
 func (l *RateLimiter) Allow(from netip.Addr, now time.Time) bool {
-	from = from.Unmap()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t, ok := l.senders[from]
-	if !ok {
-		if len(l.senders) >= l.maxSenders {
-			l.evict(now)
-		}
-		t = &tokens{n: l.burst, last: now}
-		l.senders[from] = t
-	}
-	if now.After(t.last) {
-		t.n = min(l.burst, t.n+now.Sub(t.last).Seconds()*l.rate)
-		t.last = now
-	}
-	if t.n < 1 {
-		return false
-	}
-	t.n--
-	return true
-}
-
-// evict drops the senders whose buckets have refilled (forgetting them
-// loses nothing); if none has, it drops one arbitrary sender, so a flood
-// of new addresses costs old senders at most their saved-up burst.
-func (l *RateLimiter) evict(now time.Time) {
-	for a, t := range l.senders {
-		if t.n+now.Sub(t.last).Seconds()*l.rate >= l.burst {
-			delete(l.senders, a)
-		}
-	}
-	if len(l.senders) < l.maxSenders {
-		return
-	}
-	for a := range l.senders {
-		delete(l.senders, a)
-		return
-	}
+	return l.b.allow(from.Unmap(), now)
 }

@@ -79,7 +79,7 @@ func TestRateLimiterBoundsMemory(t *testing.T) {
 			t.Fatalf("new sender %v refused", addr)
 		}
 	}
-	if n := len(l.senders); n > 10 {
+	if n := len(l.b.m); n > 10 {
 		t.Fatalf("tracks %d senders, limit 10", n)
 	}
 }

@@ -166,32 +166,66 @@ func (n *Notifier) Due(now time.Time) []Owed {
 	return due
 }
 
+// Preview says what Done would record for the result of an attempt on
+// host made at now, changing nothing: the shell persists the outcome, then
+// calls Done, so the schedule in memory never runs ahead of the store.
+func (n *Notifier) Preview(host string, ok bool, now time.Time) Outcome {
+	out, _ := n.decide(host, ok, now)
+	return out
+}
+
 // Done records the result of an attempt on host made at now.
 func (n *Notifier) Done(host string, ok bool, now time.Time) Outcome {
+	out, e := n.decide(host, ok, now)
+	if e == nil {
+		return out
+	}
+	e.inFlight = false
+	switch out.Kind {
+	case Retry:
+		e.Owed, e.renewed = out.Owed, nil
+		heap.Push(&n.queue, e)
+	default:
+		delete(n.hosts, host)
+	}
+	return out
+}
+
+func (n *Notifier) decide(host string, ok bool, now time.Time) (Outcome, *owedEntry) {
 	e, found := n.hosts[host]
 	if !found || !e.inFlight {
-		return Outcome{Kind: NotInFlight, Owed: Owed{Host: host}}
+		return Outcome{Kind: NotInFlight, Owed: Owed{Host: host}}, nil
+	}
+	if e.renewed != nil {
+		// Whatever this attempt achieved, the newer state is still owed.
+		return Outcome{Kind: Retry, Owed: *e.renewed}, e
+	}
+	if ok {
+		return Outcome{Kind: Delivered, Owed: e.Owed}, e
+	}
+	o := e.Owed
+	o.Attempts++
+	next, giveUp := n.sched.Retry(o.FirstOwed, now, o.Attempts)
+	if giveUp {
+		return Outcome{Kind: Abandoned, Owed: o}, e
+	}
+	o.NextTry = next
+	return Outcome{Kind: Retry, Owed: o}, e
+}
+
+// Release ends an attempt on host whose outcome could not be recorded:
+// nothing advances (attempts, first owed) but the next try, at.
+func (n *Notifier) Release(host string, at time.Time) {
+	e, found := n.hosts[host]
+	if !found || !e.inFlight {
+		return
 	}
 	e.inFlight = false
 	if e.renewed != nil {
-		// Whatever this attempt achieved, the newer state is still owed.
 		e.Owed, e.renewed = *e.renewed, nil
-		heap.Push(&n.queue, e)
-		return Outcome{Kind: Retry, Owed: e.Owed}
 	}
-	if ok {
-		delete(n.hosts, host)
-		return Outcome{Kind: Delivered, Owed: e.Owed}
-	}
-	e.Attempts++
-	next, giveUp := n.sched.Retry(e.FirstOwed, now, e.Attempts)
-	if giveUp {
-		delete(n.hosts, host)
-		return Outcome{Kind: Abandoned, Owed: e.Owed}
-	}
-	e.NextTry = next
+	e.NextTry = at
 	heap.Push(&n.queue, e)
-	return Outcome{Kind: Retry, Owed: e.Owed}
 }
 
 // NextWake is when the next notification falls due; false when nothing is

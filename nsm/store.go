@@ -363,14 +363,7 @@ func regsBucket(tx *bolt.Tx) *bolt.Bucket { return tx.Bucket(bucketRegs) }
 // with a different priv it replaces priv. The names are validated here too,
 // so nothing unsafe reaches the file whatever the caller checked.
 func (s *Store) Monitor(ctx context.Context, r Registration) error {
-	id := MonID{MonName: r.MonName, MyID: r.MyID}
-	if err := id.Validate(); err != nil {
-		return err
-	}
-	if r.Registered.IsZero() {
-		r.Registered = time.Now()
-	}
-	return s.update(ctx, func(tx *bolt.Tx) error { return putRegistration(tx, r) })
+	return s.Apply(ctx, []Change{{Reg: r}})
 }
 
 // putRegistration is Monitor inside a transaction; r is valid.

@@ -29,6 +29,12 @@ type Status struct {
 	Listeners []string    `json:"listeners"`
 	Monitored []Monitored `json:"monitored"`
 	Owed      []Owed      `json:"owed"`
+	// Counters since start: store writes that failed (each also logged),
+	// callbacks delivered and given up on, HA callouts that did not fit.
+	StoreErrors        uint64 `json:"store_errors"`
+	CallbacksDelivered uint64 `json:"callbacks_delivered"`
+	CallbacksGivenUp   uint64 `json:"callbacks_given_up"`
+	HACalloutsDropped  uint64 `json:"ha_callouts_dropped"`
 }
 
 // Monitored is one host we watch and who asked.

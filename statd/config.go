@@ -86,6 +86,12 @@ type Config struct {
 	KernelStatePath string
 	// BootTime overrides when the host booted (tests of the import rule).
 	BootTime time.Time
+	// CallbackPrograms are programs registrants may name as callback
+	// targets besides the lock manager's (--callback-program); never
+	// SM_PROG or rpcbind.
+	CallbackPrograms []uint32
+	// Resolver looks names up (default net.DefaultResolver).
+	Resolver Resolver
 	Logger   *slog.Logger
 }
 
@@ -114,6 +120,13 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cc.Name == "" {
 		cc.Name = DefaultName()
+	}
+	if err := nsm.CheckCallbackPrograms(cc.CallbackPrograms); err != nil {
+		return cc, fmt.Errorf("--callback-program: %w", err)
+	}
+	cc.CallbackPrograms = append([]uint32{nsm.NLMProgram}, cc.CallbackPrograms...)
+	if cc.Resolver == nil {
+		cc.Resolver = net.DefaultResolver
 	}
 	if err := nsm.ValidateMonName(cc.Name); err != nil {
 		return cc, fmt.Errorf("--name: %w", err)

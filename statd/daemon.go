@@ -18,7 +18,6 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -38,23 +37,18 @@ type daemon struct {
 	state    atomic.Int32
 	bootID   string
 	started  time.Time
-	idx      *index
+	proto    *protocol
 	refusals *refusalLog
 	refused  atomic.Uint64
 	limiter  *nsm.RateLimiter
 	ha       *haCallout
-	mux      *datagramMux
+	mux      *oncrpc.Multicaller
 
 	srv       *oncrpc.Server
 	listeners []string
 	ports     map[string]int // netid → port we serve on
 
-	notifier  *notifyLoop
-	callbacks *callbacker
-
-	resolveSem chan struct{}
-	bg         sync.WaitGroup
-	ctx        context.Context
+	notifier *notifyLoop
 }
 
 // open does what both modes share: the state directory, the store, the
@@ -64,8 +58,8 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	if err != nil {
 		return nil, nsm.StartResult{}, err
 	}
-	d := &daemon{cfg: cfg, log: cfg.Logger, debug: cfg.Logger.Enabled(context.Background(), slog.LevelDebug), started: time.Now(), idx: newIndex(), refusals: newRefusalLog(),
-		limiter: nsm.NewRateLimiter(1, 10, 4096), resolveSem: make(chan struct{}, 16)}
+	d := &daemon{cfg: cfg, log: cfg.Logger, debug: cfg.Logger.Enabled(context.Background(), slog.LevelDebug), started: time.Now(), refusals: newRefusalLog(),
+		limiter: nsm.NewRateLimiter(1, 10, 4096)}
 	if d.bootID, err = ReadBootID(cfg.BootIDPath); err != nil {
 		return nil, nsm.StartResult{}, err
 	}
@@ -86,11 +80,13 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	d.log.Info("rpc.statd starting", "name", nsm.Quote(cfg.Name), "state", res.State, "previous_state", res.PrevState,
 		"rebooted", res.Rebooted, "reason", res.Reason, "registrations_dropped", res.Dropped, "owed", res.Owed,
 		"state_dir", cfg.StateDir)
-	if d.mux, err = newDatagramMux(cfg.OutgoingPort); err != nil {
+	if d.mux, err = oncrpc.ListenMulticaller(cfg.OutgoingPort); err != nil {
 		d.store.Close()
 		return nil, res, err
 	}
-	peer := &peerNotifier{mux: d.mux, names: notifyNames(cfg.Name), rpcbPort: uint16(cfg.RPCBindPort), timeout: cfg.NotifyTimeout}
+	core := nsm.NewCore(nsm.CoreConfig{AllowedPrograms: cfg.CallbackPrograms})
+	d.proto = newProtocol(d.log, d.store, core, cfg.Resolver, newCallbacker(d.log, d.mux, cfg.RPCBindPort).call)
+	peer := &peerNotifier{mux: d.mux, resolver: cfg.Resolver, names: notifyNames(cfg.Name), rpcbPort: uint16(cfg.RPCBindPort), timeout: cfg.NotifyTimeout}
 	d.notifier = newNotifyLoop(d.log, d.store, peer, cfg.Schedule, cfg.NotifyWorkers)
 	return d, res, nil
 }
@@ -111,7 +107,7 @@ func NotifyOnce(ctx context.Context, cfg Config) (NotifySummary, error) {
 		return NotifySummary{}, err
 	}
 	defer d.store.Close()
-	defer d.mux.close()
+	defer d.mux.Close()
 	owed, err := d.store.Owed()
 	if err != nil {
 		return NotifySummary{}, err
@@ -139,25 +135,25 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return err
 	}
 	defer d.store.Close()
-	defer d.mux.close()
+	defer d.mux.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	d.ctx = ctx
 	d.ha = newHACallout(d.cfg.HACallout, d.log)
 	defer d.ha.close()
-	d.callbacks = newCallbacker(ctx, d.log, d.mux, d.cfg.RPCBindPort)
-	defer d.callbacks.wait()
 
 	regs, err := d.store.Registrations()
 	if err != nil {
 		return err
 	}
-	for _, r := range regs {
-		d.idx.put(r)
-	}
-	for _, name := range d.idx.unresolved() {
-		d.resolveLater(name)
-	}
+	d.proto.core.Load(regs)
+	d.proto.ctx = ctx
+	protoDone := make(chan struct{})
+	go func() {
+		defer close(protoDone)
+		d.proto.run(ctx)
+	}()
+	defer func() { <-protoDone }()
+	defer cancel()
 
 	if err := d.listen(); err != nil {
 		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
@@ -205,7 +201,6 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	d.log.Info("rpc.statd stopping")
 	cancel()
 	<-notifyDone
-	d.bg.Wait()
 	return nil
 }
 
@@ -276,32 +271,6 @@ func listenPair(udpNet, tcpNet string, a netip.Addr, port int) (net.PacketConn, 
 	}
 }
 
-// resolveLater looks a monitored name up in the background so an SM_NOTIFY
-// from one of its addresses matches without DNS in the RPC path.
-func (d *daemon) resolveLater(name string) {
-	if _, err := netip.ParseAddr(name); err == nil || d.ctx == nil {
-		return
-	}
-	d.bg.Add(1)
-	go func() {
-		defer d.bg.Done()
-		select {
-		case d.resolveSem <- struct{}{}:
-		case <-d.ctx.Done():
-			return
-		}
-		defer func() { <-d.resolveSem }()
-		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
-		defer cancel()
-		as, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
-		if err != nil {
-			d.log.Debug("monitored name does not resolve; matching SM_NOTIFY by name only", "mon_name", nsm.Quote(name), "err", err)
-			return
-		}
-		d.idx.setAddrs(name, as)
-	}()
-}
-
 // status builds the admin view from the store and the schedule.
 func (d *daemon) status() (*Status, error) {
 	regs, err := d.store.Registrations()
@@ -309,7 +278,10 @@ func (d *daemon) status() (*Status, error) {
 		return nil, err
 	}
 	st := &Status{Name: d.cfg.Name, State: d.state.Load(), Pid: os.Getpid(), BootID: d.bootID,
-		StateDir: d.cfg.StateDir, Started: d.started, Listeners: d.listeners, Monitored: []Monitored{}, Owed: []Owed{}}
+		StateDir: d.cfg.StateDir, Started: d.started, Listeners: d.listeners, Monitored: []Monitored{}, Owed: []Owed{},
+		StoreErrors:        d.proto.storeErrors.Load() + d.notifier.storeErrors.Load(),
+		CallbacksDelivered: d.proto.delivered.Load(), CallbacksGivenUp: d.proto.failed.Load(),
+		HACalloutsDropped: d.ha.droppedTotal()}
 	for _, r := range regs {
 		if n := len(st.Monitored); n == 0 || st.Monitored[n-1].MonName != r.MonName {
 			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName})

@@ -2,7 +2,8 @@ package statd
 
 import (
 	"context"
-	"net"
+	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -26,6 +27,7 @@ const (
 	reasonBadMonName  = "invalid mon_name"
 	reasonBadMyName   = "invalid my_name"
 	reasonRateLimited = "SM_NOTIFY rate limit"
+	reasonProgram     = "callback program not allowed (--callback-program adds one)"
 	reasonGarbage     = "arguments do not decode"
 )
 
@@ -79,8 +81,11 @@ func (d *daemon) null(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) erro
 
 // stat answers stat_succ when mon_name is valid and resolves (an address
 // literal always does), as nfs-utils and FreeBSD do; both answers carry our
-// state. The lookup is bounded, and handlers run concurrently, so a slow DNS
-// server delays only this caller.
+// state. A name the core looked up lately is answered from its cache;
+// otherwise at most statLookups callers wait for a lookup at once, 2 s at
+// most, and the rest get stat_fail at once: anyone may call SM_STAT, and
+// names whose DNS never answers must not tie up the handlers loopback
+// callers need.
 func (d *daemon) stat(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) error {
 	var arg nsm.Name
 	if err := d.decode(call, "SM_STAT", &arg); err != nil {
@@ -90,13 +95,8 @@ func (d *daemon) stat(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) 
 	if err := nsm.ValidateMonName(arg.MonName); err != nil {
 		d.refuse(call, "SM_STAT", reasonBadMonName, arg.MonName)
 		out.Res = nsm.StatFail
-	} else if _, err := netip.ParseAddr(arg.MonName); err != nil {
-		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := net.DefaultResolver.LookupHost(lctx, arg.MonName)
-		cancel()
-		if err != nil {
-			out.Res = nsm.StatFail
-		}
+	} else if _, err := netip.ParseAddr(arg.MonName); err != nil && !d.proto.resolves(ctx, arg.MonName) {
+		out.Res = nsm.StatFail
 	}
 	if d.debug {
 		d.log.Debug("SM_STAT", "caller", call.Remote.String(), "mon_name", nsm.Quote(arg.MonName), "res", out.Res.String(), "state", out.State)
@@ -124,18 +124,18 @@ func (d *daemon) mon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) e
 		return fail.Encode(res)
 	}
 	reg := nsm.Registration{MonName: arg.ID.MonName, MyID: arg.ID.MyID, Priv: arg.Priv, Registered: time.Now()}
-	unlock := d.idx.lockHost(reg.MonName)
-	err := d.store.Monitor(ctx, reg)
-	if err == nil {
-		d.idx.put(reg)
-	}
-	unlock()
+	changed, err := d.proto.mon(ctx, reg)
 	if err != nil {
+		if errors.Is(err, nsm.ErrProgramNotAllowed) {
+			d.refuse(call, "SM_MON", reasonProgram, fmt.Sprintf("%s my_prog %d", reg.MonName, reg.MyID.Prog))
+			return fail.Encode(res)
+		}
 		d.log.Error("SM_MON not recorded", "mon_name", nsm.Quote(reg.MonName), "my_name", nsm.Quote(reg.MyID.Name), "err", err)
 		return fail.Encode(res)
 	}
-	d.resolveLater(reg.MonName)
-	d.ha.addClient(reg.MonName, reg.MyID.Name)
+	if changed {
+		d.ha.addClient(reg.MonName, reg.MyID.Name) // not again for a repeat (a retransmission, say)
+	}
 	out := nsm.StatRes{Res: nsm.StatSucc, State: d.state.Load()}
 	if d.debug {
 		d.log.Debug("SM_MON", "mon_name", nsm.Quote(reg.MonName), "my_name", nsm.Quote(reg.MyID.Name),
@@ -159,12 +159,7 @@ func (d *daemon) unmon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder)
 		d.refuse(call, "SM_UNMON", reasonBadMonName, arg.MonName)
 		return out.Encode(res)
 	}
-	unlock := d.idx.lockHost(arg.MonName)
-	found, err := d.store.Unmonitor(ctx, arg.MonName, arg.MyID)
-	if err == nil && found {
-		d.idx.remove(arg.MonName, arg.MyID)
-	}
-	unlock()
+	found, err := d.proto.unmon(ctx, arg.MonName, arg.MyID)
 	if err != nil {
 		d.log.Error("SM_UNMON not recorded", "mon_name", nsm.Quote(arg.MonName), "err", err)
 		return oncrpc.ErrSystem
@@ -185,13 +180,7 @@ func (d *daemon) unmonAll(ctx context.Context, call *oncrpc.Call, res *xdr.Encod
 		d.refuse(call, "SM_UNMON_ALL", reasonRemote, arg.Name)
 		return oncrpc.AuthError(oncrpc.AuthTooWeak)
 	}
-	unlock := d.idx.lockAll()
-	n, err := d.store.UnmonitorAll(ctx, arg)
-	var hosts []string
-	if err == nil && n > 0 {
-		hosts = d.idx.removeAll(arg)
-	}
-	unlock()
+	hosts, err := d.proto.unmonAll(ctx, arg)
 	if err != nil {
 		d.log.Error("SM_UNMON_ALL not recorded", "my_name", nsm.Quote(arg.Name), "err", err)
 		return oncrpc.ErrSystem
@@ -199,7 +188,7 @@ func (d *daemon) unmonAll(ctx context.Context, call *oncrpc.Call, res *xdr.Encod
 	for _, h := range hosts {
 		d.ha.delClient(h, arg.Name)
 	}
-	d.log.Debug("SM_UNMON_ALL", "my_name", nsm.Quote(arg.Name), "removed", n)
+	d.log.Debug("SM_UNMON_ALL", "my_name", nsm.Quote(arg.Name), "hosts", len(hosts))
 	return (&nsm.Stat{State: d.state.Load()}).Encode(res)
 }
 
@@ -211,7 +200,7 @@ func (d *daemon) simuCrash(ctx context.Context, call *oncrpc.Call, _ *xdr.Encode
 		d.refuse(call, "SM_SIMU_CRASH", reasonUnprivPort, call.Remote.String())
 		return oncrpc.AuthError(oncrpc.AuthTooWeak)
 	}
-	unlock := d.idx.lockAll()
+	unlock := d.proto.lockAll()
 	state, err := d.store.SimulateCrash(ctx, time.Now())
 	if err == nil {
 		d.state.Store(state)
@@ -240,22 +229,21 @@ func (d *daemon) notify(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) er
 		return oncrpc.ErrGarbageArgs
 	}
 	sender := call.Remote.Addr()
-	due, matched := d.idx.match(arg.MonName, arg.State, sender)
-	if matched == 0 && !d.limiter.Allow(sender, time.Now()) {
-		// Unsolicited and too many: drop without a reply, so a flood costs
-		// us no more than reading it.
+	got := d.proto.notify(arg.MonName, arg.State, sender)
+	if got.Limited || got.Matched == 0 && !d.limiter.Allow(sender, time.Now()) {
+		// Too many: drop without a reply, so a flood costs us no more than
+		// reading it. A matched one has still recorded its state (the
+		// registrants hear the latest), at no cost but that.
 		d.refuse(call, "SM_NOTIFY", reasonRateLimited, arg.MonName)
 		return oncrpc.ErrDrop
 	}
 	d.ha.smNotify(arg.MonName, sender.String(), arg.State)
-	if matched == 0 {
-		d.log.Debug("SM_NOTIFY for a host nobody monitors", "caller", call.Remote.String(), "mon_name", nsm.Quote(arg.MonName), "state", arg.State)
+	if got.Matched == 0 {
+		d.log.Debug("SM_NOTIFY for a host nobody monitors (yet: its name may be looked up)", "caller", call.Remote.String(),
+			"mon_name", nsm.Quote(arg.MonName), "state", arg.State, "lookup", got.Parked)
 		return nil
 	}
 	d.log.Info("SM_NOTIFY", "caller", call.Remote.String(), "mon_name", nsm.Quote(arg.MonName), "state", arg.State,
-		"registrations", matched, "callbacks", len(due))
-	for _, cb := range due {
-		d.callbacks.enqueue(cb)
-	}
+		"registrations", got.Matched)
 	return nil
 }

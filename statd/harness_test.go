@@ -95,7 +95,9 @@ func newTestDaemon(t testing.TB, mutate func(*Config)) *testDaemon {
 		RPCBindPort:   td.rpcb.port,
 		BootIDPath:    td.bootID,
 		NotifyTimeout: 2 * time.Second,
-		Logger:        slog.New(slog.NewTextHandler(td.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// The in-test registrants' programs (see newRegistrant callers).
+		CallbackPrograms: []uint32{7, 200100, 200200},
+		Logger:           slog.New(slog.NewTextHandler(td.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mutate != nil {
 		mutate(&td.cfg)

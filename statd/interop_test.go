@@ -303,7 +303,7 @@ func newPeerPair(t *testing.T, ctx context.Context) *peerPair {
 	p := &peerPair{lt: lt, a: lab.AddHost("a"), b: lab.AddHost("b"), dirA: t.TempDir(), dirB: netlab.MakeStatdDir(t)}
 	startRPCBind(t, ctx, lt, p.a)
 	startRPCBind(t, ctx, lt, p.b)
-	p.ours = p.a.Start(lt.ourStatd, "-F", "-d", "-P", p.dirA)
+	p.ours = p.a.Start(lt.ourStatd, "-F", "-d", "-P", p.dirA, "--callback-program", "300100")
 	p.nfs = p.b.Start(lt.nfsStatd, "-F", "-d", "-L", "-P", p.dirB)
 	registeredOn(t, ctx, lt, p.a, "100024")
 	registeredOn(t, ctx, lt, p.b, "100024")
@@ -400,7 +400,7 @@ func TestInteropOurReboot(t *testing.T) {
 			if g.st.MonName != us || g.st.State != before+2 || g.st.Priv != priv(0x70) {
 				t.Fatalf("nfs-utils statd called back %+v, want mon_name %s state %d", g.st, us, before+2)
 			}
-			p.ours = p.a.Start(p.lt.ourStatd, "-F", "-d", "-P", p.dirA)
+			p.ours = p.a.Start(p.lt.ourStatd, "-F", "-d", "-P", p.dirA, "--callback-program", "300100")
 			registeredOn(t, ctx, p.lt, p.a, "100024")
 			st := ourStatus(t, ctx, p.lt, p.a, p.dirA)
 			if st.State != before+2 || len(st.Owed) != 0 || len(st.Monitored) != 0 {
@@ -426,7 +426,7 @@ func TestInteropUnreachablePeer(t *testing.T) {
 	dirA, dirC := t.TempDir(), netlab.MakeStatdDir(t)
 	startRPCBind(t, ctx, lt, a)
 	startRPCBind(t, ctx, lt, c)
-	ours := a.Start(lt.ourStatd, "-F", "-d", "-P", dirA)
+	ours := a.Start(lt.ourStatd, "-F", "-d", "-P", dirA, "--callback-program", "300100")
 	nfs := c.Start(lt.nfsStatd, "-F", "-d", "-L", "-P", dirC)
 	registeredOn(t, ctx, lt, a, "100024")
 	registeredOn(t, ctx, lt, c, "100024")
@@ -442,7 +442,7 @@ func TestInteropUnreachablePeer(t *testing.T) {
 	if err == nil || !strings.Contains(out, "notified 0 of 1 hosts; 1 still owed") {
 		t.Fatalf("rpc.statd -n with c down: %v\n%s", err, out)
 	}
-	a.Start(lt.ourStatd, "-F", "-d", "-P", dirA, "--notify-schedule", "first-retry=200ms,max-retry=500ms")
+	a.Start(lt.ourStatd, "-F", "-d", "-P", dirA, "--notify-schedule", "first-retry=200ms,max-retry=500ms", "--callback-program", "300100")
 	registeredOn(t, ctx, lt, a, "100024")
 	st := ourStatus(t, ctx, lt, a, dirA)
 	if len(st.Owed) != 1 || st.Owed[0].Host != "c" || st.Owed[0].Attempts < 1 {

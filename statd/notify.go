@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hoststat/hoststat/nsm"
@@ -18,7 +19,10 @@ type notifyLoop struct {
 	store   *nsm.Store
 	peer    *peerNotifier
 	now     func() time.Time
+	sched   nsm.Schedule
 	workers chan struct{}
+
+	storeErrors atomic.Uint64 // outcomes not recorded
 
 	mu      sync.Mutex
 	n       *nsm.Notifier
@@ -32,7 +36,7 @@ type notifyLoop struct {
 
 func newNotifyLoop(log *slog.Logger, store *nsm.Store, peer *peerNotifier, sched nsm.Schedule, workers int) *notifyLoop {
 	return &notifyLoop{
-		log: log, store: store, peer: peer, now: time.Now,
+		log: log, store: store, peer: peer, now: time.Now, sched: sched,
 		workers: make(chan struct{}, workers),
 		n:       nsm.NewNotifier(sched),
 		lastErr: map[string]string{},
@@ -109,34 +113,49 @@ func (l *notifyLoop) run(ctx context.Context) {
 
 // attempt makes one try at one host and records the outcome.
 func (l *notifyLoop) attempt(ctx context.Context, o nsm.Owed) {
-	out, now, err := l.try(ctx, o)
+	err := l.peer.notify(ctx, o.Host, o.State)
 	if ctx.Err() != nil {
-		return // shutting down: the store still has the debt as it was
+		// Shutting down: the store still has the debt as it was.
+		l.mu.Lock()
+		l.n.Release(o.Host, l.now())
+		l.mu.Unlock()
+		return
 	}
-	l.persist(ctx, o, out, err, now)
+	out := l.record(ctx, o, err)
 	if l.onSettled != nil {
 		l.onSettled(out)
 	}
 	l.kick()
 }
 
-// try notifies o's host once and tells the notifier how it went; the
-// caller persists the outcome.
-func (l *notifyLoop) try(ctx context.Context, o nsm.Owed) (nsm.Outcome, time.Time, error) {
-	err := l.peer.notify(ctx, o.Host, o.State)
+// record persists the outcome of an attempt and only then advances the
+// schedule in memory. A failed write leaves the schedule where it was (the
+// host is tried again after the first retry delay) and is counted and shown
+// in the admin view, as well as logged.
+func (l *notifyLoop) record(ctx context.Context, tried nsm.Owed, err error) nsm.Outcome {
 	now := l.now()
 	l.mu.Lock()
+	out := l.n.Preview(tried.Host, err == nil, now)
+	l.mu.Unlock()
+	perr := l.persist(ctx, tried, out, err, now)
+	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := l.n.Done(o.Host, err == nil, now)
-	if err != nil && out.Kind == nsm.Retry {
-		l.lastErr[o.Host] = err.Error() // shown by the admin view until the next try
-	} else {
-		delete(l.lastErr, o.Host)
+	if perr != nil {
+		l.storeErrors.Add(1)
+		l.n.Release(tried.Host, now.Add(max(l.sched.FirstRetry, time.Second)))
+		l.lastErr[tried.Host] = "recording the attempt: " + perr.Error()
+		return nsm.Outcome{Kind: nsm.NotInFlight, Owed: tried}
 	}
-	return out, now, err
+	out = l.n.Done(tried.Host, err == nil, now)
+	if err != nil && out.Kind == nsm.Retry {
+		l.lastErr[tried.Host] = err.Error() // shown by the admin view until the next try
+	} else {
+		delete(l.lastErr, tried.Host)
+	}
+	return out
 }
 
-func (l *notifyLoop) persist(ctx context.Context, tried nsm.Owed, out nsm.Outcome, err error, now time.Time) {
+func (l *notifyLoop) persist(ctx context.Context, tried nsm.Owed, out nsm.Outcome, err error, now time.Time) error {
 	var perr error
 	switch out.Kind {
 	case nsm.Delivered:
@@ -152,8 +171,9 @@ func (l *notifyLoop) persist(ctx context.Context, tried nsm.Owed, out nsm.Outcom
 		_, perr = l.store.GiveUp(ctx, tried.Host, tried.State, now)
 	}
 	if perr != nil {
-		l.log.Error("recording notification progress", "host", nsm.Quote(tried.Host), "err", perr)
+		l.log.Error("notification progress not recorded; the attempt will be repeated", "host", nsm.Quote(tried.Host), "err", perr)
 	}
+	return perr
 }
 
 // onePass is `rpc.statd -n`: one attempt at every host owed, all at once on
@@ -177,8 +197,8 @@ func (l *notifyLoop) onePass(ctx context.Context) (notified, total int) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-l.workers }()
-			out, now, err := l.try(ctx, o)
-			l.persist(context.WithoutCancel(ctx), o, out, err, now)
+			err := l.peer.notify(ctx, o.Host, o.State)
+			out := l.record(context.WithoutCancel(ctx), o, err)
 			if out.Kind == nsm.Delivered {
 				mu.Lock()
 				notified++

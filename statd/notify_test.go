@@ -1,8 +1,13 @@
 package statd
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,4 +127,37 @@ func TestGiveUp(t *testing.T) {
 	writeBootID(t, td.bootID, "boot-2")
 	td.restart()
 	netlab.WaitFor(t, 10*time.Second, "nothing owed", func() error { return owedNone(td) })
+}
+
+// The schedule in memory never runs ahead of the store: when the outcome
+// of an attempt cannot be written, the attempt count stays where the store
+// has it, the failure is counted for the admin view and shown for the
+// host, and the host is tried again later. (The old loop advanced the
+// schedule first and only logged the failed write.)
+func TestNotifierOutcomeNotRecordedLeavesScheduleAsStored(t *testing.T) {
+	store, err := nsm.OpenStore(filepath.Join(t.TempDir(), "statd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched := nsm.Schedule{FirstRetry: time.Second}
+	l := newNotifyLoop(slog.New(slog.DiscardHandler), store, nil, sched, 1)
+	now := time.Now()
+	l.now = func() time.Time { return now }
+	l.add([]nsm.Owed{{Host: "peer", State: 3, FirstOwed: now, NextTry: now}})
+	due := l.n.Due(now)
+	if len(due) != 1 {
+		t.Fatalf("due %+v", due)
+	}
+	store.Close() // every write fails from here on
+	out := l.record(context.Background(), due[0], errors.New("peer unreachable"))
+	if out.Kind == nsm.Retry || out.Kind == nsm.Delivered {
+		t.Fatalf("outcome %v reported although not recorded", out.Kind)
+	}
+	pending, lastErr := l.pending()
+	if len(pending) != 1 || pending[0].Attempts != 0 || !pending[0].NextTry.Equal(now.Add(time.Second)) {
+		t.Fatalf("schedule after a failed write: %+v", pending)
+	}
+	if l.storeErrors.Load() != 1 || !strings.Contains(lastErr["peer"], "recording the attempt") {
+		t.Fatalf("failed write not surfaced: %d errors, last error %q", l.storeErrors.Load(), lastErr["peer"])
+	}
 }

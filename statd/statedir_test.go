@@ -29,7 +29,7 @@ func openDaemon(t *testing.T, cfg Config) (nsm.StartResult, error) {
 	if err != nil {
 		return res, err
 	}
-	d.mux.close()
+	d.mux.Close()
 	d.store.Close()
 	return res, nil
 }
@@ -211,7 +211,7 @@ func TestKernelStateWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, err := d.store.SimulateCrash(context.Background(), time.Now())
-	d.mux.close()
+	d.mux.Close()
 	d.store.Close()
 	if b, _ := os.ReadFile(kfile); err != nil || string(b) != "3" || st != 3 {
 		t.Fatalf("kernel file %q after a simulated crash to %d (%v)", b, st, err)

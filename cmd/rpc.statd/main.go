@@ -53,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ourName    = fs.String("name", "", "our name in SM_NOTIFY (default: this host's fully qualified name; the short name is sent too)")
 		noNotify   = fs.BoolP("no-notify", "L", false, "do not notify hosts owed a notification when starting")
 		haCallout  = fs.StringP("ha-callout", "H", "", "run `PROG` add-client|del-client MON_NAME MY_NAME on SM_MON/SM_UNMON, sm-notify MON_NAME IP STATE on SM_NOTIFY")
+		cbProgs    = fs.UintSlice("callback-program", nil, "also allow registrants to be called back at RPC program `PROG` (repeatable; the lock manager, 100021, always is)")
 		_          = fs.BoolP("help", "h", false, "show this help")
 		_          = fs.BoolP("version", "v", false, "show the version")
 		schedule   = fs.String("notify-schedule", os.Getenv("HOSTSTAT_STATD_SCHEDULE"), "notification retry schedule, e.g. first-retry=1s,max-retry=30s,frequent-for=10m,slow=1h,give-up=24h (tests)")
@@ -115,6 +116,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		HACallout: *haCallout, NoNotify: *noNotify, Schedule: sch,
 		Register: !*noRegister, BootIDPath: *bootIDPath,
 		ResetStore: *resetStore, NFSUtilsDir: *nfsDir, KernelStatePath: *kernelPath,
+	}
+	for _, p := range *cbProgs {
+		if p > 1<<32-1 {
+			fmt.Fprintf(stderr, "rpc.statd: --callback-program %d: not an RPC program number\n", p)
+			return exitUsage
+		}
+		cfg.CallbackPrograms = append(cfg.CallbackPrograms, uint32(p))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
