@@ -92,7 +92,7 @@
     }
     let c = [0, 0, 0];
     for (const r of nodes.values()) c[r[STATE]]++;
-    $("counts").innerHTML = `${nodes.size} nodes · ${c[UP]} up · ${c[LATE]} late · <span class="${c[DOWN] ? "down" : ""}">${c[DOWN]} down</span>`;
+    $("counts").innerHTML = `${nodes.size} nodes · ${c[UP]} up · ${c[LATE]} late · <span class="${c[DOWN] ? "ndown" : ""}">${c[DOWN]} down</span>`;
   }
 
   function apply(f) {
@@ -133,7 +133,8 @@
   function esc(s) { return String(s).replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";"); }
   function bar(pct, label) {
     const p = Math.min(Math.max(pct, 0), 100);
-    return `<div>${esc(label)}</div><div class="bar"><div style="width:${p}%;background:${rgb(p / 100)}"></div></div>`;
+    // Widths are set through the CSSOM after insertion: the page's CSP forbids inline styles.
+    return `<div>${esc(label)}</div><div class="bar"><div data-pct="${p}"></div></div>`;
   }
   async function showDetail(n) {
     selected = n; draw();
@@ -163,6 +164,10 @@
     h += `</table><h3>History</h3>`;
     h += d.history ? "" : `<p class="muted" id="d-history">No history: this recvstats keeps no history yet, so there are no charts of the last 15 minutes or 24 hours.</p>`;
     $("d-body").innerHTML = h;
+    for (const b of document.querySelectorAll("#d-body .bar > div")) {
+      const p = +b.dataset.pct;
+      b.style.width = p + "%"; b.style.background = rgb(p / 100);
+    }
     detailTimer = setTimeout(() => { if (selected === n && !aside.hidden) showDetail(n); }, 2000);
   }
   $("close").onclick = () => { $("detail").hidden = true; selected = -1; clearTimeout(detailTimer); draw(); };
