@@ -52,8 +52,12 @@
   }
   function css(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
 
+  // 101 colours, made once: setting a canvas fill style parses its string.
+  const PALETTE = Array.from({ length: 101 }, (_, i) => rgb(i / 100));
+  let dirty = true; // the set of nodes, their order or the filter changed
+
   function draw() {
-    layout = visible();
+    if (dirty || order !== 0) { layout = visible(); dirty = false; }
     const wrap = $("gridwrap"), W = wrap.clientWidth - 12, H = wrap.clientHeight - 12, n = Math.max(layout.length, 1);
     tile = Math.max(8, Math.min(64, Math.floor(Math.sqrt((W * H) / n))));
     cols = Math.max(1, Math.floor(W / tile));
@@ -66,23 +70,47 @@
     }
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = css("--bg"); ctx.fillRect(0, 0, cw, ch);
-    const late = css("--late"), down = css("--down"), downLine = css("--downline");
-    const text = tile >= 28, gap = tile >= 16 ? 2 : 1, s = tile - gap;
-    ctx.textAlign = "center"; ctx.textBaseline = "middle";
+    const gap = tile >= 16 ? 2 : 1, s = tile - gap;
+    // One path per colour: a few dozen fills for any number of nodes.
+    const buckets = new Map(), downs = [], lates = [];
     for (let i = 0; i < layout.length; i++) {
-      const r = layout[i], x = (i % cols) * tile, y = Math.floor(i / cols) * tile;
-      if (r[STATE] === DOWN) {
-        ctx.fillStyle = down; ctx.fillRect(x, y, s, s);
-        ctx.strokeStyle = downLine; ctx.lineWidth = tile >= 16 ? 2 : 1;
-        ctx.beginPath(); ctx.moveTo(x + 1, y + 1); ctx.lineTo(x + s - 1, y + s - 1);
-        ctx.moveTo(x + s - 1, y + 1); ctx.lineTo(x + 1, y + s - 1); ctx.stroke();
-        ctx.strokeRect(x + 1, y + 1, s - 2, s - 2);
-      } else {
-        ctx.fillStyle = r[STATE] === LATE ? late : rgb(level(r, figure));
-        ctx.fillRect(x, y, s, s);
+      const r = layout[i];
+      if (r[STATE] === DOWN) downs.push(i);
+      else if (r[STATE] === LATE) lates.push(i);
+      else {
+        const c = PALETTE[Math.round(100 * level(r, figure))];
+        let b = buckets.get(c);
+        if (!b) buckets.set(c, (b = []));
+        b.push(i);
       }
-      if (r[NODE] === selected) { ctx.strokeStyle = css("--fg"); ctx.lineWidth = 2; ctx.strokeRect(x + 1, y + 1, s - 2, s - 2); }
-      if (text) {
+    }
+    const fillAll = (style, idx) => {
+      ctx.fillStyle = style; ctx.beginPath();
+      for (const i of idx) ctx.rect((i % cols) * tile, Math.floor(i / cols) * tile, s, s);
+      ctx.fill();
+    };
+    for (const [c, idx] of buckets) fillAll(c, idx);
+    fillAll(css("--late"), lates);
+    fillAll(css("--down"), downs);
+    if (downs.length) { // a red cross and frame: down is unmistakable at any size, in any theme
+      ctx.strokeStyle = css("--downline"); ctx.lineWidth = tile >= 16 ? 2 : 1; ctx.beginPath();
+      for (const i of downs) {
+        const x = (i % cols) * tile, y = Math.floor(i / cols) * tile;
+        ctx.moveTo(x + 1, y + 1); ctx.lineTo(x + s - 1, y + s - 1);
+        ctx.moveTo(x + s - 1, y + 1); ctx.lineTo(x + 1, y + s - 1);
+        ctx.rect(x + 1, y + 1, s - 2, s - 2);
+      }
+      ctx.stroke();
+    }
+    const si = layout.findIndex((r) => r[NODE] === selected);
+    if (si >= 0) {
+      ctx.strokeStyle = css("--fg"); ctx.lineWidth = 2;
+      ctx.strokeRect((si % cols) * tile + 1, Math.floor(si / cols) * tile + 1, s - 2, s - 2);
+    }
+    if (tile >= 28) {
+      ctx.textAlign = "center"; ctx.textBaseline = "middle";
+      for (let i = 0; i < layout.length; i++) {
+        const r = layout[i], x = (i % cols) * tile, y = Math.floor(i / cols) * tile;
         ctx.fillStyle = r[STATE] === DOWN ? "#fff" : "#000";
         ctx.font = `bold ${Math.floor(tile / 4)}px system-ui, sans-serif`;
         ctx.fillText(String(r[NODE]), x + s / 2, y + s * 0.33);
@@ -96,11 +124,16 @@
   }
 
   function apply(f) {
-    if (f.full) { nodes.clear(); stats.fulls++; }
+    if (f.full) { nodes.clear(); stats.fulls++; dirty = true; }
     else if (f.seq !== seq + 1) { reconnect(); return; } // missed a frame: start again from a full one
     seq = f.seq; downAfter = f.down_after;
-    for (const r of f.rows) nodes.set(r[NODE], r);
-    if (f.gone) for (const n of f.gone) nodes.delete(n);
+    for (const r of f.rows) {
+      const old = nodes.get(r[NODE]);
+      if (old) { for (let k = 0; k < r.length; k++) old[k] = r[k]; } // in place: the layout holds these rows
+      else { nodes.set(r[NODE], r); dirty = true; }
+    }
+    if (query && f.rows.length) dirty = true; // a state filter may now match other nodes
+    if (f.gone && f.gone.length) { for (const n of f.gone) nodes.delete(n); dirty = true; }
     const b = $("banner");
     b.hidden = f.writer_alive;
     if (!f.writer_alive) b.textContent = "recvstats does not have the table open: these figures are frozen";
@@ -179,8 +212,8 @@
       draw();
     };
   }
-  $("sort").onchange = (e) => { order = +e.target.value; draw(); };
-  $("filter").oninput = (e) => { query = e.target.value; draw(); };
+  $("sort").onchange = (e) => { order = +e.target.value; dirty = true; draw(); };
+  $("filter").oninput = (e) => { query = e.target.value; dirty = true; draw(); };
   const root = document.documentElement;
   const dark = localStorage.getItem("beostatus-theme") ?? (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
   root.classList.toggle("dark", dark === "dark");
