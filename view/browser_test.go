@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,36 +13,6 @@ import (
 
 	"github.com/hoststat/hoststat/view/viewtest"
 )
-
-// browser starts Debian's chromium, headless, with no network of its own
-// beyond what the page asks of our loopback server.
-func browser(t testing.TB, width, height int) context.Context {
-	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("chromium not installed (scripts/test-deps installs it); CI=true, so failing instead of skipping")
-		}
-		t.Skip("chromium not installed (Debian package chromium)")
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(width, height),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	return ctx
-}
 
 type tile struct {
 	Node  int     `json:"node"`
@@ -83,7 +52,7 @@ func shot(t *testing.T, ctx context.Context, name string) {
 // a table written by the real shm writer: every node is drawn, a node that
 // stops reporting turns down, a click shows its detail.
 func TestWebInChromium(t *testing.T) {
-	ctx := browser(t, 1280, 800)
+	ctx := viewtest.Browser(t, 1280, 800)
 	tb, src := openLab(t, 40, 2*time.Second)
 	stop := make(chan struct{})
 	done := tb.Run(t, 200*time.Millisecond, stop)
@@ -200,7 +169,7 @@ func BenchmarkWeb10kNodes(b *testing.B) {
 			srv := NewServer(ServerConfig{Source: src, Interval: time.Second})
 			hs, cancel := serveBench(srv)
 			defer cancel()
-			ctx := browser(b, 1280, 800)
+			ctx := viewtest.Browser(b, 1280, 800)
 			for b.Loop() {
 				if err := chromedp.Do(ctx, chromedp.Navigate(hs+"/")); err != nil {
 					b.Fatal(err)

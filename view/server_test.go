@@ -8,8 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -312,36 +310,5 @@ func TestMetricsMatchTheTable(t *testing.T) {
 	if _, ok := metricValue(t, fams, "node_load1", map[string]string{"node": "3"}); ok {
 		t.Error("node 3 is down but node_load1 is still exported")
 	}
-	promtoolClean(t, body)
-}
-
-// promtoolClean runs promtool check metrics over a scrape. The one
-// problem it may report is camelCase in node_memory_<Field>_bytes: those
-// are node_exporter's exact names (its own output draws the same), kept
-// so that its dashboards apply.
-func promtoolClean(t *testing.T, scrape []byte) {
-	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool not installed (Debian package prometheus; scripts/test-deps installs it)")
-		}
-		t.Skip("promtool not installed (Debian package prometheus)")
-	}
-	cmd := exec.Command(path, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(scrape)
-	out, err := cmd.CombinedOutput()
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if line == "" {
-			continue
-		}
-		name, problem, _ := strings.Cut(line, " ")
-		if strings.HasPrefix(name, "node_memory_") && problem == "metric names should be written in 'snake_case' not 'camelCase'" {
-			continue
-		}
-		t.Errorf("promtool: %s", line)
-	}
-	if err != nil && len(out) == 0 {
-		t.Errorf("promtool: %v", err)
-	}
+	viewtest.Promtool(t, string(body))
 }
