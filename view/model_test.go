@@ -161,3 +161,17 @@ func TestTwoDigits(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFilter: a filter typed by a user never panics, and keeps a subset.
+func FuzzFilter(f *testing.F) {
+	for _, s := range []string{"", "down", "10-19", "12", "10.0.", "1-", "-1", "9999999999999999999-1", "up late"} {
+		f.Add(s)
+	}
+	nodes := []Node{{Node: 1, Addr: "10.0.0.1:3040"}, {Node: 12, State: Down}, {Node: 300, State: Late, Host: "n300"}}
+	f.Fuzz(func(t *testing.T, q string) {
+		got := Filter(slices.Clone(nodes), q)
+		if len(got) > len(nodes) {
+			t.Fatalf("filter %q grew the list", q)
+		}
+	})
+}

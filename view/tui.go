@@ -218,6 +218,11 @@ func levelStyle(v float64) lipgloss.Style {
 	return lipgloss.NewStyle().Foreground(lipgloss.Color("#000000")).Background(lipgloss.Color(fmt.Sprintf("#%02x%02x%02x", r, g, b)))
 }
 
+func levelBar(v float64) lipgloss.Style {
+	r, g, b := RGB(v)
+	return lipgloss.NewStyle().Foreground(lipgloss.Color(fmt.Sprintf("#%02x%02x%02x", r, g, b)))
+}
+
 // View implements tea.Model.
 func (m *TUI) View() string {
 	var b strings.Builder
@@ -302,10 +307,14 @@ func (m *TUI) grid(rows int) string {
 		default:
 			st = levelStyle(n.Level(m.Figure))
 		}
+		label := fmt.Sprintf("%4d%s", n.Node, mark)
 		if n.Node == m.sel {
-			st = st.Underline(true).Reverse(true)
+			st = st.Bold(true).Underline(true)
+			if label[0] == ' ' {
+				label = ">" + label[1:]
+			}
 		}
-		b.WriteString(st.Render(fmt.Sprintf("%4d%s", n.Node, mark)))
+		b.WriteString(st.Render(label))
 		b.WriteByte(' ')
 	}
 	return b.String()
@@ -331,7 +340,7 @@ func (m *TUI) detailPane() string {
 	for _, c := range d.PerCPU {
 		fill := int(c.Percent/100*float64(barW) + 0.5)
 		fill = min(max(fill, 0), barW)
-		fmt.Fprintf(&b, "cpu%-3d %s%s %3.0f%%\n", c.CPU, levelStyle(c.Percent/100).Render(strings.Repeat("█", fill)),
+		fmt.Fprintf(&b, "cpu%-3d %s%s %3.0f%%\n", c.CPU, levelBar(c.Percent/100).Render(strings.Repeat("█", fill)),
 			strings.Repeat("·", barW-fill), c.Percent)
 	}
 	fmt.Fprintf(&b, "mem  %s of %s used (%s)\n", Bytes(float64(n.MemUsed)), Bytes(float64(n.MemTotal)), n.Value(FigMem))

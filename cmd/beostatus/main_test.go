@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/view/viewtest"
 )
@@ -99,21 +101,47 @@ func TestTerminalUnderTmux(t *testing.T) {
 	tb.Stop(7)
 	m.waitFor("node 7 down", "DOWN: 7", "   7DN", "23 up, 0 late, 1 down")
 
+	m.do("send-keys", "-t", "bs", "Right")
+	m.do("send-keys", "-t", "bs", "Right")
+	m.do("send-keys", "-t", "bs", "Right")
 	m.do("send-keys", "-t", "bs", "Enter")
-	m.waitFor("the detail pane", "node 0  UP", "cpu1", "history: none kept yet")
+	m.waitFor("the detail pane", "node 3  UP", "cpu1", " 39%", "history: none kept yet")
 	shot := m.do("capture-pane", "-p", "-e", "-t", "bs")
 	if err := os.WriteFile(filepath.Join(t.ArtifactDir(), "beostatus-terminal.ansi"), []byte(shot), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if os.Getenv("HOSTSTAT_SCREENSHOTS") == "1" {
-		if err := os.WriteFile("../../docs/img/beostatus-terminal.ansi", []byte(shot), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if !strings.Contains(shot, "\x1b[") {
 		t.Error("no colour on screen")
 	}
+	picture(t, shot)
 
 	m.do("send-keys", "-t", "bs", "q")
 	m.waitFor("beostatus to quit", "beostatus exited 0")
+}
+
+// picture renders a terminal capture in headless Chromium and writes its
+// PNG to the test's output directory (and docs/img with
+// HOSTSTAT_SCREENSHOTS=1).
+func picture(t *testing.T, capture string) {
+	page := filepath.Join(t.TempDir(), "terminal.html")
+	if err := os.WriteFile(page, []byte(viewtest.ANSIToHTML(capture)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := viewtest.Browser(t, 1140, 600)
+	if err := chromedp.Do(ctx, chromedp.Navigate("file://"+page)); err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := []string{t.ArtifactDir()}
+	if os.Getenv("HOSTSTAT_SCREENSHOTS") == "1" {
+		dirs = append(dirs, filepath.Join("..", "..", "docs", "img"))
+	}
+	for _, d := range dirs {
+		if err := os.WriteFile(filepath.Join(d, "beostatus-terminal.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
