@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +30,12 @@ type ServerConfig struct {
 	// MaxClients bounds the live streams open at once; more are refused
 	// with 503. Each stream holds at most streamQueue frames.
 	MaxClients int
-	Logger     *slog.Logger
+	// Public serves requests for any Host. Otherwise only requests naming
+	// a loopback address or localhost are answered: a web page elsewhere
+	// cannot rebind its own name to 127.0.0.1 and read the cluster's
+	// status through the visitor's browser (DNS rebinding).
+	Public bool
+	Logger *slog.Logger
 }
 
 // streamQueue is how many frames a slow viewer may fall behind before it
@@ -86,6 +92,10 @@ func (s *Server) Handler() http.Handler {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			h.Set("Allow", "GET, HEAD")
 			http.Error(w, "read-only: only GET and HEAD", http.StatusMethodNotAllowed)
+			return
+		}
+		if !s.cfg.Public && !loopbackHost(r.Host) {
+			http.Error(w, fmt.Sprintf("host %q is not a loopback address or localhost (beostatus --http-public serves any)", r.Host), http.StatusMisdirectedRequest)
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -225,6 +235,10 @@ func (s *Server) unsubscribe(ch chan []byte) {
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "text/event-stream")
+		return
+	}
 	ch, full, err := s.subscribe()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -255,6 +269,20 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// loopbackHost reports whether a request's Host names this machine by a
+// loopback address or as localhost.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && ip.IsLoopback()
 }
 
 // CheckListen refuses an address that is not loopback unless public: the

@@ -161,6 +161,34 @@ func TestEventsFullThenDeltas(t *testing.T) {
 	}
 }
 
+// TestOtherHostNamesRefused: a page on another site that rebinds its
+// name to 127.0.0.1 gets nothing (DNS rebinding); --http-public lifts it.
+func TestOtherHostNamesRefused(t *testing.T) {
+	_, src := openLab(t, 1, time.Minute)
+	hs := startServer(t, src, time.Second)
+	for host, want := range map[string]int{"evil.example": 421, "evil.example:80": 421, "10.0.0.1": 421,
+		"localhost:8040": 200, "127.0.0.1:8040": 200, "[::1]:8040": 200} {
+		req, _ := http.NewRequest("GET", hs.URL+"/api/nodes", nil)
+		req.Host = host
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("Host %q: %d, want %d", host, res.StatusCode, want)
+		}
+	}
+	pub := NewServer(ServerConfig{Source: src, Public: true})
+	req := httptest.NewRequest("GET", "/api/nodes", nil)
+	req.Host = "status.cluster.example"
+	rec := httptest.NewRecorder()
+	pub.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Errorf("public server, Host %q: %d", req.Host, rec.Code)
+	}
+}
+
 func TestTooManyViewersRefused(t *testing.T) {
 	_, src := openLab(t, 1, time.Minute)
 	hs := startServer(t, src, time.Second) // MaxClients 2

@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		figure   = fl.StringP("figure", "f", "cpu", "colour nodes by `FIGURE`: cpu, mem, load or net")
 		interval = fl.DurationP("interval", "i", time.Second, "read the table every `DURATION`")
 		httpAddr = fl.String("http", "", "serve the web view, JSON API and /metrics on `ADDR` (HOST:PORT, loopback) instead of the terminal view")
-		public   = fl.Bool("http-public", false, "allow --http on an address other than loopback: anyone who reaches it sees every node")
+		public   = fl.Bool("http-public", false, "allow --http on an address other than loopback, and requests for any host name: anyone who reaches it sees every node")
 		clients  = fl.Int("max-clients", 64, "live web viewers at once (`N`); more are refused")
 		_        = fl.BoolP("help", "h", false, "show this help and exit")
 		_        = fl.BoolP("version", "v", false, "show the version and exit")
@@ -88,7 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer src.Close()
 
 	if *httpAddr != "" {
-		return serve(ctx, src, *httpAddr, *interval, *clients, stderr)
+		return serve(ctx, src, view.ServerConfig{Source: src, Interval: *interval, MaxClients: *clients, Public: *public}, *httpAddr, stderr)
 	}
 	p := tea.NewProgram(view.NewTUI(src, *interval, fig), tea.WithAltScreen(), tea.WithContext(ctx))
 	if _, err := p.Run(); err != nil && !errors.Is(err, tea.ErrProgramKilled) {
@@ -97,13 +97,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return daemon.ExitOK
 }
 
-func serve(ctx context.Context, src *view.TableSource, addr string, interval time.Duration, clients int, stderr io.Writer) int {
+func serve(ctx context.Context, src *view.TableSource, cfg view.ServerConfig, addr string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return daemon.Failed(stderr, name, err)
 	}
-	srv := view.NewServer(view.ServerConfig{Source: src, Interval: interval, MaxClients: clients, Logger: log})
+	cfg.Logger = log
+	srv := view.NewServer(cfg)
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	ctx, cancel := context.WithCancel(ctx)
