@@ -2,7 +2,9 @@ package view
 
 import (
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -28,8 +30,26 @@ func NewCollector(src Source, log *slog.Logger) *Collector {
 
 var nodeLabels = []string{"node", "host"}
 
+// family is what Collect needs to know of a metric's Desc to emit its
+// metrics in the order the registry sorts them into.
+type family struct {
+	name string
+	perm []int // label value indexes in the order of the sorted label names
+}
+
+// families is filled while the package initialises and only read after.
+var families = map[*prometheus.Desc]family{}
+
 func desc(name, help string, extra ...string) *prometheus.Desc {
-	return prometheus.NewDesc(name, help, append(append([]string{}, nodeLabels...), extra...), nil)
+	labels := append(append([]string{}, nodeLabels...), extra...)
+	d := prometheus.NewDesc(name, help, labels, nil)
+	perm := make([]int, len(labels))
+	for i := range perm {
+		perm[i] = i
+	}
+	slices.SortFunc(perm, func(a, b int) int { return strings.Compare(labels[a], labels[b]) })
+	families[d] = family{name, perm}
+	return d
 }
 
 var (
@@ -92,14 +112,39 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector.
+// sortKey orders metrics as the registry's Gather sorts each family (by
+// label values, in the order of the sorted label names).
+func sortKey(d *prometheus.Desc, values []string) string {
+	f := families[d]
+	var b strings.Builder
+	b.WriteString(f.name)
+	for _, i := range f.perm {
+		b.WriteByte(0)
+		b.WriteString(values[i])
+	}
+	return b.String()
+}
+
+// Collect implements prometheus.Collector. It sends the metrics sorted as
+// Gather wants them: Gather's own sort, over label pairs behind pointers,
+// took half of a 10,000-node scrape; on sorted input it is one pass.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	type keyed struct {
+		key string
+		m   prometheus.Metric
 	}
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	var out []keyed
+	add := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels []string) {
+		out = append(out, keyed{sortKey(d, labels), prometheus.MustNewConstMetric(d, t, v, labels...)})
 	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) { add(d, prometheus.GaugeValue, v, labels) }
+	counter := func(d *prometheus.Desc, v float64, labels ...string) { add(d, prometheus.CounterValue, v, labels) }
+	defer func() {
+		slices.SortFunc(out, func(a, b keyed) int { return strings.Compare(a.key, b.key) })
+		for _, k := range out {
+			ch <- k.m
+		}
+	}()
 	err := c.src.Details(func(d *Detail) {
 		n := &d.Node
 		node := strconv.Itoa(n.Node)

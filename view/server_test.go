@@ -340,3 +340,25 @@ func TestMetricsMatchTheTable(t *testing.T) {
 	}
 	viewtest.Promtool(t, string(body))
 }
+
+// BenchmarkMetrics10k: one /metrics scrape of a 10,000-node table (2 CPUs
+// and 2 devices per node).
+func BenchmarkMetrics10k(b *testing.B) {
+	tb := viewtest.New(b, 10000, time.Minute)
+	src, err := OpenTable(tb.Dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	h := NewServer(ServerConfig{Source: src, Public: true}).Handler() // httptest requests name example.com
+	var size int
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		if rec.Code != 200 {
+			b.Fatal(rec.Code)
+		}
+		size = rec.Body.Len()
+	}
+	b.ReportMetric(float64(size), "bytes/scrape")
+}

@@ -125,3 +125,21 @@ func TestTUIKeys(t *testing.T) {
 		t.Error("q does not quit")
 	}
 }
+
+// TestFrozenWhenRecvstatsGone: once recvstats closes the table, both
+// views say the figures are frozen.
+func TestFrozenWhenRecvstatsGone(t *testing.T) {
+	tb, src := openLab(t, 2, time.Minute)
+	if err := tb.W.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m := NewTUI(src, time.Second, FigCPU)
+	drive(m, m.Init())
+	if v := m.View(); !strings.Contains(v, "recvstats does not have the table open: figures are frozen") {
+		t.Errorf("terminal view:\n%s", v)
+	}
+	hs := startServer(t, src, time.Second)
+	if _, body, _ := get(t, hs.URL+"/api/nodes"); !strings.Contains(string(body), `"writer_alive":false`) {
+		t.Errorf("/api/nodes: %s", body)
+	}
+}
