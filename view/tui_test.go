@@ -116,7 +116,7 @@ func TestTUIKeys(t *testing.T) {
 	}
 	close(stop)
 	<-done
-	if v := m.View(); !strings.Contains(v, "   5DN") || !strings.Contains(v, "11 up, 0 late, 1 down") {
+	if v := m.View(); !strings.Contains(v, "   5DN") || !strings.Contains(v, "12 nodes: ") || !strings.Contains(v, " late, 1 down") {
 		t.Errorf("down node not marked in the grid:\n%s", v)
 	}
 
