@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/hoststat/hoststat/view/viewtest"
@@ -59,6 +62,19 @@ func TestWebInChromium(t *testing.T) {
 	defer func() { close(stop); <-done }()
 	hs := startServer(t, src, 200*time.Millisecond)
 
+	// Every request the page makes, to show it needs nothing but our server.
+	var mu sync.Mutex
+	var urls []string
+	listen := func(ev any) {
+		if e, ok := ev.(*network.EventRequestWillBeSent); ok {
+			mu.Lock()
+			urls = append(urls, e.Request.URL)
+			mu.Unlock()
+		}
+	}
+	if err := chromedp.Listen(ctx, listen); err != nil {
+		t.Fatal(err)
+	}
 	if err := chromedp.Do(ctx, chromedp.Navigate(hs.URL+"/")); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +143,16 @@ func TestWebInChromium(t *testing.T) {
 		t.Errorf("cpu0 bar width %q, want 56%%", w)
 	}
 	shot(t, ctx, "beostatus-web.png")
+	mu.Lock()
+	if !slices.Contains(urls, hs.URL+"/app.js") || !slices.Contains(urls, hs.URL+"/api/node/12") {
+		t.Errorf("requests seen %q: the page's own are missing, so this check sees nothing", urls)
+	}
+	for _, u := range urls {
+		if !strings.HasPrefix(u, hs.URL+"/") && !strings.HasPrefix(u, "data:") {
+			t.Errorf("the page asked for %s, outside beostatus", u)
+		}
+	}
+	mu.Unlock()
 
 	// Dark and light.
 	isDark, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("theme").click(), document.documentElement.classList.contains("dark")`))
