@@ -37,7 +37,7 @@ install: docs
 		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SYSCONFDIR)
 	install -m 0755 bin/recvstats bin/sendstats bin/statdctl $(DESTDIR)$(SBINDIR)/
 	install -m 0755 bin/rpc.statd $(DESTDIR)$(SBINDIR)/hoststat-statd
-	install -m 0755 bin/beostat $(DESTDIR)$(BINDIR)/
+	install -m 0755 bin/beostat bin/beostatus $(DESTDIR)$(BINDIR)/
 	install -m 0644 build/docs/man/*.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 build/docs/man/*.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 0644 build/docs/man/*.8 $(DESTDIR)$(MANDIR)/man8/

@@ -19,6 +19,7 @@ var commands = []struct{ cmd, installed, section string }{
 	{"recvstats", "recvstats", "8"},
 	{"sendstats", "sendstats", "8"},
 	{"beostat", "beostat", "1"},
+	{"beostatus", "beostatus", "1"},
 	{"rpc.statd", "hoststat-statd", "8"},
 	{"statdctl", "statdctl", "8"},
 }

@@ -17,7 +17,7 @@ const DefaultConfigFile = "/etc/hoststat.conf"
 
 // ConfigSections are the sections hoststat.conf(5) may hold; any other
 // section name is a mistake worth reporting, not ignoring.
-var ConfigSections = []string{"recvstats", "sendstats", "beostat", "rpc.statd", "statdctl"}
+var ConfigSections = []string{"recvstats", "sendstats", "beostat", "beostatus", "rpc.statd", "statdctl"}
 
 // maxConfigSize bounds what a command reads from its configuration file.
 const maxConfigSize = 1 << 20

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/hoststat/hoststat/internal/netlab"
+	"github.com/hoststat/hoststat/view"
+	"github.com/hoststat/hoststat/view/viewtest"
+)
+
+// start runs a command we own for the test; it is stopped (by its pid)
+// when the test ends.
+func start(t *testing.T, bin string, args ...string) (*exec.Cmd, *netlab.LogBuffer) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	errb := &netlab.LogBuffer{Limit: 1 << 20}
+	cmd.Stderr = errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopCmd(cmd) })
+	return cmd, errb
+}
+
+func stopCmd(cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+func freeUDPPort(t *testing.T) string {
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// procTruth reads what every sendstats of this machine reports: MemTotal
+// in bytes, boot time and the CPU count.
+func procTruth(t *testing.T) (memTotal uint64, btime int64, cpus int) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^MemTotal:\s+(\d+) kB`).FindSubmatch(b)
+	kb, _ := strconv.ParseUint(string(m[1]), 10, 64)
+	b, err = os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bt := regexp.MustCompile(`(?m)^btime (\d+)`).FindSubmatch(b)
+	btime, _ = strconv.ParseInt(string(bt[1]), 10, 64)
+	cpus = len(regexp.MustCompile(`(?m)^cpu\d+ `).FindAll(b, -1))
+	return kb * 1024, btime, cpus
+}
+
+// TestLoopbackCluster runs real recvstats and two real sendstats on
+// loopback and beostatus --http over their table: the API, /metrics and
+// the page in headless Chromium show both nodes with this machine's true
+// figures, and the node whose sendstats stops turns down.
+func TestLoopbackCluster(t *testing.T) {
+	bin := netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats", "./cmd/beostatus")
+	dir, port := t.TempDir(), freeUDPPort(t)
+	start(t, filepath.Join(bin, "recvstats"), "-d", "--listen", "127.0.0.1", "-p", port, "--shm-dir", dir, "--down-after", "2s")
+	var senders []*exec.Cmd
+	for _, node := range []string{"1", "2"} {
+		c, _ := start(t, filepath.Join(bin, "sendstats"), "-d", "-a", "127.0.0.1:"+port, "--node", node, "-r", "0.2")
+		senders = append(senders, c)
+	}
+	netlab.WaitFor(t, 10*time.Second, "the table", func() error {
+		_, err := os.Stat(filepath.Join(dir, "beostat"))
+		return err
+	})
+	_, stderr := start(t, filepath.Join(bin, "beostatus"), "--shm-dir", dir, "--http", "127.0.0.1:0", "--interval", "200ms")
+	var base string
+	netlab.WaitFor(t, 10*time.Second, "beostatus to serve", func() error {
+		if m := regexp.MustCompile(`url=(http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(stderr.String()); m != nil {
+			base = m[1]
+			return nil
+		}
+		return fmt.Errorf("no url yet in %q", stderr.String())
+	})
+	memTotal, btime, cpus := procTruth(t)
+
+	nodes := func() map[int]view.Node {
+		res, err := http.Get(base + "/api/nodes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var r view.NodesReply
+		if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		out := map[int]view.Node{}
+		for _, n := range r.Nodes {
+			out[n.Node] = n
+		}
+		return out
+	}
+	netlab.WaitFor(t, 10*time.Second, "nodes 1 and 2 up with rates", func() error {
+		ns := nodes()
+		for _, n := range []int{1, 2} {
+			if ns[n].State != view.Up || ns[n].SampleTime.IsZero() {
+				return fmt.Errorf("node %d: %+v", n, ns[n])
+			}
+		}
+		return nil
+	})
+	for _, n := range nodes() {
+		if n.MemTotal != memTotal || n.CPUs != cpus || n.BootTime.Unix() != btime || n.Addr == "" {
+			t.Errorf("node %d: mem %d cpus %d boot %v addr %q; this machine: mem %d cpus %d boot %d",
+				n.Node, n.MemTotal, n.CPUs, n.BootTime.Unix(), n.Addr, memTotal, cpus, btime)
+		}
+	}
+
+	scrape := func() string {
+		res, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return string(b)
+	}
+	m := scrape()
+	for _, want := range []string{
+		fmt.Sprintf(`node_memory_MemTotal_bytes{host="",node="1"} %s`, strconv.FormatFloat(float64(memTotal), 'g', -1, 64)),
+		fmt.Sprintf(`node_boot_time_seconds{host="",node="2"} %s`, strconv.FormatFloat(float64(btime), 'g', -1, 64)),
+		`hoststat_node_up{host="",node="1"} 1`,
+		fmt.Sprintf(`node_cpu_seconds_total{cpu="%d",host="",mode="idle",node="1"}`, cpus-1),
+		`node_network_receive_bytes_total{device="lo",host="",node="2"}`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	viewtest.Promtool(t, m)
+
+	// The page shows both nodes; node 2's sendstats stops and its tile goes down.
+	ctx := viewtest.Browser(t, 1024, 700)
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.beostatus && beostatus.tiles().filter((t) => t.state === "up").length === 2`,
+		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("page never showed 2 nodes up: %v", err)
+	}
+	stopCmd(senders[1])
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`beostatus.tiles().find((t) => t.node === 2).state === "down"`,
+		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("node 2 stopped but never drawn down: %v", err)
+	}
+	if ns := nodes(); ns[1].State != view.Up || ns[2].State != view.Down {
+		t.Errorf("after node 2 stopped: node 1 %v, node 2 %v", ns[1].State, ns[2].State)
+	}
+	if m := scrape(); !strings.Contains(m, `hoststat_node_up{host="",node="2"} 0`) || strings.Contains(m, `node_load1{host="",node="2"}`) {
+		t.Errorf("/metrics after node 2 stopped:\n%s", grepLines(m, `node="2"`))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), sub) {
+			out = append(out, sc.Text())
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,234 @@
+// beostatus web view: one canvas for the whole grid, fed by server-sent
+// deltas. Row layout (view/delta.go): [node, state, cpu%, mem%, load1*100, cpus, net B/s].
+"use strict";
+(function () {
+  const NODE = 0, STATE = 1, CPU = 2, MEM = 3, LOAD = 4, CPUS = 5, NET = 6;
+  const UP = 0, LATE = 1, DOWN = 2, STATES = ["up", "late", "down"];
+  const NET_SCALE = Math.log10(2 * 10e9 / 8);
+  const nodes = new Map(); // node -> row
+  let seq = 0, figure = 0, order = 0, query = "", layout = [], tile = 16, cols = 1, downAfter = 0;
+  let selected = -1, detailTimer = 0, es = null;
+  const stats = { updates: 0, totalMs: 0, maxMs: 0, lastMs: 0, bytes: 0, fulls: 0 };
+  const $ = (id) => document.getElementById(id);
+  const canvas = $("grid"), ctx = canvas.getContext("2d");
+
+  function level(r, f) {
+    let v = 0;
+    if (f === 0) v = r[CPU] / 100;
+    else if (f === 1) v = r[MEM] / 100;
+    else if (f === 2) v = r[LOAD] / 100 / Math.max(r[CPUS], 1);
+    else if (r[NET] > 1) v = Math.log10(r[NET]) / NET_SCALE;
+    return Math.min(Math.max(v, 0), 1);
+  }
+  function rgb(v) { // the same ramp as view.RGB
+    return v < 0.5 ? `rgb(${40 + 400 * v | 0},170,60)` : `rgb(240,${170 - 260 * (v - 0.5) | 0},60)`;
+  }
+  function value(r, f) {
+    if (f === 0 || f === 1) return (f === 0 ? r[CPU] : r[MEM]) + "%";
+    if (f === 2) return (r[LOAD] / 100).toFixed(2);
+    return bytes(r[NET]) + "/s";
+  }
+  function bytes(n) {
+    const u = "KMGTPE"; let i = -1;
+    if (n < 1024) return String(Math.round(n));
+    while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return (n < 10 ? n.toFixed(1) : Math.round(n)) + u[i];
+  }
+  function matches(r, w) {
+    if (STATES.includes(w)) return STATES[r[STATE]] === w;
+    const m = /^(\d+)-(\d+)$/.exec(w);
+    if (m) return r[NODE] >= +m[1] && r[NODE] <= +m[2];
+    if (/^\d+$/.test(w)) return r[NODE] === +w;
+    return false;
+  }
+  function visible() {
+    const words = query.toLowerCase().split(/\s+/).filter(Boolean);
+    const out = [];
+    for (const r of nodes.values()) if (words.every((w) => matches(r, w))) out.push(r);
+    if (order === 1) out.sort((a, b) => level(b, figure) - level(a, figure) || a[NODE] - b[NODE]);
+    else if (order === 2) out.sort((a, b) => b[STATE] - a[STATE] || a[NODE] - b[NODE]);
+    else out.sort((a, b) => a[NODE] - b[NODE]);
+    return out;
+  }
+  function css(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
+
+  // 101 colours, made once: setting a canvas fill style parses its string.
+  const PALETTE = Array.from({ length: 101 }, (_, i) => rgb(i / 100));
+  let dirty = true; // the set of nodes, their order or the filter changed
+
+  function draw() {
+    if (dirty || order !== 0) { layout = visible(); dirty = false; }
+    const wrap = $("gridwrap"), W = wrap.clientWidth - 12, H = wrap.clientHeight - 12, n = Math.max(layout.length, 1);
+    tile = Math.max(8, Math.min(64, Math.floor(Math.sqrt((W * H) / n))));
+    cols = Math.max(1, Math.floor(W / tile));
+    while (tile > 8 && Math.ceil(n / cols) * tile > H) { tile--; cols = Math.max(1, Math.floor(W / tile)); }
+    const rows = Math.ceil(n / cols), dpr = window.devicePixelRatio || 1;
+    const cw = cols * tile, ch = rows * tile;
+    if (canvas.width !== cw * dpr || canvas.height !== ch * dpr) {
+      canvas.width = cw * dpr; canvas.height = ch * dpr;
+      canvas.style.width = cw + "px"; canvas.style.height = ch + "px";
+    }
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = css("--bg"); ctx.fillRect(0, 0, cw, ch);
+    const gap = tile >= 16 ? 2 : 1, s = tile - gap;
+    // One path per colour: a few dozen fills for any number of nodes.
+    const buckets = new Map(), downs = [], lates = [];
+    for (let i = 0; i < layout.length; i++) {
+      const r = layout[i];
+      if (r[STATE] === DOWN) downs.push(i);
+      else if (r[STATE] === LATE) lates.push(i);
+      else {
+        const c = PALETTE[Math.round(100 * level(r, figure))];
+        let b = buckets.get(c);
+        if (!b) buckets.set(c, (b = []));
+        b.push(i);
+      }
+    }
+    const fillAll = (style, idx) => {
+      ctx.fillStyle = style; ctx.beginPath();
+      for (const i of idx) ctx.rect((i % cols) * tile, Math.floor(i / cols) * tile, s, s);
+      ctx.fill();
+    };
+    for (const [c, idx] of buckets) fillAll(c, idx);
+    fillAll(css("--late"), lates);
+    fillAll(css("--down"), downs);
+    if (downs.length) { // a red cross and frame: down is unmistakable at any size, in any theme
+      ctx.strokeStyle = css("--downline"); ctx.lineWidth = tile >= 16 ? 2 : 1; ctx.beginPath();
+      for (const i of downs) {
+        const x = (i % cols) * tile, y = Math.floor(i / cols) * tile;
+        ctx.moveTo(x + 1, y + 1); ctx.lineTo(x + s - 1, y + s - 1);
+        ctx.moveTo(x + s - 1, y + 1); ctx.lineTo(x + 1, y + s - 1);
+        ctx.rect(x + 1, y + 1, s - 2, s - 2);
+      }
+      ctx.stroke();
+    }
+    const si = layout.findIndex((r) => r[NODE] === selected);
+    if (si >= 0) {
+      ctx.strokeStyle = css("--fg"); ctx.lineWidth = 2;
+      ctx.strokeRect((si % cols) * tile + 1, Math.floor(si / cols) * tile + 1, s - 2, s - 2);
+    }
+    if (tile >= 28) {
+      ctx.textAlign = "center"; ctx.textBaseline = "middle";
+      for (let i = 0; i < layout.length; i++) {
+        const r = layout[i], x = (i % cols) * tile, y = Math.floor(i / cols) * tile;
+        ctx.fillStyle = r[STATE] === DOWN ? "#fff" : "#000";
+        ctx.font = `bold ${Math.floor(tile / 4)}px system-ui, sans-serif`;
+        ctx.fillText(String(r[NODE]), x + s / 2, y + s * 0.33);
+        ctx.font = `${Math.floor(tile / 5)}px system-ui, sans-serif`;
+        ctx.fillText(r[STATE] === DOWN ? "DOWN" : r[STATE] === LATE ? "late" : value(r, figure), x + s / 2, y + s * 0.7);
+      }
+    }
+    let c = [0, 0, 0];
+    for (const r of nodes.values()) c[r[STATE]]++;
+    $("counts").innerHTML = `${nodes.size} nodes · ${c[UP]} up · ${c[LATE]} late · <span class="${c[DOWN] ? "ndown" : ""}">${c[DOWN]} down</span>`;
+  }
+
+  function apply(f) {
+    if (f.full) { nodes.clear(); stats.fulls++; dirty = true; }
+    else if (f.seq !== seq + 1) { reconnect(); return; } // missed a frame: start again from a full one
+    seq = f.seq; downAfter = f.down_after;
+    for (const r of f.rows) {
+      const old = nodes.get(r[NODE]);
+      if (old) { for (let k = 0; k < r.length; k++) old[k] = r[k]; } // in place: the layout holds these rows
+      else { nodes.set(r[NODE], r); dirty = true; }
+    }
+    if (query && f.rows.length) dirty = true; // a state filter may now match other nodes
+    if (f.gone && f.gone.length) { for (const n of f.gone) nodes.delete(n); dirty = true; }
+    const b = $("banner");
+    b.hidden = f.writer_alive;
+    if (!f.writer_alive) b.textContent = "recvstats does not have the table open: these figures are frozen";
+    draw();
+  }
+  function onMessage(e) {
+    const t0 = performance.now();
+    apply(JSON.parse(e.data));
+    const ms = performance.now() - t0;
+    stats.updates++; stats.totalMs += ms; stats.lastMs = ms; stats.maxMs = Math.max(stats.maxMs, ms);
+    stats.bytes += e.data.length;
+  }
+  function connect() {
+    es = new EventSource("events");
+    es.addEventListener("full", onMessage);
+    es.addEventListener("delta", onMessage);
+    es.onopen = () => { $("conn").textContent = "live"; $("conn").className = ""; };
+    es.onerror = () => { $("conn").textContent = "disconnected: retrying"; $("conn").className = "bad"; };
+  }
+  function reconnect() { if (es) es.close(); seq = 0; connect(); }
+
+  function tileAt(px, py) {
+    const col = Math.floor(px / tile), row = Math.floor(py / tile), i = row * cols + col;
+    return col < cols && i >= 0 && i < layout.length ? layout[i][NODE] : -1;
+  }
+  canvas.addEventListener("click", (e) => {
+    const rect = canvas.getBoundingClientRect(), n = tileAt(e.clientX - rect.left, e.clientY - rect.top);
+    if (n >= 0) showDetail(n);
+  });
+  function esc(s) { return String(s).replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";"); }
+  function bar(pct, label) {
+    const p = Math.min(Math.max(pct, 0), 100);
+    // Widths are set through the CSSOM after insertion: the page's CSP forbids inline styles.
+    return `<div>${esc(label)}</div><div class="bar"><div data-pct="${p}"></div></div>`;
+  }
+  async function showDetail(n) {
+    selected = n; draw();
+    clearTimeout(detailTimer);
+    const aside = $("detail");
+    aside.hidden = false;
+    let d;
+    try {
+      const res = await fetch("api/node/" + n);
+      if (!res.ok) throw new Error(await res.text());
+      d = await res.json();
+    } catch (err) {
+      $("d-title").textContent = "node " + n; $("d-body").textContent = String(err);
+      return;
+    }
+    if (selected !== n) return;
+    $("d-title").innerHTML = `node ${d.node} <span class="${d.state === "down" ? "st-down" : "muted"}">${esc(d.state.toUpperCase())}</span>`;
+    let h = `<div class="muted">${esc(d.addr)} · heard ${d.age_seconds.toFixed(1)} s ago · up since ${esc(new Date(d.boot_time).toLocaleString())}</div>`;
+    h += `<h3>CPU ${d.cpu_percent.toFixed(1)}% of ${d.cpus}</h3>`;
+    for (const c of d.per_cpu) h += bar(c.percent, `cpu${c.cpu} ${c.percent.toFixed(0)}% · ${c.mhz.toFixed(0)} MHz`);
+    const mem = d.mem_total ? 100 * d.mem_used / d.mem_total : 0, swapUsed = d.swap_total - d.swap_free;
+    h += `<h3>Memory</h3>` + bar(mem, `${bytes(d.mem_used)} of ${bytes(d.mem_total)} used`);
+    h += bar(d.swap_total ? 100 * swapUsed / d.swap_total : 0, `swap ${bytes(swapUsed)} of ${bytes(d.swap_total)}`);
+    h += `<h3>Load</h3><div>${d.load1.toFixed(2)} ${d.load5.toFixed(2)} ${d.load15.toFixed(2)} · ${d.procs_running} running of ${d.procs_total}</div>`;
+    h += `<h3>Network</h3><table><tr><th>device</th><th>in/s</th><th>out/s</th><th>in</th><th>out</th></tr>`;
+    for (const x of d.net) h += `<tr><td>${esc(x.name)}</td><td>${bytes(x.rx_bytes_per_sec)}</td><td>${bytes(x.tx_bytes_per_sec)}</td><td>${bytes(x.rx_bytes)}</td><td>${bytes(x.tx_bytes)}</td></tr>`;
+    h += `</table><h3>History</h3>`;
+    h += d.history ? "" : `<p class="muted" id="d-history">No history: this recvstats keeps no history yet, so there are no charts of the last 15 minutes or 24 hours.</p>`;
+    $("d-body").innerHTML = h;
+    for (const b of document.querySelectorAll("#d-body .bar > div")) {
+      const p = +b.dataset.pct;
+      b.style.width = p + "%"; b.style.background = rgb(p / 100);
+    }
+    detailTimer = setTimeout(() => { if (selected === n && !aside.hidden) showDetail(n); }, 2000);
+  }
+  $("close").onclick = () => { $("detail").hidden = true; selected = -1; clearTimeout(detailTimer); draw(); };
+
+  for (const b of document.querySelectorAll("#figures button")) {
+    b.onclick = () => {
+      figure = +b.dataset.fig;
+      for (const o of document.querySelectorAll("#figures button")) o.classList.toggle("on", o === b);
+      draw();
+    };
+  }
+  $("sort").onchange = (e) => { order = +e.target.value; dirty = true; draw(); };
+  $("filter").oninput = (e) => { query = e.target.value; dirty = true; draw(); };
+  const root = document.documentElement;
+  const dark = localStorage.getItem("beostatus-theme") ?? (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
+  root.classList.toggle("dark", dark === "dark");
+  $("theme").onclick = () => {
+    const d = root.classList.toggle("dark");
+    localStorage.setItem("beostatus-theme", d ? "dark" : "light");
+    draw();
+  };
+  window.addEventListener("resize", draw);
+
+  // For tests and benchmarks: what was drawn where, and the update costs.
+  window.beostatus = {
+    stats,
+    tiles: () => layout.map((r, i) => ({ node: r[NODE], state: STATES[r[STATE]], x: (i % cols) * tile + tile / 2, y: Math.floor(i / cols) * tile + tile / 2 })),
+    nodeCount: () => nodes.size,
+  };
+  connect();
+})();
