@@ -301,10 +301,10 @@ func (m *Machine) Answered(name string, now time.Time) {
 // changing is a reboot, reported once per boot id: never for the first
 // sighting of a host, never for a boot id the host was seen with before,
 // and not for a sender that merely restarted (same boot id). A node newly
-// tied to a host that already had a boot is a reboot too when the host
-// had no other node up (it came back under a new node number); while
-// another tied node is up it is a second sender at the host's address,
-// not a reboot.
+// tied to a host that already had a boot is a reboot too when it is the
+// newest news of the host and no other tied node is up (the host came
+// back under a new node number); while another is up it is a second
+// sender at the host's address, and an older record is a stale one.
 func (m *Machine) Observe(now time.Time, downAfter time.Duration, nodes iter.Seq[Node]) []Event {
 	if downAfter > 0 {
 		m.downAfter = downAfter
@@ -355,7 +355,7 @@ func (m *Machine) see(s *hostState, n *Node, now time.Time, events []Event) []Ev
 	case zero || s.knows(n.BootID):
 	case i >= 0:
 		events = append(events, RebootSeen{Host: s.Name, Node: n.Node, OldBoot: s.ties[i].boot, NewBoot: n.BootID, At: n.LastSeen})
-	case s.nboots > 0 && !m.otherUp(s, now):
+	case s.nboots > 0 && n.LastSeen.After(s.lastSeen) && !m.otherUp(s, now):
 		events = append(events, RebootSeen{Host: s.Name, Node: n.Node, OldBoot: s.ties[s.last].boot, NewBoot: n.BootID, At: n.LastSeen})
 	}
 	if !zero && !s.knows(n.BootID) {

@@ -233,6 +233,25 @@ func TestSeveralNodesOneAddress(t *testing.T) {
 		Returned{Host: "renumbered", Node: 5, At: g.now})
 }
 
+// Stale records at a host's address (nodes recvstats has not forgotten
+// yet, older than the host's news) are no reboot, however many there are
+// and however they cycle through the host's memory of nodes.
+func TestStaleRecords(t *testing.T) {
+	f := newFixture(t, Host{Name: "h", Addrs: []netip.Addr{ip("10.0.0.1")}})
+	f.report(100, "10.0.0.1", 100)
+	f.expect("first", f.scan())
+	f.now = f.now.Add(time.Hour)
+	for i := range 2 * maxTies {
+		// Stale: older than node 100's status.
+		f.nodes[i] = Node{Node: i, Addr: ip("10.0.0.1"), BootID: boot(byte(i)), LastSeen: t0.Add(-time.Duration(i+1) * time.Minute)}
+	}
+	for range 3 {
+		f.now = f.now.Add(time.Second)
+		f.expect("stale records", f.scan())
+	}
+	f.state("h", Silent)
+}
+
 // Hostname ties a node when the table has one (a seam: it has none yet).
 func TestHostname(t *testing.T) {
 	f := newFixture(t, Host{Name: "c1.example", Hostname: "C1.example"})

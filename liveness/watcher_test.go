@@ -385,6 +385,9 @@ func BenchmarkScan(b *testing.B) {
 			w.Track(Host{Name: a, Addrs: []netip.Addr{ip(a)}})
 		}
 	}
+	if err := w.Scan(); err != nil { // sizes the reused node list
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
