@@ -127,6 +127,26 @@ func (w *Watcher) Liveness(name string) Liveness {
 	return w.m.Liveness(name, w.cfg.Now())
 }
 
+// Status is the watcher at a glance, for an admin view or metrics.
+type Status struct {
+	Hosts    int       // hosts tracked
+	Backlog  int       // hosts with events the consumer has not taken yet
+	LastScan time.Time // the last complete or partial scan; zero when none
+	// Blind says why the table cannot be read (no table, no recvstats
+	// writing it, damaged); empty while scans read it.
+	Blind string
+}
+
+// Status tells how the watcher is doing.
+func (w *Watcher) Status() Status {
+	w.scanMu.Lock()
+	blind := w.blind
+	w.scanMu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return Status{Hosts: w.m.Len(), Backlog: len(w.pending), LastScan: w.m.seenUntil, Blind: blind}
+}
+
 // Run scans the table every period until ctx is done. A table that is
 // missing, damaged or not being written (no recvstats running) is logged
 // once and tried again each period; while it cannot be read, no host's
@@ -209,6 +229,8 @@ func (w *Watcher) scanNodes(yield func(Node) bool) {
 		if !ok || s.Repaired {
 			continue
 		}
+		// Node.Hostname stays empty: the table has no hostname yet
+		// (docs/shm.md); this is where it will be filled in.
 		if !yield(Node{Node: s.Node, Addr: s.Addr.Addr(), BootID: s.BootID, LastSeen: s.LastSeen}) {
 			return
 		}

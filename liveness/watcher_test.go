@@ -284,6 +284,9 @@ func TestWatcherBlind(t *testing.T) {
 	if l := w.Liveness("c1"); l.State != Silent {
 		t.Errorf("c1 after two days without telemetry: %v, want silent (not gone)", l.State)
 	}
+	if st := w.Status(); st.Hosts != 1 || !st.LastScan.Equal(t0) || !strings.Contains(st.Blind, "not being written") {
+		t.Errorf("status while blind: %+v", st)
+	}
 	wr, err = shm.Create(dir, shm.WriterOptions{DownAfter: downAfter, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -292,6 +295,9 @@ func TestWatcherBlind(t *testing.T) {
 	scan(t, w)
 	if l := w.Liveness("c1"); l.State != Gone {
 		t.Errorf("c1 once recvstats runs again, two days after its last status: %v, want gone", l.State)
+	}
+	if st := w.Status(); st.Blind != "" || !st.LastScan.Equal(clk.Now()) {
+		t.Errorf("status once readable: %+v", st)
 	}
 }
 
