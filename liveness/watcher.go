@@ -64,6 +64,9 @@ type Watcher struct {
 	scanErr error
 	seq     func(yield func(Node) bool)
 	blind   string // why the last scan could not read the table; "" when it could
+	gen     uint64 // the table's generation and puts at the last scan
+	puts    uint64
+	counted bool // gen and puts are set
 }
 
 // NewWatcher returns a watcher of the table in cfg.Dir tracking no host.
@@ -188,9 +191,14 @@ func (w *Watcher) Scan() error {
 		w.r = r
 	}
 	info := w.r.Info()
-	if !info.WriterRunning() {
-		// A table nobody writes says nothing about the nodes. Re-open it
-		// next time: a new recvstats may have put a new file in place.
+	written := w.counted && (info.Generation != w.gen || info.Puts != w.puts)
+	w.gen, w.puts, w.counted = info.Generation, info.Puts, true
+	if !written && !info.WriterRunning() {
+		// A table nobody writes says nothing about the nodes. Records
+		// written since the last scan count as a writer: recvstats may
+		// run in another pid namespace, where its pid means nothing.
+		// Re-open it next time: a new recvstats may have put a new file
+		// in place.
 		w.r.Close()
 		w.r = nil
 		return w.blinded(fmt.Errorf("liveness: table %s is not being written (no recvstats running)", info.Path))

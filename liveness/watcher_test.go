@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hoststat/hoststat/beostat/beostattest"
 	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/telemetry/sample"
 )
@@ -298,6 +299,33 @@ func TestWatcherBlind(t *testing.T) {
 	}
 	if st := w.Status(); st.Blind != "" || !st.LastScan.Equal(clk.Now()) {
 		t.Errorf("status once readable: %+v", st)
+	}
+}
+
+// A writer whose pid this process cannot see (recvstats in another pid
+// namespace) still counts while it writes records; once it stops
+// writing, the table counts as not written.
+func TestWatcherWriterInOtherPIDNamespace(t *testing.T) {
+	clk := &clock{t: t0}
+	tb := newTable(t, clk)
+	w := newWatcher(t, tb.dir, clk, 0)
+	w.Track(Host{Name: "c1", Addrs: []netip.Addr{ip("10.0.0.1")}})
+	tb.put(1, "10.0.0.1", 1)
+	if err := beostattest.SetWriterPID(tb.dir, 1<<22+1); err != nil { // above pid_max: no such process
+		t.Fatal(err)
+	}
+	// The first look cannot tell a live table from a dead one's leftovers.
+	if err := w.Scan(); err == nil {
+		t.Error("first scan of a table whose writer is not seen: no error")
+	}
+	tb.put(1, "10.0.0.1", 1)
+	scan(t, w)
+	clk.Add(time.Second)
+	if err := w.Scan(); err == nil {
+		t.Error("scan of a table with no writer and no new records: no error")
+	}
+	if st := w.Status(); !st.LastScan.Equal(t0) {
+		t.Errorf("last scan %v, want the one that saw new records", st.LastScan)
 	}
 }
 
