@@ -88,10 +88,16 @@ func procTruth(t *testing.T) (memTotal uint64, btime int64, cpus int) {
 func TestLoopbackCluster(t *testing.T) {
 	bin := netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats", "./cmd/beostatus")
 	dir, port := t.TempDir(), freeUDPPort(t)
-	start(t, filepath.Join(bin, "recvstats"), "-d", "--listen", "127.0.0.1", "-p", port, "--shm-dir", dir, "--down-after", "2s")
+	// Both senders share 127.0.0.1: recvstats believes their node numbers
+	// only because they sign with the key.
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("loopback-cluster-shared-key-0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start(t, filepath.Join(bin, "recvstats"), "-d", "--listen", "127.0.0.1", "-p", port, "--shm-dir", dir, "--down-after", "2s", "--key-file", key)
 	var senders []*exec.Cmd
 	for _, node := range []string{"1", "2"} {
-		c, _ := start(t, filepath.Join(bin, "sendstats"), "-d", "-a", "127.0.0.1:"+port, "--node", node, "-r", "0.2")
+		c, _ := start(t, filepath.Join(bin, "sendstats"), "-d", "-a", "127.0.0.1:"+port, "--node", node, "-r", "0.2", "--key-file", key)
 		senders = append(senders, c)
 	}
 	netlab.WaitFor(t, 10*time.Second, "the table", func() error {
