@@ -20,7 +20,9 @@ const (
 // Status is one node at a glance, as beostat --json prints it. Byte
 // counts are bytes; rates are bytes per second; percents are 0-100.
 // Fractions are rounded to what they mean (0.01 %, 0.01 B/s, 1 ms), so
-// the JSON has no float noise.
+// the JSON has no float noise. Its JSON (MarshalJSON, AppendJSON) holds
+// only the fields the node has (see Has); the tags name them, so it
+// decodes back into a Status with the absent fields zero.
 type Status struct {
 	Node  int    `json:"node"`
 	State string `json:"state"` // StateUp, StateDown or StateUnknown
@@ -164,29 +166,40 @@ func statusOf(s *shm.Summary, info shm.Info, now time.Time) Status {
 // record cannot be read (left half-written by a recvstats that died) is
 // listed as StateUnknown with the reason; the others are unaffected.
 func (t *Table) Status() ([]Status, error) {
+	out := make([]Status, 0, t.Info().Nodes)
+	err := t.Each(func(s *Status) error {
+		out = append(out, *s)
+		return nil
+	})
+	return out, err
+}
+
+// Each calls fn with every node's Status, ascending by node, as Status
+// lists them, reading one node at a time: memory does not grow with the
+// table. The *Status is reused for the next node; fn must copy what it
+// keeps. Each stops at the first error fn returns and returns it. The
+// table is locked for other callers meanwhile.
+func (t *Table) Each(fn func(*Status) error) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	info, now := t.r.Info(), t.now()
-	nodes, err := t.r.Nodes(t.nodes[:0])
-	t.nodes = nodes
-	out := make([]Status, 0, len(nodes))
-	if err != nil {
-		return out, err
-	}
-	for _, n := range nodes {
+	var st Status
+	return t.r.EachNode(func(n int) error {
 		s, ok, err := t.r.Summary(n)
 		switch {
 		case errors.Is(err, shm.ErrClosed):
-			return out, err
+			return err
 		case errors.Is(err, shm.ErrWriterStuck):
-			out = append(out, Status{Node: n, State: StateUnknown, Error: shm.ErrWriterStuck.Error()})
+			st = Status{Node: n, State: StateUnknown, Error: shm.ErrWriterStuck.Error()}
 		case err != nil:
-			out = append(out, Status{Node: n, State: StateUnknown, Error: err.Error()})
+			st = Status{Node: n, State: StateUnknown, Error: err.Error()}
 		case ok:
-			out = append(out, statusOf(&s, info, now))
+			st = statusOf(&s, info, now)
+		default:
+			return nil // forgotten since the index was read
 		}
-	}
-	return out, nil
+		return fn(&st)
+	})
 }
 
 // Detail reads everything about node.

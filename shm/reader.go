@@ -250,25 +250,73 @@ func (r *Reader) Info() Info {
 // Nodes appends the numbers of the nodes in the table to dst, ascending.
 // It walks the index only, so a node whose record is stuck is listed too.
 func (r *Reader) Nodes(dst []int) ([]int, error) {
+	err := r.EachNode(func(node int) error {
+		dst = append(dst, node)
+		return nil
+	})
+	return dst, err
+}
+
+// EachNode calls fn with the number of every node in the table,
+// ascending, as Nodes lists them, without building a list: memory does
+// not grow with the nodes. It stops at the first error fn returns and
+// returns it.
+func (r *Reader) EachNode(fn func(node int) error) error {
 	if err := r.follow(); err != nil {
-		return dst, err
+		return err
 	}
 	for d := range dirEntries {
-		l := int(load32(r.m, dirOffset+4*d))
-		if l == 0 {
-			continue
+		leaf, err := r.leafOf(d)
+		if err != nil {
+			return err
 		}
-		if l > r.g.leaves {
-			return dst, fmt.Errorf("shm: table %s: %w: directory entry %d names leaf %d of %d", r.path, ErrCorrupt, d, l, r.g.leaves)
+		if leaf >= 0 && d > 0 {
+			r.release()
 		}
-		leaf := leavesOffset + (l-1)*leafSize
-		for e := range leafEntries {
-			if load32(r.m, leaf+4*e) != 0 {
-				dst = append(dst, d*leafEntries+e)
+		gen := r.g.generation
+		for e := 0; leaf >= 0 && e < leafEntries; e++ {
+			if load32(r.m, leaf+4*e) == 0 {
+				continue
+			}
+			if err := fn(d*leafEntries + e); err != nil {
+				return err
+			}
+			if r.m == nil {
+				return ErrClosed
+			}
+			// fn's reads may have followed the table to a new layout,
+			// where the block has another leaf (or none): go on there.
+			if r.g.generation != gen {
+				if leaf, err = r.leafOf(d); err != nil {
+					return err
+				}
+				gen = r.g.generation
 			}
 		}
 	}
-	return dst, nil
+	return nil
+}
+
+// release lets go of the pages of records and data this process has
+// read (they stay in the page cache, shared with the writer): a walk of
+// the whole table then holds about one index block's records in its
+// resident set, not the table. Reading them again faults them back in.
+func (r *Reader) release() {
+	if off := int(r.g.recordOffset) &^ 4095; off < len(r.m) {
+		unix.Madvise(r.m[off:], unix.MADV_DONTNEED)
+	}
+}
+
+// leafOf is the offset of the leaf of index block d, -1 when it has none.
+func (r *Reader) leafOf(d int) (int, error) {
+	l := int(load32(r.m, dirOffset+4*d))
+	if l == 0 {
+		return -1, nil
+	}
+	if l > r.g.leaves {
+		return -1, fmt.Errorf("shm: table %s: %w: directory entry %d names leaf %d of %d", r.path, ErrCorrupt, d, l, r.g.leaves)
+	}
+	return leavesOffset + (l-1)*leafSize, nil
 }
 
 // locate is node's record number from the index, -1 when it has none.

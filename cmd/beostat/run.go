@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,7 +32,8 @@ type options struct {
 	detail   bool // --node given
 	watch    bool
 	interval time.Duration
-	json     bool
+	format   string // text, json, jsonl or csv
+	fields   []beostat.Field
 }
 
 // run is the whole command; main only wires it to the process.
@@ -40,17 +41,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl := pflag.NewFlagSet("beostat", pflag.ContinueOnError)
 	fl.SetOutput(stderr)
 	var o options
-	var help, showVersion bool
+	var help, showVersion, asJSON bool
+	var fields string
 	fl.StringVar(&o.dir, "shm-dir", shm.DefaultDir, "directory of the node table that recvstats writes")
 	fl.IntVar(&o.node, "node", 0, "show node `N` in detail: per-CPU use and clock, memory, load, network devices")
 	fl.BoolVarP(&o.watch, "watch", "w", false, "refresh every --interval until interrupted")
 	fl.DurationVarP(&o.interval, "interval", "i", time.Second, "refresh interval for --watch")
-	fl.BoolVar(&o.json, "json", false, "print JSON: an array with one object per node (with --watch, one array per line)")
+	fl.StringVarP(&o.format, "format", "o", "text", "output `FORMAT`: text; json, an array with one object per node on one line (with --watch, one array per frame); jsonl, one object per line; csv")
+	fl.BoolVar(&asJSON, "json", false, "the same as --format json")
+	fl.StringVar(&fields, "fields", "", "print only these comma-separated `FIELDS` of each node, named as in the JSON (e.g. node,state,cpu,load1,mem_used)")
 	fl.BoolVarP(&help, "help", "h", false, "show this help and exit")
 	fl.BoolVarP(&showVersion, "version", "v", false, "show the version and exit")
 	fl.SortFlags = false
 	fl.Usage = func() {
-		fmt.Fprintf(fl.Output(), "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json]\n\n"+
+		fmt.Fprintf(fl.Output(), "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json | --format F] [--fields LIST]\n\n"+
 			"Shows the status of every cluster node from the table recvstats keeps.\n\nOptions:\n")
 		fl.PrintDefaults()
 	}
@@ -75,6 +79,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case o.interval <= 0:
 		fmt.Fprintf(stderr, "beostat: --interval %v: must be positive\n", o.interval)
 		return exitUsage
+	case asJSON && fl.Changed("format") && o.format != "json":
+		fmt.Fprintf(stderr, "beostat: --json and --format %s disagree\n", o.format)
+		return exitUsage
+	}
+	if asJSON {
+		o.format = "json"
+	}
+	switch o.format {
+	case "text", "json", "jsonl", "csv":
+	default:
+		fmt.Fprintf(stderr, "beostat: --format %q: want text, json, jsonl or csv\n", o.format)
+		return exitUsage
+	}
+	if fields != "" {
+		var err error
+		if o.fields, err = beostat.ParseFields(fields); err != nil {
+			fmt.Fprintf(stderr, "beostat: --fields: %v\n", err)
+			return exitUsage
+		}
 	}
 
 	o.detail = fl.Changed("node")
@@ -92,22 +115,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer t.Close()
 
 	// Redraw in place only on a terminal; into a pipe or file, frames
-	// follow each other with no control codes.
-	redraw := o.watch && !o.json && isTerminal(stdout)
-	var buf bytes.Buffer
+	// follow each other with no control codes. Output is written as the
+	// table is read, through one buffer of fixed size.
+	redraw := o.watch && o.format == "text" && isTerminal(stdout)
+	out := bufio.NewWriterSize(stdout, 64<<10)
 	for frame := 0; ; frame++ {
-		buf.Reset()
 		switch {
 		case redraw:
-			buf.WriteString("\x1b[H\x1b[2J") // home and clear
-		case o.watch && !o.json && frame > 0:
-			buf.WriteString("\n")
+			out.WriteString("\x1b[H\x1b[2J") // home and clear
+		case o.watch && o.format == "text" && frame > 0:
+			out.WriteString("\n")
 		}
-		if err := show(&buf, t, o, time.Now()); err != nil {
-			fmt.Fprintf(stderr, "beostat: %v\n", err)
-			return exitRuntime
+		err := show(out, t, o, time.Now())
+		if err == nil {
+			err = out.Flush()
 		}
-		if _, err := stdout.Write(buf.Bytes()); err != nil {
+		if err != nil {
+			out.Flush()
 			fmt.Fprintf(stderr, "beostat: %v\n", err)
 			return exitRuntime
 		}
@@ -123,27 +147,88 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // show writes one view of the table.
-func show(w io.Writer, t *beostat.Table, o options, now time.Time) error {
+func show(w *bufio.Writer, t *beostat.Table, o options, now time.Time) error {
 	if o.detail {
 		d, err := t.Detail(o.node)
 		if err != nil {
 			return err
 		}
-		if o.json {
-			return writeJSON(w, []beostat.Detail{d})
+		switch o.format {
+		case "json", "jsonl":
+			b, err := json.Marshal([]beostat.Detail{d})
+			if o.format == "jsonl" {
+				b, err = json.Marshal(d)
+			}
+			if err != nil {
+				return err
+			}
+			w.Write(b)
+			return w.WriteByte('\n')
+		case "csv":
+			return streamNodes(w, t, o, now, func(s *beostat.Status) bool { return s.Node == o.node })
 		}
 		writeDetail(w, d, now)
 		return nil
 	}
-	st, err := t.Status()
+	return streamNodes(w, t, o, now, nil)
+}
+
+// streamNodes writes every node (those keep accepts, when given) in the
+// chosen format as it reads them.
+func streamNodes(w *bufio.Writer, t *beostat.Table, o options, now time.Time, keep func(*beostat.Status) bool) error {
+	var each func(*beostat.Status) error
+	var end func() error
+	switch {
+	case o.format == "json" || o.format == "jsonl":
+		// One array on one line, or one object per line.
+		var line []byte
+		n := 0
+		if o.format == "json" {
+			w.WriteByte('[')
+		}
+		each = func(s *beostat.Status) error {
+			line = line[:0]
+			switch {
+			case o.format == "jsonl":
+			case n > 0:
+				line = append(line, ',')
+			}
+			n++
+			line = s.AppendJSON(line, o.fields)
+			if o.format == "jsonl" {
+				line = append(line, '\n')
+			}
+			_, err := w.Write(line)
+			return err
+		}
+		end = func() error {
+			if o.format == "json" {
+				_, err := w.WriteString("]\n")
+				return err
+			}
+			return nil
+		}
+	case o.format == "csv" || o.fields != nil:
+		fields := o.fields
+		if fields == nil {
+			fields = beostat.AllFields()
+		}
+		each = newFieldsWriter(w, fields, o.format == "csv").node
+		end = func() error { return nil }
+	default:
+		tw := newTableWriter(w, t.Info(), now)
+		each, end = tw.node, tw.end
+	}
+	err := t.Each(func(s *beostat.Status) error {
+		if keep != nil && !keep(s) {
+			return nil
+		}
+		return each(s)
+	})
 	if err != nil {
 		return err
 	}
-	if o.json {
-		return writeJSON(w, st)
-	}
-	writeTable(w, t.Info(), st, now)
-	return nil
+	return end()
 }
 
 // isTerminal reports whether w is a terminal.
@@ -154,13 +239,4 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
-}
-
-func writeJSON(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
-	return err
 }
