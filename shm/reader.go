@@ -3,9 +3,7 @@ package shm
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"runtime"
 	"time"
@@ -179,26 +177,11 @@ func (r *Reader) open() error {
 
 // mapTable maps and validates the file at path.
 func mapTable(path string) ([]byte, geometry, error) {
-	f, err := os.Open(path)
+	m, err := mapReadOnly(path, "table", headerSize)
 	if err != nil {
-		return nil, geometry{}, fmt.Errorf("shm: open table: %w", err)
+		return nil, geometry{}, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, geometry{}, fmt.Errorf("shm: open table: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, geometry{}, fmt.Errorf("shm: table %s is not a regular file", path)
-	}
-	size := st.Size()
-	if size < headerSize || size > math.MaxInt {
-		return nil, geometry{}, fmt.Errorf("shm: table %s: %w: %d bytes is shorter than a header", path, ErrNotTable, size)
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, geometry{}, fmt.Errorf("shm: map table %s: %w", path, err)
-	}
+	size := int64(len(m))
 	g, err := decodeHeader(m, size)
 	if err != nil {
 		unix.Munmap(m)

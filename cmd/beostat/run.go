@@ -34,6 +34,8 @@ type options struct {
 	interval time.Duration
 	format   string // text, json, jsonl or csv
 	fields   []beostat.Field
+	history  int // --history NODE; -1 not asked
+	since    time.Duration
 }
 
 // run is the whole command; main only wires it to the process.
@@ -50,11 +52,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl.StringVarP(&o.format, "format", "o", "text", "output `FORMAT`: text; json, an array with one object per node on one line (with --watch, one array per frame); jsonl, one object per line; csv")
 	fl.BoolVar(&asJSON, "json", false, "the same as --format json")
 	fl.StringVar(&fields, "fields", "", "print only these comma-separated `FIELDS` of each node, named as in the JSON (e.g. node,state,cpu,load1,mem_used)")
+	fl.IntVar(&o.history, "history", -1, "show node `N`'s history instead: one-minute points of the last day, full-resolution points of the last minutes")
+	fl.DurationVar(&o.since, "since", 24*time.Hour, "with --history, only the points of the last `DURATION`")
 	fl.BoolVarP(&help, "help", "h", false, "show this help and exit")
 	fl.BoolVarP(&showVersion, "version", "v", false, "show the version and exit")
 	fl.SortFlags = false
 	fl.Usage = func() {
-		fmt.Fprintf(fl.Output(), "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json | --format F] [--fields LIST]\n\n"+
+		fmt.Fprintf(fl.Output(), "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json | --format F] [--fields LIST]\n"+
+			"       beostat [--shm-dir DIR] --history N [--since DURATION] [--json]\n\n"+
 			"Shows the status of every cluster node from the table recvstats keeps.\n\nOptions:\n")
 		fl.PrintDefaults()
 	}
@@ -79,6 +84,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case o.interval <= 0:
 		fmt.Fprintf(stderr, "beostat: --interval %v: must be positive\n", o.interval)
 		return exitUsage
+	case fl.Changed("history") && (o.history < 0 || fl.Changed("node") || o.watch || fl.Changed("fields")):
+		fmt.Fprintf(stderr, "beostat: --history %d: wants a node number (from 0), without --node, --watch or --fields\n", o.history)
+		return exitUsage
+	case o.since <= 0:
+		fmt.Fprintf(stderr, "beostat: --since %v: must be positive\n", o.since)
+		return exitUsage
 	case asJSON && fl.Changed("format") && o.format != "json":
 		fmt.Fprintf(stderr, "beostat: --json and --format %s disagree\n", o.format)
 		return exitUsage
@@ -101,6 +112,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	o.detail = fl.Changed("node")
+	if o.history >= 0 {
+		out := bufio.NewWriter(stdout)
+		err := showHistory(out, o.dir, o.history, o.since, o.format == "json", time.Now())
+		if ferr := out.Flush(); err == nil {
+			err = ferr
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "beostat: %v\n", err)
+			return exitRuntime
+		}
+		return exitOK
+	}
 
 	t, err := beostat.Open(o.dir)
 	if err != nil {

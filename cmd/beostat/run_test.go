@@ -498,3 +498,77 @@ func TestFieldsAndFormats(t *testing.T) {
 		t.Errorf("--json --fields: exit %d, %s", code, out)
 	}
 }
+
+// --history prints what the history file holds for a node: one-minute
+// points, then full-resolution ones, oldest first; --since cuts them.
+func TestHistory(t *testing.T) {
+	dir := t.TempDir()
+	w, err := shm.Create(dir, shm.WriterOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h, err := w.OpenHistory(shm.HistoryOptions{Nodes: 4, Fine: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	now := time.Now().Truncate(time.Second)
+	for i := 179; i >= 0; i-- { // the last three minutes, one point a second
+		f := shm.Figures{Up: true, CPUPercent: 12.5, Load1: 0.75, MemUsed: 3 << 30, RxBytesPerSec: 1000, TxBytesPerSec: 2048}
+		if i == 0 {
+			f = shm.Figures{} // down now
+		}
+		if err := h.Append(5, now.Add(-time.Duration(i)*time.Second), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, errOut := runCmd(t, context.Background(), "--shm-dir", dir, "--history", "5", "--json")
+	var got struct {
+		Node   int `json:"node"`
+		Points []struct {
+			Time       time.Time `json:"time"`
+			Resolution string    `json:"resolution"`
+			Up         bool      `json:"up"`
+			CPUPercent *float64  `json:"cpu_percent"`
+			MemUsed    uint64    `json:"mem_used"`
+			TxRate     float64   `json:"tx_bytes_per_sec"`
+		} `json:"points"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || errOut != "" || err != nil {
+		t.Fatalf("exit %d, stderr %q, %v: %s", code, errOut, err, out)
+	}
+	n := len(got.Points)
+	if got.Node != 5 || n < 61 || got.Points[0].Resolution != "1m" || got.Points[n-60].Resolution != "full" {
+		t.Fatalf("%d points: %s", n, out)
+	}
+	first, last := got.Points[n-60], got.Points[n-1]
+	if !first.Up || *first.CPUPercent != 12.5 || first.MemUsed != 3<<30 || first.TxRate != 2048 || last.Up || last.CPUPercent != nil ||
+		!last.Time.Equal(now) || !got.Points[n-2].Time.Equal(now.Add(-time.Second)) {
+		t.Errorf("points %+v ... %+v", first, last)
+	}
+	for _, p := range got.Points[:n-60] {
+		if !p.Up || *p.CPUPercent != 12.5 || p.Time.Second() != 0 {
+			t.Errorf("one-minute point %+v", p)
+		}
+	}
+
+	code, out, _ = runCmd(t, context.Background(), "--shm-dir", dir, "--history", "5", "--since", "10s")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	// 10 s before the command's now: 10 points, 11 if it ran within the second.
+	if n := len(lines) - 2; code != 0 || (n != 10 && n != 11) || !strings.Contains(lines[0], fmt.Sprintf("0 one-minute points, %d full-resolution points", n)) ||
+		strings.Join(strings.Fields(lines[2])[1:], " ") != "full up 12.5 0.75 3GiB 0B 1000B 2KiB" || !strings.HasSuffix(lines[n+1], "full   down") {
+		t.Errorf("--since 10s: exit %d:\n%s", code, out)
+	}
+
+	if code, _, errOut = runCmd(t, context.Background(), "--shm-dir", dir, "--history", "6"); code != 1 || !strings.Contains(errOut, "node 6: no history") {
+		t.Errorf("node 6: exit %d, %q", code, errOut)
+	}
+	empty := t.TempDir()
+	if code, _, errOut = runCmd(t, context.Background(), "--shm-dir", empty, "--history", "5"); code != 1 || !strings.Contains(errOut, "no history at") {
+		t.Errorf("no file: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut = runCmd(t, context.Background(), "--shm-dir", dir, "--history", "5", "--node", "1"); code != 2 {
+		t.Errorf("--history with --node: exit %d, %q", code, errOut)
+	}
+}
