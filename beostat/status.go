@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"time"
+	"unsafe"
 
 	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/telemetry/sample"
@@ -116,7 +117,9 @@ func round(x float64, digits int) float64 {
 	return math.Round(x*p) / p
 }
 
-func statusOf(s *shm.Summary, info shm.Info, now time.Time) Status {
+// statusOf is the Status of a node's summary; its strings come from a
+// (nil: each its own allocation).
+func statusOf(s *shm.Summary, info shm.Info, now time.Time, a *stringBlocks) Status {
 	up := info.Up(s.LastSeen, now)
 	st := Status{
 		Node:          s.Node,
@@ -151,10 +154,10 @@ func statusOf(s *shm.Summary, info shm.Info, now time.Time) Status {
 		st.State = StateUp
 	}
 	if s.Addr.IsValid() {
-		st.Addr = s.Addr.String()
+		st.Addr = a.make(s.Addr.AppendTo(a.scratch()))
 	}
 	if s.BootID != ([16]byte{}) {
-		st.BootID = hex.EncodeToString(s.BootID[:])
+		st.BootID = a.make(hex.AppendEncode(a.scratch(), s.BootID[:]))
 	}
 	if !s.LastSeen.IsZero() {
 		st.AgeSeconds = round(now.Sub(s.LastSeen).Seconds(), 3)
@@ -184,6 +187,7 @@ func (t *Table) Each(fn func(*Status) error) error {
 	defer t.mu.Unlock()
 	info, now := t.r.Info(), t.now()
 	var st Status
+	var a stringBlocks
 	return t.r.EachNode(func(n int) error {
 		s, ok, err := t.r.Summary(n)
 		switch {
@@ -194,7 +198,7 @@ func (t *Table) Each(fn func(*Status) error) error {
 		case err != nil:
 			st = Status{Node: n, State: StateUnknown, Error: err.Error()}
 		case ok:
-			st = statusOf(&s, info, now)
+			st = statusOf(&s, info, now, &a)
 		default:
 			return nil // forgotten since the index was read
 		}
@@ -211,7 +215,7 @@ func (t *Table) Detail(node int) (Detail, error) {
 	}
 	rec := &t.rec
 	d := Detail{
-		Status: statusOf(&rec.Summary, t.r.Info(), t.now()),
+		Status: statusOf(&rec.Summary, t.r.Info(), t.now(), nil),
 		PerCPU: make([]CPUStatus, len(rec.Sample.CPUs)),
 		Net:    make([]NetStatus, len(rec.Sample.Net)),
 	}
@@ -226,4 +230,37 @@ func (t *Table) Detail(node int) (Detail, error) {
 		}
 	}
 	return d, nil
+}
+
+// stringBlocks makes the short strings of many Statuses out of shared blocks,
+// one allocation per block instead of one per string. A block is never
+// written again once a string points into it, so the strings stay
+// immutable, and the garbage collector frees a block when no string
+// points into it any more.
+type stringBlocks struct {
+	block []byte
+	tmp   [64]byte
+}
+
+const stringBlock = 16 << 10
+
+// scratch is a buffer to build the next string in.
+func (a *stringBlocks) scratch() []byte {
+	if a == nil {
+		return nil
+	}
+	return a.tmp[:0]
+}
+
+// make returns b as a string.
+func (a *stringBlocks) make(b []byte) string {
+	if a == nil || len(b) > len(a.tmp) {
+		return string(b)
+	}
+	if cap(a.block)-len(a.block) < len(b) {
+		a.block = make([]byte, 0, stringBlock)
+	}
+	start := len(a.block)
+	a.block = append(a.block, b...)
+	return unsafe.String(&a.block[start], len(b))
 }

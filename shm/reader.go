@@ -3,6 +3,7 @@ package shm
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"runtime"
@@ -138,6 +139,8 @@ type Reader struct {
 	rec    [recordSize]byte
 	data   []byte
 	models []string
+
+	readLo, readHi int // the span of the mapping read since the last release
 }
 
 // OpenReader maps the table in dir (DefaultDir when empty) read-only.
@@ -145,7 +148,7 @@ func OpenReader(dir string) (*Reader, error) {
 	if dir == "" {
 		dir = DefaultDir
 	}
-	r := &Reader{path: filepath.Join(dir, FileName)}
+	r := &Reader{path: filepath.Join(dir, FileName), readLo: math.MaxInt}
 	if err := r.open(); err != nil {
 		return nil, err
 	}
@@ -280,14 +283,21 @@ func (r *Reader) EachNode(fn func(node int) error) error {
 	return nil
 }
 
-// release lets go of the pages of records and data this process has
-// read (they stay in the page cache, shared with the writer): a walk of
-// the whole table then holds about one index block's records in its
+// release lets go of the pages of records and data read since the last
+// release (they stay in the page cache, shared with the writer): a walk
+// of the whole table then holds about one index block's records in its
 // resident set, not the table. Reading them again faults them back in.
 func (r *Reader) release() {
-	if off := int(r.g.recordOffset) &^ 4095; off < len(r.m) {
-		unix.Madvise(r.m[off:], unix.MADV_DONTNEED)
+	lo, hi := r.readLo&^4095, min(int(alignUp(uint64(r.readHi), 4096)), len(r.m))
+	if lo < hi {
+		unix.Madvise(r.m[lo:hi], unix.MADV_DONTNEED)
 	}
+	r.readLo, r.readHi = math.MaxInt, 0
+}
+
+// read notes that bytes [off, off+n) of the mapping were read, for release.
+func (r *Reader) read(off, n int) {
+	r.readLo, r.readHi = min(r.readLo, off), max(r.readHi, off+n)
 }
 
 // leafOf is the offset of the leaf of index block d, -1 when it has none.
@@ -337,6 +347,7 @@ func (r *Reader) snapshot(node int, withData bool) (bool, error) {
 		return false, nil
 	}
 	off := r.g.record(k)
+	r.read(off, recordSize)
 	var deadline time.Time
 	var waitSeq uint64
 	for try := 0; ; try++ {
@@ -395,7 +406,9 @@ func (r *Reader) copyData() error {
 		r.data = make([]byte, n)
 	}
 	r.data = r.data[:n]
-	copyAtomic(r.data, r.m, int(r.g.dataOffset+le.Uint64(r.rec[rDataOff:])))
+	off := int(r.g.dataOffset + le.Uint64(r.rec[rDataOff:]))
+	r.read(off, int(n))
+	copyAtomic(r.data, r.m, off)
 	return nil
 }
 
