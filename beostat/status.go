@@ -119,9 +119,9 @@ func round(x float64, digits int) float64 {
 
 // statusOf is the Status of a node's summary; its strings come from a
 // (nil: each its own allocation).
-func statusOf(s *shm.Summary, info shm.Info, now time.Time, a *stringBlocks) Status {
+func statusOf(st *Status, s *shm.Summary, info shm.Info, now time.Time, a *stringBlocks) {
 	up := info.Up(s.LastSeen, now)
-	st := Status{
+	*st = Status{
 		Node:          s.Node,
 		State:         StateDown,
 		Stale:         !up && !s.LastSeen.IsZero() && !s.Repaired,
@@ -162,7 +162,6 @@ func statusOf(s *shm.Summary, info shm.Info, now time.Time, a *stringBlocks) Sta
 	if !s.LastSeen.IsZero() {
 		st.AgeSeconds = round(now.Sub(s.LastSeen).Seconds(), 3)
 	}
-	return st
 }
 
 // Status lists every node in the table, ascending by node. A node whose
@@ -198,7 +197,7 @@ func (t *Table) Each(fn func(*Status) error) error {
 		case err != nil:
 			st = Status{Node: n, State: StateUnknown, Error: err.Error()}
 		case ok:
-			st = statusOf(&s, info, now, &a)
+			statusOf(&st, &s, info, now, &a)
 		default:
 			return nil // forgotten since the index was read
 		}
@@ -215,10 +214,10 @@ func (t *Table) Detail(node int) (Detail, error) {
 	}
 	rec := &t.rec
 	d := Detail{
-		Status: statusOf(&rec.Summary, t.r.Info(), t.now(), nil),
 		PerCPU: make([]CPUStatus, len(rec.Sample.CPUs)),
 		Net:    make([]NetStatus, len(rec.Sample.Net)),
 	}
+	statusOf(&d.Status, &rec.Summary, t.r.Info(), t.now(), nil)
 	for i, c := range rec.Sample.CPUs {
 		d.PerCPU[i] = CPUStatus{CPU: i, Percent: round(float64(rec.CPUPercent[i]), 2), MHz: round(c.MHz, 3), Model: c.Model, Ticks: c.Ticks}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -570,5 +571,18 @@ func TestHistory(t *testing.T) {
 	}
 	if code, _, errOut = runCmd(t, context.Background(), "--shm-dir", dir, "--history", "5", "--node", "1"); code != 2 {
 		t.Errorf("--history with --node: exit %d, %q", code, errOut)
+	}
+}
+
+func TestAppendFixed(t *testing.T) {
+	for _, c := range []struct {
+		x    float64
+		d    int
+		want string
+	}{{0, 1, "0.0"}, {37.5, 1, "37.5"}, {1.5, 2, "1.50"}, {0.004, 2, "0.00"}, {0.006, 2, "0.01"}, {99.96, 1, "100.0"},
+		{12345.678, 3, "12345.678"}, {1023.96, 1, "1024.0"}, {7, 0, "7"}, {math.Inf(1), 1, "+Inf"}, {-2.25, 1, "-2.2"}} {
+		if got := string(appendFixed(nil, c.x, c.d)); got != c.want {
+			t.Errorf("appendFixed(%v, %d) = %s, want %s", c.x, c.d, got, c.want)
+		}
 	}
 }
