@@ -8,6 +8,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hoststat/hoststat/internal/netlab"
 )
 
 // figuresAt are figures that derive from i, so a torn point shows.
@@ -267,5 +271,102 @@ func TestPackFloat(t *testing.T) {
 	}
 	if got := unpackFloat(packFloat(1e20)); got != 2047*(1<<31) {
 		t.Errorf("huge → %v", got)
+	}
+}
+
+// In a shared (sticky, world-writable) shm directory, a history file
+// another user made, or one others can write, holding forged points, is
+// never adopted: the writer replaces it with its own, and readers never
+// see the forged points.
+func TestHistoryForeignFilesInSharedDir(t *testing.T) {
+	netlab.RequireRoot(t)
+	const nobody = 65534
+	dir := sharedDir(t)
+	// A forged history of the same sizes: node 5 at 99 % CPU.
+	other := t.TempDir()
+	_, fh := openHistory(t, other, HistoryOptions{Nodes: 4})
+	if err := fh.Append(5, time.Now(), Figures{Up: true, CPUPercent: 99}); err != nil {
+		t.Fatal(err)
+	}
+	forged, err := os.ReadFile(filepath.Join(other, HistoryFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, HistoryFileName)
+	for _, c := range []struct {
+		what string
+		mode os.FileMode
+		uid  int
+	}{{"another user's file", 0o644, nobody}, {"a file others can write", 0o666, 0}} {
+		os.Remove(path)
+		if err := os.WriteFile(path, forged, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(path, c.mode)
+		if err := os.Chown(path, c.uid, c.uid); err != nil {
+			t.Fatal(err)
+		}
+		w := create(t, dir, WriterOptions{})
+		h, err := w.OpenHistory(HistoryOptions{Nodes: 4})
+		if err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		r, err := OpenHistoryReader(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, fine, ok, err := r.Read(5, time.Time{}); ok || err != nil || len(fine) != 0 {
+			t.Errorf("%s: adopted: node 5 has %v (%v, %v)", c.what, fine, ok, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err != nil || st.Uid != 0 || st.Mode&0o7777 != 0o644 {
+			t.Errorf("%s: history now uid %d mode %o, %v", c.what, st.Uid, st.Mode&0o7777, err)
+		}
+		r.Close()
+		h.Close()
+		w.Close()
+	}
+}
+
+// A slot a killed writer left mid-append (odd sequence) is cleared when
+// the next writer reuses the file; the other nodes keep their history.
+func TestHistoryMidAppendRepaired(t *testing.T) {
+	dir := t.TempDir()
+	w := create(t, dir, WriterOptions{})
+	defer w.Close()
+	h, err := w.OpenHistory(HistoryOptions{Nodes: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	h.Append(1, now, figuresAt(1))
+	h.Append(2, now, figuresAt(2))
+	off := h.g.slot(h.slots[1])
+	store64(h.m, off+sSeq, load64(h.m, off+sSeq)+1) // killed inside the window
+	h.Close()
+
+	readWait, liveWriterWait = time.Millisecond, 0
+	defer func() { readWait, liveWriterWait = 50*time.Millisecond, time.Second }()
+	r, err := OpenHistoryReader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, _, _, err := r.Read(1, time.Time{}); !errors.Is(err, ErrWriterStuck) {
+		t.Errorf("a slot left mid-append reads as %v, want ErrWriterStuck", err)
+	}
+	h, err = w.OpenHistory(HistoryOptions{Nodes: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, fine, ok, err := r.Read(1, time.Time{}); ok || err != nil || len(fine) != 0 {
+		t.Errorf("node 1 after repair: %v %v %v", fine, ok, err)
+	}
+	if _, fine, ok, err := r.Read(2, time.Time{}); !ok || err != nil || len(fine) != 1 {
+		t.Errorf("node 2 after repair: %v %v %v", fine, ok, err)
+	}
+	if err := h.Append(1, now, figuresAt(3)); err != nil {
+		t.Fatal(err)
 	}
 }
