@@ -602,7 +602,7 @@ func (h *HistoryReader) decodeSlot(s []byte, since time.Time) (minutes, fine []P
 	}
 	newest := le.Uint64(s[sMinute:])
 	switch {
-	case newest == 0:
+	case newest == 0 || (count > 0 && !since.Before(time.Unix(oldest, 0))):
 		return nil, fine, nil
 	case newest > math.MaxUint32/60: // points are stamped in u32 seconds
 		return nil, nil, fmt.Errorf("%w: newest minute %d out of range", ErrCorrupt, newest)
@@ -614,7 +614,9 @@ func (h *HistoryReader) decodeSlot(s []byte, since time.Time) (minutes, fine []P
 			continue
 		}
 		e := coarse[int(m%int64(h.g.coarse))*coarseSize:][:coarseSize]
-		if t := time.Unix(m*60, 0); le.Uint16(e) != markNoData && !t.Before(since.Truncate(time.Minute)) {
+		// Only minutes of the window that the full-resolution points
+		// do not cover: those that end after since.
+		if t := time.Unix(m*60, 0); le.Uint16(e) != markNoData && t.Add(time.Minute).After(since) {
 			minutes = append(minutes, Point{Time: t, Figures: decodeFigures(e)})
 		}
 	}

@@ -104,6 +104,13 @@ func TestHistoryRoundTrip(t *testing.T) {
 	if len(minutes) != 0 || len(fine) != 10 {
 		t.Errorf("since: %d minutes, %d points", len(minutes), len(fine))
 	}
+	// A window that starts before the full-resolution points gets the
+	// minutes it overlaps before them; one they cover gets none.
+	for since, want := range map[time.Duration]int{250 * time.Second: 1, 179 * time.Second: 3, 300 * time.Second: 0, 310 * time.Second: 0} {
+		if minutes, _, _, _ := r.Read(7, start.Add(since)); len(minutes) != want {
+			t.Errorf("since start+%v: %d minutes, want %d", since, len(minutes), want)
+		}
+	}
 	if _, _, ok, err := r.Read(8, time.Time{}); ok || err != nil {
 		t.Errorf("node 8 without history: %v, %v", ok, err)
 	}
