@@ -9,7 +9,7 @@ import (
 )
 
 // benchTable opens a table of nodes nodes, each with two samples.
-func benchTable(b *testing.B, nodes int) *Table {
+func benchTable(b testing.TB, nodes int) *Table {
 	dir := b.TempDir()
 	w, err := shm.Create(dir, shm.WriterOptions{InitialNodes: nodes, Logger: quiet})
 	if err != nil {

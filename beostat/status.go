@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"time"
+	"unsafe"
 
 	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/telemetry/sample"
@@ -20,7 +21,9 @@ const (
 // Status is one node at a glance, as beostat --json prints it. Byte
 // counts are bytes; rates are bytes per second; percents are 0-100.
 // Fractions are rounded to what they mean (0.01 %, 0.01 B/s, 1 ms), so
-// the JSON has no float noise.
+// the JSON has no float noise. Its JSON (MarshalJSON, AppendJSON) holds
+// only the fields the node has (see Has); the tags name them, so it
+// decodes back into a Status with the absent fields zero.
 type Status struct {
 	Node  int    `json:"node"`
 	State string `json:"state"` // StateUp, StateDown or StateUnknown
@@ -114,9 +117,11 @@ func round(x float64, digits int) float64 {
 	return math.Round(x*p) / p
 }
 
-func statusOf(s *shm.Summary, info shm.Info, now time.Time) Status {
+// statusOf is the Status of a node's summary; its strings come from a
+// (nil: each its own allocation).
+func statusOf(st *Status, s *shm.Summary, info shm.Info, now time.Time, a *stringBlocks) {
 	up := info.Up(s.LastSeen, now)
-	st := Status{
+	*st = Status{
 		Node:          s.Node,
 		State:         StateDown,
 		Stale:         !up && !s.LastSeen.IsZero() && !s.Repaired,
@@ -149,44 +154,55 @@ func statusOf(s *shm.Summary, info shm.Info, now time.Time) Status {
 		st.State = StateUp
 	}
 	if s.Addr.IsValid() {
-		st.Addr = s.Addr.String()
+		st.Addr = a.make(s.Addr.AppendTo(a.scratch()))
 	}
 	if s.BootID != ([16]byte{}) {
-		st.BootID = hex.EncodeToString(s.BootID[:])
+		st.BootID = a.make(hex.AppendEncode(a.scratch(), s.BootID[:]))
 	}
 	if !s.LastSeen.IsZero() {
 		st.AgeSeconds = round(now.Sub(s.LastSeen).Seconds(), 3)
 	}
-	return st
 }
 
 // Status lists every node in the table, ascending by node. A node whose
 // record cannot be read (left half-written by a recvstats that died) is
 // listed as StateUnknown with the reason; the others are unaffected.
 func (t *Table) Status() ([]Status, error) {
+	out := make([]Status, 0, t.Info().Nodes)
+	err := t.Each(func(s *Status) error {
+		out = append(out, *s)
+		return nil
+	})
+	return out, err
+}
+
+// Each calls fn with every node's Status, ascending by node, as Status
+// lists them, reading one node at a time: memory does not grow with the
+// table. The *Status is reused for the next node; fn must copy what it
+// keeps. Each stops at the first error fn returns and returns it. The
+// table is locked for other callers meanwhile.
+func (t *Table) Each(fn func(*Status) error) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	info, now := t.r.Info(), t.now()
-	nodes, err := t.r.Nodes(t.nodes[:0])
-	t.nodes = nodes
-	out := make([]Status, 0, len(nodes))
-	if err != nil {
-		return out, err
-	}
-	for _, n := range nodes {
+	var st Status
+	var a stringBlocks
+	return t.r.EachNode(func(n int) error {
 		s, ok, err := t.r.Summary(n)
 		switch {
 		case errors.Is(err, shm.ErrClosed):
-			return out, err
+			return err
 		case errors.Is(err, shm.ErrWriterStuck):
-			out = append(out, Status{Node: n, State: StateUnknown, Error: shm.ErrWriterStuck.Error()})
+			st = Status{Node: n, State: StateUnknown, Error: shm.ErrWriterStuck.Error()}
 		case err != nil:
-			out = append(out, Status{Node: n, State: StateUnknown, Error: err.Error()})
+			st = Status{Node: n, State: StateUnknown, Error: err.Error()}
 		case ok:
-			out = append(out, statusOf(&s, info, now))
+			statusOf(&st, &s, info, now, &a)
+		default:
+			return nil // forgotten since the index was read
 		}
-	}
-	return out, nil
+		return fn(&st)
+	})
 }
 
 // Detail reads everything about node.
@@ -198,10 +214,10 @@ func (t *Table) Detail(node int) (Detail, error) {
 	}
 	rec := &t.rec
 	d := Detail{
-		Status: statusOf(&rec.Summary, t.r.Info(), t.now()),
 		PerCPU: make([]CPUStatus, len(rec.Sample.CPUs)),
 		Net:    make([]NetStatus, len(rec.Sample.Net)),
 	}
+	statusOf(&d.Status, &rec.Summary, t.r.Info(), t.now(), nil)
 	for i, c := range rec.Sample.CPUs {
 		d.PerCPU[i] = CPUStatus{CPU: i, Percent: round(float64(rec.CPUPercent[i]), 2), MHz: round(c.MHz, 3), Model: c.Model, Ticks: c.Ticks}
 	}
@@ -213,4 +229,37 @@ func (t *Table) Detail(node int) (Detail, error) {
 		}
 	}
 	return d, nil
+}
+
+// stringBlocks makes the short strings of many Statuses out of shared blocks,
+// one allocation per block instead of one per string. A block is never
+// written again once a string points into it, so the strings stay
+// immutable, and the garbage collector frees a block when no string
+// points into it any more.
+type stringBlocks struct {
+	block []byte
+	tmp   [64]byte
+}
+
+const stringBlock = 16 << 10
+
+// scratch is a buffer to build the next string in.
+func (a *stringBlocks) scratch() []byte {
+	if a == nil {
+		return nil
+	}
+	return a.tmp[:0]
+}
+
+// make returns b as a string.
+func (a *stringBlocks) make(b []byte) string {
+	if a == nil || len(b) > len(a.tmp) {
+		return string(b)
+	}
+	if cap(a.block)-len(a.block) < len(b) {
+		a.block = make([]byte, 0, stringBlock)
+	}
+	start := len(a.block)
+	a.block = append(a.block, b...)
+	return unsafe.String(&a.block[start], len(b))
 }

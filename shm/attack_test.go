@@ -156,13 +156,7 @@ func TestReaderLockDoesNotBlockWriter(t *testing.T) {
 func TestForeignFilesInSharedDir(t *testing.T) {
 	netlab.RequireRoot(t)
 	const nobody = 65534
-	dir := filepath.Join(t.TempDir(), "shm")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
-		t.Fatal(err)
-	}
+	dir := sharedDir(t)
 	path := filepath.Join(dir, FileName)
 
 	// Another user's table holding forged figures for node 5.
@@ -357,4 +351,18 @@ func TestTableShrinksWithNodes(t *testing.T) {
 	if nodes, _ := r.Nodes(nil); len(nodes) != 110 {
 		t.Errorf("%d nodes after growing again", len(nodes))
 	}
+}
+
+// sharedDir is a shm directory like /tmp: world-writable with the sticky
+// bit, where other users can make files.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "shm")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -195,4 +196,59 @@ func writerRunning(pid int, ticks uint64) bool {
 		return unix.Kill(pid, 0) != unix.ESRCH
 	}
 	return ticks == 0 || got == ticks
+}
+
+// createMapped creates a file of size bytes in dir under a random name
+// made from pattern, exclusively (never an existing file or a symlink),
+// mode 0644 whatever the umask, its blocks reserved, and maps it
+// read-write. what names the file in errors. The caller renames it into
+// place.
+func createMapped(dir, pattern, what string, size int64) (*os.File, []byte, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, nil, fmt.Errorf("shm: create %s in %s: %w", what, dir, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) (*os.File, []byte, error) {
+		f.Close()
+		os.Remove(tmp)
+		return nil, nil, err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return fail(fmt.Errorf("shm: set mode 0644 on %s: %w", tmp, err))
+	}
+	if err := reserve(f, size); err != nil {
+		return fail(fmt.Errorf("shm: size %s to %d bytes: %w", tmp, size, err))
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fail(fmt.Errorf("shm: map %s: %w", tmp, err))
+	}
+	return f, m, nil
+}
+
+// mapReadOnly maps the regular file at path read-only, whole, if it is
+// at least minSize bytes; what names the file in errors.
+func mapReadOnly(path, what string, minSize int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("shm: open %s: %w", what, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("shm: open %s: %w", what, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("shm: %s %s is not a regular file", what, path)
+	}
+	size := st.Size()
+	if size < minSize || size > math.MaxInt {
+		return nil, fmt.Errorf("shm: %s %s: %w: %d bytes is shorter than a header", what, path, ErrNotTable, size)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("shm: map %s %s: %w", what, path, err)
+	}
+	return m, nil
 }

@@ -3,6 +3,7 @@ package shm
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -159,6 +160,59 @@ func FuzzCreateOverFile(f *testing.F) {
 		var rec Record
 		if ok, err := r.Read(2000, &rec); !ok || err != nil || checkCounter(&rec, 2, 1) != nil {
 			t.Fatalf("Read(2000) = %v %v %v", ok, err, checkCounter(&rec, 2, 1))
+		}
+	})
+}
+
+// validHistory returns the bytes of a small real history file: two node
+// slots of 8 full-resolution and 6 one-minute points, both used, one
+// across a few minutes.
+func validHistory(f *testing.F) []byte {
+	g := newHistoryGeometry(1, HistoryOptions{Nodes: 2, Fine: 8, Coarse: 6})
+	h := &HistoryWriter{m: anonMap(f, make([]byte, g.fileSize)), g: g, slots: map[int]int{}}
+	encodeHistoryHeader(h.m, g)
+	start := time.Unix(1_800_000_000, 0)
+	for i := range 12 {
+		if err := h.Append(3, start.Add(time.Duration(i)*40*time.Second), figuresAt(i)); err != nil {
+			f.Fatal(err)
+		}
+	}
+	if err := h.Append(0, start, Figures{}); err != nil {
+		f.Fatal(err)
+	}
+	return append([]byte(nil), h.m...)
+}
+
+// A history reader given any file returns an error or points that fit
+// its rings: never a panic, never a read outside the mapping.
+func FuzzOpenHistory(f *testing.F) {
+	good := validHistory(f)
+	slot1 := newHistoryGeometry(1, HistoryOptions{Nodes: 2, Fine: 8, Coarse: 6}).slot(1)
+	f.Add([]byte{}, uint16(0), false)
+	f.Add([]byte{}, uint16(1), true)
+	f.Add(patch(yFine, 1<<30), uint16(0), true)
+	f.Add(patch(slot1+sCount, 1<<32-1), uint16(0), false)
+	f.Add(patch(slot1+sMinute, 1<<63), uint16(0), false)
+	f.Add(patch(slot1+sSeq, 1), uint16(0), false)
+	readWait, liveWriterWait = 0, 0
+	f.Fuzz(func(t *testing.T, p []byte, cut uint16, fix bool) {
+		b := tamper(good, p, cut)
+		if fix && len(b) >= historyHeaderSize {
+			le.PutUint64(b[yFileSize:], uint64(len(b)))
+			le.PutUint32(b[yCRC:], historyCRC(b))
+		}
+		g, err := decodeHistoryHeader(b, int64(len(b)))
+		if err != nil {
+			return
+		}
+		m := anonMap(t, b)
+		defer unix.Munmap(m)
+		r := &HistoryReader{path: "fuzz", m: m, g: g}
+		for _, n := range []int{0, 2, 3, -1} {
+			minutes, fine, ok, err := r.Read(n, time.Time{})
+			if ok && err == nil && (len(fine) > g.fine || len(minutes) > g.coarse) {
+				t.Fatalf("node %d: %d points, %d minutes from rings of %d and %d", n, len(fine), len(minutes), g.fine, g.coarse)
+			}
 		}
 	})
 }

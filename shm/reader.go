@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"runtime"
 	"time"
@@ -140,6 +139,8 @@ type Reader struct {
 	rec    [recordSize]byte
 	data   []byte
 	models []string
+
+	readLo, readHi int // the span of the mapping read since the last release
 }
 
 // OpenReader maps the table in dir (DefaultDir when empty) read-only.
@@ -147,7 +148,7 @@ func OpenReader(dir string) (*Reader, error) {
 	if dir == "" {
 		dir = DefaultDir
 	}
-	r := &Reader{path: filepath.Join(dir, FileName)}
+	r := &Reader{path: filepath.Join(dir, FileName), readLo: math.MaxInt}
 	if err := r.open(); err != nil {
 		return nil, err
 	}
@@ -179,26 +180,11 @@ func (r *Reader) open() error {
 
 // mapTable maps and validates the file at path.
 func mapTable(path string) ([]byte, geometry, error) {
-	f, err := os.Open(path)
+	m, err := mapReadOnly(path, "table", headerSize)
 	if err != nil {
-		return nil, geometry{}, fmt.Errorf("shm: open table: %w", err)
+		return nil, geometry{}, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, geometry{}, fmt.Errorf("shm: open table: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, geometry{}, fmt.Errorf("shm: table %s is not a regular file", path)
-	}
-	size := st.Size()
-	if size < headerSize || size > math.MaxInt {
-		return nil, geometry{}, fmt.Errorf("shm: table %s: %w: %d bytes is shorter than a header", path, ErrNotTable, size)
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, geometry{}, fmt.Errorf("shm: map table %s: %w", path, err)
-	}
+	size := int64(len(m))
 	g, err := decodeHeader(m, size)
 	if err != nil {
 		unix.Munmap(m)
@@ -250,25 +236,80 @@ func (r *Reader) Info() Info {
 // Nodes appends the numbers of the nodes in the table to dst, ascending.
 // It walks the index only, so a node whose record is stuck is listed too.
 func (r *Reader) Nodes(dst []int) ([]int, error) {
+	err := r.EachNode(func(node int) error {
+		dst = append(dst, node)
+		return nil
+	})
+	return dst, err
+}
+
+// EachNode calls fn with the number of every node in the table,
+// ascending, as Nodes lists them, without building a list: memory does
+// not grow with the nodes. It stops at the first error fn returns and
+// returns it.
+func (r *Reader) EachNode(fn func(node int) error) error {
 	if err := r.follow(); err != nil {
-		return dst, err
+		return err
 	}
 	for d := range dirEntries {
-		l := int(load32(r.m, dirOffset+4*d))
-		if l == 0 {
-			continue
+		leaf, err := r.leafOf(d)
+		if err != nil {
+			return err
 		}
-		if l > r.g.leaves {
-			return dst, fmt.Errorf("shm: table %s: %w: directory entry %d names leaf %d of %d", r.path, ErrCorrupt, d, l, r.g.leaves)
+		if leaf >= 0 && d > 0 {
+			r.release()
 		}
-		leaf := leavesOffset + (l-1)*leafSize
-		for e := range leafEntries {
-			if load32(r.m, leaf+4*e) != 0 {
-				dst = append(dst, d*leafEntries+e)
+		gen := r.g.generation
+		for e := 0; leaf >= 0 && e < leafEntries; e++ {
+			if load32(r.m, leaf+4*e) == 0 {
+				continue
+			}
+			if err := fn(d*leafEntries + e); err != nil {
+				return err
+			}
+			if r.m == nil {
+				return ErrClosed
+			}
+			// fn's reads may have followed the table to a new layout,
+			// where the block has another leaf (or none): go on there.
+			if r.g.generation != gen {
+				if leaf, err = r.leafOf(d); err != nil {
+					return err
+				}
+				gen = r.g.generation
 			}
 		}
 	}
-	return dst, nil
+	return nil
+}
+
+// release lets go of the pages of records and data read since the last
+// release (they stay in the page cache, shared with the writer): a walk
+// of the whole table then holds about one index block's records in its
+// resident set, not the table. Reading them again faults them back in.
+func (r *Reader) release() {
+	lo, hi := r.readLo&^4095, min(int(alignUp(uint64(r.readHi), 4096)), len(r.m))
+	if lo < hi {
+		unix.Madvise(r.m[lo:hi], unix.MADV_DONTNEED)
+	}
+	r.readLo, r.readHi = math.MaxInt, 0
+}
+
+// read notes that bytes [off, off+n) of the mapping were read, for release.
+func (r *Reader) read(off, n int) {
+	r.readLo, r.readHi = min(r.readLo, off), max(r.readHi, off+n)
+}
+
+// leafOf is the offset of the leaf of index block d, -1 when it has none.
+func (r *Reader) leafOf(d int) (int, error) {
+	l := int(load32(r.m, dirOffset+4*d))
+	if l == 0 {
+		return -1, nil
+	}
+	if l > r.g.leaves {
+		return -1, fmt.Errorf("shm: table %s: %w: directory entry %d names leaf %d of %d", r.path, ErrCorrupt, d, l, r.g.leaves)
+	}
+	return leavesOffset + (l-1)*leafSize, nil
 }
 
 // locate is node's record number from the index, -1 when it has none.
@@ -306,6 +347,7 @@ func (r *Reader) snapshot(node int, withData bool) (bool, error) {
 		return false, nil
 	}
 	off := r.g.record(k)
+	r.read(off, recordSize)
 	var deadline time.Time
 	var waitSeq uint64
 	for try := 0; ; try++ {
@@ -364,7 +406,9 @@ func (r *Reader) copyData() error {
 		r.data = make([]byte, n)
 	}
 	r.data = r.data[:n]
-	copyAtomic(r.data, r.m, int(r.g.dataOffset+le.Uint64(r.rec[rDataOff:])))
+	off := int(r.g.dataOffset + le.Uint64(r.rec[rDataOff:]))
+	r.read(off, int(n))
+	copyAtomic(r.data, r.m, off)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -678,5 +679,45 @@ func TestNaNAndTimesSurvive(t *testing.T) {
 	sum, ok, err := r.Summary(0)
 	if !ok || err != nil || !sum.LastSeen.IsZero() || !sum.Time.IsZero() || sum.Addr.IsValid() || !math.IsInf(sum.Load.One, 1) {
 		t.Errorf("Summary = %+v %v %v", sum, ok, err)
+	}
+}
+
+// EachNode walks on across a re-layout made while it walks (the reads in
+// its callback follow the table to the new file, where the block being
+// walked has another leaf): every node present before is listed once,
+// ascending, and no other.
+func TestEachNodeAcrossRelayout(t *testing.T) {
+	dir := t.TempDir()
+	w := create(t, dir, WriterOptions{InitialNodes: 8})
+	defer w.Close()
+	before := []int{1, 2, 3, 5120, 5121, 5122}
+	for _, n := range before {
+		if err := putCounter(w, n, uint64(n), 1, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := openReader(t, dir)
+	gen := r.Info().Generation
+	var got []int
+	err := r.EachNode(func(n int) error {
+		got = append(got, n)
+		if n == 5120 { // a block walked already gets nodes: the table grows
+			for m := 1024; m < 1040; m++ {
+				if err := putCounter(w, m, 1, 1, 1); err != nil {
+					return err
+				}
+			}
+		}
+		_, ok, err := r.Summary(n)
+		if !ok || err != nil {
+			t.Errorf("node %d: %v, %v", n, ok, err)
+		}
+		return nil
+	})
+	if err != nil || !slices.Equal(got, before) {
+		t.Errorf("EachNode listed %v, %v; want %v", got, err, before)
+	}
+	if r.Info().Generation == gen {
+		t.Error("the table was not re-laid out: the test tests nothing")
 	}
 }

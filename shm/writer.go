@@ -206,7 +206,7 @@ func (w *Writer) open(opts WriterOptions) error {
 		w.log.Info("shm: replacing existing table", "path", w.path, "reason", err)
 	}
 	err = fresh()
-	retireFile(old)
+	retireFile(old, magic)
 	old.Close()
 	return err
 }
@@ -429,7 +429,7 @@ func peekPID(path string) uint32 {
 // retireFile marks a replaced file of ours so its readers re-open the
 // path. Only files that carry the magic are touched: the retired word sits
 // at the same offset in every layout version.
-func retireFile(f *os.File) {
+func retireFile(f *os.File, magic [8]byte) {
 	var b [8]byte
 	if _, err := f.ReadAt(b[:], hMagic); err != nil || b != magic {
 		return
@@ -458,25 +458,15 @@ func (w *Writer) cleanTemps() {
 // retires the current mapping.
 func (w *Writer) install(g geometry) error {
 	prev := w.m
-	f, err := os.CreateTemp(w.dir, tempPattern)
+	f, m, err := createMapped(w.dir, tempPattern, "table", int64(g.fileSize))
 	if err != nil {
-		return fmt.Errorf("shm: create table in %s: %w", w.dir, err)
+		return err
 	}
 	tmp := f.Name()
 	fail := func(err error) error {
 		f.Close()
 		os.Remove(tmp)
 		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fail(fmt.Errorf("shm: set mode 0644 on %s: %w", tmp, err))
-	}
-	if err := reserve(f, int64(g.fileSize)); err != nil {
-		return fail(fmt.Errorf("shm: size %s to %d bytes: %w", tmp, g.fileSize, err))
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(g.fileSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return fail(fmt.Errorf("shm: map %s: %w", tmp, err))
 	}
 	encodeHeader(m[:headerSize], g)
 

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -14,14 +17,8 @@ import (
 	"github.com/hoststat/hoststat/shm"
 )
 
-// writeTable prints one line per node under a line about the table.
-func writeTable(w io.Writer, info shm.Info, st []beostat.Status, now time.Time) {
-	up := 0
-	for _, s := range st {
-		if s.Up {
-			up++
-		}
-	}
+// summaryLine is the line about the table above its nodes.
+func summaryLine(info shm.Info, now time.Time) string {
 	writer := "no recvstats: figures are not being updated"
 	switch {
 	case info.WriterPID != 0 && info.WriterRunning():
@@ -33,24 +30,226 @@ func writeTable(w io.Writer, info shm.Info, st []beostat.Status, now time.Time) 
 	if !info.LastUpdateRequest.IsZero() {
 		req = age(now.Sub(info.LastUpdateRequest)) + " ago"
 	}
-	fmt.Fprintf(w, "%s: %d nodes, %d up (down after %v); %s; last update request %s\n",
-		printable(info.Path), len(st), up, info.DownAfter, writer, req)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "NODE\tADDRESS\tSTATE\tAGE\tLOAD\tCPU%\tMEMORY USED/TOTAL\tRX/s\tTX/s\t\n")
-	for _, s := range st {
-		if s.State == beostat.StateUnknown {
-			fmt.Fprintf(tw, "%d\t-\t%s\t-\t-\t-\t-\t-\t-\t  %s\n", s.Node, s.State, printable(s.Error))
-			continue
-		}
-		note := ""
-		if s.Stale {
-			note = "  stale: last figures before it went down"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.2f\t%.1f\t%s / %s\t%s\t%s\t%s\n",
-			s.Node, orDash(s.Addr), s.State, ageOf(s, now), s.Load1, s.CPUPercent,
-			bytesIEC(s.MemUsed), bytesIEC(s.MemTotal), bytesIEC(uint64(s.RxBytesPerSec)), bytesIEC(uint64(s.TxBytesPerSec)), note)
+	return fmt.Sprintf("%s: %d nodes (down after %v); %s; last update request %s\n",
+		printable(info.Path), info.Nodes, info.DownAfter, writer, req)
+}
+
+// tableWriter prints one line per node as it reads them, in columns of
+// fixed width (no tabwriter: it would hold the whole table), then a line
+// counting the states.
+type tableWriter struct {
+	w          *bufio.Writer
+	now        time.Time
+	width      [9]int
+	line, cell []byte
+	up, down   int
+	unknown    int
+}
+
+// Column widths: an IPv4 address and port; "unknown"; "23h59m"; …
+const (
+	addrWidth = 21
+	memWidth  = 17
+	rateWidth = 9
+)
+
+func newTableWriter(w *bufio.Writer, info shm.Info, now time.Time) *tableWriter {
+	node := max(4, len(strconv.Itoa(max(0, info.NodeLimit-1))))
+	t := &tableWriter{w: w, now: now, width: [9]int{node, addrWidth, 7, 6, 6, 5, memWidth, rateWidth, rateWidth}}
+	w.WriteString(summaryLine(info, now))
+	t.row("NODE", "ADDRESS", "STATE", "AGE", "LOAD", "CPU%", "MEMORY USED/TOTAL", "RX/s", "TX/s")
+	w.Write(t.line)
+	return t
+}
+
+// row sets t.line to the cells right-aligned in their columns.
+func (t *tableWriter) row(cells ...string) {
+	t.line = t.line[:0]
+	for i, c := range cells {
+		t.line = t.pad(t.width[i], len(c))
+		t.line = append(t.line, c...)
 	}
-	tw.Flush()
+	t.line = append(t.line, '\n')
+}
+
+// pad appends the spaces that right-align a cell of n bytes in a column
+// of width (two between columns).
+func (t *tableWriter) pad(width, n int) []byte {
+	if len(t.line) > 0 {
+		t.line = append(t.line, "  "...)
+	}
+	if n < width {
+		t.line = append(t.line, spaces[:min(width-n, len(spaces))]...)
+	}
+	return t.line
+}
+
+var spaces = []byte("                                        ")
+
+// appendFixed appends x ≥ 0 with decimals (≤ 3) digits after the point:
+// strconv.AppendFloat(dst, x, 'f', decimals, 64) but for the rounding of
+// exact halves, at a fraction of its cost (the table prints two such
+// numbers a node).
+func appendFixed(dst []byte, x float64, decimals int) []byte {
+	p := [...]float64{1, 10, 100, 1000}[decimals]
+	if !(x >= 0 && x*p < 1<<53) {
+		return strconv.AppendFloat(dst, x, 'f', decimals, 64)
+	}
+	v := int64(math.Round(x * p))
+	dst = strconv.AppendInt(dst, v/int64(p), 10)
+	if decimals == 0 {
+		return dst
+	}
+	dst = append(dst, '.')
+	frac := v % int64(p)
+	for q := int64(p) / 10; q > 0; q /= 10 {
+		dst = append(dst, byte('0'+frac/q))
+		frac %= q
+	}
+	return dst
+}
+
+// put appends t.cell right-aligned in the column of width.
+func (t *tableWriter) put(width int) {
+	t.line = t.pad(width, utf8.RuneCount(t.cell))
+	t.line = append(t.line, t.cell...)
+}
+
+// node prints one node.
+func (t *tableWriter) node(s *beostat.Status) error {
+	switch s.State {
+	case beostat.StateUp:
+		t.up++
+	case beostat.StateDown:
+		t.down++
+	default:
+		t.unknown++
+	}
+	w := &t.width
+	t.line = t.line[:0]
+	t.cell = strconv.AppendInt(t.cell[:0], int64(s.Node), 10)
+	t.put(w[0])
+	if s.State == beostat.StateUnknown {
+		for i, c := range []string{"-", s.State, "-", "-", "-", "-", "-", "-"} {
+			t.cell = append(t.cell[:0], c...)
+			t.put(w[i+1])
+		}
+		t.line = append(t.line, "  "+printable(s.Error)+"\n"...)
+		_, err := t.w.Write(t.line)
+		return err
+	}
+	t.cell = append(t.cell[:0], orDash(s.Addr)...)
+	t.put(w[1])
+	t.cell = append(t.cell[:0], s.State...)
+	t.put(w[2])
+	t.cell = appendAgeOf(t.cell[:0], s, t.now)
+	t.put(w[3])
+	t.cell = appendFixed(t.cell[:0], s.Load1, 2)
+	t.put(w[4])
+	t.cell = appendFixed(t.cell[:0], s.CPUPercent, 1)
+	t.put(w[5])
+	t.cell = appendIEC(t.cell[:0], s.MemUsed)
+	t.cell = appendIEC(append(t.cell, " / "...), s.MemTotal)
+	t.put(w[6])
+	t.cell = appendIEC(t.cell[:0], uint64(s.RxBytesPerSec))
+	t.put(w[7])
+	t.cell = appendIEC(t.cell[:0], uint64(s.TxBytesPerSec))
+	t.put(w[8])
+	if s.Stale {
+		t.line = append(t.line, "  stale: last figures before it went down"...)
+	}
+	t.line = append(t.line, '\n')
+	_, err := t.w.Write(t.line)
+	return err
+}
+
+// end prints the line counting the nodes listed by state.
+func (t *tableWriter) end() error {
+	_, err := fmt.Fprintf(t.w, "%d up, %d down, %d unknown\n", t.up, t.down, t.unknown)
+	return err
+}
+
+// fieldsWriter prints the chosen fields of each node: as CSV, or as a
+// text table with a column per field (an absent field is "-").
+type fieldsWriter struct {
+	w      *bufio.Writer
+	fields []beostat.Field
+	csv    bool
+	line   []byte
+}
+
+func newFieldsWriter(w *bufio.Writer, fields []beostat.Field, csv bool) *fieldsWriter {
+	f := &fieldsWriter{w: w, fields: fields, csv: csv}
+	for i, fl := range fields {
+		name := fl.String()
+		if !csv {
+			name = strings.ToUpper(name)
+		}
+		f.line = f.sep(i, len(name), fl)
+		f.line = append(f.line, name...)
+	}
+	w.Write(append(f.line, '\n'))
+	return f
+}
+
+// textWidth is a field's column width in the text form.
+func textWidth(f beostat.Field) int {
+	switch f {
+	case beostat.FieldLastSeen, beostat.FieldSampleTime, beostat.FieldBootTime:
+		return 24
+	case beostat.FieldAddr:
+		return addrWidth
+	case beostat.FieldBootID:
+		return 32
+	}
+	return 10
+}
+
+// sep starts field i of a line holding n bytes: a comma, or the spaces
+// that right-align it.
+func (f *fieldsWriter) sep(i, n int, fl beostat.Field) []byte {
+	if i == 0 {
+		f.line = f.line[:0]
+	} else if f.csv {
+		return append(f.line, ',')
+	} else {
+		f.line = append(f.line, "  "...)
+	}
+	if f.csv {
+		return f.line
+	}
+	for w := max(textWidth(fl), len(fl.String())); n < w; n++ {
+		f.line = append(f.line, ' ')
+	}
+	return f.line
+}
+
+func (f *fieldsWriter) node(s *beostat.Status) error {
+	var cell [64]byte
+	for i, fl := range f.fields {
+		c := s.AppendField(cell[:0], fl)
+		switch {
+		case f.csv && bytes.ContainsAny(c, ",\"\r\n"):
+			f.line = append(f.sep(i, 0, fl), csvQuote(c)...)
+		case f.csv:
+			f.line = append(f.sep(i, 0, fl), c...)
+		case len(c) == 0:
+			f.line = append(f.sep(i, 1, fl), '-')
+		case isPrintable(c):
+			f.line = append(f.sep(i, utf8.RuneCount(c), fl), c...)
+		default:
+			p := printable(string(c))
+			f.line = append(f.sep(i, utf8.RuneCountInString(p), fl), p...)
+		}
+	}
+	f.line = append(f.line, '\n')
+	_, err := f.w.Write(f.line)
+	return err
+}
+
+// csvQuote is c as an RFC 4180 quoted field.
+func csvQuote(c []byte) string {
+	return `"` + strings.ReplaceAll(string(c), `"`, `""`) + `"`
 }
 
 // printable is s with every byte a terminal could act on escaped (control
@@ -58,18 +257,24 @@ func writeTable(w io.Writer, info shm.Info, st []beostat.Status, now time.Time) 
 // models, device names and errors come from the nodes, and must not drive
 // the reader's terminal.
 func printable(s string) string {
-	clean := true
-	for _, r := range s {
-		if r == utf8.RuneError || !unicode.IsPrint(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
+	if isPrintable([]byte(s)) {
 		return s
 	}
 	q := strconv.QuoteToGraphic(s)
 	return strings.ReplaceAll(q[1:len(q)-1], `\"`, `"`)
+}
+
+// isPrintable reports whether b is valid UTF-8 with no rune a terminal
+// could act on.
+func isPrintable(b []byte) bool {
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
 }
 
 // writeDetail prints everything about one node.
@@ -119,41 +324,57 @@ func stamp(t time.Time) string {
 	return t.Format(time.RFC3339)
 }
 
-func ageOf(s beostat.Status, now time.Time) string {
+func ageOf(s beostat.Status, now time.Time) string { return string(appendAgeOf(nil, &s, now)) }
+
+func appendAgeOf(dst []byte, s *beostat.Status, now time.Time) []byte {
 	if s.LastSeen.IsZero() {
-		return "never"
+		return append(dst, "never"...)
 	}
-	return age(now.Sub(s.LastSeen))
+	return appendAge(dst, now.Sub(s.LastSeen))
 }
 
-// age is a short duration: 0.4s, 12s, 3m04s, 2h05m, 3d04h.
-func age(d time.Duration) string {
+func age(d time.Duration) string { return string(appendAge(nil, d)) }
+
+// appendAge appends a short duration: 0.4s, 12s, 3m04s, 2h05m, 3d04h.
+func appendAge(dst []byte, d time.Duration) []byte {
+	two := func(dst []byte, n int) []byte {
+		if n < 10 {
+			dst = append(dst, '0')
+		}
+		return strconv.AppendInt(dst, int64(n), 10)
+	}
 	switch {
 	case d < 0:
-		return "0s"
+		return append(dst, "0s"...)
 	case d < 10*time.Second:
-		return fmt.Sprintf("%.1fs", d.Seconds())
+		return append(strconv.AppendFloat(dst, d.Seconds(), 'f', 1, 64), 's')
 	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
+		return append(strconv.AppendInt(dst, int64(d.Seconds()), 10), 's')
 	case d < time.Hour:
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+		return append(two(append(strconv.AppendInt(dst, int64(d.Minutes()), 10), 'm'), int(d.Seconds())%60), 's')
 	case d < 24*time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+		return append(two(append(strconv.AppendInt(dst, int64(d.Hours()), 10), 'h'), int(d.Minutes())%60), 'm')
 	}
-	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
+	return append(two(append(strconv.AppendInt(dst, int64(d.Hours())/24, 10), 'd'), int(d.Hours())%24), 'h')
 }
 
-// bytesIEC is n bytes in binary units: 512B, 1.5KiB, 12.0GiB.
-func bytesIEC(n uint64) string {
+func bytesIEC(n uint64) string { return string(appendIEC(nil, n)) }
+
+// appendIEC appends n bytes in binary units: 512B, 1.5KiB, 12GiB.
+func appendIEC(dst []byte, n uint64) []byte {
 	if n < 1024 {
-		return fmt.Sprintf("%dB", n)
+		return append(strconv.AppendUint(dst, n, 10), 'B')
 	}
-	f, units := float64(n), []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	f, units := float64(n), [...]string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
 	for _, u := range units {
 		f /= 1024
 		if f < 1024 || u == units[len(units)-1] {
-			return strings.TrimSuffix(fmt.Sprintf("%.1f", f), ".0") + u
+			dst = appendFixed(dst, f, 1)
+			if len(dst) >= 2 && string(dst[len(dst)-2:]) == ".0" {
+				dst = dst[:len(dst)-2]
+			}
+			return append(dst, u...)
 		}
 	}
-	return ""
+	return dst
 }

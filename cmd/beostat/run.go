@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,22 +31,32 @@ type options struct {
 	detail   bool // --node given
 	watch    bool
 	interval time.Duration
-	json     bool
+	format   string // text, json, jsonl or csv
+	fields   []beostat.Field
+	history  int // --history NODE; -1 not asked
+	since    time.Duration
 }
 
 // run is the whole command; main only wires it to the process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl := pflag.NewFlagSet("beostat", pflag.ContinueOnError)
 	var o options
+	var asJSON bool
+	var fields string
 	fl.StringVar(&o.dir, "shm-dir", shm.DefaultDir, "directory of the node table that recvstats writes")
 	fl.IntVar(&o.node, "node", 0, "show node `N` in detail: per-CPU use and clock, memory, load, network devices")
 	fl.BoolVarP(&o.watch, "watch", "w", false, "refresh every --interval until interrupted")
 	fl.DurationVarP(&o.interval, "interval", "i", time.Second, "refresh interval for --watch")
-	fl.BoolVar(&o.json, "json", false, "print JSON: an array with one object per node (with --watch, one array per line)")
+	fl.StringVarP(&o.format, "format", "o", "text", "output `FORMAT`: text; json, an array with one object per node on one line (with --watch, one array per frame); jsonl, one object per line; csv")
+	fl.BoolVar(&asJSON, "json", false, "the same as --format json")
+	fl.StringVar(&fields, "fields", "", "print only these comma-separated `FIELDS` of each node, named as in the JSON (e.g. node,state,cpu,load1,mem_used)")
+	fl.IntVar(&o.history, "history", -1, "show node `N`'s history instead: one-minute points of the last day, full-resolution points of the last minutes")
+	fl.DurationVar(&o.since, "since", 24*time.Hour, "with --history, only the points of the last `DURATION`")
 	fl.BoolP("help", "h", false, "show this help and exit")
 	fl.BoolP("version", "v", false, "show the version and exit")
 	fl.SortFlags = false
-	head := "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json]\n\n" +
+	head := "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json | --format F] [--fields LIST]\n" +
+		"       beostat [--shm-dir DIR] --history N [--since DURATION] [--json]\n\n" +
 		"Shows the status of every cluster node from the table recvstats keeps.\n\nOptions:\n"
 	if code, done := (daemon.Flags{Head: head}).Parse(fl, args, stdout, stderr); done {
 		return code
@@ -56,9 +66,41 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return daemon.UsageError(stderr, "beostat", "--node %d: node numbers start at 0", o.node)
 	case o.interval <= 0:
 		return daemon.UsageError(stderr, "beostat", "--interval %v: must be positive", o.interval)
+	case fl.Changed("history") && (o.history < 0 || fl.Changed("node") || o.watch || fl.Changed("fields")):
+		return daemon.UsageError(stderr, "beostat", "--history %d: wants a node number (from 0), without --node, --watch or --fields", o.history)
+	case o.since <= 0:
+		return daemon.UsageError(stderr, "beostat", "--since %v: must be positive", o.since)
+	case asJSON && fl.Changed("format") && o.format != "json":
+		return daemon.UsageError(stderr, "beostat", "--json and --format %s disagree", o.format)
+	}
+	if asJSON {
+		o.format = "json"
+	}
+	switch o.format {
+	case "text", "json", "jsonl", "csv":
+	default:
+		return daemon.UsageError(stderr, "beostat", "--format %q: want text, json, jsonl or csv", o.format)
+	}
+	if fields != "" {
+		var err error
+		if o.fields, err = beostat.ParseFields(fields); err != nil {
+			return daemon.UsageError(stderr, "beostat", "--fields: %v", err)
+		}
 	}
 
 	o.detail = fl.Changed("node")
+	if o.history >= 0 {
+		out := bufio.NewWriter(stdout)
+		err := showHistory(out, o.dir, o.history, o.since, o.format == "json", time.Now())
+		if ferr := out.Flush(); err == nil {
+			err = ferr
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "beostat: %v\n", err)
+			return exitRuntime
+		}
+		return exitOK
+	}
 
 	t, err := beostat.Open(o.dir)
 	if err != nil {
@@ -73,22 +115,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer t.Close()
 
 	// Redraw in place only on a terminal; into a pipe or file, frames
-	// follow each other with no control codes.
-	redraw := o.watch && !o.json && isTerminal(stdout)
-	var buf bytes.Buffer
+	// follow each other with no control codes. Output is written as the
+	// table is read, through one buffer of fixed size.
+	redraw := o.watch && o.format == "text" && isTerminal(stdout)
+	out := bufio.NewWriterSize(stdout, 64<<10)
 	for frame := 0; ; frame++ {
-		buf.Reset()
 		switch {
 		case redraw:
-			buf.WriteString("\x1b[H\x1b[2J") // home and clear
-		case o.watch && !o.json && frame > 0:
-			buf.WriteString("\n")
+			out.WriteString("\x1b[H\x1b[2J") // home and clear
+		case o.watch && o.format == "text" && frame > 0:
+			out.WriteString("\n")
 		}
-		if err := show(&buf, t, o, time.Now()); err != nil {
-			fmt.Fprintf(stderr, "beostat: %v\n", err)
-			return exitRuntime
+		err := show(out, t, o, time.Now())
+		if err == nil {
+			err = out.Flush()
 		}
-		if _, err := stdout.Write(buf.Bytes()); err != nil {
+		if err != nil {
+			out.Flush()
 			fmt.Fprintf(stderr, "beostat: %v\n", err)
 			return exitRuntime
 		}
@@ -104,27 +147,88 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // show writes one view of the table.
-func show(w io.Writer, t *beostat.Table, o options, now time.Time) error {
+func show(w *bufio.Writer, t *beostat.Table, o options, now time.Time) error {
 	if o.detail {
 		d, err := t.Detail(o.node)
 		if err != nil {
 			return err
 		}
-		if o.json {
-			return writeJSON(w, []beostat.Detail{d})
+		switch o.format {
+		case "json", "jsonl":
+			b, err := json.Marshal([]beostat.Detail{d})
+			if o.format == "jsonl" {
+				b, err = json.Marshal(d)
+			}
+			if err != nil {
+				return err
+			}
+			w.Write(b)
+			return w.WriteByte('\n')
+		case "csv":
+			return streamNodes(w, t, o, now, func(s *beostat.Status) bool { return s.Node == o.node })
 		}
 		writeDetail(w, d, now)
 		return nil
 	}
-	st, err := t.Status()
+	return streamNodes(w, t, o, now, nil)
+}
+
+// streamNodes writes every node (those keep accepts, when given) in the
+// chosen format as it reads them.
+func streamNodes(w *bufio.Writer, t *beostat.Table, o options, now time.Time, keep func(*beostat.Status) bool) error {
+	var each func(*beostat.Status) error
+	var end func() error
+	switch {
+	case o.format == "json" || o.format == "jsonl":
+		// One array on one line, or one object per line.
+		var line []byte
+		n := 0
+		if o.format == "json" {
+			w.WriteByte('[')
+		}
+		each = func(s *beostat.Status) error {
+			line = line[:0]
+			switch {
+			case o.format == "jsonl":
+			case n > 0:
+				line = append(line, ',')
+			}
+			n++
+			line = s.AppendJSON(line, o.fields)
+			if o.format == "jsonl" {
+				line = append(line, '\n')
+			}
+			_, err := w.Write(line)
+			return err
+		}
+		end = func() error {
+			if o.format == "json" {
+				_, err := w.WriteString("]\n")
+				return err
+			}
+			return nil
+		}
+	case o.format == "csv" || o.fields != nil:
+		fields := o.fields
+		if fields == nil {
+			fields = beostat.AllFields()
+		}
+		each = newFieldsWriter(w, fields, o.format == "csv").node
+		end = func() error { return nil }
+	default:
+		tw := newTableWriter(w, t.Info(), now)
+		each, end = tw.node, tw.end
+	}
+	err := t.Each(func(s *beostat.Status) error {
+		if keep != nil && !keep(s) {
+			return nil
+		}
+		return each(s)
+	})
 	if err != nil {
 		return err
 	}
-	if o.json {
-		return writeJSON(w, st)
-	}
-	writeTable(w, t.Info(), st, now)
-	return nil
+	return end()
 }
 
 // isTerminal reports whether w is a terminal.
@@ -135,13 +239,4 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
-}
-
-func writeJSON(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
-	return err
 }

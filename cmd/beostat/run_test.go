@@ -2,20 +2,24 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hoststat/hoststat/beostat"
 	"github.com/hoststat/hoststat/beostat/beostattest"
 	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/telemetry/sample"
@@ -54,10 +58,13 @@ func TestTable(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("want a summary, a heading and 2 node lines:\n%s", out)
+	if len(lines) != 5 {
+		t.Fatalf("want a summary, a heading, 2 node lines and the count by state:\n%s", out)
 	}
-	if !strings.Contains(lines[0], filepath.Join(dir, shm.FileName)) || !strings.Contains(lines[0], "2 nodes, 1 up (down after 10s)") ||
+	if lines[4] != "1 up, 1 down, 0 unknown" {
+		t.Errorf("last line %q", lines[4])
+	}
+	if !strings.Contains(lines[0], filepath.Join(dir, shm.FileName)) || !strings.Contains(lines[0], "2 nodes (down after 10s)") ||
 		!strings.Contains(lines[0], "last update request 3.0s ago") {
 		t.Errorf("summary line %q", lines[0])
 	}
@@ -101,8 +108,9 @@ func TestJSON(t *testing.T) {
 	if err != nil || time.Since(seen) > time.Minute {
 		t.Errorf("last_seen %v: %v", n["last_seen"], err)
 	}
-	if nodes[1]["node"] != 4.0 || nodes[1]["up"] != false || nodes[1]["state"] != "down" || nodes[1]["stale"] != true ||
-		n["state"] != "up" || n["stale"] != false {
+	// False is left out: node 1 is not stale, node 4 not up.
+	if _, ok := nodes[1]["up"]; ok || nodes[1]["node"] != 4.0 || nodes[1]["state"] != "down" || nodes[1]["stale"] != true ||
+		n["state"] != "up" || n["stale"] != nil {
 		t.Errorf("node 4 = %v (node 1 state %v, stale %v)", nodes[1], n["state"], n["stale"])
 	}
 	// Typed decoding holds too: node is an integer, addr a string.
@@ -388,6 +396,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--shm-dir", dir, "--interval", "0s"}, 2, "", "--interval 0s"},
 		{[]string{"--shm-dir", dir, "--node", "x"}, 2, "", "invalid argument"},
 		{[]string{"--shm-dir", dir, "--node", "2"}, 1, "", "node 2: never seen"},
+		{[]string{"--shm-dir", dir, "--format", "xml"}, 2, "", `--format "xml": want text, json, jsonl or csv`},
+		{[]string{"--shm-dir", dir, "--json", "--format", "csv"}, 2, "", "--json and --format csv disagree"},
+		{[]string{"--shm-dir", dir, "--fields", "node,bogus"}, 2, "", `--fields: unknown field "bogus"`},
 		{[]string{"--shm-dir", dir, "--node", "9"}, 1, "", "node 9: no such node"},
 		{[]string{"--shm-dir", empty}, 1, "", filepath.Join(empty, shm.FileName) + ": recvstats is probably not running"},
 	}
@@ -395,6 +406,183 @@ func TestExitCodes(t *testing.T) {
 		code, out, errOut := runCmd(t, context.Background(), c.args...)
 		if code != c.code || !strings.Contains(out, c.stdout) || !strings.Contains(errOut, c.stderr) {
 			t.Errorf("beostat %q: exit %d, stdout %q, stderr %q; want %d, %q, %q", c.args, code, out, errOut, c.code, c.stdout, c.stderr)
+		}
+	}
+}
+
+// A node's JSON holds what the node has: no zero swap, no boot id it did
+// not send, no false flags; its readings are there even when zero.
+func TestJSONLeavesOutWhatANodeLacks(t *testing.T) {
+	dir := t.TempDir()
+	w, err := shm.Create(dir, shm.WriterOptions{DownAfter: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	now := time.Now()
+	s := &sample.Sample{Time: now, Total: sample.Ticks{Idle: 100}, CPUs: []sample.CPU{{Ticks: sample.Ticks{Idle: 100}}},
+		Memory: sample.Memory{Total: 1 << 30, Free: 1 << 29}}
+	if err := w.Put(3, beostattest.Addr(3), now, s); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, context.Background(), "--shm-dir", dir, "--json")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	var nodes []map[string]any
+	if err := json.Unmarshal([]byte(out), &nodes); err != nil || len(nodes) != 1 {
+		t.Fatalf("%v: %s", err, out)
+	}
+	n := nodes[0]
+	for _, absent := range []string{"stale", "error", "boot_id", "boot_time", "swap_total", "swap_free", "mem_available", "mem_cached", "net_devs", "last_pid"} {
+		if v, ok := n[absent]; ok {
+			t.Errorf("%s = %v present in %s", absent, v, out)
+		}
+	}
+	for key, want := range map[string]any{"node": 3.0, "state": "up", "up": true, "cpus": 1.0, "cpu_percent": 0.0, "load1": 0.0,
+		"mem_total": float64(1 << 30), "mem_used": float64(1 << 29), "rx_bytes_per_sec": 0.0} {
+		if n[key] != want {
+			t.Errorf("%s = %v, want %v, in %s", key, n[key], want, out)
+		}
+	}
+}
+
+// --fields picks the figures of each node, in every format: JSON Lines
+// with exactly those keys, CSV with a header, text in columns.
+func TestFieldsAndFormats(t *testing.T) {
+	dir := newTable(t)
+	fields := []string{"--shm-dir", dir, "--fields", "node,state,cpu,load1,mem_used"}
+
+	code, out, errOut := runCmd(t, context.Background(), append(fields, "--format", "jsonl")...)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || errOut != "" || len(lines) != 2 {
+		t.Fatalf("jsonl: exit %d, stderr %q, %q", code, errOut, out)
+	}
+	want := []string{`{"node":1,"state":"up","cpu_percent":37.5,"load1":1.5,"mem_used":4294967296}`,
+		`{"node":4,"state":"down","cpu_percent":37.5,"load1":1.5,"mem_used":4294967296}`}
+	for i := range want {
+		if lines[i] != want[i] {
+			t.Errorf("jsonl line %d = %s, want %s", i, lines[i], want[i])
+		}
+	}
+
+	code, out, _ = runCmd(t, context.Background(), append(fields, "--format", "csv")...)
+	recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if code != 0 || err != nil {
+		t.Fatalf("csv: exit %d, %v: %q", code, err, out)
+	}
+	wantCSV := [][]string{{"node", "state", "cpu_percent", "load1", "mem_used"}, {"1", "up", "37.5", "1.5", "4294967296"}, {"4", "down", "37.5", "1.5", "4294967296"}}
+	if fmt.Sprint(recs) != fmt.Sprint(wantCSV) {
+		t.Errorf("csv %q, want %q", recs, wantCSV)
+	}
+
+	// CSV of every field: one column per field, absent ones empty.
+	code, out, _ = runCmd(t, context.Background(), "--shm-dir", dir, "-o", "csv")
+	recs, err = csv.NewReader(strings.NewReader(out)).ReadAll()
+	if code != 0 || err != nil || len(recs) != 3 || len(recs[0]) != len(beostat.AllFields()) || recs[0][0] != "node" {
+		t.Fatalf("csv of every field: exit %d, %v: %q", code, err, out)
+	}
+	if col := slices.Index(recs[0], "stale"); recs[1][col] != "" || recs[2][col] != "true" {
+		t.Errorf("stale column: node 1 %q, node 4 %q", recs[1][col], recs[2][col])
+	}
+
+	code, out, _ = runCmd(t, context.Background(), append(fields, "--format", "text")...)
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "NODE STATE CPU_PERCENT LOAD1 MEM_USED" ||
+		strings.Join(strings.Fields(lines[1]), " ") != "1 up 37.5 1.5 4294967296" {
+		t.Errorf("text with fields: exit %d:\n%s", code, out)
+	}
+
+	// --json is one array on one line, the same objects as jsonl.
+	code, out, _ = runCmd(t, context.Background(), append(fields, "--json")...)
+	if code != 0 || out != "["+want[0]+","+want[1]+"]\n" {
+		t.Errorf("--json --fields: exit %d, %s", code, out)
+	}
+}
+
+// --history prints what the history file holds for a node: one-minute
+// points, then full-resolution ones, oldest first; --since cuts them.
+func TestHistory(t *testing.T) {
+	dir := t.TempDir()
+	w, err := shm.Create(dir, shm.WriterOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h, err := w.OpenHistory(shm.HistoryOptions{Nodes: 4, Fine: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	now := time.Now().Truncate(time.Second)
+	for i := 179; i >= 0; i-- { // the last three minutes, one point a second
+		f := shm.Figures{Up: true, CPUPercent: 12.5, Load1: 0.75, MemUsed: 3 << 30, RxBytesPerSec: 1000, TxBytesPerSec: 2048}
+		if i == 0 {
+			f = shm.Figures{} // down now
+		}
+		if err := h.Append(5, now.Add(-time.Duration(i)*time.Second), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, errOut := runCmd(t, context.Background(), "--shm-dir", dir, "--history", "5", "--json")
+	var got struct {
+		Node   int `json:"node"`
+		Points []struct {
+			Time       time.Time `json:"time"`
+			Resolution string    `json:"resolution"`
+			Up         bool      `json:"up"`
+			CPUPercent *float64  `json:"cpu_percent"`
+			MemUsed    uint64    `json:"mem_used"`
+			TxRate     float64   `json:"tx_bytes_per_sec"`
+		} `json:"points"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || errOut != "" || err != nil {
+		t.Fatalf("exit %d, stderr %q, %v: %s", code, errOut, err, out)
+	}
+	n := len(got.Points)
+	if got.Node != 5 || n < 61 || got.Points[0].Resolution != "1m" || got.Points[n-60].Resolution != "full" {
+		t.Fatalf("%d points: %s", n, out)
+	}
+	first, last := got.Points[n-60], got.Points[n-1]
+	if !first.Up || *first.CPUPercent != 12.5 || first.MemUsed != 3<<30 || first.TxRate != 2048 || last.Up || last.CPUPercent != nil ||
+		!last.Time.Equal(now) || !got.Points[n-2].Time.Equal(now.Add(-time.Second)) {
+		t.Errorf("points %+v ... %+v", first, last)
+	}
+	for _, p := range got.Points[:n-60] {
+		if !p.Up || *p.CPUPercent != 12.5 || p.Time.Second() != 0 {
+			t.Errorf("one-minute point %+v", p)
+		}
+	}
+
+	code, out, _ = runCmd(t, context.Background(), "--shm-dir", dir, "--history", "5", "--since", "10s")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	// 10 s before the command's now: 10 points, 11 if it ran within the second.
+	if n := len(lines) - 2; code != 0 || (n != 10 && n != 11) || !strings.Contains(lines[0], fmt.Sprintf("0 one-minute points, %d full-resolution points", n)) ||
+		strings.Join(strings.Fields(lines[2])[1:], " ") != "full up 12.5 0.75 3GiB 0B 1000B 2KiB" || !strings.HasSuffix(lines[n+1], "full   down") {
+		t.Errorf("--since 10s: exit %d:\n%s", code, out)
+	}
+
+	if code, _, errOut = runCmd(t, context.Background(), "--shm-dir", dir, "--history", "6"); code != 1 || !strings.Contains(errOut, "node 6: no history") {
+		t.Errorf("node 6: exit %d, %q", code, errOut)
+	}
+	empty := t.TempDir()
+	if code, _, errOut = runCmd(t, context.Background(), "--shm-dir", empty, "--history", "5"); code != 1 || !strings.Contains(errOut, "no history at") {
+		t.Errorf("no file: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut = runCmd(t, context.Background(), "--shm-dir", dir, "--history", "5", "--node", "1"); code != 2 {
+		t.Errorf("--history with --node: exit %d, %q", code, errOut)
+	}
+}
+
+func TestAppendFixed(t *testing.T) {
+	for _, c := range []struct {
+		x    float64
+		d    int
+		want string
+	}{{0, 1, "0.0"}, {37.5, 1, "37.5"}, {1.5, 2, "1.50"}, {0.004, 2, "0.00"}, {0.006, 2, "0.01"}, {99.96, 1, "100.0"},
+		{12345.678, 3, "12345.678"}, {1023.96, 1, "1024.0"}, {7, 0, "7"}, {math.Inf(1), 1, "+Inf"}, {-2.25, 1, "-2.2"}} {
+		if got := string(appendFixed(nil, c.x, c.d)); got != c.want {
+			t.Errorf("appendFixed(%v, %d) = %s, want %s", c.x, c.d, got, c.want)
 		}
 	}
 }
