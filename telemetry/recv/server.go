@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hoststat/hoststat/shm"
+	"github.com/hoststat/hoststat/telemetry/rates"
 	"github.com/hoststat/hoststat/telemetry/sample"
 	"github.com/hoststat/hoststat/telemetry/wire"
 )
@@ -76,6 +77,8 @@ type Server struct {
 	reqSeq   uint32
 	reqBuf   []byte
 	smp      sample.Sample
+	last     shm.Record  // the node's stored sample, to derive figures against
+	figures  rates.Rates // of smp, computed once here and stored as given
 	msgs     []Message
 
 	stored     atomic.Uint64
@@ -388,7 +391,15 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 	}
 	// Persist, then act: the window moves before the sample shows.
 	s.window.Store(u.Node, u.Fresh)
-	if err := s.writer.Put(u.Node, u.Addr, u.Seen, u.Sample); err != nil {
+	// Figures span the previous sample only when the table says it is of
+	// the same boot. (Stored device names are cut to 16 bytes, as Linux
+	// names are: a longer one gets no rate.)
+	var prev *sample.Sample
+	if u.Continues && s.writer.Last(u.Node, &s.last) {
+		prev = &s.last.Sample
+	}
+	s.figures.Between(prev, u.Sample)
+	if err := s.writer.PutRates(u.Node, u.Addr, u.Seen, u.Sample, &s.figures); err != nil {
 		s.drop(DropOther, m, err, debug)
 		if !debug {
 			s.log.Warn("cannot store sample", "node", u.Node, "err", err)
