@@ -95,6 +95,12 @@ type Info struct {
 	// process that got the same pid.
 	WriterTicks uint64
 	Puts        uint64 // records written since the table was laid out
+	// KernelDrops counts the datagrams the kernel dropped on the writer's
+	// socket because its receive buffer was full, since the writer
+	// started (0 from writers that do not publish it); ReadBuffer is that
+	// buffer as SO_RCVBUF reports it (twice the bytes granted).
+	KernelDrops uint64
+	ReadBuffer  int
 }
 
 // Up reports whether a node last seen at lastSeen counts as up at now.
@@ -244,6 +250,8 @@ func (r *Reader) Info() Info {
 		WriterStart:       unixTime(int64(load64(r.m, hWriterStart))),
 		WriterTicks:       load64(r.m, hWriterTicks),
 		Puts:              load64(r.m, hPuts),
+		KernelDrops:       load64(r.m, hKernelDrops),
+		ReadBuffer:        int(min(load64(r.m, hReadBuffer), math.MaxInt32)),
 	}
 }
 

@@ -718,3 +718,30 @@ func TestNaNAndTimesSurvive(t *testing.T) {
 		t.Errorf("Summary = %+v %v %v", sum, ok, err)
 	}
 }
+
+// The writer's socket figures reach readers, survive a re-layout and
+// start again with the next writer (a new socket).
+func TestSocketFiguresInHeader(t *testing.T) {
+	dir := t.TempDir()
+	w := create(t, dir, WriterOptions{InitialNodes: 1})
+	w.SetSocket(4608, 7)
+	r := openReader(t, dir)
+	if i := r.Info(); i.KernelDrops != 7 || i.ReadBuffer != 4608 {
+		t.Errorf("Info = drops %d buffer %d; want 7 and 4608", i.KernelDrops, i.ReadBuffer)
+	}
+	gen := r.Info().Generation
+	for n := range 10 {
+		if err := putCounter(w, n, 1, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if i := r.Info(); i.Generation == gen || i.KernelDrops != 7 || i.ReadBuffer != 4608 {
+		t.Errorf("after growth: generation %d (was %d), drops %d, buffer %d", i.Generation, gen, i.KernelDrops, i.ReadBuffer)
+	}
+	w.Close()
+	w2 := create(t, dir, WriterOptions{})
+	defer w2.Close()
+	if i := r.Info(); i.KernelDrops != 0 || i.ReadBuffer != 0 {
+		t.Errorf("next writer: drops %d buffer %d; want 0", i.KernelDrops, i.ReadBuffer)
+	}
+}

@@ -152,6 +152,8 @@ func Create(dir string, opts WriterOptions) (*Writer, error) {
 	store64(w.m, hWriterStart, uint64(time.Now().UnixNano()))
 	store64(w.m, hWriterTicks, ticks)
 	store32(w.m, hWriterPID, uint32(os.Getpid()))
+	store64(w.m, hKernelDrops, 0) // a new writer, a new socket
+	store64(w.m, hReadBuffer, 0)
 	return w, nil
 }
 
@@ -505,7 +507,7 @@ func (w *Writer) install(g geometry) error {
 			le.PutUint32(m[leafWord(l-1, node):], uint32(records))
 			limit = node + 1
 		})
-		for _, off := range []int{hDownAfter, hUpdateReq, hWriterStart, hPuts, hWriterTicks} {
+		for _, off := range []int{hDownAfter, hUpdateReq, hWriterStart, hPuts, hWriterTicks, hKernelDrops, hReadBuffer} {
 			store64(m, off, load64(prev, off))
 		}
 		store32(m, hWriterPID, load32(prev, hWriterPID))
@@ -896,6 +898,18 @@ func (w *Writer) SetUpdateRequest(t time.Time) {
 	defer w.mu.Unlock()
 	if w.m != nil {
 		store64(w.m, hUpdateReq, uint64(t.UnixNano()))
+	}
+}
+
+// SetSocket publishes the writer's socket: its receive buffer (SO_RCVBUF,
+// as the kernel reports it) and the datagrams the kernel dropped on it
+// because that buffer was full, since the writer opened it.
+func (w *Writer) SetSocket(readBuffer int, kernelDrops uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m != nil {
+		store64(w.m, hReadBuffer, uint64(max(readBuffer, 0)))
+		store64(w.m, hKernelDrops, kernelDrops)
 	}
 }
 
