@@ -253,10 +253,11 @@ func TestPutStoresFiguresAsGiven(t *testing.T) {
 		!slices.Equal(rec.NetRates, []Rate{{7, 8}, {9, 10}}) || rec.RxBytesPerSec != 11 || rec.TxBytesPerSec != 12 {
 		t.Errorf("stored %v %v %v %v/%v; want the figures given", rec.TotalPercent, rec.CPUPercent, rec.NetRates, rec.RxBytesPerSec, rec.TxBytesPerSec)
 	}
-	// Last gives recvstats the same record back.
-	var last Record
-	if !w.Last(0, &last) || last.Sample.BootID != s2.BootID || last.Sample.Total != s2.Total ||
-		len(last.Sample.Net) != 2 || last.Sample.Net[1] != s2.Net[1] || last.TotalPercent != 42 {
+	// Last gives recvstats back the counters figures are derived from.
+	var last sample.Sample
+	if !w.Last(0, &last) || last.BootID != s2.BootID || !last.Time.Equal(s2.Time) || last.Total != s2.Total ||
+		len(last.CPUs) != 2 || last.CPUs[1].Ticks != s2.CPUs[1].Ticks || len(last.Net) != 2 ||
+		last.Net[1].Name != s2.Net[1].Name || last.Net[1].RxBytes != s2.Net[1].RxBytes || last.Net[1].TxBytes != s2.Net[1].TxBytes {
 		t.Errorf("Last = %+v", last)
 	}
 	if w.Last(1, &last) {
@@ -503,13 +504,13 @@ func TestRestartReusesTable(t *testing.T) {
 		t.Errorf("node 9 rewritten: %v %v %d", ok, err, rec.Sample.Memory.Total)
 	}
 	// The kept record is the previous sample figures are derived from.
-	var last Record
-	if !w2.Last(9, &last) || last.Sample.Memory.Total != 99 {
-		t.Fatalf("Last(9) after restart = %+v", last.Summary)
+	var last sample.Sample
+	if !w2.Last(9, &last) || last.Total != counterSample(99, 2, 2).Total {
+		t.Fatalf("Last(9) after restart = %+v", last)
 	}
 	next := counterSample(199, 2, 2)
 	var fig rates.Rates
-	fig.Between(&last.Sample, next)
+	fig.Between(&last, next)
 	w2.PutRates(9, addrOf(9), next.Time, next, &fig)
 	if ok, _ := r.Read(9, &rec); !ok || rec.NetRates[0].RxBytesPerSec != 10 {
 		t.Errorf("rate across restart = %v, want 10 B/s", rec.NetRates)

@@ -91,7 +91,6 @@ type Writer struct {
 	first      rates.Rates // Put's figures of a first sample
 	recBuf     [recordSize]byte
 	dataBuf    []byte
-	lastModels []string // Last's model names, reused when equal
 }
 
 // Create opens the table in dir (DefaultDir when empty) for writing,
@@ -853,11 +852,13 @@ func (w *Writer) encodeData(b []byte, s *sample.Sample, r *rates.Rates) {
 	}
 }
 
-// Last decodes node's stored sample and figures into rec, reusing rec's
-// slices, so recvstats can derive the next figures against it. ok is
-// false when node is not in the table or its record holds no sample (one
-// repaired after a dead writer).
-func (w *Writer) Last(node int, rec *Record) bool {
+// Last reads node's stored sample into prev, reusing its slices, as far
+// as figures are derived from it (rates.Rates.Between): sample time, boot,
+// tick counters, and each device's name and byte counters; other fields
+// are left as they were. ok is false when node is not in the table or its
+// record holds no sample (one repaired after a dead writer). It reads
+// only what Between needs, since recvstats calls it for every packet.
+func (w *Writer) Last(node int, prev *sample.Sample) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.m == nil || node < 0 || node >= MaxNodes {
@@ -871,8 +872,25 @@ func (w *Writer) Last(node int, rec *Record) bool {
 	if le.Uint32(b[rFlags:])&(flagInUse|flagRepaired) != flagInUse || checkSlot(b, w.g.dataSize) != nil {
 		return false
 	}
-	data := w.m[w.g.dataOffset+le.Uint64(b[rDataOff:]):][:le.Uint32(b[rDataLen:])]
-	decodeRecord(b, data, rec, &w.lastModels)
+	prev.Time, prev.BootTime = getTime(b[rTime:]), getTime(b[rBootTime:])
+	prev.BootID = [16]byte(b[rBootID : rBootID+16])
+	prev.Total = getTicks(b[rTicks:])
+	models, cpus, nets := int(le.Uint16(b[rModels:])), int(le.Uint32(b[rCPUs:])), int(le.Uint16(b[rNets:]))
+	d := w.m[w.g.dataOffset+le.Uint64(b[rDataOff:]):][:slotLen(models, cpus, nets)]
+	d = d[models*modelSize:]
+	prev.CPUs = resize(prev.CPUs, cpus)
+	for i := range prev.CPUs {
+		prev.CPUs[i].Ticks = getTicks(d[i*cpuSize:])
+	}
+	d = d[cpus*cpuSize:]
+	prev.Net = resize(prev.Net, nets)
+	for i := range prev.Net {
+		e, n := d[i*netSize:][:netSize], &prev.Net[i]
+		if name := nameBytes(e[:nameSize]); n.Name != string(name) {
+			n.Name = string(name)
+		}
+		n.RxBytes, n.TxBytes = le.Uint64(e[nameSize:]), le.Uint64(e[nameSize+32:])
+	}
 	return true
 }
 

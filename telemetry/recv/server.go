@@ -84,8 +84,8 @@ type Server struct {
 	reqSeq   uint32
 	reqBuf   []byte
 	smp      sample.Sample
-	last     shm.Record  // the node's stored sample, to derive figures against
-	figures  rates.Rates // of smp, computed once here and stored as given
+	last     sample.Sample // the node's stored counters, to derive figures against
+	figures  rates.Rates   // of smp, computed once here and stored as given
 	msgs     []Message
 
 	stored     atomic.Uint64
@@ -443,7 +443,7 @@ func (s *Server) handle(m *Message, now time.Time) bool {
 	// names are: a longer one gets no rate.)
 	var prev *sample.Sample
 	if u.Continues && s.writer.Last(u.Node, &s.last) {
-		prev = &s.last.Sample
+		prev = &s.last
 	}
 	s.figures.Between(prev, u.Sample)
 	if err := s.writer.PutRates(u.Node, u.Addr, u.Seen, u.Sample, &s.figures); err != nil {
