@@ -86,11 +86,11 @@ type Writer struct {
 	limit   int                 // highest in-use node + 1
 
 	// scratch for Put, reused to keep it allocation-free
-	models     []string
-	modelIdx   []uint16
-	first      rates.Rates // Put's figures of a first sample
-	recBuf     [recordSize]byte
-	dataBuf    []byte
+	models   []string
+	modelIdx []uint16
+	first    rates.Rates // Put's figures of a first sample
+	recBuf   [recordSize]byte
+	dataBuf  []byte
 }
 
 // Create opens the table in dir (DefaultDir when empty) for writing,

@@ -89,8 +89,8 @@ func TestDebugLogsPerIntervalNotPerPacket(t *testing.T) {
 	if got := logs.count(); got > 30 {
 		t.Errorf("%d log records for %d packets: debug output is per packet", got, 2*n)
 	}
-	if !logs.has("receive interval", "last_drop=") {
-		t.Errorf("no debug interval summary naming a dropped packet: %v", logs.messages())
+	if !logs.has("receive interval", "last_drop=") || !logs.has("receive interval", "@127.0.0.1=") {
+		t.Errorf("no debug interval summary naming a dropped packet and its source: %v", logs.messages())
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +78,8 @@ type Server struct {
 	kernelDrops uint64 // as last published in the table header
 	debug       bool   // -d: note what each debug interval should tell
 	lastDrop    dropNote
+	sources     [maxDropSources]dropSource // of the interval's drops, for -d
+	nsources    int
 	debugStats  counts // as of the last debug summary
 
 	bootID   [16]byte
@@ -396,10 +399,32 @@ type dropNote struct {
 	err    error // the decoder's, when it gave one
 }
 
+// dropSource counts one debug interval's drops of one reason from one
+// address; an interval keeps the first maxDropSources of them.
+type dropSource struct {
+	reason Reason
+	addr   netip.Addr
+	n      int
+}
+
+const maxDropSources = 8
+
 func (s *Server) drop(r Reason, m *Message, node int, err error) {
 	s.drops[r].Add(1)
-	if s.debug {
-		s.lastDrop = dropNote{reason: r, from: m.From, bytes: m.N, node: node, err: err}
+	if !s.debug {
+		return
+	}
+	s.lastDrop = dropNote{reason: r, from: m.From, bytes: m.N, node: node, err: err}
+	a := m.From.Addr()
+	for i := range s.sources[:s.nsources] {
+		if d := &s.sources[i]; d.reason == r && d.addr == a {
+			d.n++
+			return
+		}
+	}
+	if s.nsources < maxDropSources {
+		s.sources[s.nsources] = dropSource{reason: r, addr: a, n: 1}
+		s.nsources++
 	}
 }
 
@@ -554,6 +579,16 @@ func (s *Server) debugSummary() {
 	stored, delta := s.debugStats.since(now)
 	attrs := []any{"stored", stored, "dropped", delta.Total(), "drops", delta.String(),
 		"nodes", s.Nodes(), "senders", s.Senders()}
+	if s.nsources > 0 {
+		var b strings.Builder
+		for i, d := range s.sources[:s.nsources] {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			fmt.Fprintf(&b, "%s@%s=%d", d.reason, d.addr, d.n)
+		}
+		attrs = append(attrs, "drop_sources", b.String())
+	}
 	if d := s.lastDrop; delta.Total() > 0 && d.reason != DropNone {
 		attrs = append(attrs, "last_drop", d.reason.String(), "last_drop_from", d.from.String(), "last_drop_bytes", d.bytes)
 		if d.node != NoNode {
@@ -564,7 +599,7 @@ func (s *Server) debugSummary() {
 		}
 	}
 	s.log.Debug("receive interval", attrs...)
-	s.debugStats, s.lastDrop = now, dropNote{}
+	s.debugStats, s.lastDrop, s.nsources = now, dropNote{}, 0
 }
 
 // Close stops Serve, closes the socket and releases the table, which
