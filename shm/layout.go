@@ -61,6 +61,8 @@ const (
 	hWriterTicks  = 144 // uint64, atomic: writer's start, clock ticks after boot (/proc/PID/stat)
 	hNodes        = 152 // uint32, atomic: nodes in the index
 	hLeavesUsed   = 156 // uint32, atomic: leaf pages in use
+	hKernelDrops  = 160 // uint64, atomic: datagrams the kernel dropped on the writer's socket
+	hReadBuffer   = 168 // uint64, atomic: the writer's socket receive buffer (SO_RCVBUF)
 	headerSize    = 256
 	crcEnd        = hCRC
 	crcGapStart   = hRetired

@@ -94,6 +94,12 @@ type Info struct {
 	// process that got the same pid.
 	WriterTicks uint64
 	Puts        uint64 // records written since the table was laid out
+	// KernelDrops counts the datagrams the kernel dropped on the writer's
+	// socket because its receive buffer was full, since the writer
+	// started (0 from writers that do not publish it); ReadBuffer is that
+	// buffer as SO_RCVBUF reports it (twice the bytes granted).
+	KernelDrops uint64
+	ReadBuffer  int
 }
 
 // Up reports whether a node last seen at lastSeen counts as up at now.
@@ -230,6 +236,8 @@ func (r *Reader) Info() Info {
 		WriterStart:       unixTime(int64(load64(r.m, hWriterStart))),
 		WriterTicks:       load64(r.m, hWriterTicks),
 		Puts:              load64(r.m, hPuts),
+		KernelDrops:       load64(r.m, hKernelDrops),
+		ReadBuffer:        int(min(load64(r.m, hReadBuffer), math.MaxInt32)),
 	}
 }
 
@@ -430,20 +438,27 @@ func (r *Reader) Read(node int, rec *Record) (bool, error) {
 	if !ok || err != nil {
 		return false, err
 	}
-	b := r.rec[:]
+	decodeRecord(r.rec[:], r.data, rec, &r.models)
+	return true, nil
+}
+
+// decodeRecord is the one decoder of a whole node record: its fixed part
+// b and data slot d (checked by checkSlot), into rec. models caches the
+// model names of the last record decoded, so steady-state decoding does
+// not allocate.
+func decodeRecord(b, d []byte, rec *Record, models *[]string) {
 	decodeSummary(b, &rec.Summary)
 	sum, s := &rec.Summary, &rec.Sample
 	s.Time, s.BootTime, s.BootID = sum.Time, sum.BootTime, sum.BootID
 	s.Total, s.Memory, s.Load = sum.Total, sum.Memory, sum.Load
 
-	models, cpus, nets := int(le.Uint16(b[rModels:])), sum.CPUs, sum.NetDevs
-	d := r.data
-	r.models = r.models[:0]
-	for i := 0; i < models; i++ {
+	nmodels, cpus, nets := int(le.Uint16(b[rModels:])), sum.CPUs, sum.NetDevs
+	*models = (*models)[:0]
+	for i := 0; i < nmodels; i++ {
 		name := nameBytes(d[i*modelSize : (i+1)*modelSize])
-		r.models = append(r.models, r.internModel(i, name))
+		*models = append(*models, internModel(*models, i, name))
 	}
-	d = d[models*modelSize:]
+	d = d[nmodels*modelSize:]
 
 	s.CPUs = resize(s.CPUs, cpus)
 	rec.CPUPercent = resize(rec.CPUPercent, cpus)
@@ -454,8 +469,8 @@ func (r *Reader) Read(node int, rec *Record) (bool, error) {
 		c.MHz = getF64(e[64:])
 		rec.CPUPercent[i] = getF32(e[72:])
 		c.Model = ""
-		if m := int(le.Uint16(e[76:])); m < len(r.models) {
-			c.Model = r.models[m]
+		if m := int(le.Uint16(e[76:])); m < len(*models) {
+			c.Model = (*models)[m]
 		}
 	}
 	d = d[cpus*cpuSize:]
@@ -473,14 +488,13 @@ func (r *Reader) Read(node int, rec *Record) (bool, error) {
 		n.TxBytes, n.TxPackets, n.TxErrors, n.TxDrops = le.Uint64(c[32:]), le.Uint64(c[40:]), le.Uint64(c[48:]), le.Uint64(c[56:])
 		rec.NetRates[i] = Rate{RxBytesPerSec: getF64(e[80:]), TxBytesPerSec: getF64(e[88:])}
 	}
-	return true, nil
 }
 
 // internModel returns name as a string, reusing the one cached for the
 // same slot when it is equal so steady-state reads do not allocate.
-func (r *Reader) internModel(i int, name []byte) string {
-	if i < cap(r.models) {
-		if old := r.models[:i+1][i]; old == string(name) {
+func internModel(models []string, i int, name []byte) string {
+	if i < cap(models) {
+		if old := models[:i+1][i]; old == string(name) {
 			return old
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hoststat/hoststat/telemetry/rates"
 	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
@@ -152,7 +153,9 @@ func TestRoundTrip(t *testing.T) {
 		{Name: "enp0s31f6-very-long-name", RxBytes: 3000, TxBytes: 9000, RxPackets: 8, TxDrops: 9},
 	}
 	seen := base.Add(2*time.Second + time.Millisecond)
-	if err := w.Put(3, addr, seen, &s2); err != nil {
+	var fig rates.Rates
+	fig.Between(s1, &s2)
+	if err := w.PutRates(3, addr, seen, &s2, &fig); err != nil {
 		t.Fatal(err)
 	}
 	w.SetUpdateRequest(base.Add(time.Second))
@@ -224,21 +227,21 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-func TestPercentAfterRebootIsSinceBoot(t *testing.T) {
+// The table stores the figures it is given, whatever the samples: which
+// samples they span (a reboot, say) is recvstats' call, not storage's.
+func TestPutStoresFiguresAsGiven(t *testing.T) {
 	dir := t.TempDir()
 	w := create(t, dir, WriterOptions{})
 	defer w.Close()
-	s := counterSample(100, 1, 1)
+	s := counterSample(100, 2, 2)
 	if err := w.Put(0, addrOf(0), base, s); err != nil {
 		t.Fatal(err)
 	}
-	// Rebooted: counters restart, a new boot id.
-	s2 := &sample.Sample{Time: s.Time.Add(time.Second), BootID: [16]byte{9},
-		Total: sample.Ticks{User: 10, Idle: 30},
-		CPUs:  []sample.CPU{{Ticks: sample.Ticks{User: 10, Idle: 30}}},
-		Net:   []sample.NetDev{{Name: "eth0", RxBytes: 5}},
-	}
-	if err := w.Put(0, addrOf(0), base.Add(time.Second), s2); err != nil {
+	s2 := counterSample(200, 2, 2)
+	s2.BootID = [16]byte{9} // another boot: the table does not care
+	fig := &rates.Rates{TotalPercent: 42, CPUPercent: []float32{1, 99}, Net: []rates.Net{{RxBytesPerSec: 7, TxBytesPerSec: 8}, {RxBytesPerSec: 9, TxBytesPerSec: 10}},
+		RxBytesPerSec: 11, TxBytesPerSec: 12}
+	if err := w.PutRates(0, addrOf(0), base.Add(time.Second), s2, fig); err != nil {
 		t.Fatal(err)
 	}
 	r := openReader(t, dir)
@@ -246,8 +249,36 @@ func TestPercentAfterRebootIsSinceBoot(t *testing.T) {
 	if ok, err := r.Read(0, &rec); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if rec.CPUPercent[0] != 25 || rec.TotalPercent != 25 || rec.NetRates[0] != (Rate{}) {
-		t.Errorf("after reboot: cpu %v total %v rates %v; want 25 25 {0 0}", rec.CPUPercent, rec.TotalPercent, rec.NetRates)
+	if rec.TotalPercent != 42 || !slices.Equal(rec.CPUPercent, fig.CPUPercent) ||
+		!slices.Equal(rec.NetRates, []Rate{{7, 8}, {9, 10}}) || rec.RxBytesPerSec != 11 || rec.TxBytesPerSec != 12 {
+		t.Errorf("stored %v %v %v %v/%v; want the figures given", rec.TotalPercent, rec.CPUPercent, rec.NetRates, rec.RxBytesPerSec, rec.TxBytesPerSec)
+	}
+	// Last gives recvstats back the counters figures are derived from.
+	var last sample.Sample
+	if !w.Last(0, &last) || last.BootID != s2.BootID || !last.Time.Equal(s2.Time) || last.Total != s2.Total ||
+		len(last.CPUs) != 2 || last.CPUs[1].Ticks != s2.CPUs[1].Ticks || len(last.Net) != 2 ||
+		last.Net[1].Name != s2.Net[1].Name || last.Net[1].RxBytes != s2.Net[1].RxBytes || last.Net[1].TxBytes != s2.Net[1].TxBytes {
+		t.Errorf("Last = %+v", last)
+	}
+	if w.Last(1, &last) {
+		t.Error("Last of a node not in the table = true")
+	}
+	// Figures that do not fit the sample are refused, not half stored.
+	if err := w.PutRates(0, addrOf(0), base, s2, &rates.Rates{CPUPercent: []float32{1}}); err == nil ||
+		!strings.Contains(err.Error(), "figures") {
+		t.Errorf("mismatched figures: %v", err)
+	}
+	// Put stores a first sample: percent since boot, no rates.
+	if err := w.Put(0, addrOf(0), base.Add(2*time.Second), s2); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.Read(0, &rec); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	var first rates.Rates
+	first.Between(nil, s2)
+	if rec.TotalPercent != first.TotalPercent || rec.NetRates[1] != (Rate{}) {
+		t.Errorf("Put: total %v rates %v; want %v and none", rec.TotalPercent, rec.NetRates, first.TotalPercent)
 	}
 }
 
@@ -472,8 +503,15 @@ func TestRestartReusesTable(t *testing.T) {
 	if ok, err := r.Read(9, &rec); !ok || err != nil || rec.Sample.Memory.Total != 99 {
 		t.Errorf("node 9 rewritten: %v %v %d", ok, err, rec.Sample.Memory.Total)
 	}
-	// Percent continues from the kept record (same boot id, later ticks).
-	putCounter(w2, 9, 199, 2, 2)
+	// The kept record is the previous sample figures are derived from.
+	var last sample.Sample
+	if !w2.Last(9, &last) || last.Total != counterSample(99, 2, 2).Total {
+		t.Fatalf("Last(9) after restart = %+v", last)
+	}
+	next := counterSample(199, 2, 2)
+	var fig rates.Rates
+	fig.Between(&last, next)
+	w2.PutRates(9, addrOf(9), next.Time, next, &fig)
 	if ok, _ := r.Read(9, &rec); !ok || rec.NetRates[0].RxBytesPerSec != 10 {
 		t.Errorf("rate across restart = %v, want 10 B/s", rec.NetRates)
 	}
@@ -719,5 +757,32 @@ func TestEachNodeAcrossRelayout(t *testing.T) {
 	}
 	if r.Info().Generation == gen {
 		t.Error("the table was not re-laid out: the test tests nothing")
+	}
+}
+
+// The writer's socket figures reach readers, survive a re-layout and
+// start again with the next writer (a new socket).
+func TestSocketFiguresInHeader(t *testing.T) {
+	dir := t.TempDir()
+	w := create(t, dir, WriterOptions{InitialNodes: 1})
+	w.SetSocket(4608, 7)
+	r := openReader(t, dir)
+	if i := r.Info(); i.KernelDrops != 7 || i.ReadBuffer != 4608 {
+		t.Errorf("Info = drops %d buffer %d; want 7 and 4608", i.KernelDrops, i.ReadBuffer)
+	}
+	gen := r.Info().Generation
+	for n := range 10 {
+		if err := putCounter(w, n, 1, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if i := r.Info(); i.Generation == gen || i.KernelDrops != 7 || i.ReadBuffer != 4608 {
+		t.Errorf("after growth: generation %d (was %d), drops %d, buffer %d", i.Generation, gen, i.KernelDrops, i.ReadBuffer)
+	}
+	w.Close()
+	w2 := create(t, dir, WriterOptions{})
+	defer w2.Close()
+	if i := r.Info(); i.KernelDrops != 0 || i.ReadBuffer != 0 {
+		t.Errorf("next writer: drops %d buffer %d; want 0", i.KernelDrops, i.ReadBuffer)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hoststat/hoststat/telemetry/rates"
 	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
@@ -87,8 +88,7 @@ type Writer struct {
 	// scratch for Put, reused to keep it allocation-free
 	models   []string
 	modelIdx []uint16
-	pct      []float32
-	rates    []Rate
+	first    rates.Rates // Put's figures of a first sample
 	recBuf   [recordSize]byte
 	dataBuf  []byte
 }
@@ -151,6 +151,8 @@ func Create(dir string, opts WriterOptions) (*Writer, error) {
 	store64(w.m, hWriterStart, uint64(time.Now().UnixNano()))
 	store64(w.m, hWriterTicks, ticks)
 	store32(w.m, hWriterPID, uint32(os.Getpid()))
+	store64(w.m, hKernelDrops, 0) // a new writer, a new socket
+	store64(w.m, hReadBuffer, 0)
 	return w, nil
 }
 
@@ -494,7 +496,7 @@ func (w *Writer) install(g geometry) error {
 			le.PutUint32(m[leafWord(l-1, node):], uint32(records))
 			limit = node + 1
 		})
-		for _, off := range []int{hDownAfter, hUpdateReq, hWriterStart, hPuts, hWriterTicks} {
+		for _, off := range []int{hDownAfter, hUpdateReq, hWriterStart, hPuts, hWriterTicks, hKernelDrops, hReadBuffer} {
 			store64(m, off, load64(prev, off))
 		}
 		store32(m, hWriterPID, load32(prev, hWriterPID))
@@ -631,11 +633,29 @@ func (w *Writer) release(off uint64, c uint32) {
 // Path is the table file.
 func (w *Writer) Path() string { return w.path }
 
-// Put stores node's sample, heard from addr at seen (master clock). It
-// derives per-CPU and total CPU percent and per-device byte rates from the
-// node's previous sample in the table (since boot when there is none or
-// the node rebooted), and grows the table as needed.
+// Put stores s as node's first sample, heard from addr at seen (master
+// clock): CPU percent since boot and no byte rates, as rates.Between
+// gives them with no previous sample. Tools and tests use it; recvstats
+// derives figures from the node's previous sample and calls PutRates.
 func (w *Writer) Put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sample) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.first.Between(nil, s)
+	return w.put(node, addr, seen, s, &w.first)
+}
+
+// PutRates stores node's sample s, heard from addr at seen (master clock),
+// with the figures r derived from it (rates.Rates.Between), and grows the
+// table as needed. The table stores what it is given: which samples the
+// figures span is for the caller to decide.
+func (w *Writer) PutRates(node int, addr netip.AddrPort, seen time.Time, s *sample.Sample, r *rates.Rates) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.put(node, addr, seen, s, r)
+}
+
+// put is Put with the figures r; the caller holds w.mu.
+func (w *Writer) put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sample, r *rates.Rates) error {
 	switch {
 	case node < 0 || node >= MaxNodes:
 		return fmt.Errorf("shm: node %d out of range [0,%d)", node, MaxNodes)
@@ -643,9 +663,10 @@ func (w *Writer) Put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sa
 		return fmt.Errorf("shm: node %d has %d CPUs, more than the table holds (%d)", node, len(s.CPUs), MaxCPUs)
 	case len(s.Net) > MaxNetDevs:
 		return fmt.Errorf("shm: node %d has %d network devices, more than the table holds (%d)", node, len(s.Net), MaxNetDevs)
+	case len(r.CPUPercent) != len(s.CPUs) || len(r.Net) != len(s.Net):
+		return fmt.Errorf("shm: node %d: figures for %d CPUs and %d devices do not match its sample's %d and %d",
+			node, len(r.CPUPercent), len(r.Net), len(s.CPUs), len(s.Net))
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.m == nil {
 		return ErrClosed
 	}
@@ -683,13 +704,6 @@ func (w *Writer) Put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sa
 		w.records++
 	}
 	off := w.g.record(k)
-	var totalPct float32
-	var rx, tx float64
-	if isNew {
-		totalPct, rx, tx = w.derive(nil, s)
-	} else {
-		totalPct, rx, tx = w.derive(w.m[off:off+recordSize], s)
-	}
 	if moved {
 		if !isNew {
 			defer w.release(dataOff, dataCap)
@@ -699,10 +713,10 @@ func (w *Writer) Put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sa
 
 	// Encode privately, then publish inside the shortest possible window.
 	clear(w.recBuf[:])
-	w.encode(w.recBuf[:], node, addr, seen, s, totalPct, rx, tx, dataOff, dataCap)
+	w.encode(w.recBuf[:], node, addr, seen, s, r, dataOff, dataCap)
 	w.dataBuf = slices.Grow(w.dataBuf[:0], int(need))[:need]
 	clear(w.dataBuf)
-	w.encodeData(w.dataBuf, s)
+	w.encodeData(w.dataBuf, s, r)
 	seq := load64(w.m, off+rSeq)
 	store64(w.m, off+rSeq, seq+1) // odd: readers keep off
 	publish(w.m, off+8, w.recBuf[8:])
@@ -744,109 +758,6 @@ func (w *Writer) collectModels(s *sample.Sample) {
 	}
 }
 
-// derive computes CPU percents and byte rates of s against the previous
-// record rec of the same node.
-// A nil rec means the node is new.
-func (w *Writer) derive(rec []byte, s *sample.Sample) (total float32, rx, tx float64) {
-	prevOK := rec != nil && le.Uint32(rec[rFlags:])&flagInUse != 0 &&
-		[16]byte(rec[rBootID:rBootID+16]) == s.BootID
-	var prevTime time.Time
-	var prevData []byte
-	var prevModels, prevCPUs, prevNets int
-	if prevOK {
-		prevTime = getTime(rec[rTime:])
-		prevModels, prevCPUs, prevNets = int(le.Uint16(rec[rModels:])), int(le.Uint32(rec[rCPUs:])), int(le.Uint16(rec[rNets:]))
-		if checkSlot(rec, w.g.dataSize) == nil {
-			prevData = w.m[w.g.dataOffset+le.Uint64(rec[rDataOff:]):][:slotLen(prevModels, prevCPUs, prevNets)]
-		} else {
-			prevModels, prevCPUs, prevNets = 0, 0, 0
-		}
-	}
-
-	w.pct = slices.Grow(w.pct[:0], len(s.CPUs))[:len(s.CPUs)]
-	for i := range s.CPUs {
-		var prev sample.Ticks
-		if prevData != nil && i < prevCPUs {
-			prev = getTicks(prevData[prevModels*modelSize+i*cpuSize:])
-		}
-		w.pct[i] = percent(&prev, &s.CPUs[i].Ticks)
-	}
-	var prevTotal sample.Ticks
-	if prevOK {
-		prevTotal = getTicks(rec[rTicks:])
-	}
-	total = percent(&prevTotal, &s.Total)
-
-	dt := s.Time.Sub(prevTime).Seconds()
-	w.rates = slices.Grow(w.rates[:0], len(s.Net))[:len(s.Net)]
-	netBase := prevModels*modelSize + prevCPUs*cpuSize
-	for i := range s.Net {
-		d := &s.Net[i]
-		w.rates[i] = Rate{}
-		if prevData == nil || prevTime.IsZero() || dt <= 0 {
-			continue
-		}
-		j := findNet(prevData[netBase:], prevNets, i, d.Name)
-		if j < 0 {
-			continue
-		}
-		e := prevData[netBase+j*netSize:]
-		if r, t := le.Uint64(e[nameSize:]), le.Uint64(e[nameSize+32:]); d.RxBytes >= r && d.TxBytes >= t {
-			w.rates[i] = Rate{RxBytesPerSec: float64(d.RxBytes-r) / dt, TxBytesPerSec: float64(d.TxBytes-t) / dt}
-		}
-		if d.Name != "lo" {
-			rx += w.rates[i].RxBytesPerSec
-			tx += w.rates[i].TxBytesPerSec
-		}
-	}
-	return total, rx, tx
-}
-
-// findNet is the index of device name among n entries of a previous data
-// slot, trying position hint first since devices rarely move.
-func findNet(nets []byte, n, hint int, name string) int {
-	name = truncName(name)
-	match := func(j int) bool {
-		return string(nameBytes(nets[j*netSize:j*netSize+nameSize])) == name
-	}
-	if hint < n && match(hint) {
-		return hint
-	}
-	for j := 0; j < n; j++ {
-		if match(j) {
-			return j
-		}
-	}
-	return -1
-}
-
-// truncName is name as the table stores it.
-func truncName(name string) string {
-	if len(name) <= nameSize {
-		return name
-	}
-	var b [nameSize]byte
-	putName(b[:], name)
-	return string(nameBytes(b[:]))
-}
-
-// percent is the busy share of the ticks between prev and cur, 0 to 100.
-// With no usable previous sample (zero prev, or counters that went back)
-// it is the average since boot.
-func percent(prev, cur *sample.Ticks) float32 {
-	cb := cur.Busy()
-	ca := cb + cur.Idle + cur.IOWait
-	pb := prev.Busy()
-	pa := pb + prev.Idle + prev.IOWait
-	if ca < pa || cb < pb || (ca == pa && *prev != (sample.Ticks{})) {
-		pa, pb = 0, 0 // since boot
-	}
-	if ca == pa {
-		return 0
-	}
-	return float32(min(100, 100*float64(cb-pb)/float64(ca-pa)))
-}
-
 func putTicks(b []byte, t sample.Ticks) {
 	for i, v := range [8]uint64{t.User, t.Nice, t.System, t.Idle, t.IOWait, t.IRQ, t.SoftIRQ, t.Steal} {
 		le.PutUint64(b[8*i:], v)
@@ -877,7 +788,7 @@ func getMemory(b []byte) sample.Memory {
 
 // encode writes the node index record; the caller holds the seqlock.
 func (w *Writer) encode(rec []byte, node int, addr netip.AddrPort, seen time.Time, s *sample.Sample,
-	totalPct float32, rx, tx float64, dataOff uint64, dataCap uint32) {
+	r *rates.Rates, dataOff uint64, dataCap uint32) {
 	le.PutUint32(rec[rNode:], uint32(node))
 	le.PutUint32(rec[rFlags:], flagInUse)
 	putAddr(rec, addr)
@@ -887,7 +798,7 @@ func (w *Writer) encode(rec []byte, node int, addr netip.AddrPort, seen time.Tim
 	putTime(rec[rBootTime:], s.BootTime)
 	copy(rec[rBootID:rBootID+16], s.BootID[:])
 	putTicks(rec[rTicks:], s.Total)
-	putF32(rec[rTotalPct:], totalPct)
+	putF32(rec[rTotalPct:], r.TotalPercent)
 	le.PutUint16(rec[rNets:], uint16(len(s.Net)))
 	le.PutUint16(rec[rModels:], uint16(len(w.models)))
 	putMemory(rec[rMemory:], &s.Memory)
@@ -900,12 +811,12 @@ func (w *Writer) encode(rec []byte, node int, addr netip.AddrPort, seen time.Tim
 	le.PutUint32(rec[rDataLen:], uint32(slotLen(len(w.models), len(s.CPUs), len(s.Net))))
 	le.PutUint64(rec[rDataOff:], dataOff)
 	le.PutUint32(rec[rDataCap:], dataCap)
-	putF64(rec[rRxRate:], rx)
-	putF64(rec[rTxRate:], tx)
+	putF64(rec[rRxRate:], r.RxBytesPerSec)
+	putF64(rec[rTxRate:], r.TxBytesPerSec)
 }
 
 // encodeData writes models, CPUs and devices into the node's data slot.
-func (w *Writer) encodeData(b []byte, s *sample.Sample) {
+func (w *Writer) encodeData(b []byte, s *sample.Sample, r *rates.Rates) {
 	for i, m := range w.models {
 		putName(b[i*modelSize:][:modelSize], m)
 	}
@@ -914,7 +825,7 @@ func (w *Writer) encodeData(b []byte, s *sample.Sample) {
 		e := b[i*cpuSize:][:cpuSize]
 		putTicks(e, s.CPUs[i].Ticks)
 		putF64(e[64:], s.CPUs[i].MHz)
-		putF32(e[72:], w.pct[i])
+		putF32(e[72:], r.CPUPercent[i])
 		le.PutUint16(e[76:], w.modelIdx[i])
 		le.PutUint16(e[78:], 0)
 	}
@@ -926,9 +837,51 @@ func (w *Writer) encodeData(b []byte, s *sample.Sample) {
 		for j, v := range [8]uint64{d.RxBytes, d.RxPackets, d.RxErrors, d.RxDrops, d.TxBytes, d.TxPackets, d.TxErrors, d.TxDrops} {
 			le.PutUint64(e[nameSize+8*j:], v)
 		}
-		putF64(e[80:], w.rates[i].RxBytesPerSec)
-		putF64(e[88:], w.rates[i].TxBytesPerSec)
+		putF64(e[80:], r.Net[i].RxBytesPerSec)
+		putF64(e[88:], r.Net[i].TxBytesPerSec)
 	}
+}
+
+// Last reads node's stored sample into prev, reusing its slices, as far
+// as figures are derived from it (rates.Rates.Between): sample time, boot,
+// tick counters, and each device's name and byte counters; other fields
+// are left as they were. ok is false when node is not in the table or its
+// record holds no sample (one repaired after a dead writer). It reads
+// only what Between needs, since recvstats calls it for every packet.
+func (w *Writer) Last(node int, prev *sample.Sample) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil || node < 0 || node >= MaxNodes {
+		return false
+	}
+	k := w.lookup(node)
+	if k < 0 {
+		return false
+	}
+	b := w.m[w.g.record(k):][:recordSize]
+	if le.Uint32(b[rFlags:])&(flagInUse|flagRepaired) != flagInUse || checkSlot(b, w.g.dataSize) != nil {
+		return false
+	}
+	prev.Time, prev.BootTime = getTime(b[rTime:]), getTime(b[rBootTime:])
+	prev.BootID = [16]byte(b[rBootID : rBootID+16])
+	prev.Total = getTicks(b[rTicks:])
+	models, cpus, nets := int(le.Uint16(b[rModels:])), int(le.Uint32(b[rCPUs:])), int(le.Uint16(b[rNets:]))
+	d := w.m[w.g.dataOffset+le.Uint64(b[rDataOff:]):][:slotLen(models, cpus, nets)]
+	d = d[models*modelSize:]
+	prev.CPUs = resize(prev.CPUs, cpus)
+	for i := range prev.CPUs {
+		prev.CPUs[i].Ticks = getTicks(d[i*cpuSize:])
+	}
+	d = d[cpus*cpuSize:]
+	prev.Net = resize(prev.Net, nets)
+	for i := range prev.Net {
+		e, n := d[i*netSize:][:netSize], &prev.Net[i]
+		if name := nameBytes(e[:nameSize]); n.Name != string(name) {
+			n.Name = string(name)
+		}
+		n.RxBytes, n.TxBytes = le.Uint64(e[nameSize:]), le.Uint64(e[nameSize+32:])
+	}
+	return true
 }
 
 // Nodes lists every node in the table, ascending, with its address, so
@@ -953,6 +906,18 @@ func (w *Writer) SetUpdateRequest(t time.Time) {
 	defer w.mu.Unlock()
 	if w.m != nil {
 		store64(w.m, hUpdateReq, uint64(t.UnixNano()))
+	}
+}
+
+// SetSocket publishes the writer's socket: its receive buffer (SO_RCVBUF,
+// as the kernel reports it) and the datagrams the kernel dropped on it
+// because that buffer was full, since the writer opened it.
+func (w *Writer) SetSocket(readBuffer int, kernelDrops uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m != nil {
+		store64(w.m, hReadBuffer, uint64(max(readBuffer, 0)))
+		store64(w.m, hKernelDrops, kernelDrops)
 	}
 }
 

@@ -9,9 +9,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/hoststat/hoststat/shm"
+	"github.com/hoststat/hoststat/telemetry/rates"
 	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
@@ -46,12 +48,16 @@ func PutTwoSamples(w *shm.Writer, node int, seen time.Time) error {
 	if err := w.Put(node, Addr(node), first, s); err != nil {
 		return err
 	}
+	prev := *s
+	prev.CPUs, prev.Net = slices.Clone(s.CPUs), slices.Clone(s.Net)
 	s.Time = seen
 	s.Total = sample.Ticks{User: 275, Idle: 325}
 	s.CPUs[0].Ticks = sample.Ticks{User: 150, Idle: 150}
 	s.CPUs[1].Ticks = sample.Ticks{User: 125, Idle: 175}
 	s.Net[1].RxBytes, s.Net[1].TxBytes = 12000, 11000
-	return w.Put(node, Addr(node), seen, s)
+	var fig rates.Rates
+	fig.Between(&prev, s)
+	return w.PutRates(node, Addr(node), seen, s, &fig)
 }
 
 // LeaveMidWrite makes node's record in the table in dir look as a writer

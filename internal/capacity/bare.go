@@ -10,13 +10,15 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
+	"github.com/hoststat/hoststat/telemetry/recv"
 	"github.com/hoststat/hoststat/telemetry/wire"
 )
 
 // DefaultReadBuffer is the socket receive buffer the bare receiver asks
-// for: recvstats' default (recv.Config.ReadBuffer), so both face the same
-// bursts. Pass recvstats' figure with --read-buffer if it changes.
-const DefaultReadBuffer = 8 << 20
+// for: recvstats' at its default --max-nodes (recv.ReadBufferFor), so both
+// face the same bursts. Pass recvstats' figure with --read-buffer when it
+// runs with another --max-nodes.
+const DefaultReadBuffer = recv.DefaultReadBuffer
 
 // bareBatch is how many datagrams one recvmmsg(2) may return: recvstats'.
 const bareBatch = 64

@@ -116,7 +116,7 @@ func (g *loadGen) run(b *testing.B, total int, processed func() uint64) {
 
 // bareReceiver is the limit: recvmmsg batches, discarded.
 func bareReceiver(b *testing.B) (netip.AddrPort, func() uint64, func()) {
-	u, err := recv.ListenUDP(recv.UDPConfig{Listen: netip.MustParseAddr("127.0.0.1"), ReadBuffer: 8 << 20})
+	u, err := recv.ListenUDP(recv.UDPConfig{Listen: netip.MustParseAddr("127.0.0.1"), ReadBuffer: recv.DefaultReadBuffer})
 	if err != nil {
 		b.Fatal(err)
 	}

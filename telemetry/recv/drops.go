@@ -23,13 +23,14 @@ const (
 	DropNodeRange         // node number beyond the table's limit, or table full
 	DropAdmission         // a new sender beyond the admission rate
 	DropPinned            // a node number the node map pins to another address
+	DropKernel            // dropped by the kernel: the socket's receive buffer was full
 	DropOther             // anything else the decoder rejects
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"none", "version", "truncated", "oversize", "malformed", "auth", "replay",
-	"duplicate", "stale", "incomplete", "node-range", "admission", "pinned", "other",
+	"duplicate", "stale", "incomplete", "node-range", "admission", "pinned", "kernel", "other",
 }
 
 func (r Reason) String() string {

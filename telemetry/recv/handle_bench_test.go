@@ -52,7 +52,7 @@ func BenchmarkHandle(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		m := &msgs[i%nodes]
 		binary.BigEndian.PutUint32(m.Buf[wire.SeqOffset:], uint32(i/nodes+1))
-		s.handle(m, now, false)
+		s.handle(m, now)
 	}
 	if d := s.Drops(); d.Total() != 0 {
 		b.Errorf("drops %v", d.String())

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hoststat/hoststat/shm"
+	"github.com/hoststat/hoststat/telemetry/rates"
 	"github.com/hoststat/hoststat/telemetry/sample"
 	"github.com/hoststat/hoststat/telemetry/wire"
 )
@@ -36,7 +38,8 @@ type Config struct {
 	Port      int        // 0 picks a free port (tests); recvstats passes 3040
 	Interface string     // join Group here; empty: unicast only
 	Group     netip.Addr // zero: wire.DefaultGroup
-	// ReadBuffer is the socket receive buffer; default 8 MiB.
+	// ReadBuffer is the socket receive buffer to ask for; default
+	// ReadBufferFor(Table.MaxNodes).
 	ReadBuffer int
 
 	ShmDir       string // zero: shm.DefaultDir
@@ -71,11 +74,21 @@ type Server struct {
 	enc    *wire.Encoder
 	now    func() time.Time
 
+	readBuffer  int    // SO_RCVBUF of the socket, 0 when not a UDP socket
+	kernelDrops uint64 // as last published in the table header
+	debug       bool   // -d: note what each debug interval should tell
+	lastDrop    dropNote
+	sources     [maxDropSources]dropSource // of the interval's drops, for -d
+	nsources    int
+	debugStats  counts // as of the last debug summary
+
 	bootID   [16]byte
 	bootTime time.Time
 	reqSeq   uint32
 	reqBuf   []byte
 	smp      sample.Sample
+	last     sample.Sample // the node's stored counters, to derive figures against
+	figures  rates.Rates   // of smp, computed once here and stored as given
 	msgs     []Message
 
 	stored     atomic.Uint64
@@ -85,14 +98,37 @@ type Server struct {
 	forgotten  atomic.Uint64
 	nextForget time.Time
 	drops      [numReasons]atomic.Uint64
-	lastStats  Drops
-	lastSaved  uint64
+	lastStats  counts // as of the last summary
 
 	closeOnce sync.Once
 	closeErr  error
 	stop      chan struct{}
 	serving   sync.Mutex // held by Serve, so Close can wait for it
 }
+
+// The socket's receive buffer holds a burst of answers from every node at
+// once (an update request makes them all resend together): readBufferPerNode
+// bytes a node, asked of the kernel, which doubles the figure for its
+// bookkeeping (a status datagram of a few hundred bytes takes 1-2 KiB of
+// it), between minReadBuffer and maxReadBuffer.
+const (
+	readBufferPerNode = 1 << 10
+	minReadBuffer     = 8 << 20
+	maxReadBuffer     = 128 << 20
+	// DefaultReadBuffer is the receive buffer at the default --max-nodes.
+	DefaultReadBuffer = min(max(DefaultMaxNodes*readBufferPerNode, minReadBuffer), maxReadBuffer)
+)
+
+// ReadBufferFor is the receive buffer recvstats asks for to hold a burst
+// of answers from maxNodes nodes.
+func ReadBufferFor(maxNodes int) int {
+	n := min(max(maxNodes, 0), MaxNodes)
+	return min(max(n*readBufferPerNode, minReadBuffer), maxReadBuffer)
+}
+
+// debugEvery is how often -d summarises what was received: never a line
+// per packet, which would cost more than the packet.
+const debugEvery = time.Second
 
 // batchSize is how many datagrams one recvmmsg(2) may return.
 const batchSize = 64
@@ -116,11 +152,16 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.StatsEvery <= 0 {
 		cfg.StatsEvery = time.Minute
 	}
-	if cfg.ReadBuffer <= 0 {
-		cfg.ReadBuffer = 8 << 20
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	tc := cfg.Table
+	if tc.MaxNodes <= 0 {
+		tc.MaxNodes = DefaultMaxNodes
+	}
+	tc.MaxNodes = min(tc.MaxNodes, MaxNodes)
+	if cfg.ReadBuffer <= 0 {
+		cfg.ReadBuffer = ReadBufferFor(tc.MaxNodes)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, stop: make(chan struct{})}
 
@@ -131,17 +172,20 @@ func NewServer(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		tr = u
+		got, forced := u.ReadBuffer()
+		s.readBuffer = got
+		// The kernel reports twice what it granted.
+		if got/2 < cfg.ReadBuffer {
+			s.log.Warn("socket receive buffer smaller than asked: bursts of answers may be dropped (run as root, or raise net.core.rmem_max)",
+				"asked", cfg.ReadBuffer, "granted", got/2, "forced", forced)
+		} else {
+			s.log.Info("socket receive buffer", "asked", cfg.ReadBuffer, "granted", got/2, "forced", forced)
+		}
 	}
 	s.tr = tr
 	if cfg.Interface != "" {
 		s.group = netip.AddrPortFrom(cfg.Group, tr.LocalAddr().Port())
 	}
-
-	tc := cfg.Table
-	if tc.MaxNodes <= 0 {
-		tc.MaxNodes = DefaultMaxNodes
-	}
-	tc.MaxNodes = min(tc.MaxNodes, MaxNodes)
 	// Node numbers run below --max-nodes, so the table never needs more
 	// records than that.
 	w, err := shm.Create(cfg.ShmDir, shm.WriterOptions{InitialNodes: cfg.InitialNodes, MaxNodes: tc.MaxNodes, DownAfter: cfg.DownAfter, Logger: cfg.Logger})
@@ -150,6 +194,7 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.writer = w
+	w.SetSocket(s.readBuffer, 0)
 
 	tc.Multicast = s.group.IsValid()
 	tc.NodeMap = cfg.NodeMap
@@ -285,6 +330,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	nextTick := s.now()
 	nextStats := nextTick.Add(s.cfg.StatsEvery)
+	nextDebug := nextTick.Add(debugEvery)
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -305,14 +351,18 @@ func (s *Server) Serve(ctx context.Context) error {
 				s.summarise()
 				nextStats = now.Add(s.cfg.StatsEvery)
 			}
+			s.debug = s.log.Enabled(ctx, slog.LevelDebug)
+			if s.debug && !now.Before(nextDebug) {
+				s.debugSummary()
+				nextDebug = now.Add(debugEvery)
+			}
 		}
 		n, err := s.tr.ReadBatch(s.msgs)
 		if n > 0 {
 			now = s.now()
-			debug := s.log.Enabled(ctx, slog.LevelDebug)
 			stored := 0
 			for i := range s.msgs[:n] {
-				if s.handle(&s.msgs[i], now, debug) {
+				if s.handle(&s.msgs[i], now) {
 					stored++
 				}
 			}
@@ -339,30 +389,59 @@ func (s *Server) closed() bool {
 	}
 }
 
-func (s *Server) drop(r Reason, m *Message, err error, debug bool) {
+// dropNote is a packet dropped in the current debug interval, kept so
+// that -d names one example an interval instead of a line a packet.
+type dropNote struct {
+	reason Reason
+	from   netip.AddrPort
+	bytes  int
+	node   int
+	err    error // the decoder's, when it gave one
+}
+
+// dropSource counts one debug interval's drops of one reason from one
+// address; an interval keeps the first maxDropSources of them.
+type dropSource struct {
+	reason Reason
+	addr   netip.Addr
+	n      int
+}
+
+const maxDropSources = 8
+
+func (s *Server) drop(r Reason, m *Message, node int, err error) {
 	s.drops[r].Add(1)
-	if debug {
-		s.log.Debug("dropped packet", "reason", r.String(), "from", m.From.String(), "bytes", m.N, "err", err)
+	if !s.debug {
+		return
+	}
+	s.lastDrop = dropNote{reason: r, from: m.From, bytes: m.N, node: node, err: err}
+	a := m.From.Addr()
+	for i := range s.sources[:s.nsources] {
+		if d := &s.sources[i]; d.reason == r && d.addr == a {
+			d.n++
+			return
+		}
+	}
+	if s.nsources < maxDropSources {
+		s.sources[s.nsources] = dropSource{reason: r, addr: a, n: 1}
+		s.nsources++
 	}
 }
 
 // handle processes one datagram, and tells whether it stored a sample:
 // O(1) apart from reassembly of split samples, which is linear in their
-// parts.
-func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
+// parts. It logs only events (a reboot, a move, a failure to store), never
+// the packet itself: -d summarises once an interval.
+func (s *Server) handle(m *Message, now time.Time) bool {
 	if m.Truncated {
-		var err error
-		if debug {
-			err = fmt.Errorf("datagram larger than %d bytes", len(m.Buf))
-		}
-		s.drop(DropOversize, m, err, debug)
+		s.drop(DropOversize, m, NoNode, nil)
 		return false
 	}
 	// Parse and reassemble in one step: a whole sample in one datagram,
 	// the common case, is checked and decoded in a single walk.
 	pk, complete, err := s.asm.Receive(s.parser, m.Buf[:m.N], m.From.Addr(), now, &s.smp)
 	if err != nil {
-		s.drop(reasonOf(err), m, err, debug)
+		s.drop(reasonOf(err), m, NoNode, err)
 		return false
 	}
 	if !complete {
@@ -379,20 +458,22 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 		s.asm.Forget(s.identify(pk.Node, m.From.Addr()))
 	}
 	if r != DropNone {
-		var err error
-		if debug { // formatted only for the debug line: drops are on the hot path
-			err = fmt.Errorf("node %d seq %d", node, pk.Seq)
-		}
-		s.drop(r, m, err, debug)
+		s.drop(r, m, node, nil)
 		return false
 	}
 	// Persist, then act: the window moves before the sample shows.
 	s.window.Store(u.Node, u.Fresh)
-	if err := s.writer.Put(u.Node, u.Addr, u.Seen, u.Sample); err != nil {
-		s.drop(DropOther, m, err, debug)
-		if !debug {
-			s.log.Warn("cannot store sample", "node", u.Node, "err", err)
-		}
+	// Figures span the previous sample only when the table says it is of
+	// the same boot. (Stored device names are cut to 16 bytes, as Linux
+	// names are: a longer one gets no rate.)
+	var prev *sample.Sample
+	if u.Continues && s.writer.Last(u.Node, &s.last) {
+		prev = &s.last
+	}
+	s.figures.Between(prev, u.Sample)
+	if err := s.writer.PutRates(u.Node, u.Addr, u.Seen, u.Sample, &s.figures); err != nil {
+		s.drop(DropOther, m, u.Node, err)
+		s.log.Warn("cannot store sample", "node", u.Node, "err", err)
 		return false
 	}
 	if u.Reboot {
@@ -400,10 +481,6 @@ func (s *Server) handle(m *Message, now time.Time, debug bool) bool {
 	}
 	if u.Moved {
 		s.log.Warn("node number now reported from another address", "node", u.Node, "addr", u.Addr.String())
-	}
-	if debug {
-		s.log.Debug("stored sample", "node", u.Node, "addr", u.Addr.String(), "seq", pk.Seq,
-			"cpus", len(u.Sample.CPUs), "derived", u.Derived, "multicast", m.Multicast)
 	}
 	return true
 }
@@ -423,6 +500,13 @@ func (s *Server) tick(now time.Time) {
 	}
 	s.nodes.Store(int64(s.table.Nodes()))
 	s.senders.Store(int64(s.asm.Senders()))
+	if k, ok := s.tr.(interface{ KernelDrops() uint64 }); ok {
+		if d := k.KernelDrops(); d != s.kernelDrops {
+			s.kernelDrops = d
+			s.drops[DropKernel].Store(d)
+			s.writer.SetSocket(s.readBuffer, d)
+		}
+	}
 	req, ok := s.table.Tick(now)
 	if !ok {
 		return
@@ -436,30 +520,86 @@ func (s *Server) tick(now time.Time) {
 			s.log.Warn("cannot multicast update request", "group", s.group.String(), "err", err)
 		}
 	}
+	failed, firstErr := 0, error(nil)
 	for _, a := range req.Unicast {
 		if err := s.tr.WriteTo(s.reqBuf, a); err != nil {
-			s.log.Debug("cannot send update request", "to", a.String(), "err", err)
+			if failed++; firstErr == nil {
+				firstErr = fmt.Errorf("to %s: %w", a, err)
+			}
 		}
+	}
+	if failed > 0 {
+		s.log.Debug("cannot send some update requests", "failed", failed, "of", len(req.Unicast), "err", firstErr)
 	}
 	s.writer.SetUpdateRequest(now)
 	s.requests.Add(1)
 	s.log.Debug("sent update request", "seq", s.reqSeq, "multicast", req.Multicast && s.group.IsValid(), "unicast", len(req.Unicast))
 }
 
-// summarise logs the drop counters at info level when they changed.
+// counts are the counters a summary reports the change of.
+type counts struct {
+	drops  Drops
+	stored uint64
+}
+
+func (s *Server) counts() counts { return counts{drops: s.Drops(), stored: s.stored.Load()} }
+
+// since is what changed from c to now.
+func (c counts) since(now counts) (stored uint64, drops Drops) {
+	for i := range drops {
+		drops[i] = now.drops[i] - c.drops[i]
+	}
+	return now.stored - c.stored, drops
+}
+
+// summarise logs the drop counters at info level when they changed, and
+// warns when the kernel dropped datagrams: the receive buffer overflowed.
 func (s *Server) summarise() {
-	d := s.Drops()
-	stored := s.stored.Load()
-	if d == s.lastStats && stored == s.lastSaved {
+	now := s.counts()
+	if now == s.lastStats {
 		return
 	}
-	var delta Drops
-	for i := range d {
-		delta[i] = d[i] - s.lastStats[i]
+	stored, delta := s.lastStats.since(now)
+	s.log.Info("receive summary", "stored", stored, "dropped", delta.Total(), "drops", delta.String(),
+		"dropped_total", now.drops.Total(), "kernel_drops_total", now.drops[DropKernel])
+	if delta[DropKernel] > 0 {
+		s.log.Warn("the kernel dropped datagrams: the socket's receive buffer was full",
+			"dropped", delta[DropKernel], "read_buffer", s.readBuffer)
 	}
-	s.log.Info("receive summary", "stored", stored-s.lastSaved, "dropped", delta.Total(), "drops", delta.String(),
-		"dropped_total", d.Total())
-	s.lastStats, s.lastSaved = d, stored
+	s.lastStats = now
+}
+
+// debugSummary is -d's account of the last interval, one line however
+// many packets it held, naming the last dropped packet as an example.
+func (s *Server) debugSummary() {
+	now := s.counts()
+	if now == s.debugStats {
+		return
+	}
+	stored, delta := s.debugStats.since(now)
+	attrs := []any{"stored", stored, "dropped", delta.Total(), "drops", delta.String(),
+		"nodes", s.Nodes(), "senders", s.Senders()}
+	if s.nsources > 0 {
+		var b strings.Builder
+		for i, d := range s.sources[:s.nsources] {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			fmt.Fprintf(&b, "%s@%s=%d", d.reason, d.addr, d.n)
+		}
+		attrs = append(attrs, "drop_sources", b.String())
+	}
+	if d := s.lastDrop; delta.Total() > 0 && d.reason != DropNone {
+		attrs = append(attrs, "last_drop", d.reason.String(), "last_drop_from", d.from.String(), "last_drop_bytes", d.bytes)
+		if d.node != NoNode {
+			attrs = append(attrs, "last_drop_node", d.node)
+		}
+		if d.err != nil {
+			attrs = append(attrs, "last_drop_err", d.err)
+		}
+	}
+	s.log.Debug("receive interval", attrs...)
+	s.debugStats, s.lastDrop, s.nsources = now, dropNote{}, 0
 }
 
 // Close stops Serve, closes the socket and releases the table, which

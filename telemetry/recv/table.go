@@ -99,14 +99,19 @@ func (f *Freshness) newer(boot [16]byte, bootTime int64, epoch uint64, seq uint3
 
 // Update is what the table decided to store for one Status.
 type Update struct {
-	Node    int
-	Addr    netip.AddrPort
-	Seen    time.Time
-	Sample  *sample.Sample
-	Fresh   Freshness // to persist before the sample is stored
-	Reboot  bool      // boot id changed: rates and CPU percent must not span it
-	Derived bool      // the number was assigned here, not sent by the node
-	Moved   bool      // a different IP address now reports as this node
+	Node   int
+	Addr   netip.AddrPort
+	Seen   time.Time
+	Sample *sample.Sample
+	Fresh  Freshness // to persist before the sample is stored
+	Reboot bool      // boot id changed: rates and CPU percent must not span it
+	// Continues says the sample follows one accepted as this node in the
+	// same boot (this run or, by the persisted window, the last): figures
+	// may be derived against the node's stored sample. The table is the
+	// one judge of this; the shared-memory table only stores.
+	Continues bool
+	Derived   bool // the number was assigned here, not sent by the node
+	Moved     bool // a different IP address now reports as this node
 }
 
 // Assignment is a node number and the address last heard as it, as a
@@ -430,6 +435,7 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 			}
 		}
 		u.Reboot = smp.BootID != s.f.BootID
+		u.Continues = !u.Reboot
 	}
 	if s.heard {
 		// The gap ending in an answer to a request made on this node's

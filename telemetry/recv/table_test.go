@@ -101,13 +101,22 @@ func TestTableSequenceAndReboot(t *testing.T) {
 		}
 	}
 	u := mustReceive(t, tb, t0.Add(2*time.Second), st("10.0.0.1:1", 4, 101, 1))
-	if u.Reboot {
-		t.Error("same boot flagged as reboot")
+	if u.Reboot || !u.Continues {
+		t.Errorf("same boot: reboot %v continues %v; want false, true", u.Reboot, u.Continues)
 	}
-	// A reboot starts the numbers again; the record is reset.
+	// A reboot starts the numbers again; figures must not span it.
 	u = mustReceive(t, tb, t0.Add(3*time.Second), st("10.0.0.1:1", 4, 5, 2))
-	if !u.Reboot {
-		t.Error("boot id change not flagged as reboot")
+	if !u.Reboot || u.Continues {
+		t.Errorf("boot id change: reboot %v continues %v; want true, false", u.Reboot, u.Continues)
+	}
+	if u := mustReceive(t, tb, t0, st("10.0.0.7:1", 7, 1, 1)); u.Continues {
+		t.Error("a node's first sample continues nothing")
+	}
+	// After a restart the persisted window says which boot was stored.
+	tb2 := NewTable(TableConfig{Windows: map[int]Freshness{4: {BootID: [16]byte{2}, Seq: 5}},
+		Restored: []Assignment{{Node: 4, Addr: netip.MustParseAddrPort("10.0.0.1:1")}}})
+	if u := mustReceive(t, tb2, t0, st("10.0.0.1:1", 4, 6, 2)); !u.Continues {
+		t.Error("same boot after a restart does not continue")
 	}
 	u = mustReceive(t, tb, t0.Add(4*time.Second), st("10.0.0.2:1", 4, 1, 3))
 	if !u.Moved {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -56,7 +57,23 @@ type UDP struct {
 	batch []ipv4.Message
 	oob   [][]byte
 	local netip.AddrPort
+
+	readBuffer int  // SO_RCVBUF as the kernel reports it (twice what was granted)
+	forced     bool // granted past rmem_max (SO_RCVBUFFORCE, CAP_NET_ADMIN)
+	rxqOvfl    bool // SO_RXQ_OVFL is on: datagrams carry the socket's drop count
+	lastOvfl   uint32
+	kernDrops  atomic.Uint64
 }
+
+// KernelDrops counts the datagrams the kernel dropped on this socket
+// because its receive buffer was full, as of the last datagram read (from
+// SO_RXQ_OVFL, which each datagram carries).
+func (u *UDP) KernelDrops() uint64 { return u.kernDrops.Load() }
+
+// ReadBuffer is the socket's receive buffer as the kernel reports it
+// (SO_RCVBUF: twice the bytes granted, for its bookkeeping), and whether
+// it was forced past net.core.rmem_max.
+func (u *UDP) ReadBuffer() (bytes int, forced bool) { return u.readBuffer, u.forced }
 
 // reuse lets several listeners share the port, like the original's
 // listeners on one host, and a restarted daemon bind at once.
@@ -91,8 +108,9 @@ func ListenUDP(cfg UDPConfig) (*UDP, error) {
 	u := &UDP{conn: conn, pc: ipv4.NewPacketConn(conn)}
 	u.local = conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	if cfg.ReadBuffer > 0 {
-		setReadBuffer(conn, cfg.ReadBuffer)
+		u.forced = setReadBuffer(conn, cfg.ReadBuffer)
 	}
+	u.readBuffer, u.rxqOvfl = socketOptions(conn)
 	if cfg.Interface != "" {
 		if err := u.join(cfg.Interface, cfg.Group); err != nil {
 			conn.Close()
@@ -103,17 +121,34 @@ func ListenUDP(cfg UDPConfig) (*UDP, error) {
 }
 
 // setReadBuffer asks for n bytes, past rmem_max when we have the
-// privilege; a smaller buffer only costs packets in bursts.
-func setReadBuffer(conn *net.UDPConn, n int) {
+// privilege (CAP_NET_ADMIN), and tells whether it was forced; a smaller
+// buffer only costs packets in bursts.
+func setReadBuffer(conn *net.UDPConn, n int) (forced bool) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
-		return
+		return false
 	}
 	_ = rc.Control(func(fd uintptr) {
-		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
+		forced = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) == nil
+		if !forced {
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
 		}
 	})
+	return forced
+}
+
+// socketOptions turns on SO_RXQ_OVFL, so every datagram carries the
+// socket's drop counter, and reads the receive buffer the kernel granted.
+func socketOptions(conn *net.UDPConn) (readBuffer int, rxqOvfl bool) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	_ = rc.Control(func(fd uintptr) {
+		rxqOvfl = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1) == nil
+		readBuffer, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	return readBuffer, rxqOvfl
 }
 
 func (u *UDP) join(ifname string, group netip.Addr) error {
@@ -170,8 +205,8 @@ func (u *UDP) ReadBatch(ms []Message) (int, error) {
 		u.oob = make([][]byte, len(ms))
 		for i := range u.batch {
 			u.batch[i].Buffers = make([][]byte, 1)
-			if u.mcast {
-				u.oob[i] = make([]byte, 64)
+			if u.mcast || u.rxqOvfl {
+				u.oob[i] = make([]byte, 64) // IP_PKTINFO (32) and SO_RXQ_OVFL (24)
 			}
 		}
 	}
@@ -190,26 +225,41 @@ func (u *UDP) ReadBatch(ms []Message) (int, error) {
 			m.From = ua.AddrPort()
 			m.From = netip.AddrPortFrom(m.From.Addr().Unmap(), m.From.Port())
 		}
-		m.Multicast = u.mcast && pktinfoDstMulticast(b.OOB[:b.NN])
+		m.Multicast = false
+		if u.mcast {
+			m.Multicast, _, _ = parseControl(b.OOB[:b.NN])
+		}
+	}
+	// The drop counter is the socket's as each datagram was queued: the
+	// batch's last datagram has the latest.
+	if n > 0 && u.rxqOvfl {
+		if _, c, ok := parseControl(batch[n-1].OOB[:batch[n-1].NN]); ok {
+			u.kernDrops.Add(uint64(c - u.lastOvfl)) // the kernel's is 32 bits and wraps
+			u.lastOvfl = c
+		}
 	}
 	return n, err
 }
 
-// pktinfoDstMulticast finds IP_PKTINFO in a control message and reports
-// whether the datagram's destination was multicast. Parsed by hand because
+// parseControl reads the control messages of one datagram: whether its
+// destination was multicast (IP_PKTINFO) and the socket's drop counter
+// (SO_RXQ_OVFL, absent until the first drop). Parsed by hand because
 // ipv4.ControlMessage.Parse allocates for every packet.
-func pktinfoDstMulticast(oob []byte) bool {
+func parseControl(oob []byte) (multicast bool, drops uint32, haveDrops bool) {
 	for len(oob) >= unix.SizeofCmsghdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 		l := int(h.Len)
 		if l < unix.SizeofCmsghdr || l > len(oob) {
-			return false
+			break
 		}
-		if h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && l >= unix.CmsgLen(unix.SizeofInet4Pktinfo) {
+		switch {
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && l >= unix.CmsgLen(unix.SizeofInet4Pktinfo):
 			pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
-			return pi.Addr[0]&0xf0 == 0xe0 // 224.0.0.0/4
+			multicast = pi.Addr[0]&0xf0 == 0xe0 // 224.0.0.0/4
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && l >= unix.CmsgLen(4):
+			drops, haveDrops = *(*uint32)(unsafe.Pointer(&oob[unix.CmsgLen(0)])), true
 		}
 		oob = oob[min(unix.CmsgSpace(l-unix.SizeofCmsghdr), len(oob)):]
 	}
-	return false
+	return multicast, drops, haveDrops
 }

@@ -1,0 +1,120 @@
+// Package rates derives what two samples of one node tell beyond either
+// alone: each CPU's busy share and each network device's byte rates over
+// the interval between them. It is a pure function of the two samples;
+// recvstats computes it once per stored sample and the shared-memory
+// table stores the result as given.
+package rates
+
+import "github.com/hoststat/hoststat/telemetry/sample"
+
+// Net is one network device's byte rates.
+type Net struct {
+	RxBytesPerSec, TxBytesPerSec float64
+}
+
+// Rates are the figures derived from a sample and the one before it.
+type Rates struct {
+	// TotalPercent and CPUPercent are busy shares, 0 to 100, of the
+	// aggregate and of each CPU (in the sample's CPU order).
+	TotalPercent float32
+	CPUPercent   []float32
+	// Net holds each device's rates, in the sample's device order.
+	Net []Net
+	// RxBytesPerSec and TxBytesPerSec add up every device but "lo".
+	RxBytesPerSec, TxBytesPerSec float64
+}
+
+// Between sets r to the figures of cur since prev, reusing r's slices.
+//
+// prev is nil when there is no earlier sample of the same boot (a new
+// node, or one that rebooted: the node table decides). Then, and for each
+// counter that went backwards (reset or wrapped), CPU shares are the
+// average since boot and byte rates are zero: nothing is ever derived
+// across a reset. With no time or no ticks between the two samples,
+// shares are the average since boot and rates zero. A device is matched
+// by name (devices come and go); a new device has zero rates, and one
+// that disappeared is simply absent.
+func (r *Rates) Between(prev, cur *sample.Sample) {
+	r.CPUPercent = resize(r.CPUPercent, len(cur.CPUs))
+	for i := range cur.CPUs {
+		var p *sample.Ticks
+		if prev != nil && i < len(prev.CPUs) {
+			p = &prev.CPUs[i].Ticks
+		}
+		r.CPUPercent[i] = Percent(p, &cur.CPUs[i].Ticks)
+	}
+	var pt *sample.Ticks
+	if prev != nil {
+		pt = &prev.Total
+	}
+	r.TotalPercent = Percent(pt, &cur.Total)
+
+	r.Net = resize(r.Net, len(cur.Net))
+	r.RxBytesPerSec, r.TxBytesPerSec = 0, 0
+	var dt float64
+	if prev != nil && !prev.Time.IsZero() && !cur.Time.IsZero() {
+		dt = cur.Time.Sub(prev.Time).Seconds()
+	}
+	for i := range cur.Net {
+		d := &cur.Net[i]
+		r.Net[i] = Net{}
+		if dt <= 0 {
+			continue
+		}
+		j := findNet(prev.Net, i, d.Name)
+		if j < 0 {
+			continue
+		}
+		p := &prev.Net[j]
+		if d.RxBytes < p.RxBytes || d.TxBytes < p.TxBytes {
+			continue // reset or wrapped: no rate spans it
+		}
+		r.Net[i] = Net{RxBytesPerSec: float64(d.RxBytes-p.RxBytes) / dt, TxBytesPerSec: float64(d.TxBytes-p.TxBytes) / dt}
+		if d.Name != "lo" {
+			r.RxBytesPerSec += r.Net[i].RxBytesPerSec
+			r.TxBytesPerSec += r.Net[i].TxBytesPerSec
+		}
+	}
+}
+
+// Percent is the busy share, 0 to 100, of the ticks from prev to cur. With
+// no usable prev (nil or zero, counters that went back, or no ticks in
+// between) it is the average since boot.
+func Percent(prev, cur *sample.Ticks) float32 {
+	cb := cur.Busy()
+	ca := cb + cur.Idle + cur.IOWait
+	var pb, pa uint64
+	if prev != nil && *prev != (sample.Ticks{}) {
+		pb = prev.Busy()
+		pa = pb + prev.Idle + prev.IOWait
+	}
+	if cb < pb || ca-cb < pa-pb || ca == pa { // busy or idle went back, or no time passed
+		pa, pb = 0, 0 // since boot
+	}
+	if ca == pa {
+		return 0
+	}
+	return float32(min(100, 100*float64(cb-pb)/float64(ca-pa)))
+}
+
+// findNet is the index of device name in devs, trying position hint first
+// since devices rarely move; -1 when it is not there.
+func findNet(devs []sample.NetDev, hint int, name string) int {
+	if hint < len(devs) && devs[hint].Name == name {
+		return hint
+	}
+	for j := range devs {
+		if devs[j].Name == name {
+			return j
+		}
+	}
+	return -1
+}
+
+// resize returns s with length n, reusing its array when large enough.
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
