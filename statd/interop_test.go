@@ -578,3 +578,59 @@ func TestInteropKillDuringMonBurst(t *testing.T) {
 		t.Logf("round %d: state %d, %d SM_MON acknowledged this round, %d registrations in all", round, lastState, fresh.Load(), len(acked))
 	}
 }
+
+// TestInteropNotifyThroughDaemon: the systemd order of nfs-utils (the
+// daemon with -L, then the notify unit after nfs-server.service). Our host
+// reboots (new boot id) and our daemon starts with -L: it moves the state
+// on but tells nobody; then `rpc.statd -n`, the real binary, asks that
+// daemon over the admin socket: the peer's real statd hears the new state
+// and calls its registrant back; the summary line and exit status are those
+// of -n on its own, and the state does not move again.
+func TestInteropNotifyThroughDaemon(t *testing.T) {
+	ctx := ctxT(t, 90*time.Second)
+	p := newPeerPair(t, ctx)
+	us := p.a.Addr.String()
+	cb := statdClient(t, p.b)
+	if r, err := callMon(ctx, cb, nsm.Mon{ID: nsm.MonID{MonName: us, MyID: p.regB.myID("b")}, Priv: priv(0x71)}); err != nil || r.Res != nsm.StatSucc {
+		t.Fatalf("SM_MON %s on nfs-utils statd: %+v %v", us, r, err)
+	}
+	if r, err := callMon(ctx, statdClient(t, p.a), nsm.Mon{ID: nsm.MonID{MonName: "b", MyID: p.regA.myID("a")}}); err != nil || r.Res != nsm.StatSucc {
+		t.Fatalf("SM_MON b on our statd: %+v %v", r, err)
+	}
+	before := ourStatus(t, ctx, p.lt, p.a, p.dirA).State
+	if err := p.ours.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	bootFile := filepath.Join(t.TempDir(), "boot_id")
+	writeBootID(t, bootFile, "rebooted")
+	p.ours = p.a.Start(p.lt.ourStatd, "-F", "-d", "-L", "-P", p.dirA, "--boot-id-path", bootFile, "--callback-program", "300100")
+	netlab.WaitFor(t, 10*time.Second, "the daemon after the reboot", func() error {
+		out, err := p.a.Run(ctx, p.lt.statdctl, "-P", p.dirA, "--json")
+		var st Status
+		if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.Pid != p.ours.Pid() {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	st := ourStatus(t, ctx, p.lt, p.a, p.dirA)
+	if st.State != before+2 || len(st.Owed) != 1 {
+		t.Fatalf("after the reboot under -L: state %d owed %+v", st.State, st.Owed)
+	}
+	select {
+	case g := <-p.regB.got:
+		t.Fatalf("notified under -L before -n: %+v", g.st)
+	case <-time.After(time.Second):
+	}
+	out, err := p.a.Run(ctx, p.lt.ourStatd, "-n", "-P", p.dirA)
+	want := fmt.Sprintf("rpc.statd: state %d: notified 1 of 1 hosts; 0 still owed", before+2)
+	if err != nil || !strings.Contains(out, want) || !strings.Contains(out, strconv.Itoa(p.ours.Pid())) {
+		t.Fatalf("rpc.statd -n: %v\n%s\nwant %q from the daemon (pid %d)", err, out, want, p.ours.Pid())
+	}
+	g := p.regB.next(t, 10*time.Second)
+	if g.st.MonName != us || g.st.State != before+2 || g.st.Priv != priv(0x71) {
+		t.Fatalf("nfs-utils statd called back %+v, want state %d", g.st, before+2)
+	}
+	if st := ourStatus(t, ctx, p.lt, p.a, p.dirA); st.State != before+2 || len(st.Owed) != 0 || st.Pid != p.ours.Pid() {
+		t.Fatalf("after -n: state %d owed %+v pid %d", st.State, st.Owed, st.Pid)
+	}
+}
