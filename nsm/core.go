@@ -184,7 +184,6 @@ type coreHost struct {
 	canon string
 	regs  map[MyID]*coreReg
 	addrs []netip.Addr
-	lit   bool // the name is an address literal
 }
 
 // coreReg is one registration and its callback state.
@@ -250,6 +249,15 @@ func NewCore(cfg CoreConfig) *Core {
 func head(canon string) string {
 	h, _, _ := strings.Cut(canon, ".")
 	return h
+}
+
+// literalAddrs is a monitored literal's address set: itself and what its
+// lookup found (the shell looks a literal up by its reverse name, forward
+// confirmed; see statd's resolver).
+func literalAddrs(a netip.Addr, found []netip.Addr) []netip.Addr {
+	as := append([]netip.Addr{a}, found...)
+	slices.SortFunc(as, func(x, y netip.Addr) int { return x.Compare(y) })
+	return slices.Compact(as)
 }
 
 func literal(name string) (netip.Addr, bool) {
@@ -384,8 +392,15 @@ func (c *Core) Apply(changes []Change) {
 			}
 			c.byHead[head(canon)][canon] = true
 			if a, ok := literal(canon); ok {
-				h.lit = true
-				c.setAddrs(h, []netip.Addr{a})
+				// The literal, and (once looked up) the other addresses
+				// of the host it names, as nfs-utils finds them through
+				// the literal's canonical name.
+				as := []netip.Addr{a}
+				if res := c.cache[canon]; res != nil {
+					as = literalAddrs(a, res.addrs)
+				}
+				c.setAddrs(h, as)
+				c.fresh = append(c.fresh, canon)
 			} else if res := c.cache[canon]; res != nil && len(res.addrs) > 0 {
 				c.setAddrs(h, res.addrs)
 			} else {
@@ -471,11 +486,18 @@ func (c *Core) matchHosts(canon string, sender netip.Addr, now time.Time) []*cor
 }
 
 // needsLookup: canon is a name whose addresses are not known, or known
-// too long ago.
+// too long ago. An incoming literal needs none: a monitored host's
+// addresses include those of its literal's host (see literalAddrs).
 func (c *Core) needsLookup(canon string, now time.Time) bool {
 	if _, ok := literal(canon); ok {
 		return false
 	}
+	return c.stale(canon, now)
+}
+
+// stale: what canon resolves to is not known, or known too long ago, and no
+// lookup is under way. Monitored literals are looked up too.
+func (c *Core) stale(canon string, now time.Time) bool {
 	res := c.cache[canon]
 	return res == nil || !res.asked && now.After(res.expires)
 }
@@ -678,8 +700,12 @@ func (c *Core) Resolved(name string, addrs []netip.Addr, now time.Time) (rd Read
 		ttl = c.cfg.NegativeTTL
 	}
 	res.expires = now.Add(ttl)
-	if h := c.hosts[canon]; h != nil && !h.lit && len(res.addrs) > 0 {
-		c.setAddrs(h, res.addrs)
+	if h := c.hosts[canon]; h != nil {
+		if a, ok := literal(canon); ok {
+			c.setAddrs(h, literalAddrs(a, res.addrs))
+		} else if len(res.addrs) > 0 {
+			c.setAddrs(h, res.addrs)
+		}
 	}
 	p := c.parked[canon]
 	if p == nil {
@@ -719,7 +745,7 @@ func (c *Core) Tick(now time.Time) (rd Ready) {
 	for len(c.fresh) > 0 && c.asked < c.cfg.MaxResolving {
 		k := c.fresh[0]
 		c.fresh = c.fresh[1:]
-		if h := c.hosts[k]; h != nil && c.needsLookup(k, now) {
+		if h := c.hosts[k]; h != nil && c.stale(k, now) {
 			rd.Resolve = c.ask(k, rd.Resolve)
 		}
 	}
@@ -730,11 +756,11 @@ func (c *Core) Tick(now time.Time) (rd Ready) {
 		return rd
 	}
 	c.lastSweep = now
-	for k, h := range c.hosts {
+	for k := range c.hosts {
 		if c.asked >= c.cfg.MaxResolving {
 			break
 		}
-		if !h.lit && c.needsLookup(k, now) {
+		if c.stale(k, now) {
 			rd.Resolve = c.ask(k, rd.Resolve)
 		}
 	}

@@ -253,3 +253,35 @@ func TestCoreLookupsBounded(t *testing.T) {
 		t.Fatalf("asked %d lookups, parked %d, cached %d", asked, c.nPark, len(c.cache))
 	}
 }
+
+// A host monitored by an address literal (as Linux lockd registers its
+// peers) is matched through the other addresses of the host the literal
+// names: an SM_NOTIFY from the peer's other address, under a name that
+// does not resolve, or naming its other address, calls back. (Before, a
+// literal's only address was itself; nfs-utils matched through the
+// literal's canonical name, which the differential run showed.)
+func TestCoreLiteralMatchesItsHostsOtherAddresses(t *testing.T) {
+	c := NewCore(CoreConfig{})
+	disk := map[string][16]byte{}
+	mon(t, c, disk, "fd00::3", nlm, 1)
+	dns := fakeResolver{"fd00::3": addrs("10.0.0.3", "10.0.0.200", "fd00::3")}
+	rd := c.Tick(t0)
+	if !slices.Contains(rd.Resolve, "fd00::3") {
+		t.Fatalf("the literal is not looked up: %+v", rd.Resolve)
+	}
+	dns.answer(t, c, rd, t0)
+	for i, n := range []struct {
+		name, sender string
+	}{{"unknown.invalid", "10.0.0.200"}, {"10.0.0.3", "10.0.0.99"}} {
+		now := t0.Add(time.Duration(i) * time.Minute)
+		rd, _ := c.Notify(n.name, int32(5+2*i), netip.MustParseAddr(n.sender), now)
+		if len(rd.Callbacks) != 1 || rd.Callbacks[0].MonName != "fd00::3" {
+			t.Fatalf("SM_NOTIFY %s from %s: callbacks %+v", n.name, n.sender, rd.Callbacks)
+		}
+		c.CallbackDone(rd.Callbacks[0], true, now)
+	}
+	// Another host's address still matches nothing.
+	if rd, _ := c.Notify("10.0.0.4", 11, netip.MustParseAddr("10.0.0.4"), t0.Add(time.Hour)); len(rd.Callbacks) != 0 {
+		t.Fatalf("another host matched: %+v", rd.Callbacks)
+	}
+}

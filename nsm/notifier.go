@@ -166,6 +166,18 @@ func (n *Notifier) Due(now time.Time) []Owed {
 	return due
 }
 
+// Hurry makes every waiting debt due at now: a notification pass was asked
+// for (rpc.statd -n while the daemon runs). Attempts made and the give-up
+// time are kept.
+func (n *Notifier) Hurry(now time.Time) {
+	for _, e := range n.queue {
+		if e.NextTry.After(now) {
+			e.NextTry = now
+		}
+	}
+	heap.Init(&n.queue)
+}
+
 // Preview says what Done would record for the result of an attempt on
 // host made at now, changing nothing: the shell persists the outcome, then
 // calls Done, so the schedule in memory never runs ahead of the store.

@@ -1,10 +1,13 @@
 package statd
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -63,18 +66,43 @@ type Owed struct {
 	LastErr  string    `json:"last_error,omitempty"`
 }
 
-// adminServer answers every connection on the unix socket with the current
-// Status as JSON, then closes it. Only root or the daemon's own user may ask:
-// the socket is 0600 in a 0700 directory and peer credentials are checked.
+// Admin requests: a client writes one JSON line {"op": OP} and reads one
+// JSON answer, {"error": "..."} on failure. A client that writes nothing
+// (or closes its side) gets the status, as before requests existed.
+const (
+	// AdminStatus answers a Status.
+	AdminStatus = "status"
+	// AdminNotify runs the reboot notification pass now (rpc.statd -n
+	// while the daemon runs) and answers a NotifySummary.
+	AdminNotify = "notify"
+)
+
+// adminRequest is the one line a client writes.
+type adminRequest struct {
+	Op string `json:"op"`
+}
+
+// adminRequestWait is how long the server waits for a request line before
+// taking silence for a status request; adminRequestMax bounds the line.
+const (
+	adminRequestWait = 2 * time.Second
+	adminRequestMax  = 4096
+)
+
+// adminServer answers every connection on the unix socket with one JSON
+// answer to one request, then closes it. Only root or the daemon's own user
+// may ask: the socket is 0600 in a 0700 directory and peer credentials are
+// checked.
 type adminServer struct {
 	ln     *net.UnixListener
 	path   string
-	status func() (*Status, error)
+	handle func(op string) (any, error)
 	log    *slog.Logger
 	wg     sync.WaitGroup
 }
 
-func listenAdmin(dir string, status func() (*Status, error), log *slog.Logger) (*adminServer, error) {
+// listenAdmin serves the admin socket in dir; handle answers an op.
+func listenAdmin(dir string, handle func(op string) (any, error), log *slog.Logger) (*adminServer, error) {
 	path := filepath.Join(dir, AdminSocketName)
 	// A stale socket from a killed daemon: we hold the store's lock, so no
 	// live daemon owns it.
@@ -92,7 +120,7 @@ func listenAdmin(dir string, status func() (*Status, error), log *slog.Logger) (
 		ln.Close()
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	a := &adminServer{ln: ln, path: path, status: status, log: log}
+	a := &adminServer{ln: ln, path: path, handle: handle, log: log}
 	a.wg.Add(1)
 	go a.serve()
 	return a, nil
@@ -125,13 +153,56 @@ func (a *adminServer) answer(c *net.UnixConn) {
 		a.log.Warn("admin request refused", "uid", uid)
 		return
 	}
-	st, err := a.status()
+	op, err := readAdminRequest(c)
 	enc := json.NewEncoder(c)
+	if err != nil {
+		a.log.Warn("admin request refused", "err", err)
+		enc.Encode(map[string]string{"error": err.Error()})
+		return
+	}
+	// A notification pass takes as long as its slowest host (bounded by
+	// the notify timeout) or until the daemon stops.
+	c.SetDeadline(time.Time{})
+	ans, err := a.handle(op)
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err != nil {
 		enc.Encode(map[string]string{"error": err.Error()})
 		return
 	}
-	enc.Encode(st)
+	enc.Encode(ans)
+}
+
+// readAdminRequest reads the request line; silence or a closed write side
+// is a status request.
+func readAdminRequest(c *net.UnixConn) (string, error) {
+	c.SetReadDeadline(time.Now().Add(adminRequestWait))
+	line, err := bufio.NewReaderSize(io.LimitReader(c, adminRequestMax), adminRequestMax).ReadBytes('\n')
+	if len(bytes.TrimSpace(line)) == 0 {
+		var ne net.Error
+		if err == nil || errors.Is(err, io.EOF) || (errors.As(err, &ne) && ne.Timeout()) {
+			return AdminStatus, nil
+		}
+		return "", fmt.Errorf("reading the request: %w", err)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("reading the request: %w", err)
+	}
+	var req adminRequest
+	if err := json.Unmarshal(line, &req); err != nil {
+		return "", fmt.Errorf("request %q: %w", truncateForLog(line), err)
+	}
+	switch req.Op {
+	case AdminStatus, AdminNotify:
+		return req.Op, nil
+	}
+	return "", fmt.Errorf("unknown request %q", req.Op)
+}
+
+func truncateForLog(b []byte) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(bytes.TrimSpace(b))
 }
 
 func peerUID(c *net.UnixConn) (uint32, bool) {
@@ -157,29 +228,48 @@ func (a *adminServer) close() {
 
 // FetchStatus asks the daemon whose state directory is dir for its Status.
 func FetchStatus(ctx context.Context, dir string) (*Status, error) {
+	var st Status
+	if err := askAdmin(ctx, dir, AdminStatus, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// errNoDaemon wraps the dial error when no daemon listens on the socket.
+var errNoDaemon = errors.New("no rpc.statd running")
+
+// askAdmin sends op to the daemon whose state directory is dir and decodes
+// its answer into ans.
+func askAdmin(ctx context.Context, dir, op string, ans any) error {
 	path := filepath.Join(dir, AdminSocketName)
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("is rpc.statd running with state directory %s? %w", dir, err)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ECONNREFUSED) {
+			err = fmt.Errorf("%w: %w", errNoDaemon, err)
+		}
+		return fmt.Errorf("is rpc.statd running with state directory %s? %w", dir, err)
 	}
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
+	req, _ := json.Marshal(adminRequest{Op: op})
+	if _, err := c.Write(append(req, '\n')); err != nil {
+		return fmt.Errorf("admin socket %s: %w", path, err)
+	}
 	var raw json.RawMessage
 	if err := json.NewDecoder(c).Decode(&raw); err != nil {
-		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+		return fmt.Errorf("admin socket %s: %w", path, err)
 	}
 	var e struct {
 		Error string `json:"error"`
 	}
 	if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-		return nil, fmt.Errorf("rpc.statd: %s", e.Error)
+		return fmt.Errorf("rpc.statd: %s", e.Error)
 	}
-	var st Status
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	if err := json.Unmarshal(raw, ans); err != nil {
+		return fmt.Errorf("admin socket %s: %w", path, err)
 	}
-	return &st, nil
+	return nil
 }

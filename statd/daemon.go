@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"sync/atomic"
@@ -93,36 +94,67 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 
 // NotifySummary is the outcome of NotifyOnce.
 type NotifySummary struct {
-	State    int32
-	Total    int // hosts owed at the start of the pass
-	Notified int // reached in this pass
-	Owed     int // still owed afterwards (left for the daemon)
+	State    int32 `json:"state"`
+	Total    int   `json:"total"`    // hosts owed at the start of the pass
+	Notified int   `json:"notified"` // reached in this pass
+	Owed     int   `json:"owed"`     // still owed afterwards (left for the daemon)
+	// Daemon is the pid of the running daemon that made the pass; 0 when
+	// NotifyOnce made it itself.
+	Daemon int `json:"pid,omitempty"`
 }
 
-// NotifyOnce is `rpc.statd -n`: the reboot step whatever the boot id says,
-// one pass over every host owed, and the count of hosts still owed.
+// NotifyOnce is `rpc.statd -n`. When a daemon runs on cfg.StateDir it asks
+// that daemon (admin socket) to make the pass now, at its state: the daemon
+// already made the reboot step when it started in this boot, so the state
+// does not move again. Otherwise it makes the reboot step itself, whatever
+// the boot id says, and one pass over every host owed. Either way it
+// returns the count of hosts still owed.
 func NotifyOnce(ctx context.Context, cfg Config) (NotifySummary, error) {
+	dir := cfg.StateDir
+	if dir == "" {
+		dir = DefaultStateDir
+	}
+	var sum NotifySummary
+	err := askAdmin(ctx, dir, AdminNotify, &sum)
+	if err == nil || !errors.Is(err, errNoDaemon) {
+		return sum, err
+	}
 	d, res, err := open(cfg, true)
 	if err != nil {
 		return NotifySummary{}, err
 	}
 	defer d.store.Close()
 	defer d.mux.Close()
+	return d.notifyPass(ctx, res.State)
+}
+
+// notifyPass is one pass over every host the store says is owed.
+func (d *daemon) notifyPass(ctx context.Context, state int32) (NotifySummary, error) {
 	owed, err := d.store.Owed()
 	if err != nil {
 		return NotifySummary{}, err
 	}
-	d.notifier.add(owed)
 	start := time.Now()
-	notified, total := d.notifier.onePass(ctx)
+	notified, total := d.notifier.onePass(ctx, owed)
 	left, err := d.store.Owed()
 	if err != nil {
 		return NotifySummary{}, err
 	}
-	sum := NotifySummary{State: res.State, Total: total, Notified: notified, Owed: len(left)}
+	sum := NotifySummary{State: state, Total: total, Notified: notified, Owed: len(left)}
 	d.log.Info("notification pass done", "state", sum.State, "notified", notified, "of", total,
 		"still_owed", sum.Owed, "took", time.Since(start).Round(time.Millisecond))
 	return sum, nil
+}
+
+// answerAdmin answers one admin socket request.
+func (d *daemon) answerAdmin(ctx context.Context, op string) (any, error) {
+	if op != AdminNotify {
+		return d.status()
+	}
+	d.log.Info("notification pass asked for (rpc.statd -n)")
+	sum, err := d.notifyPass(ctx, d.state.Load())
+	sum.Daemon = os.Getpid()
+	return sum, err
 }
 
 // Run serves until ctx ends: after the start step it listens, registers
@@ -172,7 +204,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		}
 		defer d.unregister()
 	}
-	admin, err := listenAdmin(d.cfg.StateDir, d.status, d.log)
+	admin, err := listenAdmin(d.cfg.StateDir, func(op string) (any, error) { return d.answerAdmin(ctx, op) }, d.log)
 	if err != nil {
 		return err
 	}
@@ -182,11 +214,17 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 
 	if !d.cfg.NoNotify {
-		if err := d.loadOwed(); err != nil {
+		if err := d.loadOwed(everyDebt); err != nil {
 			return err
 		}
 	} else if res.Owed > 0 {
-		d.log.Info("not notifying hosts owed a notification (-L)", "owed", res.Owed)
+		// Debts already tried were asked for (rpc.statd -n) in this boot,
+		// before this daemon restarted: carry on with them. (A reboot
+		// restarts every debt at zero attempts.)
+		if err := d.loadOwed(func(o nsm.Owed) bool { return o.Attempts > 0 }); err != nil {
+			return err
+		}
+		d.log.Info("not notifying hosts owed a notification until rpc.statd -n asks (-L)", "owed", res.Owed)
 	}
 	notifyDone := make(chan struct{})
 	go func() {
@@ -204,13 +242,15 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	return nil
 }
 
-// loadOwed hands every debt in the store to the notifier.
-func (d *daemon) loadOwed() error {
+func everyDebt(nsm.Owed) bool { return true }
+
+// loadOwed hands the debts in the store that keep says to the notifier.
+func (d *daemon) loadOwed(keep func(nsm.Owed) bool) error {
 	owed, err := d.store.Owed()
 	if err != nil {
 		return err
 	}
-	d.notifier.add(owed)
+	d.notifier.add(slices.DeleteFunc(owed, func(o nsm.Owed) bool { return !keep(o) }))
 	return nil
 }
 

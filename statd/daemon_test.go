@@ -2,8 +2,10 @@ package statd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -366,4 +368,48 @@ func TestHACallout(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestAdminRequests: the admin socket answers one JSON request line; a
+// client that writes nothing (an older statdctl, `socat -`) still gets the
+// status; an unknown or garbled request gets an error naming it, and the
+// daemon keeps answering.
+func TestAdminRequests(t *testing.T) {
+	td := newTestDaemon(t, nil)
+	ask := func(req string, closeWrite bool) map[string]any {
+		t.Helper()
+		c, err := net.Dial("unix", filepath.Join(td.cfg.StateDir, AdminSocketName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if req != "" {
+			io.WriteString(c, req)
+		}
+		if closeWrite {
+			c.(*net.UnixConn).CloseWrite()
+		}
+		var ans map[string]any
+		if err := json.NewDecoder(c).Decode(&ans); err != nil {
+			t.Fatalf("request %q: %v", req, err)
+		}
+		return ans
+	}
+	for _, silent := range []bool{true, false} { // closed, or just quiet
+		if ans := ask("", silent); ans["state"] != float64(1) || ans["pid"] == nil {
+			t.Errorf("no request (write side closed %v): %v", silent, ans)
+		}
+	}
+	if ans := ask(`{"op":"status"}`+"\n", false); ans["state"] != float64(1) {
+		t.Errorf("status: %v", ans)
+	}
+	for req, want := range map[string]string{`{"op":"reboot"}` + "\n": `unknown request "reboot"`, "hello\n": `request "hello"`} {
+		if ans := ask(req, false); !strings.Contains(fmt.Sprint(ans["error"]), want) {
+			t.Errorf("request %q: %v, want an error with %q", req, ans, want)
+		}
+	}
+	if st := td.status(); st.State != 1 {
+		t.Fatalf("status after bad requests: %+v", st)
+	}
 }

@@ -211,7 +211,7 @@ func (d *daemon) simuCrash(ctx context.Context, call *oncrpc.Call, _ *xdr.Encode
 		return oncrpc.ErrSystem
 	}
 	d.log.Warn("SM_SIMU_CRASH: simulating a crash", "caller", call.Remote.String(), "state", state)
-	if err := d.loadOwed(); err != nil {
+	if err := d.loadOwed(everyDebt); err != nil {
 		d.log.Error("SM_SIMU_CRASH: loading notifications owed", "err", err)
 	}
 	return nil

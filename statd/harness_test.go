@@ -389,9 +389,15 @@ func rawCall(t *testing.T, from, to string, proc uint32, args func(*xdr.Encoder)
 	if args != nil {
 		args(e)
 	}
+	return exchangeUDP(c, e.Bytes())
+}
+
+// exchangeUDP sends an encoded call on a connected UDP socket, resending
+// every 300 ms up to ten times, and returns the reply's results and error.
+func exchangeUDP(c *net.UDPConn, call []byte) ([]byte, error) {
 	buf := make([]byte, 9000)
 	for try := 0; try < 10; try++ {
-		c.Write(e.Bytes())
+		c.Write(call)
 		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		n, err := c.Read(buf)
 		if err != nil {

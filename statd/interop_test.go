@@ -578,3 +578,98 @@ func TestInteropKillDuringMonBurst(t *testing.T) {
 		t.Logf("round %d: state %d, %d SM_MON acknowledged this round, %d registrations in all", round, lastState, fresh.Load(), len(acked))
 	}
 }
+
+// TestInteropNotifyThroughDaemon: the systemd order of nfs-utils (the
+// daemon with -L, then the notify unit after nfs-server.service). Our host
+// reboots (new boot id) and our daemon, which serves as the owner of its
+// state directory, starts with -L: it moves the state on but tells nobody;
+// then `rpc.statd -n`, the real binary with no more capabilities than
+// hoststat-statd-notify.service gives it, asks that daemon over the admin
+// socket: the peer's real statd hears the new state and calls its
+// registrant back; the summary line and exit status are those of -n on its
+// own, and the state does not move again.
+func TestInteropNotifyThroughDaemon(t *testing.T) {
+	ctx := ctxT(t, 90*time.Second)
+	p := newPeerPair(t, ctx)
+	exe := buildNoCgo(t)
+	caps := unitCapabilities(t, "hoststat-statd-notify.service")
+	if err := p.ours.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// A state directory owned by an ordinary user, as packaged.
+	dir, err := os.MkdirTemp("", "statd-notify-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o700)
+	start := func(args ...string) {
+		p.ours = p.a.Start(exe, append([]string{"-F", "-d", "-P", dir, "--nfs-utils-dir", "", "--callback-program", "300100"}, args...)...)
+		netlab.WaitFor(t, 10*time.Second, "our daemon serving as nobody", func() error {
+			if !strings.Contains(p.ours.Output(), "dropped root") {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+	}
+	start()
+	us := p.a.Addr.String()
+	if r, err := callMon(ctx, statdClient(t, p.b), nsm.Mon{ID: nsm.MonID{MonName: us, MyID: p.regB.myID("b")}, Priv: priv(0x71)}); err != nil || r.Res != nsm.StatSucc {
+		t.Fatalf("SM_MON %s on nfs-utils statd: %+v %v", us, r, err)
+	}
+	if r, err := callMon(ctx, statdClient(t, p.a), nsm.Mon{ID: nsm.MonID{MonName: "b", MyID: p.regA.myID("a")}}); err != nil || r.Res != nsm.StatSucc {
+		t.Fatalf("SM_MON b on our statd: %+v %v", r, err)
+	}
+	before := ourStatus(t, ctx, p.lt, p.a, dir).State
+	if err := p.ours.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	bootFile := filepath.Join(t.TempDir(), "boot_id")
+	writeBootID(t, bootFile, "rebooted")
+	start("-L", "--boot-id-path", bootFile)
+	st := ourStatus(t, ctx, p.lt, p.a, dir)
+	if st.State != before+2 || len(st.Owed) != 1 || st.Pid != p.ours.Pid() {
+		t.Fatalf("after the reboot under -L: state %d owed %+v pid %d", st.State, st.Owed, st.Pid)
+	}
+	select {
+	case g := <-p.regB.got:
+		t.Fatalf("notified under -L before -n: %+v", g.st)
+	case <-time.After(time.Second):
+	}
+	out, err := p.a.Run(ctx, "setpriv", append([]string{"--bounding-set", caps, "--inh-caps", "-all", "--"}, exe, "-n", "-P", dir)...)
+	want := fmt.Sprintf("rpc.statd: state %d: notified 1 of 1 hosts; 0 still owed", before+2)
+	if err != nil || !strings.Contains(out, want) || !strings.Contains(out, strconv.Itoa(p.ours.Pid())) {
+		t.Fatalf("rpc.statd -n with bounding set %s: %v\n%s\nwant %q from the daemon (pid %d)", caps, err, out, want, p.ours.Pid())
+	}
+	g := p.regB.next(t, 10*time.Second)
+	if g.st.MonName != us || g.st.State != before+2 || g.st.Priv != priv(0x71) {
+		t.Fatalf("nfs-utils statd called back %+v, want state %d", g.st, before+2)
+	}
+	if st := ourStatus(t, ctx, p.lt, p.a, dir); st.State != before+2 || len(st.Owed) != 0 || st.Pid != p.ours.Pid() {
+		t.Fatalf("after -n: state %d owed %+v pid %d", st.State, st.Owed, st.Pid)
+	}
+}
+
+// unitCapabilities reads a packaged unit's CapabilityBoundingSet as
+// setpriv --bounding-set wants it: -all,+cap,...
+func unitCapabilities(t *testing.T, unit string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "packaging", "systemd", unit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapabilityBoundingSet="); ok {
+			set := "-all"
+			for _, c := range strings.Fields(v) {
+				set += ",+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
+			}
+			return set
+		}
+	}
+	t.Fatalf("%s: no CapabilityBoundingSet", unit)
+	return ""
+}

@@ -176,20 +176,34 @@ func (l *notifyLoop) persist(ctx context.Context, tried nsm.Owed, out nsm.Outcom
 	return perr
 }
 
-// onePass is `rpc.statd -n`: one attempt at every host owed, all at once on
-// the worker pool, each outcome persisted; hosts not reached stay owed with
-// their next try recorded for the daemon.
-func (l *notifyLoop) onePass(ctx context.Context) (notified, total int) {
+// onePass is `rpc.statd -n`: owed (the store's debts) joins the schedule,
+// and one attempt is made at every host owed, all at once on the worker
+// pool, each outcome persisted; hosts not reached stay owed with their next
+// try recorded (and, in a running daemon, kept by the schedule).
+func (l *notifyLoop) onePass(ctx context.Context, owed []nsm.Owed) (notified, total int) {
+	now := l.now()
 	l.mu.Lock()
-	due := l.n.Due(l.now())
+	for _, o := range owed {
+		l.n.Add(o)
+	}
+	// In one critical section with Add, so the daemon's loop cannot take
+	// any of them first.
+	l.n.Hurry(now)
+	due := l.n.Due(now)
 	l.mu.Unlock()
+	defer l.kick() // the loop takes over what is left
 	total = len(due)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, o := range due {
+	for i, o := range due {
 		select {
 		case l.workers <- struct{}{}:
 		case <-ctx.Done():
+			l.mu.Lock()
+			for _, o := range due[i:] {
+				l.n.Release(o.Host, now)
+			}
+			l.mu.Unlock()
 			wg.Wait()
 			return notified, total
 		}

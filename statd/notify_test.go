@@ -161,3 +161,67 @@ func TestNotifierOutcomeNotRecordedLeavesScheduleAsStored(t *testing.T) {
 		t.Fatalf("failed write not surfaced: %d errors, last error %q", l.storeErrors.Load(), lastErr["peer"])
 	}
 }
+
+// TestNotifyOnceAsksRunningDaemon is `rpc.statd -n` while the daemon runs
+// with -L (systemd: the notify unit after nfs-server.service): the daemon,
+// which made the reboot step when it started, makes the pass at its state
+// (no second step), says so in the summary, keeps retrying the host it did
+// not reach, and carries on with it after a restart in the same boot, still
+// under -L. Before, -n failed on the store the daemon held.
+func TestNotifyOnceAsksRunningDaemon(t *testing.T) {
+	td := newTestDaemon(t, func(c *Config) {
+		c.Schedule = nsm.Schedule{FirstRetry: 100 * time.Millisecond, MaxRetry: 200 * time.Millisecond, FrequentFor: time.Minute, Slow: time.Second, GiveUpAfter: time.Hour}
+		c.NotifyTimeout = 300 * time.Millisecond
+	})
+	peer := newFakePeer(t, td.rpcb, "127.0.0.2", "127.0.0.3")
+	monitorHosts(t, td, "127.0.0.2", "127.0.0.3", "nowhere.invalid")
+	state := td.status().State
+	td.stop()
+	writeBootID(t, td.bootID, "boot-2")
+	td.cfg.NoNotify = true
+	td.start()
+	if st := td.status(); st.State != state+2 || len(st.Owed) != 3 {
+		t.Fatalf("after the reboot: state %d owed %+v", st.State, st.Owed)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := peer.received(); len(got) != 0 {
+		t.Fatalf("notified under -L before -n: %+v", got)
+	}
+
+	sum, err := NotifyOnce(ctxT(t, 20*time.Second), td.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := td.status().Pid
+	if sum != (NotifySummary{State: state + 2, Total: 3, Notified: 2, Owed: 1, Daemon: pid}) {
+		t.Fatalf("summary %+v (daemon pid %d)", sum, pid)
+	}
+	for _, n := range peer.received() {
+		if n.state != state+2 {
+			t.Fatalf("notified state %d, want %d", n.state, state+2)
+		}
+	}
+	if n := len(peer.received()); n != 4 {
+		t.Fatalf("%d notifications, want 4 (two hosts, two names each)", n)
+	}
+	retried := func(what string) {
+		t.Helper()
+		first := td.status().Owed
+		if len(first) != 1 || first[0].Host != "nowhere.invalid" {
+			t.Fatalf("%s: owed %+v", what, first)
+		}
+		netlab.WaitFor(t, 10*time.Second, what, func() error {
+			st := td.status()
+			if st.State != state+2 {
+				t.Fatalf("state moved to %d", st.State)
+			}
+			if len(st.Owed) != 1 || st.Owed[0].Attempts <= first[0].Attempts {
+				return fmt.Errorf("owed %+v", st.Owed)
+			}
+			return nil
+		})
+	}
+	retried("the daemon retrying the host not reached")
+	td.restart()
+	retried("the restarted daemon (-L) retrying it")
+}

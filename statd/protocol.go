@@ -254,13 +254,47 @@ func (p *protocol) callback(cb nsm.Callback) {
 	p.kick() // a retry may now be the next wake-up
 }
 
+// maxReverseNames bounds the names a literal's reverse lookup may bring.
+const maxReverseNames = 4
+
+// lookupHost is what the core's lookups ask: a name's addresses; for an
+// address literal (Linux lockd monitors its peers by address), the
+// addresses of the host it names: its reverse names, looked up forward,
+// kept only when they include the literal (forward-confirmed, so whoever
+// controls a reverse zone cannot tie an address to a name not theirs).
+// nfs-utils finds the same through the literal's canonical name.
+func lookupHost(ctx context.Context, r Resolver, name string) ([]netip.Addr, error) {
+	a, err := netip.ParseAddr(name)
+	if err != nil {
+		return r.LookupNetIP(ctx, "ip", name)
+	}
+	rev, ok := r.(interface {
+		LookupAddr(ctx context.Context, addr string) ([]string, error)
+	})
+	if !ok {
+		return nil, nil
+	}
+	names, err := rev.LookupAddr(ctx, a.String())
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, n := range names[:min(len(names), maxReverseNames)] {
+		as, err := r.LookupNetIP(ctx, "ip", n)
+		if err == nil && slices.ContainsFunc(as, func(b netip.Addr) bool { return b.Unmap() == a.Unmap() }) {
+			out = append(out, as...)
+		}
+	}
+	return out, nil
+}
+
 func (p *protocol) resolve(name string) {
 	defer p.wg.Done()
 	var addrs []netip.Addr
 	select {
 	case p.resolveSem <- struct{}{}:
 		ctx, cancel := context.WithTimeout(p.ctx, resolveTimeout)
-		as, err := p.resolver.LookupNetIP(ctx, "ip", name)
+		as, err := lookupHost(ctx, p.resolver, name)
 		cancel()
 		<-p.resolveSem
 		if err != nil {

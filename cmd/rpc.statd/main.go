@@ -45,13 +45,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	var (
 		debug      = fs.BoolP("debug", "d", false, "write debug records (every RPC transaction) to syslog, facility daemon, level debug")
-		notifyOnly = fs.BoolP("notify", "n", false, "just send SM_NOTIFY to every host owed one after a reboot, then exit; do not start the daemon")
+		notifyOnly = fs.BoolP("notify", "n", false, "send SM_NOTIFY to every host owed one after a reboot, then exit: through the running daemon if there is one, else on its own (a reboot step first)")
 		foreground = fs.BoolP("foreground", "F", false, "stay in the foreground and also log to stderr")
 		port       = fs.IntP("port", "p", 0, "port for the RPC listeners (default: ephemeral)")
 		outPort    = fs.IntP("outgoing-port", "o", 0, "source port of outgoing SM_NOTIFY calls (default: any)")
 		stateDir   = fs.StringP("state-directory-path", "P", statd.DefaultStateDir, "directory of the durable store and the admin socket")
 		ourName    = fs.String("name", "", "our name in SM_NOTIFY (default: this host's fully qualified name; the short name is sent too)")
-		noNotify   = fs.BoolP("no-notify", "L", false, "do not notify hosts owed a notification when starting")
+		noNotify   = fs.BoolP("no-notify", "L", false, "do not notify hosts owed a notification when starting: rpc.statd -n asks the daemon for that pass later (after the NFS server starts)")
 		haCallout  = fs.StringP("ha-callout", "H", "", "run `PROG` add-client|del-client MON_NAME MY_NAME on SM_MON/SM_UNMON, sm-notify MON_NAME IP STATE on SM_NOTIFY")
 		cbProgs    = fs.UintSlice("callback-program", nil, "also allow registrants to be called back at RPC program `PROG` (repeatable; the lock manager, 100021, always is)")
 		_          = fs.BoolP("help", "h", false, "show this help")
@@ -136,6 +136,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintln(stderr, "rpc.statd:", err)
 			return exitFail
+		}
+		if sum.Daemon != 0 {
+			log.Info("the running daemon made the notification pass", "pid", sum.Daemon)
 		}
 		fmt.Fprintf(stdout, "rpc.statd: state %d: notified %d of %d hosts; %d still owed\n", sum.State, sum.Notified, sum.Total, sum.Owed)
 		if sum.Owed > 0 {
