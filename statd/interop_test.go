@@ -584,7 +584,8 @@ func TestInteropKillDuringMonBurst(t *testing.T) {
 // reboots (new boot id) and our daemon, which serves as the owner of its
 // state directory, starts with -L: it moves the state on but tells nobody;
 // then `rpc.statd -n`, the real binary with no more capabilities than
-// hoststat-statd-notify.service gives it, asks that daemon over the admin
+// hoststat-statd-notify.service gives it (the daemon has what
+// hoststat-statd.service gives it), asks that daemon over the admin
 // socket: the peer's real statd hears the new state and calls its
 // registrant back; the summary line and exit status are those of -n on its
 // own, and the state does not move again.
@@ -593,6 +594,7 @@ func TestInteropNotifyThroughDaemon(t *testing.T) {
 	p := newPeerPair(t, ctx)
 	exe := buildNoCgo(t)
 	caps := unitCapabilities(t, "hoststat-statd-notify.service")
+	daemonCaps := unitCapabilities(t, "hoststat-statd.service")
 	if err := p.ours.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -607,7 +609,9 @@ func TestInteropNotifyThroughDaemon(t *testing.T) {
 	}
 	os.Chmod(dir, 0o700)
 	start := func(args ...string) {
-		p.ours = p.a.Start(exe, append([]string{"-F", "-d", "-P", dir, "--nfs-utils-dir", "", "--callback-program", "300100"}, args...)...)
+		// The daemon too has only what hoststat-statd.service gives it.
+		p.ours = p.a.Start("setpriv", append([]string{"--bounding-set", daemonCaps, "--inh-caps", "-all", "--",
+			exe, "-F", "-d", "-P", dir, "--nfs-utils-dir", "", "--callback-program", "300100"}, args...)...)
 		netlab.WaitFor(t, 10*time.Second, "our daemon serving as nobody", func() error {
 			if !strings.Contains(p.ours.Output(), "dropped root") {
 				return errors.New("not yet")
