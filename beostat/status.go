@@ -96,16 +96,7 @@ type NetStatus struct {
 
 // MemUsed is memory in use: total less available when the kernel reports
 // MemAvailable, else less free, buffers and cache.
-func MemUsed(m sample.Memory) uint64 {
-	free := m.Available
-	if free == 0 {
-		free = m.Free + m.Buffers + m.Cached
-	}
-	if free > m.Total {
-		return 0
-	}
-	return m.Total - free
-}
+func MemUsed(m sample.Memory) uint64 { return m.Used() }
 
 // round is x to digits decimals, so that JSON shows 37.5, not
 // 37.49999904632568 (a float32 widened).

@@ -134,7 +134,7 @@ func TestWebInChromium(t *testing.T) {
 	if !strings.HasPrefix(title, "node 12 ") || strings.HasSuffix(title, "DOWN") {
 		t.Errorf("detail title %q", title)
 	}
-	for _, want := range []string{"10.1.0.12:3040", "CPU 56.0% of 2", "cpu0 56%", "eth0", "No history"} {
+	for _, want := range []string{"10.1.0.12:3040", "CPU 56.0% of 2", "cpu0 56%", "eth0", "No charts yet"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("detail lacks %q: %s", want, body)
 		}

@@ -349,6 +349,6 @@ func (m *TUI) detailPane() string {
 	for _, x := range d.Net {
 		fmt.Fprintf(&b, "%-8.8s in %6s/s out %6s/s\n", x.Name, Bytes(x.RxBytesPerSec), Bytes(x.TxBytesPerSec))
 	}
-	b.WriteString(styleKeys.Render("history: none kept yet, so no sparklines"))
+	b.WriteString(styleKeys.Render("history: not drawn here yet (beostat --history N prints it)"))
 	return styleBox.Width(detailWidth - 2).Render(b.String())
 }

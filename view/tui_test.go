@@ -89,7 +89,7 @@ func TestTUIKeys(t *testing.T) {
 		t.Fatalf("detail: sel %d show %v detail %v", m.sel, m.show, m.detail)
 	}
 	v = m.View()
-	for _, want := range []string{"node 1  UP", "cpu0", "cpu1", "13%", "history: none kept yet"} {
+	for _, want := range []string{"node 1  UP", "cpu0", "cpu1", "13%", "history: not drawn here yet"} {
 		if !strings.Contains(v, want) {
 			t.Errorf("detail pane lacks %q:\n%s", want, v)
 		}

@@ -107,7 +107,7 @@ func TestTerminalUnderTmux(t *testing.T) {
 	m.do("send-keys", "-t", "bs", "Right")
 	m.do("send-keys", "-t", "bs", "Right")
 	m.do("send-keys", "-t", "bs", "Enter")
-	m.waitFor("the detail pane", "node 3  UP", "cpu1", " 39%", "history: none kept yet")
+	m.waitFor("the detail pane", "node 3  UP", "cpu1", " 39%", "history: not drawn here yet")
 	shot := m.do("capture-pane", "-p", "-e", "-t", "bs")
 	if err := os.WriteFile(filepath.Join(t.ArtifactDir(), "beostatus-terminal.ansi"), []byte(shot), 0o644); err != nil {
 		t.Fatal(err)

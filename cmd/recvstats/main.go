@@ -48,6 +48,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		forget    = fs.Duration("forget-after", recv.DefaultForgetAfter, "forget a node silent for `DURATION`: its record goes and its number is free")
 		admit     = fs.Float64("admit-rate", recv.DefaultAdmitRate, "admit at most `N` new unsigned senders a second (bursts of --admit-burst)")
 		burst     = fs.Int("admit-burst", recv.DefaultAdmitBurst, "admit a burst of up to `N` new unsigned senders at once")
+		histNodes = fs.Int("history-nodes", 1024, "keep the history of up to `N` nodes in <shm-dir>/beostat.history (32 KiB each); 0 keeps none")
+		histFine  = fs.Int("history-points", 900, "full-resolution history points per node (`N` samples: 15 min at 1 s)")
+		histMins  = fs.Int("history-minutes", 1440, "one-minute history points per node (`N` minutes: 24 h)")
 		nodeMap   = fs.String("node-map", "", "`FILE` of \"NODE ADDRESS\" lines numbering nodes that do not send a number")
 		downAfter = fs.Duration("down-after", recv.DefaultDownAfter, "show a node down after `DURATION` without a packet")
 		keyFile   = fs.String("key-file", "", "accept only packets authenticated with the shared key in `FILE`")
@@ -56,7 +59,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	bad := func(format string, a ...any) int { return daemon.UsageError(stderr, name, format, a...) }
-	cfg := recv.Config{Interface: *iface, ShmDir: *shmDir, InitialNodes: *nodes, DownAfter: *downAfter}
+	cfg := recv.Config{Interface: *iface, ShmDir: *shmDir, InitialNodes: *nodes, DownAfter: *downAfter,
+		History: shm.HistoryOptions{Nodes: *histNodes, Fine: *histFine, Coarse: *histMins}, NoHistory: *histNodes == 0}
+	if *histNodes < 0 || *histFine < 1 || *histMins < 1 {
+		return bad("history sizes must be positive (--history-nodes 0 keeps none)")
+	}
 	if *port < 1 || *port > 65535 {
 		return bad("port %d is not in 1..65535", *port)
 	}

@@ -47,6 +47,10 @@ type Config struct {
 	DownAfter    time.Duration // zero: DefaultDownAfter
 	NodeMap      NodeMap
 	Key          []byte // when set, only authenticated packets count
+	// History sizes the history file beside the table (zero fields take
+	// shm's defaults); NoHistory keeps none.
+	History   shm.HistoryOptions
+	NoHistory bool
 
 	Logger *slog.Logger
 	// StatsEvery is how often drop counters are summarised at info level.
@@ -67,12 +71,15 @@ type Server struct {
 	tr     Transport
 	group  netip.AddrPort // invalid when unicast only
 	writer *shm.Writer
-	window *Window
-	table  *Table
-	parser *wire.Parser
-	asm    *wire.Assembler
-	enc    *wire.Encoder
-	now    func() time.Time
+	hist   *shm.HistoryWriter // nil: no history kept
+	// histFull is set once the history refused a node for lack of slots.
+	histFull bool
+	window   *Window
+	table    *Table
+	parser   *wire.Parser
+	asm      *wire.Assembler
+	enc      *wire.Encoder
+	now      func() time.Time
 
 	readBuffer  int    // SO_RCVBUF of the socket, 0 when not a UDP socket
 	kernelDrops uint64 // as last published in the table header
@@ -195,6 +202,13 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.writer = w
 	w.SetSocket(s.readBuffer, 0)
+	if !cfg.NoHistory {
+		if s.hist, err = w.OpenHistory(cfg.History); err != nil {
+			w.Close()
+			tr.Close()
+			return nil, fmt.Errorf("history: %w", err)
+		}
+	}
 
 	tc.Multicast = s.group.IsValid()
 	tc.NodeMap = cfg.NodeMap
@@ -476,6 +490,7 @@ func (s *Server) handle(m *Message, now time.Time) bool {
 		s.log.Warn("cannot store sample", "node", u.Node, "err", err)
 		return false
 	}
+	s.appendHistory(u)
 	if u.Reboot {
 		s.log.Info("node rebooted", "node", u.Node, "addr", u.Addr.String())
 	}
@@ -483,6 +498,31 @@ func (s *Server) handle(m *Message, now time.Time) bool {
 		s.log.Warn("node number now reported from another address", "node", u.Node, "addr", u.Addr.String())
 	}
 	return true
+}
+
+// appendHistory adds the figures just stored to the node's history. A
+// full history (more nodes than --history-nodes) is said once, not per
+// packet: those nodes keep their table record, without history.
+func (s *Server) appendHistory(u Update) {
+	if s.hist == nil {
+		return
+	}
+	m := &u.Sample.Memory
+	err := s.hist.Append(u.Node, u.Seen, shm.Figures{
+		Up: true, CPUPercent: float64(s.figures.TotalPercent), Load1: u.Sample.Load.One,
+		MemUsed: m.Used(), SwapUsed: m.SwapUsed(),
+		RxBytesPerSec: s.figures.RxBytesPerSec, TxBytesPerSec: s.figures.TxBytesPerSec,
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, shm.ErrHistoryFull):
+		if !s.histFull {
+			s.histFull = true
+			s.log.Warn("history full: nodes beyond it keep no history (raise --history-nodes)", "node", u.Node)
+		}
+	default:
+		s.log.Warn("cannot append to history", "node", u.Node, "err", err)
+	}
 }
 
 // tick sends the update request the table asks for, if any.
@@ -610,7 +650,11 @@ func (s *Server) Close() error {
 		_ = s.tr.SetReadDeadline(time.Unix(1, 0))
 		s.serving.Lock() // Serve has returned
 		defer s.serving.Unlock()
-		s.closeErr = errors.Join(s.tr.Close(), s.window.Close(), s.writer.Close())
+		var herr error
+		if s.hist != nil {
+			herr = s.hist.Close()
+		}
+		s.closeErr = errors.Join(s.tr.Close(), s.window.Close(), herr, s.writer.Close())
 	})
 	return s.closeErr
 }

@@ -48,6 +48,27 @@ type Memory struct {
 	Total, Free, Available, Buffers, Cached, Shared, SwapTotal, SwapFree uint64
 }
 
+// Used is the memory in use: total less available (or, on kernels without
+// MemAvailable, less free, buffers and cache).
+func (m Memory) Used() uint64 {
+	free := m.Available
+	if free == 0 {
+		free = m.Free + m.Buffers + m.Cached
+	}
+	if free > m.Total {
+		return 0
+	}
+	return m.Total - free
+}
+
+// SwapUsed is swap in use.
+func (m Memory) SwapUsed() uint64 {
+	if m.SwapFree > m.SwapTotal {
+		return 0
+	}
+	return m.SwapTotal - m.SwapFree
+}
+
 // Load is /proc/loadavg.
 type Load struct {
 	One, Five, Fifteen float64

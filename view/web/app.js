@@ -195,7 +195,7 @@
     h += `<h3>Network</h3><table><tr><th>device</th><th>in/s</th><th>out/s</th><th>in</th><th>out</th></tr>`;
     for (const x of d.net) h += `<tr><td>${esc(x.name)}</td><td>${bytes(x.rx_bytes_per_sec)}</td><td>${bytes(x.tx_bytes_per_sec)}</td><td>${bytes(x.rx_bytes)}</td><td>${bytes(x.tx_bytes)}</td></tr>`;
     h += `</table><h3>History</h3>`;
-    h += d.history ? "" : `<p class="muted" id="d-history">No history: this recvstats keeps no history yet, so there are no charts of the last 15 minutes or 24 hours.</p>`;
+    h += d.history ? "" : `<p class="muted" id="d-history">No charts yet: beostatus does not draw the history recvstats keeps (beostat --history N prints it).</p>`;
     $("d-body").innerHTML = h;
     for (const b of document.querySelectorAll("#d-body .bar > div")) {
       const p = +b.dataset.pct;
