@@ -98,7 +98,8 @@ func uint32Bytes(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v)
 // sees every call and answers first from another address with the right
 // xid: rpcbind GETPORT for a peer (forged port: the attacker's), SM_NOTIFY
 // to peers after SM_SIMU_CRASH (forged success), rpcbind GETPORT for a
-// registrant and the callback itself (forged success). Every call is
+// registrant and the callback itself (forged success), the callback going
+// to loopback whatever my_name says. Every call is
 // retransmitted until the true server answers, nothing reaches the
 // attacker's port, every peer and the registrant get their calls, and the
 // xids, in the order they went out, are no counter (each more than 256
@@ -157,7 +158,10 @@ func TestSpoofedRepliesIgnoredAndXIDsUnpredictable(t *testing.T) {
 	})
 	ctx := ctxT(t, 60*time.Second)
 	c := td.dial("udp")
-	my := nsm.MyID{Name: "127.0.0.1", Prog: registrantProg, Vers: 1, Proc: 16}
+	// my_name names another host (CERT CA-99.05: statd called back
+	// wherever it was told). The registrant listens on 127.0.0.1 only, so
+	// the callback arrives only if my_name is ignored, as in nfs-utils.
+	my := nsm.MyID{Name: "127.0.0.77", Prog: registrantProg, Vers: 1, Proc: 16}
 	for _, h := range peers {
 		if r, err := callMon(ctx, c, nsm.Mon{ID: nsm.MonID{MonName: h, MyID: my}}); err != nil || r.Res != nsm.StatSucc {
 			t.Fatalf("SM_MON %s: %+v %v", h, r, err)
