@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -61,7 +60,7 @@ func TestUnprivilegedUserCannotMoveState(t *testing.T) {
 		}
 	}
 
-	exe := copyTestBinary(t)
+	exe := netlab.ExecutableForOthers(t)
 	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestUnprivilegedUserChild$", "-test.v")
 	cmd.Env = append(os.Environ(), envUnprivUDP+"="+td.udp, envUnprivTCP+"="+td.tcp, envUnprivDir+"="+td.cfg.StateDir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
@@ -164,39 +163,4 @@ func notifyAtMostOnce(ctx context.Context, c *oncrpc.Client, name string, state 
 	ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	callNotify(ctx, c, name, state)
-}
-
-// copyTestBinary copies the running test binary where another user can
-// run it (go test builds it in a directory only its owner may enter).
-func copyTestBinary(t *testing.T) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "statd-unpriv-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	path := filepath.Join(dir, "statd.test")
-	dst, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }

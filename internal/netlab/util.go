@@ -244,3 +244,31 @@ func DialTCP(t testing.TB, h *Host, addr netip.AddrPort, n int, src netip.Addr) 
 	}
 	return conns
 }
+
+// ExecutableForOthers copies the running test binary where any user may
+// run it (go test builds it in a directory only its owner may enter), for
+// tests that run part of themselves as another user.
+func ExecutableForOthers(t testing.TB) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "hoststat-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, filepath.Base(self))
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
