@@ -84,31 +84,6 @@ func loopbackEcho(srv *netlab.Host, network string, port int, timeout time.Durat
 	})
 }
 
-// dialFrom opens n TCP connections from h to addr, closed when the test ends.
-func dialFrom(t *testing.T, h *netlab.Host, addr netip.AddrPort, n int) []net.Conn {
-	t.Helper()
-	conns := make([]net.Conn, 0, n)
-	err := h.Do(func() error {
-		for range n {
-			c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
-			if err != nil {
-				return err
-			}
-			conns = append(conns, c)
-		}
-		return nil
-	})
-	t.Cleanup(func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	if err != nil {
-		t.Fatalf("dialing from %s: %v", h.Name, err)
-	}
-	return conns
-}
-
 // waitStats waits until cond holds for the server's stats.
 func waitStats(t *testing.T, s *Server, what string, cond func(ServerStats) bool) {
 	t.Helper()
@@ -142,7 +117,7 @@ func TestRemoteConnectionsLeaveLoopbackItsSlots(t *testing.T) {
 			if tc.ipv6 {
 				target, loopback = srv.Addr6, "tcp6"
 			}
-			dialFrom(t, peer, netip.AddrPortFrom(target, uint16(port)), tc.dial)
+			netlab.DialTCP(t, peer, netip.AddrPortFrom(target, uint16(port)), tc.dial, netip.Addr{})
 			waitStats(t, ts.Server, "every connection accepted or refused", func(st ServerStats) bool {
 				return st.Remote.ConnsOpen+int64(st.Remote.ConnsRefused) == int64(tc.dial)
 			})
@@ -170,7 +145,7 @@ func TestPartialRecordsFromRemoteTimeOut(t *testing.T) {
 	const holders = DefaultMaxRemoteConns - 1 // and the trickler
 	ts, srv, peer, port := attackLab(t, &Server{RecordTimeout: 500 * time.Millisecond,
 		RemoteIdleTimeout: -1, MaxConnsPerRemote: holders + 1})
-	conns := dialFrom(t, peer, netip.AddrPortFrom(srv.Addr, uint16(port)), holders+1)
+	conns := netlab.DialTCP(t, peer, netip.AddrPortFrom(srv.Addr, uint16(port)), holders+1, netip.Addr{})
 	for i, c := range conns[:holders] {
 		claim, send := 1000, 10
 		if i%2 == 1 {
@@ -225,8 +200,8 @@ func TestPartialRecordsFromRemoteTimeOut(t *testing.T) {
 func TestRemoteIdleTimeout(t *testing.T) {
 	netlab.RequireRoot(t)
 	ts, srv, peer, port := attackLab(t, &Server{RemoteIdleTimeout: 200 * time.Millisecond, IdleTimeout: -1})
-	remote := dialFrom(t, peer, netip.AddrPortFrom(srv.Addr, uint16(port)), 3)
-	local := dialFrom(t, srv, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), 1)[0]
+	remote := netlab.DialTCP(t, peer, netip.AddrPortFrom(srv.Addr, uint16(port)), 3, netip.Addr{})
+	local := netlab.DialTCP(t, srv, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), 1, netip.Addr{})[0]
 	waitStats(t, ts.Server, "remote connections closed idle", func(st ServerStats) bool {
 		return st.Remote.IdleTimeouts == 3 && st.Remote.ConnsOpen == 0 && st.Local.ConnsOpen == 1
 	})
@@ -306,7 +281,7 @@ func TestRemoteFloodLeavesLoopbackAnswered(t *testing.T) {
 	t.Run("tcp", func(t *testing.T) {
 		ts, srv, peer, port := attackLab(t, &Server{})
 		// More held calls than the old shared bound of 1024 handlers.
-		conns := dialFrom(t, peer, netip.AddrPortFrom(srv.Addr, uint16(port)), DefaultMaxConnsPerRemote)
+		conns := netlab.DialTCP(t, peer, netip.AddrPortFrom(srv.Addr, uint16(port)), DefaultMaxConnsPerRemote, netip.Addr{})
 		for i, c := range conns {
 			var b []byte
 			for j := range 200 {

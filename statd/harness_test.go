@@ -81,11 +81,20 @@ type testDaemon struct {
 	done   chan error
 	udp    string // 127.0.0.1:port
 	tcp    string
+	// in runs the daemon (nil: here); netlab.Host.Do runs it inside a lab
+	// host's network namespace.
+	in func(func() error) error
 }
 
 func newTestDaemon(t testing.TB, mutate func(*Config)) *testDaemon {
 	t.Helper()
-	td := &testDaemon{t: t, dir: t.TempDir(), rpcb: newFakeRPCBind(t), logs: &netlab.LogBuffer{}}
+	return newTestDaemonIn(t, mutate, nil)
+}
+
+// newTestDaemonIn is newTestDaemon with the daemon run by in.
+func newTestDaemonIn(t testing.TB, mutate func(*Config), in func(func() error) error) *testDaemon {
+	t.Helper()
+	td := &testDaemon{t: t, dir: t.TempDir(), rpcb: newFakeRPCBind(t), logs: &netlab.LogBuffer{}, in: in}
 	td.bootID = filepath.Join(td.dir, "boot_id")
 	writeBootID(t, td.bootID, "boot-1")
 	td.cfg = Config{
@@ -125,7 +134,14 @@ func (td *testDaemon) start() {
 	td.cancel = cancel
 	td.done = make(chan error, 1)
 	ready := make(chan struct{})
-	go func() { td.done <- Run(ctx, td.cfg, func() { close(ready) }) }()
+	run := func() error { return Run(ctx, td.cfg, func() { close(ready) }) }
+	go func() {
+		if td.in != nil {
+			td.done <- td.in(run)
+			return
+		}
+		td.done <- run()
+	}()
 	select {
 	case <-ready:
 	case err := <-td.done:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -209,4 +211,64 @@ func sweepStaleBinDirs() {
 			os.RemoveAll(d)
 		}
 	}
+}
+
+// DialTCP opens n TCP connections from h to addr, from the address src
+// when it is valid (one of h's), and closes them when the test ends. The
+// connections count as opened when the handshake completes, even if the
+// server then closes them at once.
+func DialTCP(t testing.TB, h *Host, addr netip.AddrPort, n int, src netip.Addr) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, 0, n)
+	err := h.Do(func() error {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		if src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+		for range n {
+			c, err := d.Dial("tcp", addr.String())
+			if err != nil {
+				return err
+			}
+			conns = append(conns, c)
+		}
+		return nil
+	})
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	if err != nil {
+		t.Fatalf("dialing from %s: %v", h.Name, err)
+	}
+	return conns
+}
+
+// ExecutableForOthers copies the running test binary where any user may
+// run it (go test builds it in a directory only its owner may enter), for
+// tests that run part of themselves as another user.
+func ExecutableForOthers(t testing.TB) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "hoststat-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, filepath.Base(self))
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
