@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hoststat/hoststat/shm"
+	"github.com/hoststat/hoststat/telemetry/rates"
 	"github.com/hoststat/hoststat/telemetry/sample"
 )
 
@@ -27,6 +29,7 @@ type Table struct {
 	round   int
 	stopped map[int]bool
 	samples map[int]*sample.Sample
+	fig     rates.Rates
 	// Busy is the CPU busy percent of node in round; default
 	// DefaultBusy. Set before the first Refresh.
 	Busy func(node, round int) int
@@ -96,6 +99,12 @@ func (tb *Table) RefreshAt(seen time.Time) error {
 		}
 		busy := uint64(tb.Busy(node, tb.round))
 		s := tb.samples[node]
+		var prev *sample.Sample // what the table holds: rates come from it, as recvstats derives them
+		if s != nil {
+			p := *s
+			p.CPUs, p.Net = slices.Clone(s.CPUs), slices.Clone(s.Net)
+			prev = &p
+		}
 		if s == nil {
 			s = &sample.Sample{
 				BootTime: seen.Add(-time.Hour).Truncate(time.Second), BootID: [16]byte{byte(node), byte(node >> 8), 1},
@@ -123,7 +132,8 @@ func (tb *Table) RefreshAt(seen time.Time) error {
 		s.Net[1].TxBytes += 500
 		s.Net[1].RxPackets++
 		s.Net[1].TxPackets++
-		if err := tb.W.Put(node, Addr(node), seen, s); err != nil {
+		tb.fig.Between(prev, s)
+		if err := tb.W.PutRates(node, Addr(node), seen, s, &tb.fig); err != nil {
 			return err
 		}
 	}
