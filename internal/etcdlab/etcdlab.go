@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/internal/netlab"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Member is one etcd process.
@@ -200,4 +201,15 @@ func (m *Member) Metric(name string) (float64, error) {
 		return 0, err
 	}
 	return 0, fmt.Errorf("etcdlab: metric %s not found at %s/metrics", name, m.ClientURL)
+}
+
+// Client is an etcd client to endpoints, closed when the test ends.
+func Client(t testing.TB, endpoints ...string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }

@@ -224,7 +224,8 @@ func (s *Store) read(ctx context.Context, keys []string) (map[string][]byte, map
 				gets[i] = clientv3.OpGet(k)
 			}
 		}
-		resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
+		var resp *clientv3.TxnResponse
+		err := retry(ctx, func() (err error) { resp, err = s.cli.Txn(ctx).Then(gets...).Commit(); return err })
 		if err != nil {
 			return nil, nil, fmt.Errorf("etcdstore: reading under %q: %w", s.prefix, err)
 		}
@@ -254,7 +255,8 @@ func (s *Store) txn(ctx context.Context, cmps []clientv3.Cmp, writes []clientv3.
 	if len(cmps) > s.o.MaxTxnOps || len(writes) > s.o.MaxTxnOps {
 		return false, fmt.Errorf("etcdstore: transaction of %d comparisons and %d writes exceeds %d", len(cmps), len(writes), s.o.MaxTxnOps)
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(writes...).Commit()
+	var resp *clientv3.TxnResponse
+	err := retry(ctx, func() (err error) { resp, err = s.cli.Txn(ctx).If(cmps...).Then(writes...).Commit(); return err })
 	if err != nil {
 		return false, fmt.Errorf("etcdstore: writing under %q: %w", s.prefix, err)
 	}
@@ -278,7 +280,8 @@ func (s *Store) fenced(ctx context.Context) error {
 	if len(cmps) == 0 {
 		return nil
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Commit()
+	var resp *clientv3.TxnResponse
+	err := retry(ctx, func() (err error) { resp, err = s.cli.Txn(ctx).If(cmps...).Commit(); return err })
 	if err != nil {
 		return fmt.Errorf("etcdstore: checking ownership under %q: %w", s.prefix, err)
 	}

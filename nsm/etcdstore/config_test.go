@@ -78,7 +78,7 @@ func TestClientOptionsRefused(t *testing.T) {
 // an etcd with authentication on; a wrong password does not.
 func TestClientWithCredentials(t *testing.T) {
 	c := etcdlab.Start(t, 1)
-	admin := newClient(t, c.Endpoints())
+	admin := etcdlab.Client(t, c.Endpoints()...)
 	ctx := context.Background()
 	for _, step := range []func() error{
 		func() error { _, err := admin.UserAdd(ctx, "root", "rootpw"); return err },

@@ -129,7 +129,8 @@ func (s *Store) updateOwed(ctx context.Context, host string, fn func(nsm.Owed, *
 func (s *Store) Registrations() ([]nsm.Registration, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.regsPrefix(), clientv3.WithPrefix())
+	var resp *clientv3.GetResponse
+	err := retry(ctx, func() (err error) { resp, err = s.cli.Get(ctx, s.regsPrefix(), clientv3.WithPrefix()); return err })
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: listing %q: %w", s.regsPrefix(), err)
 	}
@@ -157,7 +158,8 @@ func (s *Store) GaveUp() ([]nsm.GaveUp, error) { return list(s, s.gaveUpPrefix()
 func list[T any](s *Store, prefix string, parse func(string, []byte) (T, error)) ([]T, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	var resp *clientv3.GetResponse
+	err := retry(ctx, func() (err error) { resp, err = s.cli.Get(ctx, prefix, clientv3.WithPrefix()); return err })
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: listing %q: %w", prefix, err)
 	}
@@ -182,7 +184,11 @@ func (s *Store) State() (int32, error) {
 func (s *Store) Boot() (nsm.Boot, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.stateKey()), clientv3.OpGet(s.bootKey())).Commit()
+	var resp *clientv3.TxnResponse
+	err := retry(ctx, func() (err error) {
+		resp, err = s.cli.Txn(ctx).Then(clientv3.OpGet(s.stateKey()), clientv3.OpGet(s.bootKey())).Commit()
+		return err
+	})
 	if err != nil {
 		return nsm.Boot{}, fmt.Errorf("etcdstore: reading state under %q: %w", s.prefix, err)
 	}
@@ -251,11 +257,15 @@ func (s *Store) move(bootID string, now time.Time, kind moveKind) (nsm.StartResu
 	var res nsm.StartResult
 	err := s.update(context.Background(), &op{solo: func(ctx context.Context) error {
 		for range maxConflicts {
-			resp, err := s.cli.Txn(ctx).Then(
-				clientv3.OpGet(s.stateKey()), clientv3.OpGet(s.bootKey()),
-				clientv3.OpGet(s.regsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-				clientv3.OpGet(s.owedPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-			).Commit()
+			var resp *clientv3.TxnResponse
+			err := retry(ctx, func() (err error) {
+				resp, err = s.cli.Txn(ctx).Then(
+					clientv3.OpGet(s.stateKey()), clientv3.OpGet(s.bootKey()),
+					clientv3.OpGet(s.regsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+					clientv3.OpGet(s.owedPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+				).Commit()
+				return err
+			})
 			if err != nil {
 				return fmt.Errorf("etcdstore: reading state under %q: %w", s.prefix, err)
 			}

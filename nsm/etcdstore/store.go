@@ -104,7 +104,8 @@ func Open(ctx context.Context, cli *clientv3.Client, prefix string, o Options) (
 	s.o.Logger = o.Logger.With("store", "etcd", "prefix", prefix)
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	resp, err := cli.Get(ctx, prefix+"magic")
+	var resp *clientv3.GetResponse
+	err := retry(ctx, func() (err error) { resp, err = cli.Get(ctx, prefix+"magic"); return err })
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: reading %q: %w", prefix+"magic", err)
 	}

@@ -12,16 +12,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-func newClient(t testing.TB, endpoints []string) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 func openStore(t testing.TB, cli *clientv3.Client, prefix string) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), cli, prefix, Options{})
@@ -42,7 +32,7 @@ func reg(host string, i int) nsm.Registration {
 // starting it again loses none of them, and the state survives too.
 func TestAcknowledgedSurvivesEtcdKill(t *testing.T) {
 	c := etcdlab.Start(t, 1)
-	cli := newClient(t, c.Endpoints())
+	cli := etcdlab.Client(t, c.Endpoints()...)
 	s := openStore(t, cli, IdentityPrefix("/hoststat", "srv"))
 	res, err := s.Start("boot-1", time.Now())
 	if err != nil {
@@ -102,7 +92,7 @@ func TestAcknowledgedSurvivesEtcdKill(t *testing.T) {
 // fewer etcd write transactions, counted by etcd itself.
 func TestConcurrentApplySharesTransactions(t *testing.T) {
 	c := etcdlab.Start(t, 1)
-	cli := newClient(t, c.Endpoints())
+	cli := etcdlab.Client(t, c.Endpoints()...)
 	s := openStore(t, cli, IdentityPrefix("/hoststat", "srv"))
 	if _, err := s.Start("b", time.Now()); err != nil {
 		t.Fatal(err)
@@ -146,8 +136,8 @@ func TestConcurrentApplySharesTransactions(t *testing.T) {
 func TestStateNeverBackwardsUnderRacingWriters(t *testing.T) {
 	c := etcdlab.Start(t, 1)
 	prefix := IdentityPrefix("/hoststat", "srv")
-	a := openStore(t, newClient(t, c.Endpoints()), prefix)
-	b := openStore(t, newClient(t, c.Endpoints()), prefix)
+	a := openStore(t, etcdlab.Client(t, c.Endpoints()...), prefix)
+	b := openStore(t, etcdlab.Client(t, c.Endpoints()...), prefix)
 	if err := a.Apply(context.Background(), []nsm.Change{{Reg: reg("peer", 1)}}); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +189,7 @@ func TestStateNeverBackwardsUnderRacingWriters(t *testing.T) {
 // a newer state survives an older delivery.
 func TestOwedOutcomes(t *testing.T) {
 	c := etcdlab.Start(t, 1)
-	s := openStore(t, newClient(t, c.Endpoints()), IdentityPrefix("/hoststat", "srv"))
+	s := openStore(t, etcdlab.Client(t, c.Endpoints()...), IdentityPrefix("/hoststat", "srv"))
 	ctx := context.Background()
 	for _, h := range []string{"a", "b", "c"} {
 		if err := s.Apply(ctx, []nsm.Change{{Reg: reg(h, 0)}}); err != nil {
@@ -254,7 +244,7 @@ func TestOwedOutcomes(t *testing.T) {
 // A prefix holding something else is refused, and bad records are errors.
 func TestForeignPrefixAndDamagedRecords(t *testing.T) {
 	c := etcdlab.Start(t, 1)
-	cli := newClient(t, c.Endpoints())
+	cli := etcdlab.Client(t, c.Endpoints()...)
 	ctx := context.Background()
 	if _, err := cli.Put(ctx, "/other/magic", "something else"); err != nil {
 		t.Fatal(err)
