@@ -65,8 +65,8 @@ func Campaign(ctx context.Context, cli *clientv3.Client, prefix string, id Ident
 	if o.Margin <= 0 {
 		o.Margin = max(o.TTL/5, time.Second)
 	}
-	if o.Margin >= o.TTL/2 {
-		return nil, fmt.Errorf("identity %s: margin %v must be under half the lease TTL %v", id.Name, o.Margin, o.TTL)
+	if o.Margin > o.TTL/2 {
+		return nil, fmt.Errorf("identity %s: margin %v must be at most half the lease TTL %v", id.Name, o.Margin, o.TTL)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

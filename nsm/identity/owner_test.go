@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -286,5 +287,76 @@ func TestOneEtcdMemberDownChangesNothing(t *testing.T) {
 	}
 	if now, err := s.State(); err != nil || now != state {
 		t.Fatalf("state %d (%v), want %d unchanged", now, err, state)
+	}
+}
+
+// Ten failovers in a row, with a burst of concurrent SM_MONs between each:
+// every acknowledged registration is still there at the end, and every
+// takeover moved the state to a new, higher odd number. Odd rounds the
+// owner resigns (an admin move); even rounds it vanishes without a word
+// (its client closed, as a process killed), and the next owner waits out
+// the lease.
+func TestTenFailoversLoseNoAcknowledgedRegistration(t *testing.T) {
+	c := etcdlab.Start(t, 3)
+	acked := map[string]bool{}
+	last := int32(0)
+	for round := range 10 {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ow, err := Campaign(ctx, cli, prefix, nfs, fmt.Sprintf("statd%d", round%2), Options{TTL: 2 * time.Second})
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		st, state, err := takeOver(cli, ow)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if state <= last || state%2 != 1 {
+			t.Fatalf("round %d: state %d after %d", round, state, last)
+		}
+		last = state
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range 40 {
+			wg.Go(func() {
+				host := fmt.Sprintf("r%02dc%02d", round, i)
+				r := nsm.Registration{MonName: host, MyID: nsm.MyID{Name: nfs.Name, Prog: 100021, Vers: 4, Proc: 16}}
+				if st.Apply(context.Background(), []nsm.Change{{Reg: r}}) == nil {
+					mu.Lock()
+					acked[host] = true
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		st.Close()
+		if round%2 == 1 {
+			if err := ow.Resign(context.Background()); err != nil {
+				t.Fatalf("round %d: resign: %v", round, err)
+			}
+		}
+		cli.Close() // even rounds: the lease is left to expire
+	}
+	if len(acked) != 400 {
+		t.Fatalf("%d of 400 SM_MONs acknowledged with the identity owned", len(acked))
+	}
+	s, err := etcdstore.Open(context.Background(), etcdlab.Client(t, c.Endpoints()...), etcdstore.IdentityPrefix(prefix, nfs.Name), etcdstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	regs, err := s.Registrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range regs {
+		delete(acked, r.MonName)
+	}
+	if len(acked) != 0 {
+		t.Fatalf("%d acknowledged registrations lost across ten failovers, e.g. %v", len(acked), acked)
 	}
 }
