@@ -360,3 +360,61 @@ func TestTenFailoversLoseNoAcknowledgedRegistration(t *testing.T) {
 		t.Fatalf("%d acknowledged registrations lost across ten failovers, e.g. %v", len(acked), acked)
 	}
 }
+
+// statdctl's view and move: the listing names the owner and the state;
+// a move deposes the owner at once (no wait for its lease) and the
+// standby takes over with a higher state.
+func TestHoldingsAndMove(t *testing.T) {
+	c := etcdlab.Start(t, 1)
+	cli := etcdlab.Client(t, c.Endpoints()...)
+	if err := Move(context.Background(), cli, prefix, nfs.Name); !errors.Is(err, ErrNoOwner) {
+		t.Fatalf("move of an unowned identity: %v", err)
+	}
+	a, err := Campaign(context.Background(), cli, prefix, nfs, "server-a", Options{TTL: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, stateA, err := takeOver(cli, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	waiting := campaign(etcdlab.Client(t, c.Endpoints()...), "server-b", 30*time.Second)
+	time.Sleep(500 * time.Millisecond) // let b join the election
+	hs, err := Holdings(context.Background(), cli, prefix)
+	if err != nil || len(hs) != 1 || hs[0].Name != nfs.Name || hs[0].Holder != "server-a" || hs[0].State != stateA {
+		t.Fatalf("holdings = %+v, %v; want %s held by server-a at state %d", hs, err, nfs.Name, stateA)
+	}
+	if err := Move(context.Background(), cli, prefix, nfs.Name); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the moved identity's owner did not stop")
+	}
+	var w won
+	select {
+	case w = <-waiting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("standby did not take the moved identity (a 30s lease must not be waited out)")
+	}
+	if w.err != nil {
+		t.Fatal(w.err)
+	}
+	sb, stateB, err := takeOver(cli, w.ow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if stateB <= stateA {
+		t.Fatalf("state %d after move from %d", stateB, stateA)
+	}
+	if _, err := sa.SimulateCrash(context.Background(), time.Now()); !errors.Is(err, etcdstore.ErrFenced) {
+		t.Fatalf("moved-away owner's write: %v, want ErrFenced", err)
+	}
+	hs, _ = Holdings(context.Background(), cli, prefix)
+	if len(hs) != 1 || hs[0].Holder != "server-b" || hs[0].State != stateB {
+		t.Fatalf("holdings after move = %+v", hs)
+	}
+}
