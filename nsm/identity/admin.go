@@ -18,51 +18,51 @@ type Holding struct {
 	State  int32 // the identity's state number (0 before its first start)
 }
 
-// maxListed bounds what Holdings reads.
-const maxListed = 100_000
+// maxIdentities bounds what Holdings lists.
+const maxIdentities = 10_000
 
-// Holdings lists every identity under prefix with its owner, if any.
-// The owner is the election key with the lowest create revision, as
-// concurrency.Election decides.
+// Holdings lists every identity under prefix with its owner, if any (the
+// election key with the lowest create revision, as concurrency.Election
+// decides) and its state. It hops from one identity's keys to the next,
+// so its cost follows the identities, not their registrations.
 func Holdings(ctx context.Context, cli *clientv3.Client, prefix string) ([]Holding, error) {
 	root := prefix + "/id/"
-	resp, err := cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithLimit(maxListed))
-	if err != nil {
-		return nil, fmt.Errorf("identity: listing %q: %w", root, err)
-	}
-	byName := map[string]*Holding{}
-	leaderRev := map[string]int64{}
-	var order []string
-	for _, kv := range resp.Kvs {
-		name, rest, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), root), "/")
+	var out []Holding
+	from := root
+	for len(out) < maxIdentities {
+		resp, err := cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(root)), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+		if err != nil {
+			return nil, fmt.Errorf("identity: listing %q: %w", root, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return out, nil
+		}
+		name, _, ok := strings.Cut(strings.TrimPrefix(string(resp.Kvs[0].Key), root), "/")
 		if !ok {
-			continue
+			return nil, fmt.Errorf("identity: stray key %q under %q", resp.Kvs[0].Key, root)
 		}
-		h := byName[name]
-		if h == nil {
-			h = &Holding{Name: name}
-			byName[name] = h
-			order = append(order, name)
+		from = root + name + "0" // '0' follows '/': the first key after this identity's
+		h := Holding{Name: name}
+		tr, err := cli.Txn(ctx).Then(
+			clientv3.OpGet(root+name+"/state"),
+			clientv3.OpGet(ElectionPrefix(prefix, name)+"/", clientv3.WithFirstCreate()...),
+		).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("identity %s: %w", name, err)
 		}
-		switch {
-		case rest == "state":
-			n, err := strconv.ParseInt(string(kv.Value), 10, 32)
+		if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+			n, err := strconv.ParseInt(string(kvs[0].Value), 10, 32)
 			if err != nil {
-				return nil, fmt.Errorf("identity %s: state %q is not a number", name, kv.Value)
+				return nil, fmt.Errorf("identity %s: state %q is not a number", name, kvs[0].Value)
 			}
 			h.State = int32(n)
-		case strings.HasPrefix(rest, "owner/"):
-			if r, seen := leaderRev[name]; !seen || kv.CreateRevision < r {
-				leaderRev[name] = kv.CreateRevision
-				h.Holder, h.Lease = string(kv.Value), clientv3.LeaseID(kv.Lease)
-			}
 		}
+		if kvs := tr.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
+			h.Holder, h.Lease = string(kvs[0].Value), clientv3.LeaseID(kvs[0].Lease)
+		}
+		out = append(out, h)
 	}
-	out := make([]Holding, 0, len(order))
-	for _, n := range order {
-		out = append(out, *byName[n])
-	}
-	return out, nil
+	return out, fmt.Errorf("identity: more than %d identities under %q", maxIdentities, root)
 }
 
 // ErrNoOwner is returned by Move for an identity nobody owns.

@@ -381,9 +381,20 @@ func TestHoldingsAndMove(t *testing.T) {
 	defer sa.Close()
 	waiting := campaign(etcdlab.Client(t, c.Endpoints()...), "server-b", 30*time.Second)
 	time.Sleep(500 * time.Millisecond) // let b join the election
+	seedRegistrations(t, cli, "c1", "c2", "c3")
+	other, err := etcdstore.Open(context.Background(), cli, etcdstore.IdentityPrefix(prefix, "other.example"), etcdstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	r := nsm.Registration{MonName: "c9", MyID: nsm.MyID{Name: "other.example", Prog: 100021, Vers: 4, Proc: 16}}
+	if err := other.Apply(context.Background(), []nsm.Change{{Reg: r}}); err != nil {
+		t.Fatal(err)
+	}
 	hs, err := Holdings(context.Background(), cli, prefix)
-	if err != nil || len(hs) != 1 || hs[0].Name != nfs.Name || hs[0].Holder != "server-a" || hs[0].State != stateA {
-		t.Fatalf("holdings = %+v, %v; want %s held by server-a at state %d", hs, err, nfs.Name, stateA)
+	if err != nil || len(hs) != 2 || hs[0].Name != nfs.Name || hs[0].Holder != "server-a" || hs[0].State != stateA ||
+		hs[1] != (Holding{Name: "other.example"}) {
+		t.Fatalf("holdings = %+v, %v; want %s held by server-a at state %d, and other.example unowned", hs, err, nfs.Name, stateA)
 	}
 	if err := Move(context.Background(), cli, prefix, nfs.Name); err != nil {
 		t.Fatal(err)
@@ -414,7 +425,7 @@ func TestHoldingsAndMove(t *testing.T) {
 		t.Fatalf("moved-away owner's write: %v, want ErrFenced", err)
 	}
 	hs, _ = Holdings(context.Background(), cli, prefix)
-	if len(hs) != 1 || hs[0].Holder != "server-b" || hs[0].State != stateB {
+	if len(hs) != 2 || hs[0].Holder != "server-b" || hs[0].State != stateB {
 		t.Fatalf("holdings after move = %+v", hs)
 	}
 }
