@@ -150,6 +150,10 @@ func (s *Store) commit(batch []*op) {
 		}
 	}
 	for range maxConflicts {
+		if err := s.fenceErr(); err != nil {
+			finish(err)
+			return
+		}
 		snap, revs, err := s.read(ctx, keys)
 		if err != nil {
 			finish(err)
@@ -252,6 +256,9 @@ const fenceReserve = 4
 
 // txn commits one conditional write and counts it.
 func (s *Store) txn(ctx context.Context, cmps []clientv3.Cmp, writes []clientv3.Op) (bool, error) {
+	if err := s.fenceErr(); err != nil {
+		return false, err
+	}
 	if len(cmps) > s.o.MaxTxnOps || len(writes) > s.o.MaxTxnOps {
 		return false, fmt.Errorf("etcdstore: transaction of %d comparisons and %d writes exceeds %d", len(cmps), len(writes), s.o.MaxTxnOps)
 	}
@@ -264,6 +271,17 @@ func (s *Store) txn(ctx context.Context, cmps []clientv3.Cmp, writes []clientv3.
 		s.txns.Add(1)
 	}
 	return resp.Succeeded, nil
+}
+
+// fenceErr is ErrFenced while the fence itself says ownership is gone.
+func (s *Store) fenceErr() error {
+	if s.o.Fence == nil {
+		return nil
+	}
+	if err := s.o.Fence.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	return nil
 }
 
 func (s *Store) fenceCmps() []clientv3.Cmp {

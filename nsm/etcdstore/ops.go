@@ -257,6 +257,9 @@ func (s *Store) move(bootID string, now time.Time, kind moveKind) (nsm.StartResu
 	var res nsm.StartResult
 	err := s.update(context.Background(), &op{solo: func(ctx context.Context) error {
 		for range maxConflicts {
+			if err := s.fenceErr(); err != nil {
+				return err
+			}
 			var resp *clientv3.TxnResponse
 			err := retry(ctx, func() (err error) {
 				resp, err = s.cli.Txn(ctx).Then(

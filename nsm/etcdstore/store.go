@@ -53,9 +53,12 @@ var ErrFenced = errors.New("etcdstore: identity no longer owned by this statd (f
 
 // Fence conditions every write of a Store: Cmps are added to each etcd
 // transaction, and a transaction that fails them is refused with ErrFenced.
-// Identity ownership (an election's leader key) is one.
+// Err is the fence's own view (an owner whose lease ran out on its own
+// clock): while it is non-nil, nothing is read or written. Identity
+// ownership (an election's leader key) is one.
 type Fence interface {
 	Cmps() []clientv3.Cmp
+	Err() error
 }
 
 // Options changes how Open opens a store.

@@ -228,3 +228,27 @@ func (ow *Owner) close() {
 	<-ow.done
 	ow.session.Close() // revokes the lease
 }
+
+// Acquire campaigns until this statd owns id or ctx ends, as a standby
+// does: a campaign whose own lease could not be kept renewed (etcd
+// electing a new leader, a member lost) starts again with a new lease.
+func Acquire(ctx context.Context, cli *clientv3.Client, prefix string, id Identity, holder string, o Options) (*Owner, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	for {
+		ow, err := Campaign(ctx, cli, prefix, id, holder, o)
+		if err == nil {
+			return ow, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		o.Logger.Warn("campaign failed; starting again", "identity", id.Name, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Second):
+		}
+	}
+}

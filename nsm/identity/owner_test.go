@@ -81,7 +81,9 @@ type won struct {
 func campaign(cli *clientv3.Client, holder string, ttl time.Duration) chan won {
 	ch := make(chan won, 1)
 	go func() {
-		ow, err := Campaign(context.Background(), cli, prefix, nfs, holder, Options{TTL: ttl})
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		ow, err := Acquire(ctx, cli, prefix, nfs, holder, Options{TTL: ttl})
 		ch <- won{ow, err, time.Now()}
 	}()
 	return ch
@@ -218,6 +220,15 @@ func TestPartitionedOwnerStopsBeforeTakeover(t *testing.T) {
 	if err := a.Err(); !errors.Is(err, ErrLost) {
 		t.Fatalf("Err after loss = %v", err)
 	}
+	// Still cut off, the old owner's store refuses at once, without etcd.
+	r := nsm.Registration{MonName: "late", MyID: nsm.MyID{Name: nfs.Name, Prog: 100021, Vers: 4, Proc: 16}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	err = sa.Apply(ctx, []nsm.Change{{Reg: r}})
+	cancel()
+	if !errors.Is(err, etcdstore.ErrFenced) {
+		c.Members[0].Cont()
+		t.Fatalf("SM_MON to the cut-off owner after it stopped: %v, want ErrFenced at once", err)
+	}
 	sb, stateB, err := takeOver(etcdlab.Client(t, c.Members[1].Endpoint(), c.Members[2].Endpoint()), w.ow)
 	if err != nil {
 		c.Members[0].Cont()
@@ -229,7 +240,6 @@ func TestPartitionedOwnerStopsBeforeTakeover(t *testing.T) {
 	}
 
 	c.Members[0].Cont()
-	r := nsm.Registration{MonName: "late", MyID: nsm.MyID{Name: nfs.Name, Prog: 100021, Vers: 4, Proc: 16}}
 	err = sa.Apply(context.Background(), []nsm.Change{{Reg: r}})
 	if !errors.Is(err, etcdstore.ErrFenced) {
 		t.Fatalf("deposed owner's SM_MON write: %v, want ErrFenced", err)
