@@ -12,6 +12,8 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // Scheme begins a --store value that names etcd.
@@ -73,7 +75,8 @@ func ParseURL(s string) (Config, error) {
 // Client connects to the endpoints with the configured TLS and
 // credentials. Files are opened without following symbolic links.
 func (c Config) Client() (*clientv3.Client, error) {
-	cc := clientv3.Config{Endpoints: c.Endpoints, DialTimeout: 5 * time.Second, DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 5 * time.Second}
+	cc := clientv3.Config{Endpoints: c.Endpoints, DialTimeout: 5 * time.Second, DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 5 * time.Second,
+		DialOptions: DialOptions()}
 	if c.CACert != "" || c.Cert != "" || c.Key != "" {
 		if (c.Cert == "") != (c.Key == "") {
 			return nil, errors.New("etcd: --etcd-cert and --etcd-key go together")
@@ -150,4 +153,13 @@ func readPassword(path string) (string, error) {
 		return "", fmt.Errorf("etcd: password file %s is empty", path)
 	}
 	return pw, nil
+}
+
+// DialOptions cap gRPC's reconnection backoff (120 s by default) at two
+// seconds: an etcd member back from a restart is used again at once, not
+// minutes later, which is what a statd acknowledging SM_MONs needs.
+func DialOptions() []grpc.DialOption {
+	bc := backoff.DefaultConfig
+	bc.MaxDelay = 2 * time.Second
+	return []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 2 * time.Second})}
 }
