@@ -352,3 +352,31 @@ func TestEtcdKilledMidBurstLosesNoAcknowledged(t *testing.T) {
 		t.Fatal("no SM_MON failed: etcd was not killed mid-burst, the test proved nothing")
 	}
 }
+
+// An Apply larger than one etcd transaction may carry (an SM_UNMON_ALL of
+// a busy lock manager) commits in several and loses nothing.
+func TestApplyLargerThanOneTransaction(t *testing.T) {
+	c := etcdlab.Start(t, 1)
+	s := openStore(t, storeClient(t, c), IdentityPrefix("/hoststat", "srv"))
+	var puts, removes []nsm.Change
+	for i := range 500 {
+		r := reg(fmt.Sprintf("h%03d", i), i)
+		puts = append(puts, nsm.Change{Reg: r})
+		removes = append(removes, nsm.Change{Remove: true, Reg: r})
+	}
+	if err := s.Apply(context.Background(), puts); err != nil {
+		t.Fatal(err)
+	}
+	if regs, err := s.Registrations(); err != nil || len(regs) != 500 {
+		t.Fatalf("%d registrations after one Apply of 500 (%v)", len(regs), err)
+	}
+	if s.Txns() < 500/DefaultMaxTxnOps {
+		t.Fatalf("500 registrations in %d transactions: over etcd's --max-txn-ops", s.Txns())
+	}
+	if err := s.Apply(context.Background(), removes[:499]); err != nil {
+		t.Fatal(err)
+	}
+	if regs, _ := s.Registrations(); len(regs) != 1 || regs[0].MonName != "h499" {
+		t.Fatalf("after removing 499: %+v", regs)
+	}
+}
