@@ -1,0 +1,441 @@
+package identity
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hoststat/hoststat/internal/etcdlab"
+	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/nsm/etcdstore"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const (
+	prefix    = "/hoststat"
+	helperEnv = "HOSTSTAT_IDENTITY_OWNER_ENDPOINTS"
+)
+
+var nfs = Identity{Name: "nfs.example"}
+
+// TestMain runs the test binary as an owner process when asked: it takes
+// the identity, moves its state, prints it and serves until killed.
+func TestMain(m *testing.M) {
+	if eps := os.Getenv(helperEnv); eps != "" {
+		if err := ownerProcess(strings.Split(eps, ",")); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+func ownerProcess(endpoints []string) error {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	ow, err := Campaign(context.Background(), cli, prefix, nfs, "helper", Options{TTL: 3 * time.Second})
+	if err != nil {
+		return err
+	}
+	_, state, err := takeOver(cli, ow)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("serving %d\n", state)
+	return nil
+}
+
+// takeOver is what a statd does on winning an identity: open its store
+// fenced by the ownership and move the state to the next odd number.
+func takeOver(cli *clientv3.Client, ow *Owner) (*etcdstore.Store, int32, error) {
+	st, err := etcdstore.Open(context.Background(), cli, etcdstore.IdentityPrefix(prefix, ow.Identity().Name), etcdstore.Options{Fence: ow})
+	if err != nil {
+		return nil, 0, err
+	}
+	state, err := st.SimulateCrash(context.Background(), time.Now())
+	if err != nil {
+		st.Close()
+		return nil, 0, err
+	}
+	return st, state, nil
+}
+
+type won struct {
+	ow  *Owner
+	err error
+	at  time.Time
+}
+
+func campaign(cli *clientv3.Client, holder string, ttl time.Duration) chan won {
+	ch := make(chan won, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		ow, err := Acquire(ctx, cli, prefix, nfs, holder, Options{TTL: ttl})
+		ch <- won{ow, err, time.Now()}
+	}()
+	return ch
+}
+
+func seedRegistrations(t *testing.T, cli *clientv3.Client, hosts ...string) {
+	t.Helper()
+	s, err := etcdstore.Open(context.Background(), cli, etcdstore.IdentityPrefix(prefix, nfs.Name), etcdstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, h := range hosts {
+		r := nsm.Registration{MonName: h, MyID: nsm.MyID{Name: nfs.Name, Prog: 100021, Vers: 4, Proc: 16}}
+		if err := s.Apply(context.Background(), []nsm.Change{{Reg: r}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// kill -9 of the owning process: the waiting statd takes the identity
+// once the lease expires (TTL 3s: stated bound TTL + 10s on this loaded
+// machine), moves its state to the next odd number in one transaction,
+// keeps the registrations and owes every client the new state.
+func TestKilledOwnerIsTakenOver(t *testing.T) {
+	c := etcdlab.Start(t, 3)
+	cli := etcdlab.Client(t, c.Endpoints()...)
+	seedRegistrations(t, cli, "client1", "client2", "client3")
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join(c.Endpoints(), ","))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var first int32
+	select {
+	case l := <-lines:
+		n, err := strconv.ParseInt(strings.TrimPrefix(l, "serving "), 10, 32)
+		if err != nil {
+			t.Fatalf("owner process said %q", l)
+		}
+		first = int32(n)
+	case <-time.After(60 * time.Second):
+		t.Fatal("owner process did not take the identity")
+	}
+
+	waiting := campaign(etcdlab.Client(t, c.Endpoints()...), "standby", 3*time.Second)
+	select {
+	case w := <-waiting:
+		t.Fatalf("a second statd took the identity while its owner was alive: %+v", w)
+	case <-time.After(2 * time.Second):
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	var w won
+	select {
+	case w = <-waiting:
+	case <-time.After(3*time.Second + 10*time.Second):
+		t.Fatal("identity not taken over within TTL+10s of kill -9")
+	}
+	if w.err != nil {
+		t.Fatal(w.err)
+	}
+	t.Logf("identity taken over %v after kill -9 of its owner (lease TTL 3s)", w.at.Sub(killed).Round(time.Millisecond))
+	st, state, err := takeOver(cli, w.ow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if state <= first || state%2 != 1 {
+		t.Fatalf("state after takeover %d, owner's was %d: want the next odd number above it", state, first)
+	}
+	regs, _ := st.Registrations()
+	owed, _ := st.Owed()
+	if len(regs) != 3 || len(owed) != 3 || owed[0].State != state {
+		t.Fatalf("after takeover: %d registrations, owed %+v; want 3 kept and 3 owed state %d", len(regs), owed, state)
+	}
+}
+
+// An owner cut off from etcd (its only member stopped, the other two
+// still a quorum) stops serving on its own clock before its lease expires
+// and another statd takes the identity; once back, its writes are refused.
+func TestPartitionedOwnerStopsBeforeTakeover(t *testing.T) {
+	c := etcdlab.Start(t, 3)
+	cutOff := etcdlab.Client(t, c.Members[0].Endpoint())
+	a, err := Campaign(context.Background(), cutOff, prefix, nfs, "a", Options{TTL: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, stateA, err := takeOver(cutOff, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	waiting := campaign(etcdlab.Client(t, c.Members[1].Endpoint(), c.Members[2].Endpoint()), "b", 4*time.Second)
+
+	c.Members[0].Stop()
+	partitioned := time.Now()
+	lostAt := make(chan time.Time, 1)
+	go func() { <-a.Lost(); lostAt <- time.Now() }()
+	var w won
+	select {
+	case w = <-waiting:
+	case <-time.After(60 * time.Second):
+		c.Members[0].Cont()
+		t.Fatal("no takeover within 60s of the partition")
+	}
+	if w.err != nil {
+		c.Members[0].Cont()
+		t.Fatal(w.err)
+	}
+	var lost time.Time
+	select {
+	case lost = <-lostAt:
+	default:
+		c.Members[0].Cont()
+		t.Fatal("the partitioned owner still served when another statd took the identity")
+	}
+	t.Logf("partitioned owner stopped %v after the cut, %v before the takeover", lost.Sub(partitioned).Round(time.Millisecond), w.at.Sub(lost).Round(time.Millisecond))
+	if err := a.Err(); !errors.Is(err, ErrLost) {
+		t.Fatalf("Err after loss = %v", err)
+	}
+	// Still cut off, the old owner's store refuses at once, without etcd.
+	r := nsm.Registration{MonName: "late", MyID: nsm.MyID{Name: nfs.Name, Prog: 100021, Vers: 4, Proc: 16}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	err = sa.Apply(ctx, []nsm.Change{{Reg: r}})
+	cancel()
+	if !errors.Is(err, etcdstore.ErrFenced) {
+		c.Members[0].Cont()
+		t.Fatalf("SM_MON to the cut-off owner after it stopped: %v, want ErrFenced at once", err)
+	}
+	sb, stateB, err := takeOver(etcdlab.Client(t, c.Members[1].Endpoint(), c.Members[2].Endpoint()), w.ow)
+	if err != nil {
+		c.Members[0].Cont()
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if stateB <= stateA || stateB%2 != 1 {
+		t.Fatalf("state %d after takeover from %d", stateB, stateA)
+	}
+
+	c.Members[0].Cont()
+	err = sa.Apply(context.Background(), []nsm.Change{{Reg: r}})
+	if !errors.Is(err, etcdstore.ErrFenced) {
+		t.Fatalf("deposed owner's SM_MON write: %v, want ErrFenced", err)
+	}
+	if _, err := sa.SimulateCrash(context.Background(), time.Now()); !errors.Is(err, etcdstore.ErrFenced) {
+		t.Fatalf("deposed owner's state move: %v, want ErrFenced", err)
+	}
+	if regs, _ := sb.Registrations(); len(regs) != 0 {
+		t.Fatalf("deposed owner's write landed: %+v", regs)
+	}
+	if now, _ := sb.State(); now != stateB {
+		t.Fatalf("state %d, want %d: the deposed owner moved it", now, stateB)
+	}
+}
+
+// Killing one of three etcd members (the raft leader) changes nothing for
+// an owner: it keeps the identity, its writes go on, its state stays.
+func TestOneEtcdMemberDownChangesNothing(t *testing.T) {
+	c := etcdlab.Start(t, 3)
+	cli := etcdlab.Client(t, c.Endpoints()...)
+	a, err := Campaign(context.Background(), cli, prefix, nfs, "a", Options{TTL: 6 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, state, err := takeOver(cli, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	leader := -1
+	for i, m := range c.Members {
+		st, err := cli.Status(context.Background(), m.Endpoint())
+		if err == nil && st.Leader == st.Header.MemberId {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no etcd leader found")
+	}
+	c.Members[leader].Kill()
+	t.Logf("killed etcd member %d, the raft leader", leader)
+	end := time.Now().Add(3 * 6 * time.Second)
+	for i := 0; time.Now().Before(end); i++ {
+		if err := a.Err(); err != nil {
+			t.Fatalf("ownership lost with one etcd member down: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		r := nsm.Registration{MonName: fmt.Sprintf("c%d", i), MyID: nsm.MyID{Name: nfs.Name, Prog: 100021, Vers: 4, Proc: 16}}
+		err := s.Apply(ctx, []nsm.Change{{Reg: r}})
+		cancel()
+		if err != nil {
+			t.Fatalf("SM_MON %d with one etcd member down: %v", i, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if now, err := s.State(); err != nil || now != state {
+		t.Fatalf("state %d (%v), want %d unchanged", now, err, state)
+	}
+}
+
+// Ten failovers in a row, with a burst of concurrent SM_MONs between each:
+// every acknowledged registration is still there at the end, and every
+// takeover moved the state to a new, higher odd number. Odd rounds the
+// owner resigns (an admin move); even rounds it vanishes without a word
+// (its client closed, as a process killed), and the next owner waits out
+// the lease.
+func TestTenFailoversLoseNoAcknowledgedRegistration(t *testing.T) {
+	c := etcdlab.Start(t, 3)
+	acked := map[string]bool{}
+	last := int32(0)
+	for round := range 10 {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ow, err := Campaign(ctx, cli, prefix, nfs, fmt.Sprintf("statd%d", round%2), Options{TTL: 2 * time.Second})
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		st, state, err := takeOver(cli, ow)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if state <= last || state%2 != 1 {
+			t.Fatalf("round %d: state %d after %d", round, state, last)
+		}
+		last = state
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range 40 {
+			wg.Go(func() {
+				host := fmt.Sprintf("r%02dc%02d", round, i)
+				r := nsm.Registration{MonName: host, MyID: nsm.MyID{Name: nfs.Name, Prog: 100021, Vers: 4, Proc: 16}}
+				if st.Apply(context.Background(), []nsm.Change{{Reg: r}}) == nil {
+					mu.Lock()
+					acked[host] = true
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		st.Close()
+		if round%2 == 1 {
+			if err := ow.Resign(context.Background()); err != nil {
+				t.Fatalf("round %d: resign: %v", round, err)
+			}
+		}
+		cli.Close() // even rounds: the lease is left to expire
+	}
+	if len(acked) != 400 {
+		t.Fatalf("%d of 400 SM_MONs acknowledged with the identity owned", len(acked))
+	}
+	s, err := etcdstore.Open(context.Background(), etcdlab.Client(t, c.Endpoints()...), etcdstore.IdentityPrefix(prefix, nfs.Name), etcdstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	regs, err := s.Registrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range regs {
+		delete(acked, r.MonName)
+	}
+	if len(acked) != 0 {
+		t.Fatalf("%d acknowledged registrations lost across ten failovers, e.g. %v", len(acked), acked)
+	}
+}
+
+// statdctl's view and move: the listing names the owner and the state;
+// a move deposes the owner at once (no wait for its lease) and the
+// standby takes over with a higher state.
+func TestHoldingsAndMove(t *testing.T) {
+	c := etcdlab.Start(t, 1)
+	cli := etcdlab.Client(t, c.Endpoints()...)
+	if err := Move(context.Background(), cli, prefix, nfs.Name); !errors.Is(err, ErrNoOwner) {
+		t.Fatalf("move of an unowned identity: %v", err)
+	}
+	a, err := Campaign(context.Background(), cli, prefix, nfs, "server-a", Options{TTL: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, stateA, err := takeOver(cli, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	waiting := campaign(etcdlab.Client(t, c.Endpoints()...), "server-b", 30*time.Second)
+	time.Sleep(500 * time.Millisecond) // let b join the election
+	seedRegistrations(t, cli, "c1", "c2", "c3")
+	other, err := etcdstore.Open(context.Background(), cli, etcdstore.IdentityPrefix(prefix, "other.example"), etcdstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	r := nsm.Registration{MonName: "c9", MyID: nsm.MyID{Name: "other.example", Prog: 100021, Vers: 4, Proc: 16}}
+	if err := other.Apply(context.Background(), []nsm.Change{{Reg: r}}); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := Holdings(context.Background(), cli, prefix)
+	if err != nil || len(hs) != 2 || hs[0].Name != nfs.Name || hs[0].Holder != "server-a" || hs[0].State != stateA ||
+		hs[1] != (Holding{Name: "other.example"}) {
+		t.Fatalf("holdings = %+v, %v; want %s held by server-a at state %d, and other.example unowned", hs, err, nfs.Name, stateA)
+	}
+	if err := Move(context.Background(), cli, prefix, nfs.Name); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the moved identity's owner did not stop")
+	}
+	var w won
+	select {
+	case w = <-waiting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("standby did not take the moved identity (a 30s lease must not be waited out)")
+	}
+	if w.err != nil {
+		t.Fatal(w.err)
+	}
+	sb, stateB, err := takeOver(cli, w.ow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if stateB <= stateA {
+		t.Fatalf("state %d after move from %d", stateB, stateA)
+	}
+	if _, err := sa.SimulateCrash(context.Background(), time.Now()); !errors.Is(err, etcdstore.ErrFenced) {
+		t.Fatalf("moved-away owner's write: %v, want ErrFenced", err)
+	}
+	hs, _ = Holdings(context.Background(), cli, prefix)
+	if len(hs) != 2 || hs[0].Holder != "server-b" || hs[0].State != stateB {
+		t.Fatalf("holdings after move = %+v", hs)
+	}
+}
