@@ -39,8 +39,8 @@ func TestDetailsRoundTrip(t *testing.T) {
 	if ok, err := r.Read(3, &rec); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if want := s.Hostname[:hostnameSize]; rec.Hostname != want || rec.Sample.Hostname != want {
-		t.Errorf("hostname %q / %q, want %q (cut to the record's room)", rec.Hostname, rec.Sample.Hostname, want)
+	if want := s.Hostname[:hostnameSize]; rec.Hostname() != want || rec.Sample.Hostname != want {
+		t.Errorf("hostname %q / %q, want %q (cut to the record's room)", rec.Hostname(), rec.Sample.Hostname, want)
 	}
 	if rec.Disks != 2 || rec.Filesystems != 2 || !slices.Equal(rec.Sample.Disks, s.Disks) || !slices.Equal(rec.Sample.Filesystems, s.Filesystems) {
 		t.Errorf("disks %+v filesystems %+v, want %+v %+v", rec.Sample.Disks, rec.Sample.Filesystems, s.Disks, s.Filesystems)
@@ -49,14 +49,14 @@ func TestDetailsRoundTrip(t *testing.T) {
 		t.Errorf("disk rates %+v", rec.DiskRates)
 	}
 	sum, ok, err := r.Summary(3)
-	if !ok || err != nil || sum.Hostname != s.Hostname[:hostnameSize] {
-		t.Errorf("Summary hostname %q, %v, %v", sum.Hostname, ok, err)
+	if !ok || err != nil || sum.Hostname() != s.Hostname[:hostnameSize] {
+		t.Errorf("Summary hostname %q, %v, %v", sum.Hostname(), ok, err)
 	}
 	if ok, err := r.Read(4, &rec); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if rec.Hostname != "" || len(rec.Sample.Disks) != 0 || len(rec.Sample.Filesystems) != 0 || len(rec.DiskRates) != 0 {
-		t.Errorf("node without details reads %q %v %v", rec.Hostname, rec.Sample.Disks, rec.Sample.Filesystems)
+	if rec.Hostname() != "" || len(rec.Sample.Disks) != 0 || len(rec.Sample.Filesystems) != 0 || len(rec.DiskRates) != 0 {
+		t.Errorf("node without details reads %q %v %v", rec.Hostname(), rec.Sample.Disks, rec.Sample.Filesystems)
 	}
 
 	var last sample.Sample
@@ -73,7 +73,7 @@ func TestDetailsRoundTrip(t *testing.T) {
 	if err := w.Put(3, addrOf(3), base.Add(time.Second), plain); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := r.Read(3, &rec); !ok || err != nil || rec.Hostname != "" || len(rec.Sample.Disks) != 0 {
-		t.Errorf("after details went: %q %v %v %v", rec.Hostname, rec.Sample.Disks, ok, err)
+	if ok, err := r.Read(3, &rec); !ok || err != nil || rec.Hostname() != "" || len(rec.Sample.Disks) != 0 {
+		t.Errorf("after details went: %q %v %v %v", rec.Hostname(), rec.Sample.Disks, ok, err)
 	}
 }

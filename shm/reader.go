@@ -52,9 +52,10 @@ type Summary struct {
 	BootID   [16]byte
 	CPUs     int
 	NetDevs  int
-	// Hostname is the node's, cut to 32 bytes; empty when its sendstats
-	// does not send it.
-	Hostname           string
+	// Host is the node's hostname, NUL-padded, cut to 32 bytes; all zero
+	// when its sendstats does not send it. (An array, so reading a summary
+	// allocates nothing; HostBytes and Hostname give it.)
+	Host               [hostnameSize]byte
 	Disks, Filesystems int // counts, in the data slot
 	Total              sample.Ticks
 	TotalPercent       float32
@@ -66,6 +67,12 @@ type Summary struct {
 	// and kept only node and address until the node reports again.
 	Repaired bool
 }
+
+// HostBytes is the hostname without its padding.
+func (s *Summary) HostBytes() []byte { return nameBytes(s.Host[:]) }
+
+// Hostname is the node's hostname; empty when it sends none.
+func (s *Summary) Hostname() string { return string(s.HostBytes()) }
 
 // decodeSummary is the one decoder of a node record's fixed part. (Field
 // by field: a composite literal would be built aside and copied.)
@@ -79,9 +86,7 @@ func decodeSummary(b []byte, s *Summary) {
 	s.BootID = [16]byte(b[rBootID : rBootID+16])
 	s.CPUs = int(le.Uint32(b[rCPUs:]))
 	s.NetDevs = int(le.Uint16(b[rNets:]))
-	if name := nameBytes(b[rHostname : rHostname+hostnameSize]); s.Hostname != string(name) {
-		s.Hostname = string(name)
-	}
+	s.Host = [hostnameSize]byte(b[rHostname : rHostname+hostnameSize])
 	s.Disks, s.Filesystems = int(le.Uint16(b[rDisks:])), int(le.Uint16(b[rFSs:]))
 	s.Total = getTicks(b[rTicks:])
 	s.TotalPercent = getF32(b[rTotalPct:])
@@ -506,8 +511,8 @@ func decodeRecord(b, d []byte, rec *Record, models *[]string) {
 	}
 	d = d[nets*netSize:]
 
-	if s.Hostname != sum.Hostname {
-		s.Hostname = sum.Hostname
+	if host := sum.HostBytes(); s.Hostname != string(host) {
+		s.Hostname = string(host)
 	}
 	s.Disks = resize(s.Disks, sum.Disks)
 	rec.DiskRates = resize(rec.DiskRates, sum.Disks)
