@@ -80,6 +80,7 @@ type Sender struct {
 	bufs    [][]byte
 	details []byte
 	out     [][]byte // details, then bufs
+	sent    int      // datagrams of the last sample, details included
 	cut     bool     // said once that details were left out
 	seq     uint32
 
@@ -274,6 +275,7 @@ func (s *Sender) sendSample(answer bool) {
 		s.out = append(append(s.out[:0], s.details), s.bufs...)
 		send = s.out
 	}
+	s.sent = len(send)
 	// Counted before the writes, so whoever sees the answer arrive also
 	// sees it counted.
 	if answer {
