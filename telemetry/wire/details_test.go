@@ -1,9 +1,12 @@
 package wire
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,10 +87,26 @@ func TestDetailsRoundTrip(t *testing.T) {
 // taken as ever, without hostname, disks or filesystems.
 func TestSamplesWithoutDetailsAreAccepted(t *testing.T) {
 	w := newTwin(t, nil, 8, time.Second)
+	// A datagram captured from the encoder of main before details existed
+	// (smallSample, node 5, seq 1, epoch 777).
+	raw, err := os.ReadFile("testdata/status-before-details.hex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := hex.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := w.feed(old, node7Addr, t0); !ok || err != nil {
+		t.Fatalf("old datagram: %v, %v", ok, err)
+	}
+	equalSamples(t, &w.s1, smallSample())
 	e := NewEncoder(nil)
-	// Captured from the encoder before details existed: a status datagram
-	// is unchanged by them.
-	for seq := uint32(1); seq <= 3; seq++ {
+	e.Epoch = 777
+	if again := encode(t, e, 5, 1, smallSample())[0]; string(again) != string(old) {
+		t.Error("today's encoder no longer writes the old datagram byte for byte")
+	}
+	for seq := uint32(2); seq <= 4; seq++ {
 		ok, err := w.feed(encode(t, e, 5, seq, smallSample())[0], node7Addr, t0)
 		if !ok || err != nil {
 			t.Fatalf("seq %d: %v, %v", seq, ok, err)
