@@ -48,6 +48,8 @@ const (
 	FieldNetDevs
 	FieldRxRate
 	FieldTxRate
+	FieldHostname
+	FieldUptime
 	numFields
 )
 
@@ -55,7 +57,7 @@ var fieldNames = [numFields]string{
 	"node", "state", "error", "stale", "addr", "up", "last_seen", "age_seconds", "sample_time", "boot_time", "boot_id",
 	"cpus", "cpu_percent", "mem_total", "mem_used", "mem_free", "mem_available", "mem_buffers", "mem_cached", "mem_shared",
 	"swap_total", "swap_free", "load1", "load5", "load15", "procs_running", "procs_total", "last_pid", "net_devs",
-	"rx_bytes_per_sec", "tx_bytes_per_sec",
+	"rx_bytes_per_sec", "tx_bytes_per_sec", "hostname", "uptime_seconds",
 }
 
 // fieldAliases are short names scripts may use for the common fields.
@@ -141,6 +143,8 @@ func (s *Status) Has(f Field) bool {
 		return !s.BootTime.IsZero()
 	case FieldBootID:
 		return s.BootID != ""
+	case FieldHostname:
+		return s.Hostname != ""
 	}
 	return s.number(f) != 0
 }
@@ -174,6 +178,8 @@ func (s *Status) number(f Field) float64 {
 		return s.RxBytesPerSec
 	case FieldTxRate:
 		return s.TxBytesPerSec
+	case FieldUptime:
+		return s.UptimeSeconds
 	}
 	if b, ok := s.bytes(f); ok {
 		return float64(b)
@@ -223,6 +229,8 @@ func (s *Status) AppendField(dst []byte, f Field) []byte {
 		return append(dst, s.Addr...)
 	case FieldBootID:
 		return append(dst, s.BootID...)
+	case FieldHostname:
+		return append(dst, s.Hostname...)
 	case FieldStale:
 		return strconv.AppendBool(dst, s.Stale)
 	case FieldUp:
@@ -286,7 +294,7 @@ func appendDigits(dst []byte, n, width int) []byte {
 // quoted tells the fields that are JSON strings.
 func quoted(f Field) bool {
 	switch f {
-	case FieldState, FieldError, FieldAddr, FieldBootID, FieldLastSeen, FieldSampleTime, FieldBootTime:
+	case FieldState, FieldError, FieldAddr, FieldBootID, FieldLastSeen, FieldSampleTime, FieldBootTime, FieldHostname:
 		return true
 	}
 	return false
@@ -372,10 +380,22 @@ func (d Detail) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	disks, err := json.Marshal(d.Disks)
+	if err != nil {
+		return nil, err
+	}
+	fss, err := json.Marshal(d.Filesystems)
+	if err != nil {
+		return nil, err
+	}
 	b := d.Status.AppendJSON(nil, nil)
 	b = append(b[:len(b)-1], `,"per_cpu":`...)
 	b = append(b, cpus...)
 	b = append(b, `,"net":`...)
 	b = append(b, net...)
+	b = append(b, `,"disks":`...)
+	b = append(b, disks...)
+	b = append(b, `,"filesystems":`...)
+	b = append(b, fss...)
 	return append(b, '}'), nil
 }

@@ -61,13 +61,46 @@ type Status struct {
 	NetDevs       int       `json:"net_devs"`
 	RxBytesPerSec float64   `json:"rx_bytes_per_sec"` // every device but lo
 	TxBytesPerSec float64   `json:"tx_bytes_per_sec"`
+	// Hostname is the node's (cut to 32 bytes), empty when its sendstats
+	// sends none; it comes from the node: escape it before showing it.
+	Hostname string `json:"hostname"`
+	// UptimeSeconds is how long the node had been up at its last sample.
+	UptimeSeconds float64 `json:"uptime_seconds"`
 }
 
 // Detail is one node in full, as beostat --node N --json prints it.
 type Detail struct {
 	Status
-	PerCPU []CPUStatus `json:"per_cpu"`
-	Net    []NetStatus `json:"net"`
+	PerCPU      []CPUStatus        `json:"per_cpu"`
+	Net         []NetStatus        `json:"net"`
+	Disks       []DiskStatus       `json:"disks"`
+	Filesystems []FilesystemStatus `json:"filesystems"`
+}
+
+// DiskStatus is one whole disk of a node with its current rates.
+type DiskStatus struct {
+	Name             string  `json:"name"`
+	Reads            uint64  `json:"reads"`
+	Writes           uint64  `json:"writes"`
+	ReadBytes        uint64  `json:"read_bytes"`
+	WriteBytes       uint64  `json:"write_bytes"`
+	ReadBytesPerSec  float64 `json:"read_bytes_per_sec"`
+	WriteBytesPerSec float64 `json:"write_bytes_per_sec"`
+	BusyPercent      float64 `json:"busy_percent"`
+}
+
+// FilesystemStatus is one mounted filesystem of a node and its use.
+// NotAnswering is a mount whose statfs hung on the node (a dead NFS
+// server): its figures are zero.
+type FilesystemStatus struct {
+	Mount        string `json:"mount"`
+	Type         string `json:"type"`
+	NotAnswering bool   `json:"not_answering"`
+	Total        uint64 `json:"total"`
+	Used         uint64 `json:"used"`
+	Avail        uint64 `json:"avail"`
+	Files        uint64 `json:"files"`
+	FilesFree    uint64 `json:"files_free"`
 }
 
 // CPUStatus is one logical CPU.
@@ -140,6 +173,12 @@ func statusOf(st *Status, s *shm.Summary, info shm.Info, now time.Time, a *strin
 		NetDevs:       s.NetDevs,
 		RxBytesPerSec: round(s.RxBytesPerSec, 2),
 		TxBytesPerSec: round(s.TxBytesPerSec, 2),
+	}
+	if host := s.HostBytes(); len(host) > 0 {
+		st.Hostname = a.make(host)
+	}
+	if !s.Time.IsZero() && !s.BootTime.IsZero() && s.Time.After(s.BootTime) {
+		st.UptimeSeconds = round(s.Time.Sub(s.BootTime).Seconds(), 3)
 	}
 	if up {
 		st.State = StateUp
@@ -218,6 +257,17 @@ func (t *Table) Detail(node int) (Detail, error) {
 			TxBytes: n.TxBytes, TxPackets: n.TxPackets, TxErrors: n.TxErrors, TxDrops: n.TxDrops,
 			RxBytesPerSec: round(rec.NetRates[i].RxBytesPerSec, 2), TxBytesPerSec: round(rec.NetRates[i].TxBytesPerSec, 2),
 		}
+	}
+	d.Disks = make([]DiskStatus, len(rec.Sample.Disks))
+	for i, k := range rec.Sample.Disks {
+		r := rec.DiskRates[i]
+		d.Disks[i] = DiskStatus{Name: k.Name, Reads: k.Reads, Writes: k.Writes, ReadBytes: k.ReadBytes, WriteBytes: k.WriteBytes,
+			ReadBytesPerSec: round(r.ReadBytesPerSec, 2), WriteBytesPerSec: round(r.WriteBytesPerSec, 2), BusyPercent: round(float64(r.BusyPercent), 2)}
+	}
+	d.Filesystems = make([]FilesystemStatus, len(rec.Sample.Filesystems))
+	for i, f := range rec.Sample.Filesystems {
+		d.Filesystems[i] = FilesystemStatus{Mount: f.Mount, Type: f.Type, NotAnswering: f.NotAnswering,
+			Total: f.Total, Used: f.Used(), Avail: f.Avail, Files: f.Files, FilesFree: f.FilesFree}
 	}
 	return d, nil
 }

@@ -27,8 +27,9 @@ const DefaultDir = "/var/shm"
 // reads. The offsets of magic, version and the retired word never change
 // between versions, so any version can tell a reader to go away.
 // Version 2 replaced the index of one record per node number by a
-// two-level index of the nodes present.
-const LayoutVersion = 2
+// two-level index of the nodes present; version 3 added the hostname to
+// the record and disks and filesystems to the data slot.
+const LayoutVersion = 3
 
 var magic = [8]byte{'H', 'S', 'T', 'A', 'T', 'S', 'H', 'M'}
 
@@ -110,9 +111,15 @@ const (
 	rDataLen   = 252
 	rDataOff   = 256 // relative to the data area
 	rDataCap   = 264
+	rDisks     = 268 // uint16
+	rFSs       = 270 // uint16
 	rRxRate    = 272
 	rTxRate    = 280
+	rHostname  = 288 // 32 bytes, NUL-padded
 	recordSize = 320
+	// hostnameSize is the room for the hostname in the record: most are
+	// shorter; longer ones are cut.
+	hostnameSize = 32
 )
 
 // Record flags.
@@ -128,6 +135,15 @@ const (
 	modelSize = 64 // NUL-padded UTF-8
 	slotAlign = 64
 	nameSize  = 16
+	// diskSize: name 32, 5 counters, read and write rates f64, busy
+	// percent f32, pad 4.
+	diskSize     = 96
+	diskNameSize = 32
+	// fsSize: mount point 96, type 16, 5 figures, flags u32, pad 4.
+	fsSize      = 160
+	mountSize   = 96
+	fsTypeSize  = 16
+	fsNotAnswer = 1 // filesystem flag: statfs did not answer
 )
 
 // Limits on one node; they bound every allocation a reader makes from the
@@ -136,10 +152,13 @@ const (
 	MaxCPUs    = sample.MaxCPUs // the wire's limits: a valid sample always fits
 	MaxNetDevs = sample.MaxNetDevs
 	MaxModels  = 64
+	// MaxDisks and MaxFilesystems are the sample's limits too.
+	MaxDisks       = sample.MaxDisks
+	MaxFilesystems = sample.MaxFilesystems
 	// MaxNodes bounds node numbers: they run from 0 to MaxNodes-1. How
 	// many nodes a table holds is WriterOptions.MaxNodes.
 	MaxNodes = sample.MaxNodes
-	maxSlot  = MaxModels*modelSize + MaxCPUs*cpuSize + MaxNetDevs*netSize
+	maxSlot  = MaxModels*modelSize + MaxCPUs*cpuSize + MaxNetDevs*netSize + MaxDisks*diskSize + MaxFilesystems*fsSize
 )
 
 var le = binary.LittleEndian
@@ -363,21 +382,28 @@ func nameBytes(b []byte) []byte {
 }
 
 // slotLen is the bytes a node's data slot needs.
-func slotLen(models, cpus, nets int) int {
-	return models*modelSize + cpus*cpuSize + nets*netSize
+func slotLen(models, cpus, nets, disks, fss int) int {
+	return models*modelSize + cpus*cpuSize + nets*netSize + disks*diskSize + fss*fsSize
+}
+
+// slotCounts are the counts of a record's data slot.
+func slotCounts(rec []byte) (models, cpus, nets, disks, fss int) {
+	return int(le.Uint16(rec[rModels:])), int(le.Uint32(rec[rCPUs:])), int(le.Uint16(rec[rNets:])),
+		int(le.Uint16(rec[rDisks:])), int(le.Uint16(rec[rFSs:]))
 }
 
 // checkSlot verifies that the data slot an in-use record rec points at
 // lies inside a data area of dataSize bytes and matches the record's
 // counts; every use of a slot, by readers and the writer, goes through it.
 func checkSlot(rec []byte, dataSize uint64) error {
-	models, cpus, nets := int(le.Uint16(rec[rModels:])), int(le.Uint32(rec[rCPUs:])), int(le.Uint16(rec[rNets:]))
+	models, cpus, nets, disks, fss := slotCounts(rec)
 	n, c := uint64(le.Uint32(rec[rDataLen:])), uint64(le.Uint32(rec[rDataCap:]))
 	off := le.Uint64(rec[rDataOff:])
 	switch {
-	case models > MaxModels || cpus > MaxCPUs || nets > MaxNetDevs:
-		return fmt.Errorf("%w: %d models, %d CPUs, %d devices exceed the limits", ErrCorrupt, models, cpus, nets)
-	case n != uint64(slotLen(models, cpus, nets)) || n > c:
+	case models > MaxModels || cpus > MaxCPUs || nets > MaxNetDevs || disks > MaxDisks || fss > MaxFilesystems:
+		return fmt.Errorf("%w: %d models, %d CPUs, %d devices, %d disks, %d filesystems exceed the limits",
+			ErrCorrupt, models, cpus, nets, disks, fss)
+	case n != uint64(slotLen(models, cpus, nets, disks, fss)) || n > c:
 		return fmt.Errorf("%w: data length %d does not match its counts", ErrCorrupt, n)
 	case off%slotAlign != 0 || c%slotAlign != 0 || off > dataSize || c > dataSize-off:
 		return fmt.Errorf("%w: data slot [%d,+%d) outside the data area", ErrCorrupt, off, c)

@@ -30,30 +30,49 @@ type Record struct {
 	// CPUPercent is each CPU's busy share (0-100) between the node's last
 	// two samples, in Sample.CPUs order.
 	CPUPercent []float32
-	NetRates   []Rate // in Sample.Net order
+	NetRates   []Rate     // in Sample.Net order
+	DiskRates  []DiskRate // in Sample.Disks order
+}
+
+// DiskRate is a disk's byte rates and busy share (0-100) between the
+// node's last two samples.
+type DiskRate struct {
+	ReadBytesPerSec, WriteBytesPerSec float64
+	BusyPercent                       float32
 }
 
 // Summary is the fixed part of a node's record: enough for a one-line
 // overview, read without touching the per-CPU and per-device data.
 type Summary struct {
-	Node         int
-	Addr         netip.AddrPort // where the node's last status came from
-	LastSeen     time.Time      // when it arrived (master clock)
-	Time         time.Time      // when the node took the sample (node clock)
-	BootTime     time.Time
-	BootID       [16]byte
-	CPUs         int
-	NetDevs      int
-	Total        sample.Ticks
-	TotalPercent float32
-	Memory       sample.Memory
-	Load         sample.Load
+	Node     int
+	Addr     netip.AddrPort // where the node's last status came from
+	LastSeen time.Time      // when it arrived (master clock)
+	Time     time.Time      // when the node took the sample (node clock)
+	BootTime time.Time
+	BootID   [16]byte
+	CPUs     int
+	NetDevs  int
+	// Host is the node's hostname, NUL-padded, cut to 32 bytes; all zero
+	// when its sendstats does not send it. (An array, so reading a summary
+	// allocates nothing; HostBytes and Hostname give it.)
+	Host               [hostnameSize]byte
+	Disks, Filesystems int // counts, in the data slot
+	Total              sample.Ticks
+	TotalPercent       float32
+	Memory             sample.Memory
+	Load               sample.Load
 	// RxBytesPerSec and TxBytesPerSec add up every device but "lo".
 	RxBytesPerSec, TxBytesPerSec float64
 	// Repaired means a restarted writer found this record half-written
 	// and kept only node and address until the node reports again.
 	Repaired bool
 }
+
+// HostBytes is the hostname without its padding.
+func (s *Summary) HostBytes() []byte { return nameBytes(s.Host[:]) }
+
+// Hostname is the node's hostname; empty when it sends none.
+func (s *Summary) Hostname() string { return string(s.HostBytes()) }
 
 // decodeSummary is the one decoder of a node record's fixed part. (Field
 // by field: a composite literal would be built aside and copied.)
@@ -67,6 +86,8 @@ func decodeSummary(b []byte, s *Summary) {
 	s.BootID = [16]byte(b[rBootID : rBootID+16])
 	s.CPUs = int(le.Uint32(b[rCPUs:]))
 	s.NetDevs = int(le.Uint16(b[rNets:]))
+	s.Host = [hostnameSize]byte(b[rHostname : rHostname+hostnameSize])
+	s.Disks, s.Filesystems = int(le.Uint16(b[rDisks:])), int(le.Uint16(b[rFSs:]))
 	s.Total = getTicks(b[rTicks:])
 	s.TotalPercent = getF32(b[rTotalPct:])
 	s.Memory = getMemory(b[rMemory:])
@@ -487,6 +508,39 @@ func decodeRecord(b, d []byte, rec *Record, models *[]string) {
 		n.RxBytes, n.RxPackets, n.RxErrors, n.RxDrops = le.Uint64(c[0:]), le.Uint64(c[8:]), le.Uint64(c[16:]), le.Uint64(c[24:])
 		n.TxBytes, n.TxPackets, n.TxErrors, n.TxDrops = le.Uint64(c[32:]), le.Uint64(c[40:]), le.Uint64(c[48:]), le.Uint64(c[56:])
 		rec.NetRates[i] = Rate{RxBytesPerSec: getF64(e[80:]), TxBytesPerSec: getF64(e[88:])}
+	}
+	d = d[nets*netSize:]
+
+	if host := sum.HostBytes(); s.Hostname != string(host) {
+		s.Hostname = string(host)
+	}
+	s.Disks = resize(s.Disks, sum.Disks)
+	rec.DiskRates = resize(rec.DiskRates, sum.Disks)
+	for i := range sum.Disks {
+		e := d[i*diskSize:][:diskSize]
+		k := &s.Disks[i]
+		if name := nameBytes(e[:diskNameSize]); k.Name != string(name) {
+			k.Name = string(name)
+		}
+		c := e[diskNameSize:]
+		k.Reads, k.Writes, k.ReadBytes, k.WriteBytes, k.IOMillis = le.Uint64(c[0:]), le.Uint64(c[8:]), le.Uint64(c[16:]), le.Uint64(c[24:]), le.Uint64(c[32:])
+		rec.DiskRates[i] = DiskRate{ReadBytesPerSec: getF64(e[72:]), WriteBytesPerSec: getF64(e[80:]), BusyPercent: getF32(e[88:])}
+	}
+	d = d[sum.Disks*diskSize:]
+
+	s.Filesystems = resize(s.Filesystems, sum.Filesystems)
+	for i := range sum.Filesystems {
+		e := d[i*fsSize:][:fsSize]
+		f := &s.Filesystems[i]
+		if name := nameBytes(e[:mountSize]); f.Mount != string(name) {
+			f.Mount = string(name)
+		}
+		if name := nameBytes(e[mountSize : mountSize+fsTypeSize]); f.Type != string(name) {
+			f.Type = string(name)
+		}
+		c := e[mountSize+fsTypeSize:]
+		f.Total, f.Free, f.Avail, f.Files, f.FilesFree = le.Uint64(c[0:]), le.Uint64(c[8:]), le.Uint64(c[16:]), le.Uint64(c[24:]), le.Uint64(c[32:])
+		f.NotAnswering = le.Uint32(e[152:])&fsNotAnswer != 0
 	}
 }
 

@@ -663,15 +663,20 @@ func (w *Writer) put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sa
 		return fmt.Errorf("shm: node %d has %d CPUs, more than the table holds (%d)", node, len(s.CPUs), MaxCPUs)
 	case len(s.Net) > MaxNetDevs:
 		return fmt.Errorf("shm: node %d has %d network devices, more than the table holds (%d)", node, len(s.Net), MaxNetDevs)
+	case len(s.Disks) > MaxDisks || len(s.Filesystems) > MaxFilesystems:
+		return fmt.Errorf("shm: node %d has %d disks and %d filesystems, more than the table holds (%d, %d)",
+			node, len(s.Disks), len(s.Filesystems), MaxDisks, MaxFilesystems)
 	case len(r.CPUPercent) != len(s.CPUs) || len(r.Net) != len(s.Net):
 		return fmt.Errorf("shm: node %d: figures for %d CPUs and %d devices do not match its sample's %d and %d",
 			node, len(r.CPUPercent), len(r.Net), len(s.CPUs), len(s.Net))
+	case len(r.Disk) != len(s.Disks):
+		return fmt.Errorf("shm: node %d: figures for %d disks do not match its sample's %d", node, len(r.Disk), len(s.Disks))
 	}
 	if w.m == nil {
 		return ErrClosed
 	}
 	w.collectModels(s)
-	need := uint32(alignUp(uint64(slotLen(len(w.models), len(s.CPUs), len(s.Net))), slotAlign))
+	need := uint32(alignUp(uint64(slotLen(len(w.models), len(s.CPUs), len(s.Net), len(s.Disks), len(s.Filesystems))), slotAlign))
 
 	k := w.lookup(node)
 	isNew := k < 0
@@ -808,11 +813,14 @@ func (w *Writer) encode(rec []byte, node int, addr netip.AddrPort, seen time.Tim
 	le.PutUint32(rec[rRunning:], s.Load.Running)
 	le.PutUint32(rec[rProcs:], s.Load.Total)
 	le.PutUint32(rec[rLastPID:], s.Load.LastPID)
-	le.PutUint32(rec[rDataLen:], uint32(slotLen(len(w.models), len(s.CPUs), len(s.Net))))
+	le.PutUint32(rec[rDataLen:], uint32(slotLen(len(w.models), len(s.CPUs), len(s.Net), len(s.Disks), len(s.Filesystems))))
 	le.PutUint64(rec[rDataOff:], dataOff)
 	le.PutUint32(rec[rDataCap:], dataCap)
+	le.PutUint16(rec[rDisks:], uint16(len(s.Disks)))
+	le.PutUint16(rec[rFSs:], uint16(len(s.Filesystems)))
 	putF64(rec[rRxRate:], r.RxBytesPerSec)
 	putF64(rec[rTxRate:], r.TxBytesPerSec)
+	putName(rec[rHostname:rHostname+hostnameSize], s.Hostname)
 }
 
 // encodeData writes models, CPUs and devices into the node's data slot.
@@ -840,6 +848,36 @@ func (w *Writer) encodeData(b []byte, s *sample.Sample, r *rates.Rates) {
 		putF64(e[80:], r.Net[i].RxBytesPerSec)
 		putF64(e[88:], r.Net[i].TxBytesPerSec)
 	}
+	b = b[len(s.Net)*netSize:]
+	for i := range s.Disks {
+		d := &s.Disks[i]
+		e := b[i*diskSize:][:diskSize]
+		putName(e[:diskNameSize], d.Name)
+		for j, v := range [5]uint64{d.Reads, d.Writes, d.ReadBytes, d.WriteBytes, d.IOMillis} {
+			le.PutUint64(e[diskNameSize+8*j:], v)
+		}
+		dr := &r.Disk[i]
+		putF64(e[72:], dr.ReadBytesPerSec)
+		putF64(e[80:], dr.WriteBytesPerSec)
+		putF32(e[88:], dr.BusyPercent)
+		le.PutUint32(e[92:], 0)
+	}
+	b = b[len(s.Disks)*diskSize:]
+	for i := range s.Filesystems {
+		f := &s.Filesystems[i]
+		e := b[i*fsSize:][:fsSize]
+		putName(e[:mountSize], f.Mount)
+		putName(e[mountSize:mountSize+fsTypeSize], f.Type)
+		for j, v := range [5]uint64{f.Total, f.Free, f.Avail, f.Files, f.FilesFree} {
+			le.PutUint64(e[mountSize+fsTypeSize+8*j:], v)
+		}
+		var flags uint32
+		if f.NotAnswering {
+			flags |= fsNotAnswer
+		}
+		le.PutUint32(e[152:], flags)
+		le.PutUint32(e[156:], 0)
+	}
 }
 
 // Last reads node's stored sample into prev, reusing its slices, as far
@@ -865,8 +903,8 @@ func (w *Writer) Last(node int, prev *sample.Sample) bool {
 	prev.Time, prev.BootTime = getTime(b[rTime:]), getTime(b[rBootTime:])
 	prev.BootID = [16]byte(b[rBootID : rBootID+16])
 	prev.Total = getTicks(b[rTicks:])
-	models, cpus, nets := int(le.Uint16(b[rModels:])), int(le.Uint32(b[rCPUs:])), int(le.Uint16(b[rNets:]))
-	d := w.m[w.g.dataOffset+le.Uint64(b[rDataOff:]):][:slotLen(models, cpus, nets)]
+	models, cpus, nets, disks, fss := slotCounts(b)
+	d := w.m[w.g.dataOffset+le.Uint64(b[rDataOff:]):][:slotLen(models, cpus, nets, disks, fss)]
 	d = d[models*modelSize:]
 	prev.CPUs = resize(prev.CPUs, cpus)
 	for i := range prev.CPUs {
@@ -880,6 +918,15 @@ func (w *Writer) Last(node int, prev *sample.Sample) bool {
 			n.Name = string(name)
 		}
 		n.RxBytes, n.TxBytes = le.Uint64(e[nameSize:]), le.Uint64(e[nameSize+32:])
+	}
+	d = d[nets*netSize:]
+	prev.Disks = resize(prev.Disks, disks)
+	for i := range prev.Disks {
+		e, k := d[i*diskSize:][:diskSize], &prev.Disks[i]
+		if name := nameBytes(e[:diskNameSize]); k.Name != string(name) {
+			k.Name = string(name)
+		}
+		k.ReadBytes, k.WriteBytes, k.IOMillis = le.Uint64(e[diskNameSize+16:]), le.Uint64(e[diskNameSize+24:]), le.Uint64(e[diskNameSize+32:])
 	}
 	return true
 }

@@ -31,7 +31,11 @@ func Addr(node int) netip.AddrPort {
 //   - load 1.50 1.00 0.50, 2 running of 300, last pid 4242;
 //   - lo idle, eth0 receiving 1000 B/s and sending 500 B/s, 7 packets
 //     received;
-//   - from Addr(node), booted an hour before, boot id node, 0, 0, ….
+//   - from Addr(node), booted an hour before, boot id node, 0, 0, …,
+//     hostname "nodeN";
+//   - disk sda reading 2000 B/s and writing 1000 B/s, 25 % busy;
+//   - filesystem / (ext4) 60 GiB used of 100 GiB, 35 GiB available, and
+//     /scratch (xfs) not answering statfs.
 func PutTwoSamples(w *shm.Writer, node int, seen time.Time) error {
 	first := seen.Add(-2 * time.Second)
 	s := &sample.Sample{
@@ -44,17 +48,27 @@ func PutTwoSamples(w *shm.Writer, node int, seen time.Time) error {
 		Memory: sample.Memory{Total: 16 << 30, Free: 2 << 30, Available: 12 << 30, SwapTotal: 1 << 30, SwapFree: 1 << 30},
 		Load:   sample.Load{One: 1.5, Five: 1, Fifteen: 0.5, Running: 2, Total: 300, LastPID: 4242},
 		Net:    []sample.NetDev{{Name: "lo"}, {Name: "eth0", RxBytes: 10000, TxBytes: 10000, RxPackets: 7}},
+
+		Hostname: fmt.Sprintf("node%d", node),
+		Disks:    []sample.Disk{{Name: "sda", Reads: 10, Writes: 20, ReadBytes: 1 << 20, WriteBytes: 2 << 20, IOMillis: 1000}},
+		Filesystems: []sample.Filesystem{
+			{Mount: "/", Type: "ext4", Total: 100 << 30, Free: 40 << 30, Avail: 35 << 30, Files: 1000, FilesFree: 400},
+			{Mount: "/scratch", Type: "xfs", NotAnswering: true},
+		},
 	}
 	if err := w.Put(node, Addr(node), first, s); err != nil {
 		return err
 	}
 	prev := *s
-	prev.CPUs, prev.Net = slices.Clone(s.CPUs), slices.Clone(s.Net)
+	prev.CPUs, prev.Net, prev.Disks = slices.Clone(s.CPUs), slices.Clone(s.Net), slices.Clone(s.Disks)
 	s.Time = seen
 	s.Total = sample.Ticks{User: 275, Idle: 325}
 	s.CPUs[0].Ticks = sample.Ticks{User: 150, Idle: 150}
 	s.CPUs[1].Ticks = sample.Ticks{User: 125, Idle: 175}
 	s.Net[1].RxBytes, s.Net[1].TxBytes = 12000, 11000
+	s.Disks[0].ReadBytes += 4000
+	s.Disks[0].WriteBytes += 2000
+	s.Disks[0].IOMillis += 500
 	var fig rates.Rates
 	fig.Between(&prev, s)
 	return w.PutRates(node, Addr(node), seen, s, &fig)

@@ -40,7 +40,7 @@ func summaryLine(info shm.Info, now time.Time) string {
 type tableWriter struct {
 	w          *bufio.Writer
 	now        time.Time
-	width      [9]int
+	width      [10]int
 	line, cell []byte
 	up, down   int
 	unknown    int
@@ -49,15 +49,16 @@ type tableWriter struct {
 // Column widths: an IPv4 address and port; "unknown"; "23h59m"; …
 const (
 	addrWidth = 21
+	hostWidth = 12
 	memWidth  = 17
 	rateWidth = 9
 )
 
 func newTableWriter(w *bufio.Writer, info shm.Info, now time.Time) *tableWriter {
 	node := max(4, len(strconv.Itoa(max(0, info.NodeLimit-1))))
-	t := &tableWriter{w: w, now: now, width: [9]int{node, addrWidth, 7, 6, 6, 5, memWidth, rateWidth, rateWidth}}
+	t := &tableWriter{w: w, now: now, width: [10]int{node, addrWidth, hostWidth, 7, 6, 6, 5, memWidth, rateWidth, rateWidth}}
 	w.WriteString(summaryLine(info, now))
-	t.row("NODE", "ADDRESS", "STATE", "AGE", "LOAD", "CPU%", "MEMORY USED/TOTAL", "RX/s", "TX/s")
+	t.row("NODE", "ADDRESS", "HOST", "STATE", "AGE", "LOAD", "CPU%", "MEMORY USED/TOTAL", "RX/s", "TX/s")
 	w.Write(t.line)
 	return t
 }
@@ -130,7 +131,7 @@ func (t *tableWriter) node(s *beostat.Status) error {
 	t.cell = strconv.AppendInt(t.cell[:0], int64(s.Node), 10)
 	t.put(w[0])
 	if s.State == beostat.StateUnknown {
-		for i, c := range []string{"-", s.State, "-", "-", "-", "-", "-", "-"} {
+		for i, c := range []string{"-", "-", s.State, "-", "-", "-", "-", "-", "-"} {
 			t.cell = append(t.cell[:0], c...)
 			t.put(w[i+1])
 		}
@@ -140,21 +141,23 @@ func (t *tableWriter) node(s *beostat.Status) error {
 	}
 	t.cell = append(t.cell[:0], orDash(s.Addr)...)
 	t.put(w[1])
-	t.cell = append(t.cell[:0], s.State...)
+	t.cell = append(t.cell[:0], orDash(printable(s.Hostname))...)
 	t.put(w[2])
-	t.cell = appendAgeOf(t.cell[:0], s, t.now)
+	t.cell = append(t.cell[:0], s.State...)
 	t.put(w[3])
-	t.cell = appendFixed(t.cell[:0], s.Load1, 2)
+	t.cell = appendAgeOf(t.cell[:0], s, t.now)
 	t.put(w[4])
-	t.cell = appendFixed(t.cell[:0], s.CPUPercent, 1)
+	t.cell = appendFixed(t.cell[:0], s.Load1, 2)
 	t.put(w[5])
+	t.cell = appendFixed(t.cell[:0], s.CPUPercent, 1)
+	t.put(w[6])
 	t.cell = appendIEC(t.cell[:0], s.MemUsed)
 	t.cell = appendIEC(append(t.cell, " / "...), s.MemTotal)
-	t.put(w[6])
-	t.cell = appendIEC(t.cell[:0], uint64(s.RxBytesPerSec))
 	t.put(w[7])
-	t.cell = appendIEC(t.cell[:0], uint64(s.TxBytesPerSec))
+	t.cell = appendIEC(t.cell[:0], uint64(s.RxBytesPerSec))
 	t.put(w[8])
+	t.cell = appendIEC(t.cell[:0], uint64(s.TxBytesPerSec))
+	t.put(w[9])
 	if s.Stale {
 		t.line = append(t.line, "  stale: last figures before it went down"...)
 	}
@@ -280,11 +283,11 @@ func isPrintable(b []byte) bool {
 // writeDetail prints everything about one node.
 func writeDetail(w io.Writer, d beostat.Detail, now time.Time) {
 	s := d.Status
-	fmt.Fprintf(w, "node %d  %s  %s, last seen %s\n", s.Node, orDash(s.Addr), s.State, ageOf(s, now)+" ago")
+	fmt.Fprintf(w, "node %d  %s  %s  %s, last seen %s\n", s.Node, orDash(printable(s.Hostname)), orDash(s.Addr), s.State, ageOf(s, now)+" ago")
 	if s.Stale {
 		fmt.Fprintf(w, "STALE: the node is down; these are its last figures, not current ones\n")
 	}
-	fmt.Fprintf(w, "booted   %s  (boot id %s)\n", stamp(s.BootTime), orDash(s.BootID))
+	fmt.Fprintf(w, "booted   %s  (boot id %s), up %s\n", stamp(s.BootTime), orDash(s.BootID), age(time.Duration(s.UptimeSeconds*float64(time.Second))))
 	fmt.Fprintf(w, "sampled  %s  (node clock)\n", stamp(s.SampleTime))
 	fmt.Fprintf(w, "load     %.2f %.2f %.2f  (%d running of %d, last pid %d)\n", s.Load1, s.Load5, s.Load15, s.Running, s.Procs, s.LastPID)
 	fmt.Fprintf(w, "memory   %s used of %s; free %s, available %s, buffers %s, cached %s, shared %s\n",
@@ -308,6 +311,34 @@ func writeDetail(w io.Writer, d beostat.Detail, now time.Time) {
 			n.RxPackets, n.TxPackets, n.RxErrors+n.TxErrors, n.RxDrops+n.TxDrops)
 	}
 	tw.Flush()
+	if len(d.Disks) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprint(tw, "DISK\tREAD/s\tWRITE/s\tBUSY%\tREAD\tWRITTEN\t\n")
+		for _, k := range d.Disks {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s\t%s\t\n", printable(k.Name), bytesIEC(uint64(k.ReadBytesPerSec)),
+				bytesIEC(uint64(k.WriteBytesPerSec)), k.BusyPercent, bytesIEC(k.ReadBytes), bytesIEC(k.WriteBytes))
+		}
+		tw.Flush()
+	}
+	if len(d.Filesystems) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprint(tw, "MOUNT\tTYPE\tUSED\tSIZE\tAVAIL\tUSE%\tINODES USED\n")
+		for _, f := range d.Filesystems {
+			if f.NotAnswering {
+				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\tnot answering (statfs hung on the node)\n", printable(f.Mount), printable(f.Type))
+				continue
+			}
+			pct := 0.0
+			if f.Total > 0 {
+				pct = 100 * float64(f.Used) / float64(f.Total)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.0f%%\t%d of %d\n", printable(f.Mount), printable(f.Type),
+				bytesIEC(f.Used), bytesIEC(f.Total), bytesIEC(f.Avail), pct, f.Files-min(f.FilesFree, f.Files), f.Files)
+		}
+		tw.Flush()
+	}
 }
 
 func orDash(s string) string {

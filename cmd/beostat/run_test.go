@@ -68,16 +68,16 @@ func TestTable(t *testing.T) {
 		!strings.Contains(lines[0], "last update request 3.0s ago") {
 		t.Errorf("summary line %q", lines[0])
 	}
-	for _, h := range []string{"NODE", "ADDRESS", "STATE", "AGE", "LOAD", "CPU%", "MEMORY USED/TOTAL", "RX/s", "TX/s"} {
+	for _, h := range []string{"NODE", "ADDRESS", "HOST", "STATE", "AGE", "LOAD", "CPU%", "MEMORY USED/TOTAL", "RX/s", "TX/s"} {
 		if !strings.Contains(lines[1], h) {
 			t.Errorf("heading %q lacks %s", lines[1], h)
 		}
 	}
-	want1 := []string{"1", "10.0.0.1:3040", "up", "1.0s", "1.50", "37.5", "4GiB", "/", "16GiB", "1000B", "500B"}
+	want1 := []string{"1", "10.0.0.1:3040", "node1", "up", "1.0s", "1.50", "37.5", "4GiB", "/", "16GiB", "1000B", "500B"}
 	if got := strings.Fields(lines[2]); strings.Join(got, " ") != strings.Join(want1, " ") {
 		t.Errorf("node 1 line %q, want fields %q", lines[2], want1)
 	}
-	if f := strings.Fields(lines[3]); len(f) < 4 || f[0] != "4" || f[2] != "down" || f[3] != "2m00s" {
+	if f := strings.Fields(lines[3]); len(f) < 5 || f[0] != "4" || f[2] != "node4" || f[3] != "down" || f[4] != "2m00s" {
 		t.Errorf("node 4 line %q", lines[3])
 	}
 	// The figures of the down node are its last ones, and say so.
@@ -101,7 +101,8 @@ func TestJSON(t *testing.T) {
 	}
 	n := nodes[0]
 	if n["node"] != 1.0 || n["addr"] != "10.0.0.1:3040" || n["up"] != true || n["cpus"] != 2.0 ||
-		n["mem_total"] != float64(16<<30) || n["load1"] != 1.5 || n["cpu_percent"] != 37.5 || n["rx_bytes_per_sec"] != 1000.0 {
+		n["mem_total"] != float64(16<<30) || n["load1"] != 1.5 || n["cpu_percent"] != 37.5 || n["rx_bytes_per_sec"] != 1000.0 ||
+		n["hostname"] != "node1" || n["uptime_seconds"] != 3602.0 {
 		t.Errorf("node 1 = %v", n)
 	}
 	seen, err := time.Parse(time.RFC3339, n["last_seen"].(string))
@@ -135,7 +136,8 @@ func TestNodeDetail(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 	for _, want := range []string{
-		"node 1  10.0.0.1:3040  up, last seen 1.0s ago",
+		"node 1  node1  10.0.0.1:3040  up, last seen 1.0s ago",
+		"up 1h00m",
 		"load     1.50 1.00 0.50  (2 running of 300, last pid 4242)",
 		"memory   4GiB used of 16GiB",
 		"swap     0B used of 1GiB",
@@ -146,6 +148,17 @@ func TestNodeDetail(t *testing.T) {
 			t.Errorf("an up node marked stale:\n%s", out)
 		}
 		if !strings.Contains(out, want) {
+			t.Errorf("detail lacks %q:\n%s", want, out)
+		}
+	}
+	// Disks and filesystems, column by column.
+	words := strings.Join(strings.Fields(out), " ")
+	for _, want := range []string{
+		"DISK READ/s WRITE/s BUSY% READ WRITTEN sda 2KiB 1000B 25.0 1MiB 2MiB",
+		"/ ext4 60GiB 100GiB 35GiB 60% 600 of 1000",
+		"/scratch xfs - - - - not answering (statfs hung on the node)",
+	} {
+		if !strings.Contains(words, want) {
 			t.Errorf("detail lacks %q:\n%s", want, out)
 		}
 	}
@@ -339,8 +352,8 @@ func TestStuckRecordOnlyThatNode(t *testing.T) {
 	if code != 0 || errOut != "" {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
-	if !regexp.MustCompile(`(?m)^\s+1\s+-\s+unknown .*died mid-write`).MatchString(out) ||
-		!regexp.MustCompile(`(?m)^\s+4\s+10\.0\.0\.4:3040\s+up\s+\S+\s+1\.50`).MatchString(out) ||
+	if !regexp.MustCompile(`(?m)^\s+1\s+-\s+-\s+unknown .*died mid-write`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^\s+4\s+10\.0\.0\.4:3040\s+node4\s+up\s+\S+\s+1\.50`).MatchString(out) ||
 		!strings.Contains(out, "no recvstats") {
 		t.Errorf("table:\n%s", out)
 	}

@@ -57,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		keyFile = fs.String("key-file", "", "authenticate packets with the shared key in `FILE`")
 		group   = fs.String("group", wire.DefaultGroup.String(), "multicast group `ADDR`")
 		proc    = fs.String("proc", "/proc", "read the proc file system at `DIR`")
+		noDet   = fs.Bool("no-details", false, "do not send hostname, disks and filesystems (masters older than them count each such datagram as malformed)")
+		netFS   = fs.Bool("network-filesystems", false, "report NFS, CIFS, Lustre and other network mounts too (left out by default: they are the server's)")
 	)
 	if code, done := daemon.ParseFlags(fs, args, usageHead, stdout, stderr); done {
 		return code
@@ -81,6 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg := send.Config{
 		Rate:      time.Duration(*rate * float64(time.Second)),
 		Interface: *iface, Group: g, Port: *port, Node: *node, ProcRoot: *proc,
+		NoDetails: *noDet, NetworkFilesystems: *netFS,
 	}
 	// Names are resolved by the running agent, again and again: a node
 	// may boot before the name service is up, and a master may move.

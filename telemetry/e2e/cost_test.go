@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/internal/netlab"
+	"github.com/hoststat/hoststat/telemetry/wire"
 )
 
 // cpuTime is the CPU time of every thread of pid, from schedstat (ns,
@@ -107,10 +108,15 @@ func measureSendstats(b *testing.B, sendstats, ticker, rate string, window time.
 		deadline := time.Now().Add(d)
 		for {
 			sink.SetReadDeadline(deadline)
-			if _, _, err := sink.ReadFrom(buf); err != nil {
+			m, _, err := sink.ReadFrom(buf)
+			if err != nil {
 				return n
 			}
-			n++
+			// One sample: part 0 of its status (its details datagram
+			// and further parts are not samples).
+			if m >= wire.HeaderLen && wire.Kind(buf[wire.KindOffset]) == wire.KindStatus && buf[40] == 0 && buf[41] == 0 {
+				n++
+			}
 		}
 	}
 	count(time.Second) // past start-up

@@ -22,6 +22,17 @@ type Rates struct {
 	Net []Net
 	// RxBytesPerSec and TxBytesPerSec add up every device but "lo".
 	RxBytesPerSec, TxBytesPerSec float64
+	// Disk holds each disk's rates, in the sample's disk order;
+	// ReadBytesPerSec and WriteBytesPerSec add them up.
+	Disk                              []Disk
+	ReadBytesPerSec, WriteBytesPerSec float64
+}
+
+// Disk is one disk's byte rates and busy share: the part of the interval,
+// 0 to 100, during which it had I/O in flight.
+type Disk struct {
+	ReadBytesPerSec, WriteBytesPerSec float64
+	BusyPercent                       float32
 }
 
 // Between sets r to the figures of cur since prev, reusing r's slices.
@@ -61,7 +72,7 @@ func (r *Rates) Between(prev, cur *sample.Sample) {
 		if dt <= 0 {
 			continue
 		}
-		j := findNet(prev.Net, i, d.Name)
+		j := find(prev.Net, i, d.Name, netName)
 		if j < 0 {
 			continue
 		}
@@ -74,6 +85,34 @@ func (r *Rates) Between(prev, cur *sample.Sample) {
 			r.RxBytesPerSec += r.Net[i].RxBytesPerSec
 			r.TxBytesPerSec += r.Net[i].TxBytesPerSec
 		}
+	}
+	r.disks(prev, cur, dt)
+}
+
+// disks sets the disk rates by the same rules as the devices': matched by
+// name, nothing across a counter that went back.
+func (r *Rates) disks(prev, cur *sample.Sample, dt float64) {
+	r.Disk = resize(r.Disk, len(cur.Disks))
+	r.ReadBytesPerSec, r.WriteBytesPerSec = 0, 0
+	for i := range cur.Disks {
+		d := &cur.Disks[i]
+		r.Disk[i] = Disk{}
+		if dt <= 0 {
+			continue
+		}
+		j := find(prev.Disks, i, d.Name, diskName)
+		if j < 0 {
+			continue
+		}
+		p := &prev.Disks[j]
+		if d.ReadBytes < p.ReadBytes || d.WriteBytes < p.WriteBytes || d.IOMillis < p.IOMillis {
+			continue
+		}
+		busy := float64(d.IOMillis-p.IOMillis) / 10 / dt // ms per s → percent
+		r.Disk[i] = Disk{ReadBytesPerSec: float64(d.ReadBytes-p.ReadBytes) / dt,
+			WriteBytesPerSec: float64(d.WriteBytes-p.WriteBytes) / dt, BusyPercent: float32(min(100, busy))}
+		r.ReadBytesPerSec += r.Disk[i].ReadBytesPerSec
+		r.WriteBytesPerSec += r.Disk[i].WriteBytesPerSec
 	}
 }
 
@@ -97,19 +136,22 @@ func Percent(prev, cur *sample.Ticks) float32 {
 	return float32(min(100, 100*float64(cb-pb)/float64(ca-pa)))
 }
 
-// findNet is the index of device name in devs, trying position hint first
-// since devices rarely move; -1 when it is not there.
-func findNet(devs []sample.NetDev, hint int, name string) int {
-	if hint < len(devs) && devs[hint].Name == name {
+// find is the index of the entry named name in xs, trying position hint
+// first since devices and disks rarely move; -1 when it is not there.
+func find[T any](xs []T, hint int, name string, nameOf func(*T) string) int {
+	if hint < len(xs) && nameOf(&xs[hint]) == name {
 		return hint
 	}
-	for j := range devs {
-		if devs[j].Name == name {
+	for j := range xs {
+		if nameOf(&xs[j]) == name {
 			return j
 		}
 	}
 	return -1
 }
+
+func netName(d *sample.NetDev) string { return d.Name }
+func diskName(d *sample.Disk) string  { return d.Name }
 
 // resize returns s with length n, reusing its array when large enough.
 func resize[T any](s []T, n int) []T {

@@ -126,3 +126,36 @@ func BenchmarkBetween(b *testing.B) {
 		r.Between(prev, cur)
 	}
 }
+
+func disk(name string, rd, wr, ioms uint64) sample.Disk {
+	return sample.Disk{Name: name, ReadBytes: rd, WriteBytes: wr, IOMillis: ioms}
+}
+
+func TestBetweenDisks(t *testing.T) {
+	at := func(sec int, disks ...sample.Disk) *sample.Sample {
+		return &sample.Sample{Time: t0.Add(time.Duration(sec) * time.Second), Disks: disks}
+	}
+	tests := []struct {
+		name       string
+		prev, cur  *sample.Sample
+		want       []Disk
+		read, writ float64
+	}{
+		{"first sample: no rates", nil, at(1, disk("sda", 100, 100, 10)), []Disk{{}}, 0, 0},
+		{"steady, disks move and appear",
+			at(0, disk("sda", 1000, 2000, 100), disk("nvme0n1", 0, 0, 0)),
+			at(2, disk("nvme0n1", 4000, 0, 2500), disk("sda", 3000, 6000, 600), disk("sdb", 5, 5, 5)),
+			[]Disk{{2000, 0, 100}, {1000, 2000, 25}, {}}, 3000, 2000},
+		{"counter went back: zero, never huge",
+			at(0, disk("sda", 1<<40, 10, 10)), at(1, disk("sda", 5, 20, 20)), []Disk{{}}, 0, 0},
+		{"clock went back: no rates",
+			at(5, disk("sda", 0, 0, 0)), at(4, disk("sda", 10, 10, 10)), []Disk{{}}, 0, 0},
+	}
+	var r Rates
+	for _, tt := range tests {
+		r.Between(tt.prev, tt.cur)
+		if !slices.Equal(r.Disk, tt.want) || r.ReadBytesPerSec != tt.read || r.WriteBytesPerSec != tt.writ {
+			t.Errorf("%s: got %+v, %v, %v; want %+v, %v, %v", tt.name, r.Disk, r.ReadBytesPerSec, r.WriteBytesPerSec, tt.want, tt.read, tt.writ)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package sample
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 
 	"github.com/hoststat/hoststat/internal/rawio"
 )
@@ -34,10 +36,31 @@ type Collector struct {
 	// CPUInfoInterval is how often /proc/cpuinfo is re-read; it is also
 	// re-read whenever /proc/stat shows a CPU it has not described.
 	CPUInfoInterval time.Duration
+	// FilesystemInterval is how often the mount table, the mounts' use
+	// and the hostname are re-read (DefaultFilesystemInterval).
+	FilesystemInterval time.Duration
+	// StatfsTimeout bounds the wait for the mounts' statfs answers in one
+	// refresh (DefaultStatfsTimeout); Statfs is the call (unix.Statfs).
+	StatfsTimeout time.Duration
+	Statfs        StatfsFunc
+	// NetworkFilesystems adds NFS, CIFS, Lustre and other network
+	// mounts to the filesystems; off by default (see networkTypes).
+	NetworkFilesystems bool
 
 	fs                             procfs.FS
 	stat, meminfo, netdev, loadavg procFile
-	bootID                         [16]byte
+	// Optional files: a /proc without them gives samples without
+	// hostname, disks or filesystems.
+	hostname, diskstats, mounts procFile
+	bootID                      [16]byte
+
+	slowAt      time.Time // last read of mounts, statfs and hostname
+	mountList   []mount
+	filesystems []Filesystem
+	hostnameStr string
+	asked       []int
+	probes      map[string]*statfsProbe
+	warned      map[string]bool
 
 	cpuIDs      []int // /proc/stat CPU numbers of the last sample
 	cpuinfoAt   time.Time
@@ -62,7 +85,8 @@ func NewCollector(procRoot string, log *slog.Logger) (*Collector, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Collector{CPUInfoInterval: DefaultCPUInfoInterval, fs: fs, bootID: id, log: log}
+	c := &Collector{CPUInfoInterval: DefaultCPUInfoInterval, FilesystemInterval: DefaultFilesystemInterval,
+		StatfsTimeout: DefaultStatfsTimeout, Statfs: unix.Statfs, fs: fs, bootID: id, log: log}
 	files := []struct {
 		f    *procFile
 		name string
@@ -71,6 +95,15 @@ func NewCollector(procRoot string, log *slog.Logger) (*Collector, error) {
 		if err := x.f.open(filepath.Join(procRoot, x.name)); err != nil {
 			c.Close()
 			return nil, err
+		}
+	}
+	optional := []struct {
+		f    *procFile
+		name string
+	}{{&c.hostname, "sys/kernel/hostname"}, {&c.diskstats, "diskstats"}, {&c.mounts, "mounts"}}
+	for _, x := range optional {
+		if err := x.f.open(filepath.Join(procRoot, x.name)); err != nil {
+			log.Warn("optional /proc file unreadable; samples go without it", "err", err)
 		}
 	}
 	var s Sample
@@ -83,7 +116,8 @@ func NewCollector(procRoot string, log *slog.Logger) (*Collector, error) {
 
 // Close releases the open /proc files.
 func (c *Collector) Close() error {
-	return errors.Join(c.stat.close(), c.meminfo.close(), c.netdev.close(), c.loadavg.close())
+	return errors.Join(c.stat.close(), c.meminfo.close(), c.netdev.close(), c.loadavg.close(),
+		c.hostname.close(), c.diskstats.close(), c.mounts.close())
 }
 
 // Collect fills s with a new reading, reusing s's slices and strings. On
@@ -119,7 +153,52 @@ func (c *Collector) Collect(s *Sample) error {
 	if err := parseLoadavg(b, &s.Load); err != nil {
 		return fmt.Errorf("%s: %w", c.loadavg.path, err)
 	}
+	if c.diskstats.f != nil {
+		// Every sample: rates need counters of the sample's own time.
+		if b, err = c.diskstats.read(); err != nil {
+			return err
+		}
+		if s.Disks, err = parseDiskstats(b, s.Disks); err != nil {
+			return fmt.Errorf("%s: %w", c.diskstats.path, err)
+		}
+	} else {
+		s.Disks = s.Disks[:0]
+	}
+	if c.slowAt.IsZero() || s.Time.Sub(c.slowAt) >= c.FilesystemInterval {
+		c.slowAt = s.Time
+		c.readSlow()
+	}
+	if s.Hostname != c.hostnameStr {
+		s.Hostname = c.hostnameStr
+	}
+	s.Filesystems = append(s.Filesystems[:0], c.filesystems...)
 	return nil
+}
+
+// readSlow re-reads what changes slowly or costs a round trip: the
+// hostname, the mount table and the mounts' use. Trouble here never fails
+// a sample: it goes out without the figure.
+func (c *Collector) readSlow() {
+	if c.hostname.f != nil {
+		if b, err := c.hostname.read(); err == nil {
+			b = bytes.TrimSpace(b)
+			if len(b) > MaxNameLen {
+				b = b[:MaxNameLen]
+			}
+			if string(b) != c.hostnameStr {
+				c.hostnameStr = string(b)
+			}
+		}
+	}
+	if c.mounts.f == nil {
+		return
+	}
+	b, err := c.mounts.read()
+	if err != nil {
+		return
+	}
+	c.mountList = parseMounts(b, c.mountList, c.NetworkFilesystems)
+	c.refreshFilesystems(c.mountList)
 }
 
 // fillCPUInfo sets MHz and model of every CPU, re-reading /proc/cpuinfo

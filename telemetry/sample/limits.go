@@ -8,6 +8,10 @@ const (
 	// sample.
 	MaxCPUs    = 8192
 	MaxNetDevs = 1024
+	// MaxDisks and MaxFilesystems bound the disks and filesystems of a
+	// sample; the collector keeps the first ones, in file order.
+	MaxDisks       = 64
+	MaxFilesystems = 64
 	// MaxNameLen bounds a CPU model or device name on the wire; longer
 	// ones are cut by the sender.
 	MaxNameLen = 255

@@ -18,6 +18,52 @@ type Sample struct {
 	Memory Memory
 	Load   Load
 	Net    []NetDev // every device of /proc/net/dev, in file order
+
+	// Hostname is /proc/sys/kernel/hostname; empty when unreadable.
+	Hostname string
+	// Disks are the whole disks of /proc/diskstats, in file order
+	// (partitions, loop, ram and zram devices left out).
+	Disks []Disk
+	// Filesystems are the node's mounted local filesystems with their
+	// use (statfs), in /proc/mounts order; see Collector for which.
+	Filesystems []Filesystem
+}
+
+// Uptime is how long the node had been up when the sample was taken; 0
+// when either time is unknown.
+func (s *Sample) Uptime() time.Duration {
+	if s.Time.IsZero() || s.BootTime.IsZero() || s.Time.Before(s.BootTime) {
+		return 0
+	}
+	return s.Time.Sub(s.BootTime)
+}
+
+// Disk is one line of /proc/diskstats: cumulative counters since boot.
+type Disk struct {
+	Name                  string
+	Reads, Writes         uint64 // completed requests
+	ReadBytes, WriteBytes uint64 // sectors × 512, as the kernel counts them
+	IOMillis              uint64 // time the device had I/O in flight, ms
+}
+
+// Filesystem is one mount and its use, in bytes and inodes.
+type Filesystem struct {
+	Mount, Type string
+	// NotAnswering is set when statfs of the mount did not answer within
+	// the collector's timeout (a dead NFS server, a hung device): the
+	// figures below are then zero and the mount is reported, not waited
+	// for.
+	NotAnswering       bool
+	Total, Free, Avail uint64 // bytes; Avail is what unprivileged users may use
+	Files, FilesFree   uint64 // inodes
+}
+
+// Used is the space in use.
+func (f *Filesystem) Used() uint64 {
+	if f.Free > f.Total {
+		return 0
+	}
+	return f.Total - f.Free
 }
 
 // Ticks are cumulative CPU time counters in USER_HZ units (1/100 s), as in

@@ -45,6 +45,14 @@ type Config struct {
 	Node         int           // NoNode (or any negative): assigned by the master
 	Key          []byte
 
+	// NoDetails leaves out the details datagram (hostname, disks,
+	// filesystems) sent before each sample: a master older than it counts
+	// each one as a malformed drop.
+	NoDetails bool
+	// NetworkFilesystems reports NFS and other network mounts too (the
+	// collector leaves them out by default).
+	NetworkFilesystems bool
+
 	ProcRoot string                     // default /proc
 	Collect  func(*sample.Sample) error // replaces the /proc collector (tests)
 	Logger   *slog.Logger
@@ -68,9 +76,13 @@ type Sender struct {
 	fixed   int              // dests[:fixed] never change
 	node    uint32
 
-	smp  sample.Sample
-	bufs [][]byte
-	seq  uint32
+	smp     sample.Sample
+	bufs    [][]byte
+	details []byte
+	out     [][]byte // details, then bufs
+	sent    int      // datagrams of the last sample, details included
+	cut     bool     // said once that details were left out
+	seq     uint32
 
 	answered atomic.Uint64 // samples sent in answer to a request
 	rejected atomic.Uint64 // requests refused (bad MAC, replay, not for us)
@@ -117,6 +129,7 @@ func New(cfg Config) (*Sender, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", cfg.ProcRoot, err)
 		}
+		c.NetworkFilesystems = cfg.NetworkFilesystems
 		s.collect, s.closeFn = c.Collect, c.Close
 	}
 	if cfg.Interface != "" {
@@ -249,6 +262,20 @@ func (s *Sender) sendSample(answer bool) {
 		s.log.Warn("cannot encode a sample", "err", err)
 		return
 	}
+	send := s.bufs
+	if !s.cfg.NoDetails && wire.HasDetails(&s.smp) {
+		// The details go first: a master holds them until the status
+		// completes the sample.
+		var cut int
+		s.details, cut = s.enc.AppendDetails(s.details[:0], s.node, s.seq, &s.smp)
+		if cut > 0 && !s.cut {
+			s.cut = true
+			s.log.Warn("disks and filesystems beyond one datagram are not sent", "left out", cut)
+		}
+		s.out = append(append(s.out[:0], s.details), s.bufs...)
+		send = s.out
+	}
+	s.sent = len(send)
 	// Counted before the writes, so whoever sees the answer arrive also
 	// sees it counted.
 	if answer {
@@ -256,7 +283,7 @@ func (s *Sender) sendSample(answer bool) {
 	}
 	for _, to := range s.dests {
 		var werr error
-		for _, b := range s.bufs {
+		for _, b := range send {
 			if werr = s.tr.WriteTo(b, to); werr != nil {
 				break
 			}
@@ -271,7 +298,7 @@ func (s *Sender) sendSample(answer bool) {
 			s.log.Info("sending again", "to", to.String())
 		}
 	}
-	s.log.Debug("sent sample", "seq", s.seq, "datagrams", len(s.bufs), "answer", answer)
+	s.log.Debug("sent sample", "seq", s.seq, "datagrams", len(send), "answer", answer)
 }
 
 // Close releases the sockets and /proc files.

@@ -161,10 +161,13 @@ type pendingSample struct {
 	key    pendingKey
 	header Header // of the first part to arrive
 	first  time.Time
-	counts ranges // cpuCount and netCount
-	parts  []heldPart
+	counts ranges     // cpuCount and netCount
+	parts  []heldPart // empty while only the details have come
 	got    int
 	arena  []byte
+	// details, when held, are arena[detailsOff:detailsEnd].
+	hasDetails             bool
+	detailsOff, detailsEnd int
 }
 
 type heldPart struct {
@@ -207,6 +210,9 @@ func NewAssembler(maxPending int, timeout time.Duration) *Assembler {
 // ErrReplay, ErrDuplicate, ErrStale or ErrMalformed.
 func (a *Assembler) Add(from Sender, p *Packet, now time.Time, into *sample.Sample) (complete bool, err error) {
 	h := &p.Header
+	if h.Kind == KindDetails && h.Parts == 1 && h.Part == 0 {
+		return false, a.addDetails(from, p, now)
+	}
 	if h.Kind != KindStatus || h.Parts == 0 || h.Part >= h.Parts {
 		return false, fmt.Errorf("%w: %v part %d of %d is not a status part", ErrMalformed, h.Kind, h.Part, h.Parts)
 	}
@@ -217,22 +223,27 @@ func (a *Assembler) Add(from Sender, p *Packet, now time.Time, into *sample.Samp
 	if err != nil {
 		return false, err
 	}
+	key := pendingKey{sender: from, bootID: h.BootID, epoch: h.Epoch, seq: h.Seq}
 	if h.Parts == 1 {
 		resize(into, p.ranges.cpuCount, p.ranges.netCount)
 		if err := decodePart(p.payload, h, &p.ranges, into); err != nil {
 			return false, err
 		}
+		a.takeDetails(st, key, h, into)
 		a.accept(from, st, h, into)
 		return true, nil
 	}
 
-	key := pendingKey{sender: from, bootID: h.BootID, epoch: h.Epoch, seq: h.Seq}
 	ps := a.pending[key]
 	if ps == nil {
 		if st == nil {
 			st = a.newSender(from)
 		}
 		ps = a.startPending(key, st, h, &p.ranges, now)
+	} else if len(ps.parts) == 0 {
+		if err := ps.startStatus(h, &p.ranges); err != nil {
+			return false, err
+		}
 	} else if h.Parts != ps.header.Parts || !h.Time.Equal(ps.header.Time) || !h.BootTime.Equal(ps.header.BootTime) ||
 		p.ranges.cpuCount != ps.counts.cpuCount || p.ranges.netCount != ps.counts.netCount {
 		return false, fmt.Errorf("%w: part %d disagrees with the other parts of seq %d", ErrMalformed, h.Part, h.Seq)
@@ -266,10 +277,96 @@ func (a *Assembler) Add(from Sender, p *Packet, now time.Time, into *sample.Samp
 			return false, err
 		}
 	}
+	if err := ps.decodeDetails(into); err != nil {
+		a.release(ps)
+		return false, err
+	}
 	hdr := ps.header
 	a.release(ps)
 	a.accept(from, a.senders[from], &hdr, into)
 	return true, nil
+}
+
+// addDetails holds the details datagram of a sample until its status
+// parts complete it. A status that completes without them (lost, or from
+// a sender that does not send them) is a sample without details.
+func (a *Assembler) addDetails(from Sender, p *Packet, now time.Time) error {
+	h := &p.Header
+	if !now.Before(a.nextSweep) {
+		a.Expire(now)
+	}
+	st, err := a.fresh(from, h)
+	if err != nil {
+		return err
+	}
+	key := pendingKey{sender: from, bootID: h.BootID, epoch: h.Epoch, seq: h.Seq}
+	ps := a.pending[key]
+	if ps == nil {
+		if st == nil {
+			st = a.newSender(from)
+		}
+		ps = a.startPending(key, st, h, nil, now)
+	} else if !h.Time.Equal(ps.header.Time) || !h.BootTime.Equal(ps.header.BootTime) {
+		return fmt.Errorf("%w: details disagree with the status parts of seq %d", ErrMalformed, h.Seq)
+	}
+	if ps.hasDetails {
+		return fmt.Errorf("%w: details of seq %d", ErrDuplicate, h.Seq)
+	}
+	a.makeRoom(len(p.payload), ps)
+	ps.hasDetails, ps.detailsOff = true, len(ps.arena)
+	ps.arena = append(ps.arena, p.payload...)
+	ps.detailsEnd = len(ps.arena)
+	a.held += len(p.payload)
+	return nil
+}
+
+// takeDetails fills into's details from those held for a one-datagram
+// sample, or empties them when none are held.
+func (a *Assembler) takeDetails(st *senderState, key pendingKey, h *Header, into *sample.Sample) {
+	if st == nil || st.pending == 0 {
+		clearDetails(into)
+		return
+	}
+	ps := a.pending[key]
+	if ps == nil || len(ps.parts) != 0 || !h.Time.Equal(ps.header.Time) || !h.BootTime.Equal(ps.header.BootTime) {
+		clearDetails(into)
+		return
+	}
+	a.drop(ps, false)
+	if ps.decodeDetails(into) != nil { // checked by Parse: cannot fail
+		clearDetails(into)
+	}
+	a.release(ps)
+}
+
+// startStatus sets the status fields of a sample whose details came first.
+func (ps *pendingSample) startStatus(h *Header, g *ranges) error {
+	if !h.Time.Equal(ps.header.Time) || !h.BootTime.Equal(ps.header.BootTime) {
+		return fmt.Errorf("%w: part %d disagrees with the details of seq %d", ErrMalformed, h.Part, h.Seq)
+	}
+	ps.header = *h
+	ps.counts = ranges{cpuCount: g.cpuCount, netCount: g.netCount}
+	ps.sizeParts(h.Parts)
+	return nil
+}
+
+func (ps *pendingSample) sizeParts(n uint16) {
+	if cap(ps.parts) < int(n) {
+		ps.parts = make([]heldPart, n)
+	}
+	ps.parts = ps.parts[:n]
+	clear(ps.parts)
+}
+
+// decodeDetails stores the held details in s, or empties s's details.
+func (ps *pendingSample) decodeDetails(s *sample.Sample) error {
+	if !ps.hasDetails {
+		clearDetails(s)
+		return nil
+	}
+	r := reader{b: ps.arena[ps.detailsOff:ps.detailsEnd]}
+	walkDetails(&r, s)
+	return r.err
 }
 
 // Receive is Parse and then Add for datagram b from addr, for a receiver
@@ -283,6 +380,9 @@ func (a *Assembler) Add(from Sender, p *Packet, now time.Time, into *sample.Samp
 func (a *Assembler) Receive(p *Parser, b []byte, addr netip.Addr, now time.Time, into *sample.Sample) (Header, bool, error) {
 	pk, err := p.parseHeader(b)
 	h := &pk.Header
+	if err == nil && h.Kind == KindDetails {
+		return *h, false, a.addDetails(a.senderOf(h, addr), &pk, now)
+	}
 	if err != nil || h.Kind != KindStatus {
 		return *h, false, err
 	}
@@ -314,6 +414,7 @@ func (a *Assembler) Receive(p *Parser, b []byte, addr netip.Addr, now time.Time,
 	if err != nil {
 		return *h, false, err
 	}
+	a.takeDetails(st, pendingKey{sender: from, bootID: h.BootID, epoch: h.Epoch, seq: h.Seq}, h, into)
 	a.accept(from, st, h, into)
 	return *h, true, nil
 }
@@ -417,13 +518,15 @@ func (a *Assembler) startPending(key pendingKey, st *senderState, h *Header, g *
 		ps = &pendingSample{}
 	}
 	ps.key, ps.header, ps.first, ps.got = key, *h, now, 0
-	ps.counts = ranges{cpuCount: g.cpuCount, netCount: g.netCount}
-	if cap(ps.parts) < int(h.Parts) {
-		ps.parts = make([]heldPart, h.Parts)
-	}
-	ps.parts = ps.parts[:h.Parts]
-	clear(ps.parts)
+	ps.hasDetails = false
 	ps.arena = ps.arena[:0]
+	if g == nil { // details first: the status parts will say how many
+		ps.counts = ranges{}
+		ps.parts = ps.parts[:0]
+	} else {
+		ps.counts = ranges{cpuCount: g.cpuCount, netCount: g.netCount}
+		ps.sizeParts(h.Parts)
+	}
 	a.pending[key] = ps
 	st.pending++
 	return ps

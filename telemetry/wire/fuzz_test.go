@@ -19,6 +19,8 @@ func parseSeeds(f *testing.F) {
 			f.Add(d)
 		}
 		f.Add(NewEncoder(key).AppendUpdateRequest(nil, Header{Node: NoNode, Seq: 1, Time: t0}))
+		d, _ := NewEncoder(key).AppendDetails(nil, 1, 1, withDetails(s, 2, 2))
+		f.Add(d)
 	}
 	f.Add([]byte("HSTS\x01"))
 	f.Add([]byte{})
@@ -41,6 +43,13 @@ func FuzzParse(f *testing.F) {
 			}
 			if len(b) > MaxDatagram || p.Parts == 0 || p.Part >= p.Parts {
 				t.Fatalf("accepted %d bytes, part %d of %d", len(b), p.Part, p.Parts)
+			}
+			if p.Kind == KindDetails {
+				var s sample.Sample
+				if ok, err := NewAssembler(2, time.Second).Add(Sender{Node: 1}, &p, t0, &s); ok || err != nil {
+					t.Fatalf("details after Parse: %v, %v", ok, err)
+				}
+				continue
 			}
 			if p.Kind != KindStatus {
 				continue

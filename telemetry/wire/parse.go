@@ -99,6 +99,15 @@ func (p *Parser) parseHeader(b []byte) (Packet, error) {
 		if r.err != nil {
 			return pk, r.err
 		}
+	case KindDetails:
+		if h.Parts != 1 {
+			return pk, fmt.Errorf("%w: details in %d parts", ErrMalformed, h.Parts)
+		}
+		r := reader{b: pk.payload}
+		walkDetails(&r, nil)
+		if r.err != nil {
+			return pk, r.err
+		}
 	default:
 		return pk, fmt.Errorf("%w: %v", ErrMalformed, h.Kind)
 	}

@@ -74,6 +74,11 @@ type Kind uint8
 const (
 	KindStatus        Kind = 1 // a sample, or one part of it, from a node
 	KindUpdateRequest Kind = 2 // a master asking nodes to send at once
+	// KindDetails carries a sample's hostname, disks and filesystems, in
+	// one datagram sent before the status parts of the same seq. It came
+	// after the first release of v1: older receivers drop it as an
+	// unknown kind and still take the status.
+	KindDetails Kind = 3
 )
 
 // PeekKind returns the kind a datagram's header claims, and false when b
@@ -92,6 +97,8 @@ func (k Kind) String() string {
 		return "status"
 	case KindUpdateRequest:
 		return "update request"
+	case KindDetails:
+		return "details"
 	}
 	return fmt.Sprintf("kind %d", uint8(k))
 }
