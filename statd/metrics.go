@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/hoststat/hoststat/internal/loopback"
 	"github.com/hoststat/hoststat/nsm"
@@ -91,6 +92,10 @@ func CheckMetricsAddr(addr string, public bool) error {
 	return loopback.Endpoint{Flag: "--metrics", PublicFlag: "--metrics-public", Shows: "the metrics", Example: "127.0.0.1:9724"}.CheckListen(addr, public)
 }
 
+// metricsConns bounds the connections /metrics holds open at once (more
+// wait in the kernel's backlog); each lives at most IdleTimeout idle.
+const metricsConns = 16
+
 // serveMetrics starts /metrics when --metrics asks for it; the function
 // it returns stops it.
 func (d *daemon) serveMetrics() (func(), error) {
@@ -102,6 +107,7 @@ func (d *daemon) serveMetrics() (func(), error) {
 		return nil, fmt.Errorf("--metrics: %w", err)
 	}
 	d.metrics.addr = ln.Addr().String()
+	ln = netutil.LimitListener(ln, metricsConns)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(d.metrics.commit, &statdCollector{d: d},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
