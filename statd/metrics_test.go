@@ -219,6 +219,22 @@ func TestMetrics(t *testing.T) {
 		return nil
 	})
 
+	// A flood of SM_NOTIFY about a host nobody monitors: past the burst
+	// they are dropped unanswered, each counted as a refusal and a drop.
+	unanswered := 0
+	for i := range 20 {
+		cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		if callNotify(cctx, c, "stranger", int32(i)) != nil {
+			unanswered++
+		}
+		cancel()
+	}
+	s = scrapeMetrics(t, url)
+	limited, dropped := s.value("refusals_total", "proc", "SM_NOTIFY", "reason", "rate_limited"), s.value("rpc_dropped_calls_total")
+	if unanswered == 0 || limited < float64(unanswered) || dropped != limited {
+		t.Errorf("%d of 20 unsolicited SM_NOTIFY unanswered; refused as rate limited %v, dropped %v", unanswered, limited, dropped)
+	}
+
 	// A simulated crash owes every monitored host a notification: two
 	// answer, nowhere.invalid never does and is given up on.
 	netlab.RequireRoot(t) // a privileged source port needs root
