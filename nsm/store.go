@@ -75,6 +75,7 @@ type Store struct {
 	path      string
 	stateFile string // "" when the state is kept in the store only
 	onState   func(int32)
+	onCommit  func(time.Duration)
 	db        *bolt.DB
 	log       *slog.Logger
 
@@ -128,6 +129,10 @@ func WithStateFile(path string) StoreOption { return func(s *Store) { s.stateFil
 // WithStateHook calls fn with the state number after every committed start
 // or simulated crash (the daemon tells the kernel's lock manager).
 func WithStateHook(fn func(state int32)) StoreOption { return func(s *Store) { s.onState = fn } }
+
+// WithCommitHook calls fn with how long each group commit (one
+// transaction and its fsync) took: the daemon's latency histogram.
+func WithCommitHook(fn func(time.Duration)) StoreOption { return func(s *Store) { s.onCommit = fn } }
 
 // OpenStore opens or creates the store file at path. An existing file is
 // checked first (CheckStoreFile): a file that is not a hoststat store, or
@@ -311,6 +316,7 @@ func (s *Store) commitLoop() {
 
 func (s *Store) commit(batch []*op) {
 	failed := false
+	start := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, o := range batch {
 			if err := o.fn(tx); err != nil {
@@ -320,6 +326,9 @@ func (s *Store) commit(batch []*op) {
 		}
 		return nil
 	})
+	if s.onCommit != nil {
+		s.onCommit(time.Since(start))
+	}
 	if !failed || len(batch) == 1 {
 		if err != nil {
 			s.log.Error("store commit failed", "ops", len(batch), "err", err)

@@ -30,6 +30,7 @@ type Status struct {
 	StateDir  string      `json:"state_dir"`
 	Started   time.Time   `json:"started"`
 	Listeners []string    `json:"listeners"`
+	Metrics   string      `json:"metrics,omitempty"` // the /metrics endpoint's HOST:PORT
 	Monitored []Monitored `json:"monitored"`
 	Owed      []Owed      `json:"owed"`
 	// Counters since start: store writes that failed (each also logged),

@@ -90,6 +90,11 @@ type Config struct {
 	// targets besides the lock manager's (--callback-program); never
 	// SM_PROG or rpcbind.
 	CallbackPrograms []uint32
+	// MetricsAddr (--metrics), when set, is the HOST:PORT of the
+	// Prometheus /metrics endpoint; a loopback address unless
+	// MetricsPublic (--metrics-public).
+	MetricsAddr   string
+	MetricsPublic bool
 	// Resolver looks names up (default net.DefaultResolver).
 	Resolver Resolver
 	Logger   *slog.Logger
@@ -130,6 +135,11 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if err := nsm.ValidateMonName(cc.Name); err != nil {
 		return cc, fmt.Errorf("--name: %w", err)
+	}
+	if cc.MetricsAddr != "" {
+		if err := CheckMetricsAddr(cc.MetricsAddr, cc.MetricsPublic); err != nil {
+			return cc, err
+		}
 	}
 	if cc.Port < 0 || cc.Port > 65535 {
 		return cc, fmt.Errorf("--port %d: out of range 0..65535", cc.Port)

@@ -44,6 +44,7 @@ type daemon struct {
 	limiter  *nsm.RateLimiter
 	ha       *haCallout
 	mux      *oncrpc.Multicaller
+	metrics  *metrics
 
 	srv       *oncrpc.Server
 	listeners []string
@@ -60,11 +61,11 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 		return nil, nsm.StartResult{}, err
 	}
 	d := &daemon{cfg: cfg, log: cfg.Logger, debug: cfg.Logger.Enabled(context.Background(), slog.LevelDebug), started: time.Now(), refusals: newRefusalLog(),
-		limiter: nsm.NewRateLimiter(1, 10, 4096)}
+		limiter: nsm.NewRateLimiter(1, 10, 4096), metrics: newMetrics()}
 	if d.bootID, err = ReadBootID(cfg.BootIDPath); err != nil {
 		return nil, nsm.StartResult{}, err
 	}
-	if d.store, err = openStore(cfg, d.bootID, d.log); err != nil {
+	if d.store, err = openStore(cfg, d.bootID, d.log, nsm.WithCommitHook(d.metrics.observeCommit)); err != nil {
 		return nil, nsm.StartResult{}, err
 	}
 	var res nsm.StartResult
@@ -198,6 +199,11 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		d.srv.Shutdown(sctx)
 		scancel()
 	}()
+	stopMetrics, err := d.serveMetrics()
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	if d.cfg.Register {
 		if err := d.register(ctx); err != nil {
 			return err
@@ -321,7 +327,7 @@ func (d *daemon) status() (*Status, error) {
 		StateDir: d.cfg.StateDir, Started: d.started, Listeners: d.listeners, Monitored: []Monitored{}, Owed: []Owed{},
 		StoreErrors:        d.proto.storeErrors.Load() + d.notifier.storeErrors.Load(),
 		CallbacksDelivered: d.proto.delivered.Load(), CallbacksGivenUp: d.proto.failed.Load(),
-		HACalloutsDropped: d.ha.droppedTotal()}
+		HACalloutsDropped: d.ha.droppedTotal(), Metrics: d.metrics.addr}
 	for _, r := range regs {
 		if n := len(st.Monitored); n == 0 || st.Monitored[n-1].MonName != r.MonName {
 			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName})

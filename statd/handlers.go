@@ -47,6 +47,7 @@ func (d *daemon) handlers() map[uint32]oncrpc.Handler {
 // quoted, and counts it.
 func (d *daemon) refuse(call *oncrpc.Call, proc, reason, value string) {
 	d.refused.Add(1)
+	d.metrics.refused(proc, reason)
 	log, skipped := d.refusals.first(call.Remote.Addr().String(), proc+": "+reason, time.Now())
 	if !log {
 		return

@@ -23,6 +23,7 @@ type notifyLoop struct {
 	workers chan struct{}
 
 	storeErrors atomic.Uint64 // outcomes not recorded
+	counts      notifyCounts  // attempts and their outcomes (metrics)
 
 	mu      sync.Mutex
 	n       *nsm.Notifier
@@ -147,6 +148,7 @@ func (l *notifyLoop) record(ctx context.Context, tried nsm.Owed, err error) nsm.
 		return nsm.Outcome{Kind: nsm.NotInFlight, Owed: tried}
 	}
 	out = l.n.Done(tried.Host, err == nil, now)
+	l.counts.settled(out.Kind)
 	if err != nil && out.Kind == nsm.Retry {
 		l.lastErr[tried.Host] = err.Error() // shown by the admin view until the next try
 	} else {

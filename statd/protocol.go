@@ -58,6 +58,7 @@ type protocol struct {
 	wg         sync.WaitGroup
 
 	storeErrors, delivered, failed atomic.Uint64
+	calls, callErrors              atomic.Uint64 // callback attempts, and those that failed (metrics)
 }
 
 func newProtocol(log *slog.Logger, store *nsm.Store, core *nsm.Core, resolver Resolver, call func(context.Context, nsm.Callback) error) *protocol {
@@ -239,6 +240,10 @@ func (p *protocol) act(rd nsm.Ready) {
 func (p *protocol) callback(cb nsm.Callback) {
 	defer p.wg.Done()
 	err := p.call(p.ctx, cb)
+	p.calls.Add(1)
+	if err != nil {
+		p.callErrors.Add(1)
+	}
 	if err == nil {
 		p.delivered.Add(1)
 		p.log.Info("called registrant back", "mon_name", nsm.Quote(cb.MonName), "state", cb.State,

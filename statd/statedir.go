@@ -71,7 +71,7 @@ func checkStateDir(dir string) error {
 // error naming the file, unless cfg.ResetStore, which sets the old file
 // aside and begins a new store whose state is above the state file's.
 // A new store imports cfg.NFSUtilsDir when it holds nfs-utils state.
-func openStore(cfg Config, bootID string, log *slog.Logger) (*nsm.Store, error) {
+func openStore(cfg Config, bootID string, log *slog.Logger, opts ...nsm.StoreOption) (*nsm.Store, error) {
 	if err := checkStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func openStore(cfg Config, bootID string, log *slog.Logger) (*nsm.Store, error) 
 		exists = false
 	}
 	kernel := func(state int32) { writeKernelState(cfg.KernelStatePath, state, log) }
-	s, err := nsm.OpenStore(path, nsm.WithStateFile(statePath), nsm.WithStateHook(kernel))
+	s, err := nsm.OpenStore(path, append([]nsm.StoreOption{nsm.WithStateFile(statePath), nsm.WithStateHook(kernel)}, opts...)...)
 	if err != nil {
 		var de *nsm.DamageError
 		if errors.As(err, &de) {

@@ -8,16 +8,15 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hoststat/hoststat/internal/loopback"
 )
 
 //go:embed web
@@ -273,36 +272,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 
 // loopbackHost reports whether a request's Host names this machine by a
 // loopback address or as localhost.
-func loopbackHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
-	return err == nil && ip.IsLoopback()
-}
+func loopbackHost(hostport string) bool { return loopback.Host(hostport) }
 
 // CheckListen refuses an address that is not loopback unless public: the
 // view is read-only, but it shows every node of the cluster to whoever
-// can reach it. A host name other than "localhost" is refused too, as its
-// addresses may change after the check.
+// can reach it.
 func CheckListen(addr string, public bool) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("--http %q: %v (want HOST:PORT, e.g. 127.0.0.1:8040)", addr, err)
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("--http %q: port %q is not a number in 0..65535", addr, port)
-	}
-	if public || host == "localhost" {
-		return nil
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || !ip.IsLoopback() {
-		return fmt.Errorf("--http %q: not a loopback address; give --http-public to serve the cluster's status to the network", addr)
-	}
-	return nil
+	return loopback.Endpoint{Flag: "--http", PublicFlag: "--http-public", Shows: "the cluster's status", Example: "127.0.0.1:8040"}.CheckListen(addr, public)
 }

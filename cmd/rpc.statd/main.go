@@ -31,7 +31,7 @@ const (
 
 const name = "rpc.statd"
 
-const usageHead = `Usage: rpc.statd [-dFLn] [-p port] [-o port] [-P dir] [--name name] [-H prog]
+const usageHead = `Usage: rpc.statd [-dFLn] [-p port] [-o port] [-P dir] [--name name] [-H prog] [--metrics addr]
 
 `
 
@@ -53,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ourName    = fs.String("name", "", "our name in SM_NOTIFY (default: this host's fully qualified name; the short name is sent too)")
 		noNotify   = fs.BoolP("no-notify", "L", false, "do not notify hosts owed a notification when starting: rpc.statd -n asks the daemon for that pass later (after the NFS server starts)")
 		haCallout  = fs.StringP("ha-callout", "H", "", "run `PROG` add-client|del-client MON_NAME MY_NAME on SM_MON/SM_UNMON, sm-notify MON_NAME IP STATE on SM_NOTIFY")
+		metrics    = fs.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (HOST:PORT, loopback; off by default)")
+		metricsPub = fs.Bool("metrics-public", false, "allow --metrics on an address other than loopback, and requests for any host name")
 		cbProgs    = fs.UintSlice("callback-program", nil, "also allow registrants to be called back at RPC program `PROG` (repeatable; the lock manager, 100021, always is)")
 		_          = fs.BoolP("help", "h", false, "show this help")
 		_          = fs.BoolP("version", "v", false, "show the version")
@@ -95,6 +97,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return daemon.UsageError(stderr, name, "--name: %v", err)
 		}
 	}
+	if *metrics != "" {
+		if err := statd.CheckMetricsAddr(*metrics, *metricsPub); err != nil {
+			return daemon.UsageError(stderr, name, "%v", err)
+		}
+	}
 	sch, err := statd.ParseSchedule(*schedule)
 	if err != nil {
 		return daemon.UsageError(stderr, name, "--notify-schedule: %v", err)
@@ -116,6 +123,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		HACallout: *haCallout, NoNotify: *noNotify, Schedule: sch,
 		Register: !*noRegister, BootIDPath: *bootIDPath,
 		ResetStore: *resetStore, NFSUtilsDir: *nfsDir, KernelStatePath: *kernelPath,
+		MetricsAddr: *metrics, MetricsPublic: *metricsPub,
 	}
 	for _, p := range *cbProgs {
 		if p > 1<<32-1 {

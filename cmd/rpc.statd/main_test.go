@@ -123,6 +123,7 @@ func TestUsageErrorsOneLine(t *testing.T) {
 		{[]string{"--notify-schedule", "bogus"}, "--notify-schedule"},
 		{[]string{"--nfs-conf", conf}, `port = "many" is not a port number`},
 		{[]string{"--name", "bad/name"}, `--name: nsm: mon_name "bad/name" contains '/'`},
+		{[]string{"--metrics", "0.0.0.0:9724"}, `--metrics "0.0.0.0:9724": not a loopback address; give --metrics-public`},
 	} {
 		out, code := runBin(t, nil, c.args...)
 		oneLine(t, c.args, out, code, c.want)

@@ -108,6 +108,9 @@ func printText(w io.Writer, st *statd.Status, now time.Time) {
 	for _, l := range st.Listeners {
 		fmt.Fprintf(w, "listening on %s\n", l)
 	}
+	if st.Metrics != "" {
+		fmt.Fprintf(w, "metrics at http://%s/metrics\n", st.Metrics)
+	}
 	nreg := 0
 	for _, m := range st.Monitored {
 		nreg += len(m.Registrants)
