@@ -155,6 +155,9 @@ type TableConfig struct {
 	ForgetAfter time.Duration // default DefaultForgetAfter
 	// Probation replaces ForgetAfter for senders not yet established.
 	Probation time.Duration // default DefaultProbation
+	// DownAfter: a node silent this long is down (an EventDown); readers
+	// judge the same from the table's header.
+	DownAfter time.Duration // default DefaultDownAfter
 	// AdmitRate and AdmitBurst: the token bucket of new senders.
 	AdmitRate  float64 // per second, default DefaultAdmitRate
 	AdmitBurst int     // default DefaultAdmitBurst
@@ -190,6 +193,9 @@ func (c *TableConfig) defaults() {
 		c.Probation = DefaultProbation
 	}
 	c.Probation = min(c.Probation, c.ForgetAfter)
+	if c.DownAfter <= 0 {
+		c.DownAfter = DefaultDownAfter
+	}
 	if c.AdmitRate <= 0 {
 		c.AdmitRate = DefaultAdmitRate
 	}
@@ -206,6 +212,7 @@ type nodeState struct {
 	pin      netip.Addr // the address the node map pins this number to
 	derived  bool
 	unicast  bool
+	down     bool // an EventDown was the node's last event
 	asks     uint8
 	samples  uint8 // accepted samples, up to established
 	addr     netip.AddrPort
@@ -240,6 +247,8 @@ type Table struct {
 	scanFrom    int // where the next scan for overdue nodes starts
 	lastRequest time.Time
 	nextScan    time.Time
+
+	events []Event // decided since the last Events
 }
 
 // NewTable returns a table seeded with the node map and with the
@@ -455,6 +464,15 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 	if !s.inUse {
 		t.count++
 	}
+	// A node restored from the last run is taken as up: it gets "down"
+	// if it stays silent, and no "up" when it answers in time.
+	if !s.inUse || s.down {
+		t.event(now, n, st.From, EventUp)
+	}
+	if u.Reboot {
+		t.event(now, n, st.From, EventReboot)
+	}
+	s.down = false
 	if s.fresh && s.f.ByBoot && s.f.BootID != smp.BootID {
 		if m, ok := t.boots[s.f.BootID]; ok && m == n {
 			delete(t.boots, s.f.BootID)
@@ -482,7 +500,8 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 
 // Expire forgets the nodes silent for longer than ForgetAfter (Probation
 // for those not yet established) and returns their numbers, which are
-// free again: the caller removes their records. Linear in the table;
+// free again: the caller removes their records. It also decides which
+// nodes went down (silent for DownAfter): see Events. Linear in the table;
 // call it about once a second.
 func (t *Table) Expire(now time.Time) []int {
 	var gone []int
@@ -496,8 +515,13 @@ func (t *Table) Expire(now time.Time) []int {
 			limit = t.cfg.Probation
 		}
 		if now.Sub(s.lastSeen) <= limit {
+			if !s.down && now.Sub(s.lastSeen) >= t.cfg.DownAfter {
+				s.down = true
+				t.event(now, n, s.addr, EventDown)
+			}
 			continue
 		}
+		t.event(now, n, s.addr, EventForgotten)
 		if ip := s.addr.Addr().Unmap(); s.derived && t.byAddr[ip] == n && !s.reserved {
 			delete(t.byAddr, ip)
 		}
