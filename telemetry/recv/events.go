@@ -1,38 +1,27 @@
 package recv
 
 import (
-	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/hoststat/hoststat/shm"
 )
 
-// EventKind is what changed about a node.
-type EventKind uint8
+// EventKind is what changed about a node; Event is one change, as the
+// table decided it. They are the events file's (shm), which publishes
+// them to readers.
+type (
+	EventKind = shm.EventKind
+	Event     = shm.Event
+)
 
 // Event kinds, in the words --on-event passes to its program.
 const (
-	EventUp        EventKind = iota + 1 // first heard, or heard again after being down
-	EventDown                           // silent for DownAfter
-	EventReboot                         // a new boot id (the node is up: it just sent)
-	EventForgotten                      // silent for ForgetAfter: its number is free again
+	EventUp        = shm.EventUp
+	EventDown      = shm.EventDown
+	EventReboot    = shm.EventReboot
+	EventForgotten = shm.EventForgotten
 )
-
-var eventNames = [...]string{"", "up", "down", "reboot", "forgotten"}
-
-func (k EventKind) String() string {
-	if int(k) < len(eventNames) && k != 0 {
-		return eventNames[k]
-	}
-	return fmt.Sprintf("event(%d)", k)
-}
-
-// Event is one change of a node, as the table decided it.
-type Event struct {
-	Time time.Time
-	Node int
-	Addr netip.AddrPort // the address last heard as the node
-	Kind EventKind
-}
 
 // event records an event for Events to hand out. At most two per node
 // per Receive and one per node per Expire, so the buffer stays within a

@@ -51,6 +51,9 @@ type Config struct {
 	// shm's defaults); NoHistory keeps none.
 	History   shm.HistoryOptions
 	NoHistory bool
+	// EventsKept sizes the ring of recent events beside the table
+	// (default shm.DefaultEventsKept).
+	EventsKept int
 
 	// Hook, when its Program is set, runs a program for every node
 	// event (--on-event).
@@ -80,6 +83,7 @@ type Server struct {
 	histFull bool
 	window   *Window
 	hook     *Hook // nil: no --on-event
+	evw      *shm.EventWriter
 	events   atomic.Uint64
 	table    *Table
 	parser   *wire.Parser
@@ -217,12 +221,21 @@ func NewServer(cfg Config) (*Server, error) {
 		}
 	}
 
+	if s.evw, err = w.OpenEvents(cfg.EventsKept); err != nil {
+		if s.hist != nil {
+			s.hist.Close()
+		}
+		w.Close()
+		tr.Close()
+		return nil, fmt.Errorf("events: %w", err)
+	}
 	tc.DownAfter = cfg.DownAfter
 	tc.Multicast = s.group.IsValid()
 	tc.NodeMap = cfg.NodeMap
 	tc.Restored = w.Nodes()
 	win, err := OpenWindow(filepath.Dir(w.Path()), tc.MaxNodes)
 	if err != nil {
+		s.evw.Close()
 		w.Close()
 		tr.Close()
 		return nil, err
@@ -549,6 +562,9 @@ func (s *Server) dispatch() {
 		if e.Kind == EventUp || e.Kind == EventDown {
 			s.log.Info("node "+e.Kind.String(), "node", e.Node, "addr", e.Addr.String())
 		}
+		if err := s.evw.Append(e); err != nil {
+			s.log.Warn("cannot publish event", "node", e.Node, "event", e.Kind.String(), "err", err)
+		}
 		if s.hook != nil {
 			s.hook.Post(e)
 		}
@@ -712,7 +728,7 @@ func (s *Server) Close() error {
 		if s.hist != nil {
 			herr = s.hist.Close()
 		}
-		s.closeErr = errors.Join(s.tr.Close(), s.window.Close(), herr, s.writer.Close())
+		s.closeErr = errors.Join(s.tr.Close(), s.window.Close(), herr, s.evw.Close(), s.writer.Close())
 	})
 	return s.closeErr
 }
