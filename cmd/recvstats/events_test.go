@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,11 +17,12 @@ import (
 
 // startCmd runs a command we own for the test, stopped by its pid with
 // SIGTERM when the test ends (or by the returned stop).
-func startCmd(t *testing.T, bin string, args ...string) (stop func()) {
+func startCmd(t *testing.T, bin string, args ...string) (stop func(), stdout *netlab.LogBuffer) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	errb := &netlab.LogBuffer{Limit: 1 << 20}
-	cmd.Stderr = errb
+	stdout = &netlab.LogBuffer{Limit: 1 << 20}
+	cmd.Stderr, cmd.Stdout = errb, stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -41,15 +44,16 @@ func startCmd(t *testing.T, bin string, args ...string) (stop func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return stop
+	return stop, stdout
 }
 
 // TestOnEventUpDownUp runs a real recvstats with --on-event and a real
 // sendstats that is stopped and started again: the program is run with
 // "NODE ADDR up", then "down" once the node is silent past --down-after,
-// then "up" again.
+// then "up" again; beostat --events, an ordinary reader of the table's
+// directory, prints the same events.
 func TestOnEventUpDownUp(t *testing.T) {
-	bin := netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats")
+	bin := netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats", "./cmd/beostat")
 	dir, port := t.TempDir(), freeUDPPort(t)
 	out := filepath.Join(t.TempDir(), "events")
 	prog := filepath.Join(t.TempDir(), "on-event")
@@ -58,8 +62,15 @@ func TestOnEventUpDownUp(t *testing.T) {
 	}
 	startCmd(t, filepath.Join(bin, "recvstats"), "-d", "--listen", "127.0.0.1", "-p", port, "--shm-dir", dir,
 		"--down-after", "1s", "--on-event", prog)
+	netlab.WaitFor(t, 10*time.Second, "the events file", func() error {
+		_, err := os.Stat(filepath.Join(dir, "beostat.events"))
+		return err
+	})
+	_, follow := startCmd(t, filepath.Join(bin, "beostat"), "--shm-dir", dir, "--events")
+	_, followJSON := startCmd(t, filepath.Join(bin, "beostat"), "--shm-dir", dir, "--events", "--json")
 	sender := func() func() {
-		return startCmd(t, filepath.Join(bin, "sendstats"), "-d", "-a", "127.0.0.1:"+port, "-r", "0.2")
+		stop, _ := startCmd(t, filepath.Join(bin, "sendstats"), "-d", "-a", "127.0.0.1:"+port, "-r", "0.2")
+		return stop
 	}
 	expect := func(what string, want ...string) {
 		t.Helper()
@@ -77,4 +88,33 @@ func TestOnEventUpDownUp(t *testing.T) {
 	expect("the node down", "0 127.0.0.1 up\n0 127.0.0.1 down\n")
 	sender()
 	expect("the node up again", "0 127.0.0.1 up\n0 127.0.0.1 down\n0 127.0.0.1 up\n")
+	netlab.WaitFor(t, 10*time.Second, "beostat --events to print them", func() error {
+		got := regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ `).ReplaceAllString(follow.String(), "")
+		if want := "0 127.0.0.1 up\n0 127.0.0.1 down\n0 127.0.0.1 up\n"; got != want {
+			return fmt.Errorf("beostat --events printed %q, want %q (after the time)", follow.String(), want)
+		}
+		return nil
+	})
+	netlab.WaitFor(t, 10*time.Second, "beostat --events --json to print them", func() error {
+		if n := strings.Count(followJSON.String(), "\n"); n < 3 {
+			return fmt.Errorf("%d lines: %q", n, followJSON.String())
+		}
+		return nil
+	})
+	var kinds []string
+	for _, l := range strings.Split(strings.TrimSpace(followJSON.String()), "\n") {
+		var e struct {
+			Time  time.Time `json:"time"`
+			Node  int       `json:"node"`
+			Addr  string    `json:"addr"`
+			Event string    `json:"event"`
+		}
+		if err := json.Unmarshal([]byte(l), &e); err != nil || e.Time.IsZero() || e.Node != 0 || e.Addr != "127.0.0.1" {
+			t.Errorf("beostat --events --json line %q: %+v, %v", l, e, err)
+		}
+		kinds = append(kinds, e.Event)
+	}
+	if strings.Join(kinds, " ") != "up down up" {
+		t.Errorf("beostat --events --json: events %v, want up down up", kinds)
+	}
 }
