@@ -47,12 +47,18 @@ func TestTableEvents(t *testing.T) {
 	now = now.Add(time.Second)
 	tb.Expire(now)
 	expectEvents(t, tb, "5 s of silence", "1 10.0.0.1 down")
+	if tb.Down() != 1 || tb.Nodes() != 1 {
+		t.Errorf("down %d of %d nodes, want 1 of 1", tb.Down(), tb.Nodes())
+	}
 	now = now.Add(10 * time.Second)
 	tb.Expire(now)
 	expectEvents(t, tb, "still silent: down is said once")
 	now = now.Add(time.Second)
 	mustReceive(t, tb, now, st("10.0.0.1:900", 1, 5, 1))
 	expectEvents(t, tb, "back", "1 10.0.0.1 up")
+	if tb.Down() != 0 {
+		t.Errorf("down %d after the node came back", tb.Down())
+	}
 	now = now.Add(time.Second)
 	mustReceive(t, tb, now, st("10.0.0.1:900", 1, 1, 2))
 	expectEvents(t, tb, "a new boot while up", "1 10.0.0.1 reboot")
@@ -67,6 +73,9 @@ func TestTableEvents(t *testing.T) {
 		t.Errorf("Expire after ForgetAfter: %v, want [1]", gone)
 	}
 	expectEvents(t, tb, "a minute silent", "1 10.0.0.1 forgotten")
+	if tb.Down() != 0 || tb.Nodes() != 0 {
+		t.Errorf("down %d of %d nodes after forgetting the only one", tb.Down(), tb.Nodes())
+	}
 	mustReceive(t, tb, now.Add(time.Second), st("10.0.0.1:900", 1, 1, 4))
 	expectEvents(t, tb, "a forgotten node sends again", "1 10.0.0.1 up")
 }

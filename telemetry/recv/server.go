@@ -109,6 +109,7 @@ type Server struct {
 	msgs     []Message
 
 	stored       atomic.Uint64
+	received     atomic.Uint64
 	requests     atomic.Uint64
 	nodes        atomic.Int64 // in the table, as of the last tick
 	senders      atomic.Int64 // remembered by the assembler, as of the last tick
@@ -401,6 +402,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		n, err := s.tr.ReadBatch(s.msgs)
 		if n > 0 {
+			s.received.Add(uint64(n))
 			now = s.now()
 			stored := 0
 			for i := range s.msgs[:n] {
@@ -613,6 +615,7 @@ func (s *Server) tick(now time.Time) {
 			s.writer.SetSocket(s.readBuffer, d)
 		}
 	}
+	s.publishCounters()
 	req, ok := s.table.Tick(now)
 	if !ok {
 		return
@@ -641,6 +644,23 @@ func (s *Server) tick(now time.Time) {
 	s.requests.Add(1)
 	s.log.Debug("sent update request", "seq", s.reqSeq, "multicast", req.Multicast && s.group.IsValid(), "unicast", len(req.Unicast))
 }
+
+// publishCounters puts our counters in the table's header for readers.
+func (s *Server) publishCounters() {
+	c := shm.Counters{Received: s.received.Load(), Stored: s.stored.Load(),
+		NodesUp: s.table.Nodes() - s.table.Down(), NodesDown: s.table.Down(), EventOverflow: s.EventOverflow()}
+	i := 0
+	for r := DropNone + 1; r < numReasons; r++ {
+		if r != DropKernel {
+			c.Drops[i] = s.drops[r].Load()
+			i++
+		}
+	}
+	s.writer.SetCounters(c)
+}
+
+// Received counts the datagrams read from the socket.
+func (s *Server) Received() uint64 { return s.received.Load() }
 
 // counts are the counters a summary reports the change of.
 type counts struct {

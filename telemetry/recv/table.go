@@ -239,6 +239,7 @@ type Table struct {
 	boots    map[[16]byte]int   // authenticated unnumbered senders' boots → node
 	nextFree int                // no free number below this
 	count    int                // nodes in use
+	down     int                // nodes in use that are down
 
 	tokens    float64 // admission bucket
 	lastToken time.Time
@@ -325,6 +326,10 @@ func (t *Table) Len() int { return len(t.nodes) }
 
 // Nodes is how many nodes are in use.
 func (t *Table) Nodes() int { return t.count }
+
+// Down is how many of them are down: silent for DownAfter (as of the
+// last Expire), not yet forgotten.
+func (t *Table) Down() int { return t.down }
 
 func (t *Table) grow(n int) {
 	if n < len(t.nodes) {
@@ -469,6 +474,9 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 	if !s.inUse || s.down {
 		t.event(now, n, st.From, EventUp)
 	}
+	if s.down {
+		t.down--
+	}
 	if u.Reboot {
 		t.event(now, n, st.From, EventReboot)
 	}
@@ -517,11 +525,15 @@ func (t *Table) Expire(now time.Time) []int {
 		if now.Sub(s.lastSeen) <= limit {
 			if !s.down && now.Sub(s.lastSeen) >= t.cfg.DownAfter {
 				s.down = true
+				t.down++
 				t.event(now, n, s.addr, EventDown)
 			}
 			continue
 		}
 		t.event(now, n, s.addr, EventForgotten)
+		if s.down {
+			t.down--
+		}
 		if ip := s.addr.Addr().Unmap(); s.derived && t.byAddr[ip] == n && !s.reserved {
 			delete(t.byAddr, ip)
 		}
