@@ -50,7 +50,7 @@ func TestSlowEventProgramDoesNotDelayIngest(t *testing.T) {
 func TestCountersInHeader(t *testing.T) {
 	srv, dir, _ := startServer(t, recv.Config{Key: testKey, DownAfter: 3 * time.Second})
 	sendAs(t, "127.0.0.1", srv.Addr(), encode(t, testKey, 1, 1, testSample(1)), encode(t, testKey, 2, 1, testSample(2)))
-	sendAs(t, "127.0.0.1", srv.Addr(), encode(t, nil, 3, 1, testSample(3)))     // unsigned: auth
+	sendAs(t, "127.0.0.1", srv.Addr(), encode(t, nil, 3, 1, testSample(3))) // unsigned: auth
 	r := openReader(t, dir)
 	want := map[string]uint64{"auth": 1}
 	waitFor(t, 10*time.Second, "the counters in the header", func() bool {
