@@ -73,3 +73,42 @@ func followEvents(ctx context.Context, w io.Writer, stderr io.Writer, dir string
 		}
 	}
 }
+
+// recvstatsStats is --stats: recvstats' own counters from the table's
+// header.
+type recvstatsStats struct {
+	Table         string            `json:"table"`
+	Nodes         int               `json:"nodes"`
+	Capacity      int               `json:"capacity"`
+	NodesUp       int               `json:"nodes_up"`
+	NodesDown     int               `json:"nodes_down"`
+	Received      uint64            `json:"received"`
+	Stored        uint64            `json:"stored"`
+	Drops         map[string]uint64 `json:"drops"`
+	EventOverflow uint64            `json:"event_overflow"`
+	ReadBuffer    int               `json:"read_buffer"`
+}
+
+// showStats prints recvstats' counters, "name value" a line, or one
+// JSON object.
+func showStats(w io.Writer, info shm.Info, asJSON bool) error {
+	c := info.Counters
+	s := recvstatsStats{Table: info.Path, Nodes: info.Nodes, Capacity: info.Capacity, NodesUp: c.NodesUp, NodesDown: c.NodesDown,
+		Received: c.Received, Stored: c.Stored, Drops: map[string]uint64{"kernel": info.KernelDrops},
+		EventOverflow: c.EventOverflow, ReadBuffer: info.ReadBuffer}
+	for i, name := range shm.DropReasons {
+		s.Drops[name] = c.Drops[i]
+	}
+	if asJSON {
+		return json.NewEncoder(w).Encode(s)
+	}
+	out := bufio.NewWriter(w)
+	fmt.Fprintf(out, "table %s\nnodes %d\ncapacity %d\nnodes_up %d\nnodes_down %d\nreceived %d\nstored %d\n",
+		printable(s.Table), s.Nodes, s.Capacity, s.NodesUp, s.NodesDown, s.Received, s.Stored)
+	fmt.Fprintf(out, "drops_kernel %d\n", info.KernelDrops)
+	for i, name := range shm.DropReasons {
+		fmt.Fprintf(out, "drops_%s %d\n", name, c.Drops[i])
+	}
+	fmt.Fprintf(out, "event_overflow %d\nread_buffer %d\n", s.EventOverflow, s.ReadBuffer)
+	return out.Flush()
+}

@@ -37,6 +37,7 @@ type options struct {
 	since    time.Duration
 	events   bool
 	last     int
+	stats    bool
 }
 
 // run is the whole command; main only wires it to the process.
@@ -55,13 +56,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl.IntVar(&o.history, "history", -1, "show node `N`'s history instead: one-minute points of the last day, full-resolution points of the last minutes")
 	fl.DurationVar(&o.since, "since", 24*time.Hour, "with --history, only the points of the last `DURATION`")
 	fl.BoolVar(&o.events, "events", false, "follow the node events recvstats publishes (up, down, reboot, forgotten): one line each, TIME NODE ADDR EVENT (--json: one object per line)")
+	fl.BoolVar(&o.stats, "stats", false, "show recvstats' own counters instead: datagrams received, samples stored, drops by reason, nodes up and down, table size")
 	fl.IntVar(&o.last, "last", 10, "with --events, first show up to the last `N` events")
 	fl.BoolP("help", "h", false, "show this help and exit")
 	fl.BoolP("version", "v", false, "show the version and exit")
 	fl.SortFlags = false
 	head := "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json | --format F] [--fields LIST]\n" +
 		"       beostat [--shm-dir DIR] --history N [--since DURATION] [--json]\n" +
-		"       beostat [--shm-dir DIR] --events [--last N] [--interval D] [--json]\n\n" +
+		"       beostat [--shm-dir DIR] --events [--last N] [--interval D] [--json]\n" +
+		"       beostat [--shm-dir DIR] --stats [--json]\n\n" +
 		"Shows the status of every cluster node from the table recvstats keeps.\n\nOptions:\n"
 	if code, done := (daemon.Flags{Head: head}).Parse(fl, args, stdout, stderr); done {
 		return code
@@ -131,6 +134,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitRuntime
 	}
 	defer t.Close()
+	if o.stats {
+		if err := showStats(stdout, t.Info(), o.format == "json" || o.format == "jsonl"); err != nil {
+			fmt.Fprintf(stderr, "beostat: %v\n", err)
+			return exitRuntime
+		}
+		return exitOK
+	}
 
 	// Redraw in place only on a terminal; into a pipe or file, frames
 	// follow each other with no control codes. Output is written as the

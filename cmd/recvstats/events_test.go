@@ -117,4 +117,30 @@ func TestOnEventUpDownUp(t *testing.T) {
 	if strings.Join(kinds, " ") != "up down up" {
 		t.Errorf("beostat --events --json: events %v, want up down up", kinds)
 	}
+
+	// recvstats' own counters, from the table header, by beostat --stats.
+	netlab.WaitFor(t, 10*time.Second, "beostat --stats to show the node up", func() error {
+		stats, err := exec.Command(filepath.Join(bin, "beostat"), "--shm-dir", dir, "--stats", "--json").Output()
+		if err != nil {
+			return fmt.Errorf("beostat --stats: %v", err)
+		}
+		var st struct {
+			NodesUp   int               `json:"nodes_up"`
+			NodesDown int               `json:"nodes_down"`
+			Received  uint64            `json:"received"`
+			Stored    uint64            `json:"stored"`
+			Drops     map[string]uint64 `json:"drops"`
+		}
+		if err := json.Unmarshal(stats, &st); err != nil {
+			return fmt.Errorf("beostat --stats --json: %q: %v", stats, err)
+		}
+		if st.NodesUp != 1 || st.NodesDown != 0 || st.Stored < 2 || st.Received < st.Stored || st.Drops["auth"] != 0 || len(st.Drops) != 14 {
+			return fmt.Errorf("beostat --stats --json: %s; want 1 node up, none down, samples stored, 14 drop reasons", stats)
+		}
+		return nil
+	})
+	text, err := exec.Command(filepath.Join(bin, "beostat"), "--shm-dir", dir, "--stats").Output()
+	if err != nil || !strings.Contains(string(text), "\nnodes_up 1\n") || !strings.Contains(string(text), "\ndrops_malformed 0\n") {
+		t.Errorf("beostat --stats: %q, %v", text, err)
+	}
 }
