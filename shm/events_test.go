@@ -24,17 +24,23 @@ func openEventsForTest(t *testing.T, dir string, kept int) (*Writer, *EventWrite
 	return w, ew
 }
 
+func openEventReader(t *testing.T, dir string) *EventReader {
+	t.Helper()
+	r, err := OpenEventReader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
 // TestEventsRing: a reader opened before the events sees each once, in
 // order, with node, address and kind; one that falls more than the ring
 // behind is told how many it missed; Back shows recent ones.
 func TestEventsRing(t *testing.T) {
 	dir := t.TempDir()
 	_, ew := openEventsForTest(t, dir, 4)
-	r, err := OpenEventReader(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openEventReader(t, dir)
 	t0 := time.Unix(1700000000, 123)
 	want := []Event{
 		{Time: t0, Node: 3, Addr: netip.MustParseAddrPort("10.0.0.3:3040"), Kind: EventUp},
@@ -76,11 +82,7 @@ func TestEventsRing(t *testing.T) {
 func TestEventsReplaced(t *testing.T) {
 	dir := t.TempDir()
 	w, ew := openEventsForTest(t, dir, 8)
-	r, err := OpenEventReader(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openEventReader(t, dir)
 	ew.Append(Event{Time: time.Unix(1, 0), Node: 1, Kind: EventUp})
 	ew.Close()
 	w.Close()
@@ -97,11 +99,7 @@ func TestEventsReplaced(t *testing.T) {
 func TestEventsDamaged(t *testing.T) {
 	dir := t.TempDir()
 	_, ew := openEventsForTest(t, dir, 4)
-	r, err := OpenEventReader(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openEventReader(t, dir)
 	ew.Append(Event{Time: time.Unix(1, 0), Node: 1, Kind: EventUp})
 	ew.m[eventsHeaderSize+vKind] = 99
 	if _, _, err := r.Poll(nil); !errors.Is(err, ErrCorrupt) {

@@ -2,6 +2,8 @@ package recv
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,9 @@ import (
 
 	"github.com/hoststat/hoststat/internal/netlab"
 )
+
+// quiet discards the hook's warnings about the runs the tests fail on purpose.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func eventLines(ev []Event) []string {
 	var out []string
@@ -108,7 +113,7 @@ func TestHookCoalescesAndBounds(t *testing.T) {
 	if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h := StartHook(HookConfig{Program: prog, Queue: 4, Timeout: 10 * time.Second})
+	h := StartHook(HookConfig{Program: prog, Queue: 4, Timeout: 10 * time.Second, Logger: quiet})
 	defer h.Close()
 	ev := func(n int, k EventKind) Event { return Event{Time: t0, Node: n, Addr: ap("10.0.0.9:1"), Kind: k} }
 	h.Post(ev(0, EventUp))
@@ -150,7 +155,7 @@ func TestHookCloseStopsSlowProgram(t *testing.T) {
 	if err := os.WriteFile(prog, []byte("#!/bin/sh\ntouch "+started+"\nexec sleep 60\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h := StartHook(HookConfig{Program: prog})
+	h := StartHook(HookConfig{Program: prog, Logger: quiet})
 	h.Post(Event{Node: 1, Addr: ap("10.0.0.9:1"), Kind: EventDown})
 	netlab.WaitFor(t, 10*time.Second, "the program to start", func() error {
 		_, err := os.Stat(started)
