@@ -121,6 +121,9 @@ type Info struct {
 	// buffer as SO_RCVBUF reports it (twice the bytes granted).
 	KernelDrops uint64
 	ReadBuffer  int
+	// Counters are the writer's own: packets, drops by reason, nodes up
+	// and down (see SetCounters); zero from writers that do not publish them.
+	Counters Counters
 }
 
 // Up reports whether a node last seen at lastSeen counts as up at now.
@@ -259,6 +262,7 @@ func (r *Reader) Info() Info {
 		Puts:              load64(r.m, hPuts),
 		KernelDrops:       load64(r.m, hKernelDrops),
 		ReadBuffer:        int(min(load64(r.m, hReadBuffer), math.MaxInt32)),
+		Counters:          counters(r.m),
 	}
 }
 

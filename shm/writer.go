@@ -153,6 +153,7 @@ func Create(dir string, opts WriterOptions) (*Writer, error) {
 	store32(w.m, hWriterPID, uint32(os.Getpid()))
 	store64(w.m, hKernelDrops, 0) // a new writer, a new socket
 	store64(w.m, hReadBuffer, 0)
+	resetCounters(w.m)
 	return w, nil
 }
 
@@ -500,6 +501,7 @@ func (w *Writer) install(g geometry) error {
 			store64(m, off, load64(prev, off))
 		}
 		store32(m, hWriterPID, load32(prev, hWriterPID))
+		copyCounters(m, prev)
 	}
 
 	if err := os.Rename(tmp, w.path); err != nil {

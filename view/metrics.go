@@ -41,7 +41,10 @@ type family struct {
 var families = map[*prometheus.Desc]family{}
 
 func desc(name, help string, extra ...string) *prometheus.Desc {
-	labels := append(append([]string{}, nodeLabels...), extra...)
+	return descWith(name, help, append(append([]string{}, nodeLabels...), extra...))
+}
+
+func descWith(name, help string, labels []string) *prometheus.Desc {
 	d := prometheus.NewDesc(name, help, labels, nil)
 	perm := make([]int, len(labels))
 	for i := range perm {
@@ -62,7 +65,16 @@ var (
 	descLoad15   = desc("node_load15", "15m load average.")
 	descRunning  = desc("node_procs_running", "Number of processes in runnable state.")
 	descCPU      = desc("node_cpu_seconds_total", "Seconds the CPUs spent in each mode.", "cpu", "mode")
-	memDescs     = []struct {
+
+	// recvstats' own counters, from the table's header.
+	descReceived  = descWith("hoststat_recvstats_received_datagrams_total", "Datagrams recvstats read from its socket since it started.", nil)
+	descStored    = descWith("hoststat_recvstats_stored_samples_total", "Samples recvstats stored in the table since it started.", nil)
+	descDrops     = descWith("hoststat_recvstats_drops_total", "Datagrams or samples recvstats dropped since it started, by reason.", []string{"reason"})
+	descNodes     = descWith("hoststat_recvstats_nodes", "Nodes in recvstats' table by state (up, or down: silent past the down-after time).", []string{"state"})
+	descCapacity  = descWith("hoststat_recvstats_table_capacity_nodes", "Node records the table has room for before it grows.", nil)
+	descOverflow  = descWith("hoststat_recvstats_event_overflow_total", "Node events --on-event's queue had no room for.", nil)
+	receiverDescs = []*prometheus.Desc{descReceived, descStored, descDrops, descNodes, descCapacity, descOverflow}
+	memDescs      = []struct {
 		d   *prometheus.Desc
 		get func(*Node) uint64
 	}{
@@ -110,6 +122,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range netDescs {
 		ch <- m.d
 	}
+	for _, d := range receiverDescs {
+		ch <- d
+	}
 }
 
 // sortKey orders metrics as the registry's Gather sorts each family (by
@@ -145,6 +160,18 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- k.m
 		}
 	}()
+	if cs, ok := c.src.(CounterSource); ok {
+		r := cs.ReceiverCounters()
+		counter(descReceived, float64(r.Received))
+		counter(descStored, float64(r.Stored))
+		for _, d := range r.Drops {
+			counter(descDrops, float64(d.Count), d.Reason)
+		}
+		gauge(descNodes, float64(r.NodesUp), "up")
+		gauge(descNodes, float64(r.NodesDown), "down")
+		gauge(descCapacity, float64(r.Capacity))
+		counter(descOverflow, float64(r.EventOverflow))
+	}
 	err := c.src.Details(func(d *Detail) {
 		n := &d.Node
 		node := strconv.Itoa(n.Node)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/view/viewtest"
 )
 
@@ -361,4 +363,43 @@ func BenchmarkMetrics10k(b *testing.B) {
 		size = rec.Body.Len()
 	}
 	b.ReportMetric(float64(size), "bytes/scrape")
+}
+
+// TestMetricsRecvstatsCounters: recvstats' counters, as it publishes them
+// in the table header, are scraped as hoststat_recvstats_* series.
+func TestMetricsRecvstatsCounters(t *testing.T) {
+	tb, src := openLab(t, 2, 2*time.Second)
+	var drops [len(shm.DropReasons)]uint64
+	drops[slices.Index(shm.DropReasons[:], "auth")] = 2
+	drops[slices.Index(shm.DropReasons[:], "other")] = 3
+	tb.W.SetCounters(shm.Counters{Received: 10, Stored: 8, NodesUp: 3, NodesDown: 1, Drops: drops, EventOverflow: 5})
+	tb.W.SetSocket(1<<20, 7)
+	hs := startServer(t, src, time.Second)
+	_, body, _ := get(t, hs.URL+"/metrics")
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"hoststat_recvstats_received_datagrams_total", nil, 10},
+		{"hoststat_recvstats_stored_samples_total", nil, 8},
+		{"hoststat_recvstats_nodes", map[string]string{"state": "up"}, 3},
+		{"hoststat_recvstats_nodes", map[string]string{"state": "down"}, 1},
+		{"hoststat_recvstats_drops_total", map[string]string{"reason": "auth"}, 2},
+		{"hoststat_recvstats_drops_total", map[string]string{"reason": "other"}, 3},
+		{"hoststat_recvstats_drops_total", map[string]string{"reason": "kernel"}, 7},
+		{"hoststat_recvstats_drops_total", map[string]string{"reason": "stale"}, 0},
+		{"hoststat_recvstats_event_overflow_total", nil, 5},
+		{"hoststat_recvstats_table_capacity_nodes", nil, float64(src.t.Info().Capacity)},
+	} {
+		if got, ok := metricValue(t, fams, c.name, c.labels); !ok || got != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	viewtest.Promtool(t, string(body))
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/beostat"
+	"github.com/hoststat/hoststat/shm"
 )
 
 // This file is the only one that knows package beostat: everything else
@@ -22,6 +23,27 @@ type Source interface {
 	// Details calls f with every node in full, ascending, reusing nothing
 	// between calls (f may keep what it is given).
 	Details(f func(*Detail)) error
+}
+
+// ReceiverCounters are recvstats' own counters, as it publishes them in
+// the table's header.
+type ReceiverCounters struct {
+	Received, Stored   uint64
+	NodesUp, NodesDown int
+	Capacity           int
+	Drops              []Drop // every reason, the kernel's first
+	EventOverflow      uint64
+}
+
+// Drop is one drop reason's count.
+type Drop struct {
+	Reason string
+	Count  uint64
+}
+
+// CounterSource is a Source that also knows recvstats' counters.
+type CounterSource interface {
+	ReceiverCounters() ReceiverCounters
 }
 
 // ErrNoNode says a node number has no data in the table.
@@ -46,6 +68,19 @@ func (s *TableSource) Path() string { return s.t.Path() }
 
 // Close releases the table.
 func (s *TableSource) Close() error { return s.t.Close() }
+
+// ReceiverCounters implements CounterSource.
+func (s *TableSource) ReceiverCounters() ReceiverCounters {
+	info := s.t.Info()
+	c := info.Counters
+	r := ReceiverCounters{Received: c.Received, Stored: c.Stored, NodesUp: c.NodesUp, NodesDown: c.NodesDown,
+		Capacity: info.Capacity, EventOverflow: c.EventOverflow,
+		Drops: []Drop{{"kernel", info.KernelDrops}}}
+	for i, name := range shm.DropReasons {
+		r.Drops = append(r.Drops, Drop{name, c.Drops[i]})
+	}
+	return r
+}
 
 // Snapshot implements Source.
 func (s *TableSource) Snapshot() (Snapshot, error) {

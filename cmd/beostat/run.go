@@ -35,6 +35,9 @@ type options struct {
 	fields   []beostat.Field
 	history  int // --history NODE; -1 not asked
 	since    time.Duration
+	events   bool
+	last     int
+	stats    bool
 }
 
 // run is the whole command; main only wires it to the process.
@@ -52,11 +55,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl.StringVar(&fields, "fields", "", "print only these comma-separated `FIELDS` of each node, named as in the JSON (e.g. node,state,cpu,load1,mem_used)")
 	fl.IntVar(&o.history, "history", -1, "show node `N`'s history instead: one-minute points of the last day, full-resolution points of the last minutes")
 	fl.DurationVar(&o.since, "since", 24*time.Hour, "with --history, only the points of the last `DURATION`")
+	fl.BoolVar(&o.events, "events", false, "follow the node events recvstats publishes (up, down, reboot, forgotten): one line each, TIME NODE ADDR EVENT (--json: one object per line)")
+	fl.BoolVar(&o.stats, "stats", false, "show recvstats' own counters instead: datagrams received, samples stored, drops by reason, nodes up and down, table size")
+	fl.IntVar(&o.last, "last", 10, "with --events, first show up to the last `N` events")
 	fl.BoolP("help", "h", false, "show this help and exit")
 	fl.BoolP("version", "v", false, "show the version and exit")
 	fl.SortFlags = false
 	head := "Usage: beostat [--shm-dir DIR] [--node N] [--watch [--interval D]] [--json | --format F] [--fields LIST]\n" +
-		"       beostat [--shm-dir DIR] --history N [--since DURATION] [--json]\n\n" +
+		"       beostat [--shm-dir DIR] --history N [--since DURATION] [--json]\n" +
+		"       beostat [--shm-dir DIR] --events [--last N] [--interval D] [--json]\n" +
+		"       beostat [--shm-dir DIR] --stats [--json]\n\n" +
 		"Shows the status of every cluster node from the table recvstats keeps.\n\nOptions:\n"
 	if code, done := (daemon.Flags{Head: head}).Parse(fl, args, stdout, stderr); done {
 		return code
@@ -68,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return daemon.UsageError(stderr, "beostat", "--interval %v: must be positive", o.interval)
 	case fl.Changed("history") && (o.history < 0 || fl.Changed("node") || o.watch || fl.Changed("fields")):
 		return daemon.UsageError(stderr, "beostat", "--history %d: wants a node number (from 0), without --node, --watch or --fields", o.history)
+	case o.events && (fl.Changed("history") || fl.Changed("node") || o.watch || fl.Changed("fields") || o.last < 0):
+		return daemon.UsageError(stderr, "beostat", "--events: not with --history, --node, --watch or --fields; --last %d must be 0 or more", o.last)
 	case o.since <= 0:
 		return daemon.UsageError(stderr, "beostat", "--since %v: must be positive", o.since)
 	case asJSON && fl.Changed("format") && o.format != "json":
@@ -89,6 +99,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	o.detail = fl.Changed("node")
+	if o.events {
+		interval := 200 * time.Millisecond // events are rare: a quick poll costs little
+		if fl.Changed("interval") {
+			interval = o.interval
+		}
+		if err := followEvents(ctx, stdout, stderr, o.dir, o.last, interval, o.format == "json" || o.format == "jsonl"); err != nil {
+			fmt.Fprintf(stderr, "beostat: %v\n", err)
+			return exitRuntime
+		}
+		return exitOK
+	}
 	if o.history >= 0 {
 		out := bufio.NewWriter(stdout)
 		err := showHistory(out, o.dir, o.history, o.since, o.format == "json", time.Now())
@@ -113,6 +134,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitRuntime
 	}
 	defer t.Close()
+	if o.stats {
+		if err := showStats(stdout, t.Info(), o.format == "json" || o.format == "jsonl"); err != nil {
+			fmt.Fprintf(stderr, "beostat: %v\n", err)
+			return exitRuntime
+		}
+		return exitOK
+	}
 
 	// Redraw in place only on a terminal; into a pipe or file, frames
 	// follow each other with no control codes. Output is written as the

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 
 	flag "github.com/spf13/pflag"
 
@@ -54,6 +56,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		nodeMap   = fs.String("node-map", "", "`FILE` of \"NODE ADDRESS\" lines numbering nodes that do not send a number")
 		downAfter = fs.Duration("down-after", recv.DefaultDownAfter, "show a node down after `DURATION` without a packet")
 		keyFile   = fs.String("key-file", "", "accept only packets authenticated with the shared key in `FILE`")
+		onEvent   = fs.String("on-event", "", "run `PROG` NODE ADDR up|down|reboot|forgotten for each change of a node, one at a time")
+		evTimeout = fs.Duration("event-timeout", recv.DefaultHookTimeout, "stop a run of --on-event's program after `DURATION`")
+		evQueue   = fs.Int("event-queue", recv.DefaultHookQueue, "hold events of at most `N` nodes for --on-event (one a node, the latest)")
 	)
 	if code, done := daemon.ParseFlags(fs, args, usageHead, stdout, stderr); done {
 		return code
@@ -95,6 +100,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !(*admit > 0) || *burst < 1 {
 		return bad("admit-rate %v and admit-burst %d must be positive", *admit, *burst)
 	}
+	if *evTimeout <= 0 || *evQueue < 1 {
+		return bad("event-timeout %v and event-queue %d must be positive", *evTimeout, *evQueue)
+	}
+	cfg.Hook = recv.HookConfig{Program: *onEvent, Timeout: *evTimeout, Queue: *evQueue}
 	cfg.Table = recv.TableConfig{MaxNodes: *maxNodes, ForgetAfter: *forget, AdmitRate: *admit, AdmitBurst: *burst}
 	// The daemon works from /: every path is made absolute first, here
 	// and on the command line the background process is started with.
@@ -102,8 +111,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return daemon.Failed(stderr, name, err)
 	}
+	if *onEvent != "" {
+		// Found now, where the command was typed, as the daemon works from /.
+		p, err := exec.LookPath(*onEvent)
+		if err == nil {
+			p, err = filepath.Abs(p)
+		}
+		if err != nil {
+			return daemon.Failed(stderr, name, fmt.Errorf("--on-event: %w", err))
+		}
+		*onEvent = p
+		abs = append(abs, "--on-event="+p)
+	}
 	os.Args = append(append(os.Args[:1:1], args...), abs...)
 	cfg.ShmDir = *shmDir
+	cfg.Hook.Program = *onEvent
 	// Files are read before going to the background, so their errors
 	// show where the command was typed.
 	if *nodeMap != "" {

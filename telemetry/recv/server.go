@@ -51,6 +51,13 @@ type Config struct {
 	// shm's defaults); NoHistory keeps none.
 	History   shm.HistoryOptions
 	NoHistory bool
+	// EventsKept sizes the ring of recent events beside the table
+	// (default shm.DefaultEventsKept).
+	EventsKept int
+
+	// Hook, when its Program is set, runs a program for every node
+	// event (--on-event).
+	Hook HookConfig
 
 	Logger *slog.Logger
 	// StatsEvery is how often drop counters are summarised at info level.
@@ -75,6 +82,9 @@ type Server struct {
 	// histFull is set once the history refused a node for lack of slots.
 	histFull bool
 	window   *Window
+	hook     *Hook // nil: no --on-event
+	evw      *shm.EventWriter
+	events   atomic.Uint64
 	table    *Table
 	parser   *wire.Parser
 	asm      *wire.Assembler
@@ -98,14 +108,16 @@ type Server struct {
 	figures  rates.Rates   // of smp, computed once here and stored as given
 	msgs     []Message
 
-	stored     atomic.Uint64
-	requests   atomic.Uint64
-	nodes      atomic.Int64 // in the table, as of the last tick
-	senders    atomic.Int64 // remembered by the assembler, as of the last tick
-	forgotten  atomic.Uint64
-	nextForget time.Time
-	drops      [numReasons]atomic.Uint64
-	lastStats  counts // as of the last summary
+	stored       atomic.Uint64
+	received     atomic.Uint64
+	requests     atomic.Uint64
+	nodes        atomic.Int64 // in the table, as of the last tick
+	senders      atomic.Int64 // remembered by the assembler, as of the last tick
+	forgotten    atomic.Uint64
+	nextForget   time.Time
+	drops        [numReasons]atomic.Uint64
+	lastStats    counts // as of the last summary
+	lastOverflow uint64 // hook overflow as of the last summary
 
 	closeOnce sync.Once
 	closeErr  error
@@ -210,11 +222,21 @@ func NewServer(cfg Config) (*Server, error) {
 		}
 	}
 
+	if s.evw, err = w.OpenEvents(cfg.EventsKept); err != nil {
+		if s.hist != nil {
+			s.hist.Close()
+		}
+		w.Close()
+		tr.Close()
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	tc.DownAfter = cfg.DownAfter
 	tc.Multicast = s.group.IsValid()
 	tc.NodeMap = cfg.NodeMap
 	tc.Restored = w.Nodes()
 	win, err := OpenWindow(filepath.Dir(w.Path()), tc.MaxNodes)
 	if err != nil {
+		s.evw.Close()
 		w.Close()
 		tr.Close()
 		return nil, err
@@ -241,6 +263,13 @@ func NewServer(cfg Config) (*Server, error) {
 		s.bootID = id
 	}
 	s.bootTime = bootTime()
+	if cfg.Hook.Program != "" {
+		hc := cfg.Hook
+		if hc.Logger == nil {
+			hc.Logger = cfg.Logger
+		}
+		s.hook = StartHook(hc)
+	}
 	s.msgs = make([]Message, batchSize)
 	for i := range s.msgs {
 		// Larger than any valid datagram, so oversize ones are seen whole.
@@ -373,6 +402,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		n, err := s.tr.ReadBatch(s.msgs)
 		if n > 0 {
+			s.received.Add(uint64(n))
 			now = s.now()
 			stored := 0
 			for i := range s.msgs[:n] {
@@ -381,6 +411,7 @@ func (s *Server) Serve(ctx context.Context) error {
 				}
 			}
 			s.stored.Add(uint64(stored)) // once a batch: readers poll it
+			s.dispatch()
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -525,6 +556,42 @@ func (s *Server) appendHistory(u Update) {
 	}
 }
 
+// dispatch hands the table's events to the log and to --on-event's
+// program, never waiting for it.
+func (s *Server) dispatch() {
+	for _, e := range s.table.Events() {
+		s.events.Add(1)
+		if e.Kind == EventUp || e.Kind == EventDown {
+			s.log.Info("node "+e.Kind.String(), "node", e.Node, "addr", e.Addr.String())
+		}
+		if err := s.evw.Append(e); err != nil {
+			s.log.Warn("cannot publish event", "node", e.Node, "event", e.Kind.String(), "err", err)
+		}
+		if s.hook != nil {
+			s.hook.Post(e)
+		}
+	}
+}
+
+// Events counts the node events the table decided.
+func (s *Server) Events() uint64 { return s.events.Load() }
+
+// EventOverflow counts the events --on-event's queue had no room for.
+func (s *Server) EventOverflow() uint64 {
+	if s.hook == nil {
+		return 0
+	}
+	return s.hook.Overflow()
+}
+
+// EventRuns counts the runs of --on-event's program.
+func (s *Server) EventRuns() uint64 {
+	if s.hook == nil {
+		return 0
+	}
+	return s.hook.Ran()
+}
+
 // tick sends the update request the table asks for, if any.
 func (s *Server) tick(now time.Time) {
 	s.asm.Expire(now)
@@ -538,6 +605,7 @@ func (s *Server) tick(now time.Time) {
 			s.log.Info("forgot silent node", "node", n)
 		}
 	}
+	s.dispatch()
 	s.nodes.Store(int64(s.table.Nodes()))
 	s.senders.Store(int64(s.asm.Senders()))
 	if k, ok := s.tr.(interface{ KernelDrops() uint64 }); ok {
@@ -547,6 +615,7 @@ func (s *Server) tick(now time.Time) {
 			s.writer.SetSocket(s.readBuffer, d)
 		}
 	}
+	s.publishCounters()
 	req, ok := s.table.Tick(now)
 	if !ok {
 		return
@@ -576,6 +645,23 @@ func (s *Server) tick(now time.Time) {
 	s.log.Debug("sent update request", "seq", s.reqSeq, "multicast", req.Multicast && s.group.IsValid(), "unicast", len(req.Unicast))
 }
 
+// publishCounters puts our counters in the table's header for readers.
+func (s *Server) publishCounters() {
+	c := shm.Counters{Received: s.received.Load(), Stored: s.stored.Load(),
+		NodesUp: s.table.Nodes() - s.table.Down(), NodesDown: s.table.Down(), EventOverflow: s.EventOverflow()}
+	i := 0
+	for r := DropNone + 1; r < numReasons; r++ {
+		if r != DropKernel {
+			c.Drops[i] = s.drops[r].Load()
+			i++
+		}
+	}
+	s.writer.SetCounters(c)
+}
+
+// Received counts the datagrams read from the socket.
+func (s *Server) Received() uint64 { return s.received.Load() }
+
 // counts are the counters a summary reports the change of.
 type counts struct {
 	drops  Drops
@@ -595,6 +681,11 @@ func (c counts) since(now counts) (stored uint64, drops Drops) {
 // summarise logs the drop counters at info level when they changed, and
 // warns when the kernel dropped datagrams: the receive buffer overflowed.
 func (s *Server) summarise() {
+	if o := s.EventOverflow(); o != s.lastOverflow {
+		s.log.Warn("event queue full: events for the program dropped", "dropped", o-s.lastOverflow,
+			"dropped_total", o, "program", s.cfg.Hook.Program)
+		s.lastOverflow = o
+	}
 	now := s.counts()
 	if now == s.lastStats {
 		return
@@ -650,11 +741,14 @@ func (s *Server) Close() error {
 		_ = s.tr.SetReadDeadline(time.Unix(1, 0))
 		s.serving.Lock() // Serve has returned
 		defer s.serving.Unlock()
+		if s.hook != nil {
+			s.hook.Close()
+		}
 		var herr error
 		if s.hist != nil {
 			herr = s.hist.Close()
 		}
-		s.closeErr = errors.Join(s.tr.Close(), s.window.Close(), herr, s.writer.Close())
+		s.closeErr = errors.Join(s.tr.Close(), s.window.Close(), herr, s.evw.Close(), s.writer.Close())
 	})
 	return s.closeErr
 }

@@ -155,6 +155,9 @@ type TableConfig struct {
 	ForgetAfter time.Duration // default DefaultForgetAfter
 	// Probation replaces ForgetAfter for senders not yet established.
 	Probation time.Duration // default DefaultProbation
+	// DownAfter: a node silent this long is down (an EventDown); readers
+	// judge the same from the table's header.
+	DownAfter time.Duration // default DefaultDownAfter
 	// AdmitRate and AdmitBurst: the token bucket of new senders.
 	AdmitRate  float64 // per second, default DefaultAdmitRate
 	AdmitBurst int     // default DefaultAdmitBurst
@@ -190,6 +193,9 @@ func (c *TableConfig) defaults() {
 		c.Probation = DefaultProbation
 	}
 	c.Probation = min(c.Probation, c.ForgetAfter)
+	if c.DownAfter <= 0 {
+		c.DownAfter = DefaultDownAfter
+	}
 	if c.AdmitRate <= 0 {
 		c.AdmitRate = DefaultAdmitRate
 	}
@@ -206,6 +212,7 @@ type nodeState struct {
 	pin      netip.Addr // the address the node map pins this number to
 	derived  bool
 	unicast  bool
+	down     bool // an EventDown was the node's last event
 	asks     uint8
 	samples  uint8 // accepted samples, up to established
 	addr     netip.AddrPort
@@ -232,6 +239,7 @@ type Table struct {
 	boots    map[[16]byte]int   // authenticated unnumbered senders' boots → node
 	nextFree int                // no free number below this
 	count    int                // nodes in use
+	down     int                // nodes in use that are down
 
 	tokens    float64 // admission bucket
 	lastToken time.Time
@@ -240,6 +248,8 @@ type Table struct {
 	scanFrom    int // where the next scan for overdue nodes starts
 	lastRequest time.Time
 	nextScan    time.Time
+
+	events []Event // decided since the last Events
 }
 
 // NewTable returns a table seeded with the node map and with the
@@ -316,6 +326,10 @@ func (t *Table) Len() int { return len(t.nodes) }
 
 // Nodes is how many nodes are in use.
 func (t *Table) Nodes() int { return t.count }
+
+// Down is how many of them are down: silent for DownAfter (as of the
+// last Expire), not yet forgotten.
+func (t *Table) Down() int { return t.down }
 
 func (t *Table) grow(n int) {
 	if n < len(t.nodes) {
@@ -455,6 +469,18 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 	if !s.inUse {
 		t.count++
 	}
+	// A node restored from the last run is taken as up: it gets "down"
+	// if it stays silent, and no "up" when it answers in time.
+	if !s.inUse || s.down {
+		t.event(now, n, st.From, EventUp)
+	}
+	if s.down {
+		t.down--
+	}
+	if u.Reboot {
+		t.event(now, n, st.From, EventReboot)
+	}
+	s.down = false
 	if s.fresh && s.f.ByBoot && s.f.BootID != smp.BootID {
 		if m, ok := t.boots[s.f.BootID]; ok && m == n {
 			delete(t.boots, s.f.BootID)
@@ -482,7 +508,8 @@ func (t *Table) Receive(now time.Time, st Status) (Update, Reason) {
 
 // Expire forgets the nodes silent for longer than ForgetAfter (Probation
 // for those not yet established) and returns their numbers, which are
-// free again: the caller removes their records. Linear in the table;
+// free again: the caller removes their records. It also decides which
+// nodes went down (silent for DownAfter): see Events. Linear in the table;
 // call it about once a second.
 func (t *Table) Expire(now time.Time) []int {
 	var gone []int
@@ -496,7 +523,16 @@ func (t *Table) Expire(now time.Time) []int {
 			limit = t.cfg.Probation
 		}
 		if now.Sub(s.lastSeen) <= limit {
+			if !s.down && now.Sub(s.lastSeen) >= t.cfg.DownAfter {
+				s.down = true
+				t.down++
+				t.event(now, n, s.addr, EventDown)
+			}
 			continue
+		}
+		t.event(now, n, s.addr, EventForgotten)
+		if s.down {
+			t.down--
 		}
 		if ip := s.addr.Addr().Unmap(); s.derived && t.byAddr[ip] == n && !s.reserved {
 			delete(t.byAddr, ip)
