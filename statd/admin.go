@@ -44,6 +44,8 @@ type Status struct {
 type Monitored struct {
 	MonName     string       `json:"mon_name"`
 	Registrants []Registrant `json:"registrants"`
+	// Liveness is what telemetry says of the host; absent without it.
+	Liveness *HostLiveness `json:"liveness,omitempty"`
 }
 
 // Registrant is one SM_MON caller waiting for news of a host.

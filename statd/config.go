@@ -90,6 +90,14 @@ type Config struct {
 	// targets besides the lock manager's (--callback-program); never
 	// SM_PROG or rpcbind.
 	CallbackPrograms []uint32
+	// Telemetry is the telemetry table's directory (--telemetry); "" runs
+	// without telemetry.
+	Telemetry string
+	// TelemetryPeriod is how often the table is scanned (default 1s).
+	TelemetryPeriod time.Duration
+	// GoneAfter is how long a host telemetry knows is silent before it is
+	// gone (--gone-after, default 24h).
+	GoneAfter time.Duration
 	// Resolver looks names up (default net.DefaultResolver).
 	Resolver Resolver
 	Logger   *slog.Logger

@@ -50,6 +50,7 @@ type daemon struct {
 	ports     map[string]int // netid → port we serve on
 
 	notifier *notifyLoop
+	tel      *telemetry // nil without --telemetry
 }
 
 // open does what both modes share: the state directory, the store, the
@@ -178,6 +179,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return err
 	}
 	d.proto.core.Load(regs)
+	if d.cfg.Telemetry != "" {
+		d.tel = newTelemetry(d.log, d.cfg, d.proto)
+	}
 	d.proto.ctx = ctx
 	protoDone := make(chan struct{})
 	go func() {
@@ -231,6 +235,15 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		defer close(notifyDone)
 		d.notifier.run(ctx)
 	}()
+	if d.tel != nil {
+		telDone := make(chan struct{})
+		go func() {
+			defer close(telDone)
+			d.tel.run(ctx)
+		}()
+		defer func() { <-telDone }()
+		d.log.Info("following the telemetry table", "dir", d.cfg.Telemetry)
+	}
 	d.log.Info("rpc.statd serving", "listeners", d.listeners, "registrations", len(regs), "state", d.state.Load())
 	if ready != nil {
 		ready()
@@ -324,7 +337,7 @@ func (d *daemon) status() (*Status, error) {
 		HACalloutsDropped: d.ha.droppedTotal()}
 	for _, r := range regs {
 		if n := len(st.Monitored); n == 0 || st.Monitored[n-1].MonName != r.MonName {
-			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName})
+			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName, Liveness: d.tel.liveness(r.MonName)})
 		}
 		m := &st.Monitored[len(st.Monitored)-1]
 		m.Registrants = append(m.Registrants, Registrant{MyName: r.MyID.Name, Prog: r.MyID.Prog,

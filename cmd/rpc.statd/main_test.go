@@ -123,6 +123,8 @@ func TestUsageErrorsOneLine(t *testing.T) {
 		{[]string{"--notify-schedule", "bogus"}, "--notify-schedule"},
 		{[]string{"--nfs-conf", conf}, `port = "many" is not a port number`},
 		{[]string{"--name", "bad/name"}, `--name: nsm: mon_name "bad/name" contains '/'`},
+		{[]string{"--telemetry", "/x", "--no-telemetry"}, "--telemetry and --no-telemetry together"},
+		{[]string{"--gone-after", "0s"}, "--gone-after and --telemetry-period must be positive durations"},
 	} {
 		out, code := runBin(t, nil, c.args...)
 		oneLine(t, c.args, out, code, c.want)

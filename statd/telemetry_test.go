@@ -1,0 +1,135 @@
+package statd
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hoststat/hoststat/internal/netlab"
+	"github.com/hoststat/hoststat/liveness"
+	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/shm"
+)
+
+// telemetryLab is a real recvstats on loopback writing a table, and a
+// client node (127.0.0.1, node 7) that runs only sendstats, reading a
+// copy of a captured /proc tree whose boot the test changes.
+type telemetryLab struct {
+	t        *testing.T
+	shmDir   string
+	sendArgs []string
+	sendBin  string
+	proc     *netlab.ProcTree
+	stopSend func()
+}
+
+const telemetryPeriod = time.Second // sendstats -r 1 and the scan period
+
+func newTelemetryLab(t *testing.T) *telemetryLab {
+	bin := netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats")
+	l := &telemetryLab{t: t, shmDir: t.TempDir(), sendBin: filepath.Join(bin, "sendstats"),
+		proc: netlab.NewProcTree(t, "../telemetry/sample/testdata/proc/vm2")}
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
+	c.Close()
+	nodeMap := filepath.Join(t.TempDir(), "nodes")
+	os.WriteFile(nodeMap, []byte("7 127.0.0.1\n"), 0o644)
+	netlab.StartDaemon(t, filepath.Join(bin, "recvstats"), "-d", "--listen", "127.0.0.1", "-p", port, "--shm-dir", l.shmDir,
+		"--node-map", nodeMap, "--down-after", "2500ms")
+	l.sendArgs = []string{"-d", "-a", "127.0.0.1:" + port, "--node", "7", "-r", "1", "--proc", l.proc.Dir}
+	return l
+}
+
+// boot starts the client's sendstats in a boot of its own (boot id and
+// boot time), stopping the one running: the node rebooted.
+func (l *telemetryLab) boot(id string, btime int64) {
+	l.t.Helper()
+	if l.stopSend != nil {
+		l.stopSend()
+	}
+	l.proc.Boot(id, btime)
+	l.stopSend = netlab.StartDaemon(l.t, l.sendBin, l.sendArgs...)
+}
+
+// tableShows waits until the table shows node 7 in boot id, and says when
+// it was first heard in it.
+func (l *telemetryLab) tableShows(id string) time.Time {
+	l.t.Helper()
+	var at time.Time
+	netlab.WaitFor(l.t, 10*time.Second, "boot "+id+" in the table", func() error {
+		r, err := shm.OpenReader(l.shmDir)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		s, ok, err := r.Summary(7)
+		if err != nil || !ok || liveness.FormatBootID(s.BootID) != id {
+			return fmt.Errorf("node 7: boot %s %v %v", liveness.FormatBootID(s.BootID), ok, err)
+		}
+		at = s.LastSeen
+		return nil
+	})
+	return at
+}
+
+// A client running only sendstats (no statd), monitored by a registrant
+// of our rpc.statd, reboots: the registrant is called back within two
+// sample periods of the table showing the new boot, once, with a new odd
+// state; the client's own SM_NOTIFY for that reboot, arriving after,
+// makes no second callback. The admin status shows the client up.
+func TestTelemetryRebootWithoutNotify(t *testing.T) {
+	lab := newTelemetryLab(t)
+	const bootA, bootB = "11111111-2222-4333-8444-555555555555", "66666666-7777-4888-8999-aaaaaaaaaaaa"
+	lab.boot(bootA, 1795312373)
+	lab.tableShows(bootA)
+
+	td := newTestDaemon(t, func(c *Config) { c.Telemetry, c.TelemetryPeriod = lab.shmDir, telemetryPeriod })
+	reg := newRegistrant(t, td.rpcb, 200100)
+	ctx := ctxT(t, time.Minute)
+	c := td.dial("udp")
+	if r, err := callMon(ctx, c, nsm.Mon{ID: nsm.MonID{MonName: "127.0.0.1", MyID: reg.myID()}, Priv: [16]byte{9}}); err != nil || r.Res != nsm.StatSucc {
+		t.Fatalf("SM_MON: %+v %v", r, err)
+	}
+	netlab.WaitFor(t, 10*time.Second, "the client up in statdctl's status", func() error {
+		st := td.status()
+		if len(st.Monitored) != 1 || st.Monitored[0].Liveness == nil || st.Monitored[0].Liveness.State != "up" ||
+			st.Monitored[0].Liveness.BootID != bootA {
+			return fmt.Errorf("monitored: %+v", st.Monitored)
+		}
+		return nil
+	})
+	reg.none(t, 2*telemetryPeriod) // a first sighting is no reboot
+
+	lab.boot(bootB, 1795312373+3600)
+	first := lab.tableShows(bootB)
+	g := reg.next(t, 10*time.Second)
+	took := time.Since(first)
+	t.Logf("callback %v after the table first showed the new boot", took)
+	if took > 2*telemetryPeriod {
+		t.Errorf("callback %v after the table showed the reboot, more than two sample periods", took)
+	}
+	if g.st.MonName != "127.0.0.1" || g.st.State%2 != 1 || g.st.Priv != [16]byte{9} {
+		t.Errorf("callback %+v, want mon_name 127.0.0.1, an odd state, priv 9", g.st)
+	}
+	reg.none(t, 3*telemetryPeriod)
+
+	// The client's statd, late, announces the same reboot (twice, as
+	// nfs-utils does): no second callback.
+	for i := 0; i < 2; i++ {
+		if err := callNotify(ctx, c, "127.0.0.1", 41); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg.none(t, 3*time.Second)
+	if !strings.Contains(td.logs.String(), "reboot seen by telemetry") {
+		t.Errorf("no log naming the source")
+	}
+}
