@@ -84,14 +84,17 @@ func (l *telemetryLab) tableShows(id string) time.Time {
 // of our rpc.statd, reboots: the registrant is called back within two
 // sample periods of the table showing the new boot, once, with a new odd
 // state; the client's own SM_NOTIFY for that reboot, arriving after,
-// makes no second callback. The admin status shows the client up.
+// makes no second callback. The admin status shows the client up, then
+// silent and gone once it stops sending.
 func TestTelemetryRebootWithoutNotify(t *testing.T) {
 	lab := newTelemetryLab(t)
 	const bootA, bootB = "11111111-2222-4333-8444-555555555555", "66666666-7777-4888-8999-aaaaaaaaaaaa"
 	lab.boot(bootA, 1795312373)
 	lab.tableShows(bootA)
 
-	td := newTestDaemon(t, func(c *Config) { c.Telemetry, c.TelemetryPeriod = lab.shmDir, telemetryPeriod })
+	td := newTestDaemon(t, func(c *Config) {
+		c.Telemetry, c.TelemetryPeriod, c.GoneAfter = lab.shmDir, telemetryPeriod, 4*time.Second
+	})
 	reg := newRegistrant(t, td.rpcb, 200100)
 	ctx := ctxT(t, time.Minute)
 	c := td.dial("udp")
@@ -131,5 +134,16 @@ func TestTelemetryRebootWithoutNotify(t *testing.T) {
 	reg.none(t, 3*time.Second)
 	if !strings.Contains(td.logs.String(), "reboot seen by telemetry") {
 		t.Errorf("no log naming the source")
+	}
+
+	// The client falls silent: silent, then gone after --gone-after.
+	lab.stopSend()
+	for _, want := range []string{"silent", "gone"} {
+		netlab.WaitFor(t, 15*time.Second, "the client "+want, func() error {
+			if l := td.status().Monitored[0].Liveness; l.State != want || l.Since.IsZero() {
+				return fmt.Errorf("liveness %+v", l)
+			}
+			return nil
+		})
 	}
 }

@@ -115,14 +115,14 @@ func printText(w io.Writer, st *statd.Status, now time.Time) {
 	fmt.Fprintf(w, "\nmonitored hosts: %d (%d registrations)\n", len(st.Monitored), nreg)
 	if len(st.Monitored) > 0 {
 		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "  MON_NAME\tMY_NAME\tPROG\tVERS\tPROC\tPRIV")
+		fmt.Fprintln(tw, "  MON_NAME\tLIVENESS\tMY_NAME\tPROG\tVERS\tPROC\tPRIV")
 		for _, m := range st.Monitored {
 			for i, r := range m.Registrants {
-				host := m.MonName
+				host, live := m.MonName, livenessText(m.Liveness, now)
 				if i > 0 {
-					host = ""
+					host, live = "", ""
 				}
-				fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t%s\n", host, r.MyName, r.Prog, r.Vers, r.Proc, r.Priv)
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%s\n", host, live, r.MyName, r.Prog, r.Vers, r.Proc, r.Priv)
 			}
 		}
 		tw.Flush()
@@ -142,4 +142,17 @@ func printText(w io.Writer, st *statd.Status, now time.Time) {
 		}
 		tw.Flush()
 	}
+}
+
+// livenessText is a host's liveness in a column: "up", "silent 5m0s",
+// "gone 25h0m0s" (how long since last heard), "unknown", or "-" without
+// telemetry.
+func livenessText(l *statd.HostLiveness, now time.Time) string {
+	switch {
+	case l == nil:
+		return "-"
+	case (l.State == "silent" || l.State == "gone") && !l.Since.IsZero():
+		return l.State + " " + now.Sub(l.Since).Truncate(time.Second).String()
+	}
+	return l.State
 }
