@@ -218,9 +218,16 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 
 	if !d.cfg.NoNotify {
+		if res.Rebooted && d.cfg.EndGracePath != "" {
+			d.notifier.grace = &graceAfterReboot{path: d.cfg.EndGracePath, log: d.log}
+			d.notifier.grace.armed.Store(true)
+		}
 		if err := d.loadOwed(everyDebt); err != nil {
 			return err
 		}
+		d.notifier.mu.Lock()
+		d.notifier.grace.settled(d.notifier.n.Len())
+		d.notifier.mu.Unlock()
 	} else if res.Owed > 0 {
 		// Debts already tried were asked for (rpc.statd -n) in this boot,
 		// before this daemon restarted: carry on with them. (A reboot

@@ -30,6 +30,8 @@ type notifyLoop struct {
 	wake    chan struct{}
 	wg      sync.WaitGroup
 
+	grace *graceAfterReboot // nil when no grace is to end
+
 	// onSettled, if set, is told of every delivery, retry and give-up (tests).
 	onSettled func(nsm.Outcome)
 }
@@ -152,6 +154,7 @@ func (l *notifyLoop) record(ctx context.Context, tried nsm.Owed, err error) nsm.
 	} else {
 		delete(l.lastErr, tried.Host)
 	}
+	l.grace.settled(l.n.Len())
 	return out
 }
 

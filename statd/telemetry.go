@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/hoststat/hoststat/liveness"
@@ -131,4 +132,34 @@ func (p *protocol) rebooted(e liveness.RebootSeen) {
 	}
 	p.act(rd)
 	p.kick()
+}
+
+// DefaultEndGracePath is the kernel's file that ends lockd's grace period.
+const DefaultEndGracePath = "/proc/fs/lockd/nlm_end_grace"
+
+// graceAfterReboot ends the lock manager's grace period early once every
+// host owed a notification after our reboot has acknowledged it (or was
+// given up or forgotten): nobody is left who could reclaim locks, so
+// waiting out the kernel's grace period (90 s by default) only delays new
+// locks. Armed at start after a reboot; fires once.
+type graceAfterReboot struct {
+	path  string
+	log   *slog.Logger
+	armed atomic.Bool
+}
+
+// settled is called whenever the owed set may have become empty.
+func (g *graceAfterReboot) settled(owed int) {
+	if g == nil || owed > 0 || !g.armed.CompareAndSwap(true, false) {
+		return
+	}
+	written, err := writeExisting(g.path, "Y")
+	switch {
+	case err != nil:
+		g.log.Warn("cannot end the lock manager's grace period", "path", g.path, "err", err)
+	case !written:
+		g.log.Info("every host owed a notification has it; no lock manager grace file to end", "path", g.path)
+	default:
+		g.log.Info("every host owed a notification has it: lock manager grace period ended", "path", g.path)
+	}
 }

@@ -147,3 +147,51 @@ func TestTelemetryRebootWithoutNotify(t *testing.T) {
 		})
 	}
 }
+
+// After our reboot, the lock manager's grace period is ended (its file
+// written) once every host owed a notification has it, not before.
+func TestGraceEndsWhenEveryOwedHostNotified(t *testing.T) {
+	grace := filepath.Join(t.TempDir(), "nlm_end_grace")
+	if err := os.WriteFile(grace, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	td := newTestDaemon(t, func(c *Config) {
+		c.Schedule = nsm.Schedule{FirstRetry: 100 * time.Millisecond, MaxRetry: 300 * time.Millisecond, FrequentFor: time.Minute, Slow: time.Second, GiveUpAfter: time.Hour}
+		c.NotifyTimeout = 300 * time.Millisecond
+		c.EndGracePath = grace
+	})
+	readGrace := func() string {
+		b, err := os.ReadFile(grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if g := readGrace(); g != "Y" {
+		t.Fatalf("first start, nothing owed: grace file %q, want Y", g)
+	}
+	os.WriteFile(grace, nil, 0o644)
+	newFakePeer(t, td.rpcb, "127.0.0.2")
+	monitorHosts(t, td, "127.0.0.2", "127.0.0.6")
+	writeBootID(t, td.bootID, "boot-2")
+	td.restart()
+	netlab.WaitFor(t, 5*time.Second, "127.0.0.2 notified, 127.0.0.6 tried twice", func() error {
+		if st := td.status(); len(st.Owed) != 1 || st.Owed[0].Host != "127.0.0.6" || st.Owed[0].Attempts < 2 {
+			return fmt.Errorf("owed %+v", st.Owed)
+		}
+		return nil
+	})
+	if g := readGrace(); g != "" {
+		t.Fatalf("grace ended (%q) while 127.0.0.6 is still owed", g)
+	}
+	newFakePeer(t, td.rpcb, "127.0.0.6")
+	netlab.WaitFor(t, 10*time.Second, "grace ended", func() error {
+		if g := readGrace(); g != "Y" {
+			return fmt.Errorf("grace file %q", g)
+		}
+		return nil
+	})
+	if !strings.Contains(td.logs.String(), "lock manager grace period ended") {
+		t.Error("not logged")
+	}
+}
