@@ -156,3 +156,21 @@ func (c *Core) Hosts() []MonitoredHost {
 	})
 	return out
 }
+
+// Lookup is what the core knows of the addresses of name, a host that is
+// not monitored (one owed a notification): the literal itself, or its
+// cached resolution; when that is missing or expired, Ready asks for a
+// lookup (answered with Resolved, as for any name).
+func (c *Core) Lookup(name string, now time.Time) (addrs []netip.Addr, rd Ready) {
+	canon := CanonicalName(name)
+	if a, ok := literal(canon); ok {
+		return []netip.Addr{a}, rd
+	}
+	if res := c.cache[canon]; res != nil {
+		addrs = slices.Clone(res.addrs)
+	}
+	if c.stale(canon, now) {
+		rd.Resolve = c.ask(canon, nil)
+	}
+	return addrs, rd
+}

@@ -66,6 +66,8 @@ type Owed struct {
 	NextTry  time.Time `json:"next_try"`
 	GiveUp   time.Time `json:"give_up,omitzero"`
 	LastErr  string    `json:"last_error,omitempty"`
+	// Liveness is what telemetry says of the host; absent without it.
+	Liveness *HostLiveness `json:"liveness,omitempty"`
 }
 
 // Admin requests: a client writes one JSON line {"op": OP} and reads one

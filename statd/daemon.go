@@ -180,7 +180,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 	d.proto.core.Load(regs)
 	if d.cfg.Telemetry != "" {
-		d.tel = newTelemetry(d.log, d.cfg, d.proto)
+		d.tel = newTelemetry(d.log, d.cfg, d.proto, d.notifier)
 	}
 	d.proto.ctx = ctx
 	protoDone := make(chan struct{})
@@ -236,6 +236,12 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 			return err
 		}
 		d.log.Info("not notifying hosts owed a notification until rpc.statd -n asks (-L)", "owed", res.Owed)
+	}
+	if d.tel != nil {
+		// Liveness before the first attempts: a debt to a host telemetry
+		// shows down waits for its return from the start.
+		d.tel.follow()
+		d.tel.w.Scan()
 	}
 	notifyDone := make(chan struct{})
 	go func() {
@@ -365,8 +371,13 @@ func (d *daemon) status() (*Status, error) {
 		if l, ok := live[o.Host]; ok && l.State >= o.State {
 			o = l
 		}
-		st.Owed = append(st.Owed, Owed{Host: o.Host, State: o.State, Since: o.FirstOwed, Attempts: o.Attempts,
-			NextTry: o.NextTry, GiveUp: o.FirstOwed.Add(d.cfg.Schedule.GiveUpAfter), LastErr: lastErr[o.Host]})
+		ow := Owed{Host: o.Host, State: o.State, Since: o.FirstOwed, Attempts: o.Attempts,
+			NextTry: o.NextTry, GiveUp: o.FirstOwed.Add(d.cfg.Schedule.GiveUpAfter), LastErr: lastErr[o.Host],
+			Liveness: d.tel.liveness(o.Host)}
+		if ow.Liveness != nil && ow.Liveness.State != "unknown" {
+			ow.GiveUp = time.Time{} // until gone
+		}
+		st.Owed = append(st.Owed, ow)
 	}
 	sort.Slice(st.Owed, func(i, j int) bool { return st.Owed[i].Host < st.Owed[j].Host })
 	return st, nil

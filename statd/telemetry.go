@@ -21,18 +21,21 @@ type telemetry struct {
 	log     *slog.Logger
 	w       *liveness.Watcher
 	proto   *protocol
+	owed    *notifyLoop
 	period  time.Duration
 	tracked map[string][]netip.Addr // name → addresses last given to Track
 }
 
-func newTelemetry(log *slog.Logger, cfg Config, proto *protocol) *telemetry {
+func newTelemetry(log *slog.Logger, cfg Config, proto *protocol, owed *notifyLoop) *telemetry {
 	w := liveness.NewWatcher(liveness.WatcherConfig{Dir: cfg.Telemetry, Period: cfg.TelemetryPeriod,
 		GoneAfter: cfg.GoneAfter, Logger: log})
 	period := cfg.TelemetryPeriod
 	if period <= 0 {
 		period = liveness.DefaultPeriod
 	}
-	return &telemetry{log: log, w: w, proto: proto, period: period, tracked: map[string][]netip.Addr{}}
+	t := &telemetry{log: log, w: w, proto: proto, owed: owed, period: period, tracked: map[string][]netip.Addr{}}
+	owed.down = t.down
+	return t
 }
 
 // run scans the table and follows the monitored hosts until ctx ends.
@@ -58,30 +61,69 @@ func (t *telemetry) run(ctx context.Context) {
 	}
 }
 
-// follow brings the watcher's hosts in line with the core's: one Track
-// per new or renumbered host, one Untrack per host no longer monitored.
+// follow brings the watcher's hosts in line with the core's monitored
+// hosts and the hosts owed a notification (by canonical name; an owed
+// host's addresses come from the core's lookups): one Track per new or
+// renumbered host, one Untrack per host neither monitored nor owed. Owed
+// hosts telemetry knows are never given up by the clock; those gone are
+// given up now.
 func (t *telemetry) follow() {
+	now := t.proto.now()
+	owed, _ := t.owed.pending()
 	t.proto.mu.Lock()
-	hosts := t.proto.core.Hosts()
+	want := map[string][]netip.Addr{}
+	for _, h := range t.proto.core.Hosts() {
+		want[h.Name] = h.Addrs
+	}
+	var resolve []string
+	for _, o := range owed {
+		addrs, rd := t.proto.core.Lookup(o.Host, now)
+		resolve = append(resolve, rd.Resolve...)
+		canon := nsm.CanonicalName(o.Host)
+		as := append(slices.Clone(want[canon]), addrs...)
+		slices.SortFunc(as, func(a, b netip.Addr) int { return a.Compare(b) })
+		want[canon] = slices.Compact(as)
+	}
 	t.proto.mu.Unlock()
-	seen := make(map[string]bool, len(hosts))
-	for _, h := range hosts {
-		seen[h.Name] = true
-		if old, ok := t.tracked[h.Name]; ok && slices.Equal(old, h.Addrs) {
+	t.proto.act(nsm.Ready{Resolve: resolve})
+	for name, addrs := range want {
+		if old, ok := t.tracked[name]; ok && slices.Equal(old, addrs) {
 			continue
 		}
-		if err := t.w.Track(liveness.Host{Name: h.Name, Addrs: h.Addrs}); err != nil {
-			t.log.Warn("host not followed by telemetry", "mon_name", nsm.Quote(h.Name), "err", err)
+		if err := t.w.Track(liveness.Host{Name: name, Addrs: addrs}); err != nil {
+			t.log.Warn("host not followed by telemetry", "mon_name", nsm.Quote(name), "err", err)
 			continue
 		}
-		t.tracked[h.Name] = h.Addrs
+		t.tracked[name] = addrs
 	}
 	for name := range t.tracked {
-		if !seen[name] {
+		if _, ok := want[name]; !ok {
 			t.w.Untrack(name)
 			delete(t.tracked, name)
 		}
 	}
+	for _, o := range owed {
+		l := t.w.Liveness(nsm.CanonicalName(o.Host))
+		t.owed.follow(o.Host, l.State != liveness.Unknown)
+		if !t.down(o.Host) {
+			t.owed.wakeHeld(o.Host) // up without a Returned, or the table went blind: back on the schedule
+		}
+		if l.State == liveness.Gone {
+			t.owed.gone(o, l.LastHeard)
+		}
+	}
+}
+
+// down says whether telemetry shows host down (silent or gone): an owed
+// notification then waits for the host's return instead of a blind retry.
+// While the table cannot be read nobody is down: the schedule runs as
+// without telemetry.
+func (t *telemetry) down(host string) bool {
+	if t.w.Status().Blind != "" {
+		return false
+	}
+	s := t.w.Liveness(nsm.CanonicalName(host)).State
+	return s == liveness.Silent || s == liveness.Gone
 }
 
 func (t *telemetry) handle(e liveness.Event) {
@@ -89,7 +131,7 @@ func (t *telemetry) handle(e liveness.Event) {
 	case liveness.RebootSeen:
 		t.proto.rebooted(e)
 	case liveness.Returned:
-		// Owed notifications are not tied to telemetry yet.
+		t.owed.returned(e.Host)
 	}
 }
 

@@ -195,3 +195,58 @@ func TestGraceEndsWhenEveryOwedHostNotified(t *testing.T) {
 		t.Error("not logged")
 	}
 }
+
+// A notification owed to a host telemetry shows down is not retried
+// blindly (the schedule's next retry is a minute away) but sent the moment
+// the host is seen up again: within a sample period or two of its return.
+// The status shows it silent and without a give-up time meanwhile.
+func TestTelemetryOwedNotifiedOnReturn(t *testing.T) {
+	lab := newTelemetryLab(t)
+	lab.boot("11111111-2222-4333-8444-555555555555", 1795312373)
+	lab.tableShows("11111111-2222-4333-8444-555555555555")
+	td := newTestDaemon(t, func(c *Config) {
+		c.Telemetry, c.TelemetryPeriod = lab.shmDir, telemetryPeriod
+		c.Schedule = nsm.Schedule{FirstRetry: time.Minute, MaxRetry: time.Minute, FrequentFor: time.Hour, Slow: time.Hour, GiveUpAfter: 2 * time.Hour}
+		c.NotifyTimeout = 300 * time.Millisecond
+	})
+	monitorHosts(t, td, "127.0.0.1")
+	lab.stopSend()
+	netlab.WaitFor(t, 15*time.Second, "the client silent", func() error {
+		if l := td.status().Monitored[0].Liveness; l.State != "silent" {
+			return fmt.Errorf("liveness %+v", l)
+		}
+		return nil
+	})
+	writeBootID(t, td.bootID, "boot-2")
+	td.restart() // our reboot: 127.0.0.1 is owed a notification, and down
+	netlab.WaitFor(t, 15*time.Second, "the debt held, silent, no give-up", func() error {
+		st := td.status()
+		if len(st.Owed) != 1 || st.Owed[0].Liveness == nil || st.Owed[0].Liveness.State != "silent" || !st.Owed[0].GiveUp.IsZero() ||
+			!strings.Contains(td.logs.String(), "notification waits for its return") {
+			return fmt.Errorf("owed %+v", st.Owed)
+		}
+		return nil
+	})
+	peer := newFakePeer(t, td.rpcb, "127.0.0.1") // its statd is back, before telemetry sees it
+	select {
+	case n := <-peer.calls:
+		t.Fatalf("notified %+v before the host was seen up", n)
+	case <-time.After(3 * telemetryPeriod):
+	}
+	lab.boot("66666666-7777-4888-8999-aaaaaaaaaaaa", 1795312373+3600)
+	first := lab.tableShows("66666666-7777-4888-8999-aaaaaaaaaaaa")
+	select {
+	case n := <-peer.calls:
+		took := time.Since(first)
+		t.Logf("notified %v after the table first showed the host again", took)
+		if took > 2*telemetryPeriod {
+			t.Errorf("notified %v after the host's return", took)
+		}
+		if n.state != td.status().State {
+			t.Errorf("notified state %d", n.state)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("not notified after the host came back")
+	}
+	netlab.WaitFor(t, 5*time.Second, "nothing owed", func() error { return owedNone(td) })
+}
