@@ -114,8 +114,8 @@ type Notifier struct {
 type owedEntry struct {
 	Owed
 	inFlight bool
-	held     bool // waiting for the host to be seen up (Hold), out of the queue
-	followed bool // telemetry knows the host: no give-up until it is gone (Follow)
+	held     bool  // waiting for the host to be seen up (Hold), out of the queue
+	followed bool  // telemetry knows the host: no give-up until it is gone (Follow)
 	renewed  *Owed // a newer state became owed while an attempt was under way
 	index    int   // in queue, or -1
 }
