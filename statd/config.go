@@ -98,6 +98,9 @@ type Config struct {
 	// GoneAfter is how long a host telemetry knows is silent before it is
 	// gone (--gone-after, default 24h).
 	GoneAfter time.Duration
+	// ReleaseGone forgets a monitored host gone past GoneAfter as
+	// statdctl forget does (--release-gone).
+	ReleaseGone bool
 	// EndGracePath is where the lock manager is told its grace period may
 	// end once every host owed a notification after our reboot has it
 	// (--end-grace-path; the command's default is DefaultEndGracePath);

@@ -116,7 +116,7 @@ func NotifyOnce(ctx context.Context, cfg Config) (NotifySummary, error) {
 		dir = DefaultStateDir
 	}
 	var sum NotifySummary
-	err := askAdmin(ctx, dir, AdminNotify, &sum)
+	err := askAdmin(ctx, dir, adminRequest{Op: AdminNotify}, &sum)
 	if err == nil || !errors.Is(err, errNoDaemon) {
 		return sum, err
 	}
@@ -148,8 +148,12 @@ func (d *daemon) notifyPass(ctx context.Context, state int32) (NotifySummary, er
 }
 
 // answerAdmin answers one admin socket request.
-func (d *daemon) answerAdmin(ctx context.Context, op string) (any, error) {
-	if op != AdminNotify {
+func (d *daemon) answerAdmin(ctx context.Context, req adminRequest) (any, error) {
+	switch req.Op {
+	case AdminForget:
+		return d.forget(ctx, req.Host, "statdctl forget")
+	case AdminNotify:
+	default:
 		return d.status()
 	}
 	d.log.Info("notification pass asked for (rpc.statd -n)")
@@ -181,6 +185,12 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	d.proto.core.Load(regs)
 	if d.cfg.Telemetry != "" {
 		d.tel = newTelemetry(d.log, d.cfg, d.proto, d.notifier)
+		if d.cfg.ReleaseGone {
+			d.tel.release = func(name string) error {
+				_, err := d.forget(ctx, name, "gone past --gone-after (--release-gone)")
+				return err
+			}
+		}
 	}
 	d.proto.ctx = ctx
 	protoDone := make(chan struct{})
@@ -208,7 +218,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		}
 		defer d.unregister()
 	}
-	admin, err := listenAdmin(d.cfg.StateDir, func(op string) (any, error) { return d.answerAdmin(ctx, op) }, d.log)
+	admin, err := listenAdmin(d.cfg.StateDir, func(req adminRequest) (any, error) { return d.answerAdmin(ctx, req) }, d.log)
 	if err != nil {
 		return err
 	}

@@ -291,10 +291,15 @@ func (l *notifyLoop) gone(o nsm.Owed, since time.Time) {
 		l.log.Error("giving up a gone host not recorded; will try again", "host", nsm.Quote(o.Host), "err", err)
 		return
 	}
-	l.mu.Lock()
-	l.n.Drop(o.Host)
-	delete(l.lastErr, o.Host)
-	l.grace.settled(l.n.Len())
-	l.mu.Unlock()
+	l.drop(o.Host)
 	l.log.Warn("gave up notifying host: gone", "host", nsm.Quote(o.Host), "state", o.State, "silent_since", since, "source", "telemetry")
+}
+
+// drop forgets host's debt in the schedule (the store no longer has it).
+func (l *notifyLoop) drop(host string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n.Drop(host)
+	delete(l.lastErr, host)
+	l.grace.settled(l.n.Len())
 }

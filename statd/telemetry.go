@@ -2,6 +2,7 @@ package statd
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -24,6 +25,11 @@ type telemetry struct {
 	owed    *notifyLoop
 	period  time.Duration
 	tracked map[string][]netip.Addr // name → addresses last given to Track
+	// release forgets a monitored host gone past --gone-after
+	// (--release-gone); nil when off. failed holds the hosts whose
+	// release failed, logged once.
+	release func(name string) error
+	failed  map[string]bool
 }
 
 func newTelemetry(log *slog.Logger, cfg Config, proto *protocol, owed *notifyLoop) *telemetry {
@@ -33,7 +39,8 @@ func newTelemetry(log *slog.Logger, cfg Config, proto *protocol, owed *notifyLoo
 	if period <= 0 {
 		period = liveness.DefaultPeriod
 	}
-	t := &telemetry{log: log, w: w, proto: proto, owed: owed, period: period, tracked: map[string][]netip.Addr{}}
+	t := &telemetry{log: log, w: w, proto: proto, owed: owed, period: period, tracked: map[string][]netip.Addr{},
+		failed: map[string]bool{}}
 	owed.down = t.down
 	return t
 }
@@ -72,7 +79,8 @@ func (t *telemetry) follow() {
 	owed, _ := t.owed.pending()
 	t.proto.mu.Lock()
 	want := map[string][]netip.Addr{}
-	for _, h := range t.proto.core.Hosts() {
+	monitored := t.proto.core.Hosts()
+	for _, h := range monitored {
 		want[h.Name] = h.Addrs
 	}
 	var resolve []string
@@ -100,6 +108,19 @@ func (t *telemetry) follow() {
 		if _, ok := want[name]; !ok {
 			t.w.Untrack(name)
 			delete(t.tracked, name)
+		}
+	}
+	if t.release != nil {
+		for _, h := range monitored {
+			if t.w.Liveness(h.Name).State != liveness.Gone {
+				continue
+			}
+			if err := t.release(h.Name); err != nil && !t.failed[h.Name] {
+				t.failed[h.Name] = true
+				t.log.Error("releasing a gone host failed; will try again", "mon_name", nsm.Quote(h.Name), "err", err)
+			} else if err == nil {
+				delete(t.failed, h.Name)
+			}
 		}
 	}
 	for _, o := range owed {
@@ -204,4 +225,70 @@ func (g *graceAfterReboot) settled(owed int) {
 	default:
 		g.log.Info("every host owed a notification has it: lock manager grace period ended", "path", g.path)
 	}
+}
+
+// ForgetSummary is the answer to statdctl forget.
+type ForgetSummary struct {
+	Host          string `json:"host"`
+	Released      int    `json:"released"`              // registrants called back
+	Registrations int    `json:"registrations_dropped"` // durably
+	Owed          int    `json:"owed_dropped"`          // notifications no longer owed, durably
+}
+
+// forget releases host's locks and drops what we keep of it: each of its
+// registrants is called back with a new state (the release, which lock
+// managers act on by dropping the host's locks), then its registrations
+// and owed notifications are removed from the store, then from memory.
+// A release that fails leaves everything in place, to try again.
+func (d *daemon) forget(ctx context.Context, host, why string) (ForgetSummary, error) {
+	sum := ForgetSummary{Host: host}
+	p := d.proto
+	unlock := p.lockAll()
+	p.mu.Lock()
+	release, remove := p.core.Forget(host, p.now())
+	p.mu.Unlock()
+	for _, cb := range release {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := p.call(cctx, cb)
+		cancel()
+		if err != nil {
+			unlock()
+			return sum, fmt.Errorf("releasing %s: callback to program %d failed, nothing dropped: %w", nsm.Quote(cb.MonName), cb.MyID.Prog, err)
+		}
+		sum.Released++
+		d.log.Info("released host's locks: called registrant back", "mon_name", nsm.Quote(cb.MonName), "state", cb.State,
+			"my_prog", cb.MyID.Prog, "my_vers", cb.MyID.Vers, "my_proc", cb.MyID.Proc, "source", why)
+	}
+	err := p.commit(ctx, remove)
+	unlock()
+	if err != nil {
+		return sum, fmt.Errorf("released, but dropping the registrations failed: %w", err)
+	}
+	sum.Registrations = len(remove)
+	owed, err := d.store.Owed()
+	if err != nil {
+		return sum, err
+	}
+	canon := nsm.CanonicalName(host)
+	for _, o := range owed {
+		if nsm.CanonicalName(o.Host) != canon {
+			continue
+		}
+		if _, err := d.store.GiveUp(ctx, o.Host, o.State, p.now()); err != nil {
+			return sum, fmt.Errorf("dropping the notification owed to %s: %w", nsm.Quote(o.Host), err)
+		}
+		d.notifier.drop(o.Host)
+		sum.Owed++
+	}
+	d.log.Warn("forgot host", "host", nsm.Quote(host), "released", sum.Released, "registrations_dropped", sum.Registrations,
+		"owed_dropped", sum.Owed, "source", why)
+	return sum, nil
+}
+
+// Forget asks the daemon whose state directory is dir to forget host
+// (statdctl forget).
+func Forget(ctx context.Context, dir, host string) (ForgetSummary, error) {
+	var sum ForgetSummary
+	err := askAdmin(ctx, dir, adminRequest{Op: AdminForget, Host: host}, &sum)
+	return sum, err
 }

@@ -250,3 +250,61 @@ func TestTelemetryOwedNotifiedOnReturn(t *testing.T) {
 	}
 	netlab.WaitFor(t, 5*time.Second, "nothing owed", func() error { return owedNone(td) })
 }
+
+// A client that falls silent becomes gone after --gone-after; statdctl
+// forget then calls its registrant back with a new odd state (the release
+// lock managers act on) and drops the registration durably: it is gone
+// after a restart too. With --release-gone the same happens by itself.
+func TestTelemetryGoneThenForget(t *testing.T) {
+	for _, auto := range []bool{false, true} {
+		t.Run(fmt.Sprintf("release-gone=%v", auto), func(t *testing.T) {
+			lab := newTelemetryLab(t)
+			lab.boot("11111111-2222-4333-8444-555555555555", 1795312373)
+			lab.tableShows("11111111-2222-4333-8444-555555555555")
+			td := newTestDaemon(t, func(c *Config) {
+				c.Telemetry, c.TelemetryPeriod, c.GoneAfter, c.ReleaseGone = lab.shmDir, telemetryPeriod, 3*time.Second, auto
+			})
+			reg := newRegistrant(t, td.rpcb, 200100)
+			ctx := ctxT(t, time.Minute)
+			c := td.dial("udp")
+			if r, err := callMon(ctx, c, nsm.Mon{ID: nsm.MonID{MonName: "127.0.0.1", MyID: reg.myID()}, Priv: [16]byte{5}}); err != nil || r.Res != nsm.StatSucc {
+				t.Fatalf("SM_MON: %+v %v", r, err)
+			}
+			if err := callNotify(ctx, c, "127.0.0.1", 7); err != nil {
+				t.Fatal(err)
+			}
+			if g := reg.next(t, 10*time.Second); g.st.State != 7 {
+				t.Fatalf("callback %+v", g.st)
+			}
+			lab.stopSend()
+			if !auto {
+				netlab.WaitFor(t, 20*time.Second, "the client gone", func() error {
+					if l := td.status().Monitored[0].Liveness; l.State != "gone" {
+						return fmt.Errorf("liveness %+v", l)
+					}
+					return nil
+				})
+				reg.none(t, 2*telemetryPeriod) // gone alone releases nothing
+				sum, err := Forget(ctx, td.cfg.StateDir, "127.0.0.1")
+				if err != nil || sum.Released != 1 || sum.Registrations != 1 {
+					t.Fatalf("forget: %+v %v", sum, err)
+				}
+			}
+			g := reg.next(t, 20*time.Second)
+			if g.st.MonName != "127.0.0.1" || g.st.State != 9 || g.st.Priv != [16]byte{5} {
+				t.Errorf("release callback %+v, want 127.0.0.1 state 9 priv 5", g.st)
+			}
+			netlab.WaitFor(t, 5*time.Second, "the registration dropped", func() error {
+				if st := td.status(); len(st.Monitored) != 0 {
+					return fmt.Errorf("monitored %+v", st.Monitored)
+				}
+				return nil
+			})
+			td.restart()
+			if st := td.status(); len(st.Monitored) != 0 {
+				t.Fatalf("after a restart: monitored %+v", st.Monitored)
+			}
+			reg.none(t, 2*telemetryPeriod)
+		})
+	}
+}

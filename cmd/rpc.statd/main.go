@@ -68,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		telDir     = fs.String("telemetry", "", "follow the telemetry table in `DIR` (reboots without SM_NOTIFY, liveness); default "+shm.DefaultDir+" when its table is there")
 		noTel      = fs.Bool("no-telemetry", false, "do not read the telemetry table")
 		goneAfter  = fs.Duration("gone-after", liveness.DefaultGoneAfter, "a host telemetry knows, silent this long, is gone")
+		relGone    = fs.Bool("release-gone", false, "release the locks of a monitored host gone past --gone-after and forget it, as statdctl forget does")
 		gracePath  = fs.String("end-grace-path", statd.DefaultEndGracePath, "after a reboot, once every host owed a notification has it, end the lock manager's grace period by writing this file (when it exists); \"\" never")
 		telPeriod  = fs.Duration("telemetry-period", liveness.DefaultPeriod, "how often the telemetry table is read (tests)")
 	)
@@ -130,7 +131,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.Telemetry, err = telemetryDir(*telDir, *noTel); err != nil {
 		return daemon.UsageError(stderr, name, "%v", err)
 	}
-	cfg.GoneAfter, cfg.TelemetryPeriod, cfg.EndGracePath = *goneAfter, *telPeriod, *gracePath
+	cfg.GoneAfter, cfg.TelemetryPeriod, cfg.EndGracePath, cfg.ReleaseGone = *goneAfter, *telPeriod, *gracePath, *relGone
 	for _, p := range *cbProgs {
 		if p > 1<<32-1 {
 			fmt.Fprintf(stderr, "rpc.statd: --callback-program %d: not an RPC program number\n", p)

@@ -26,9 +26,13 @@ const name = "statdctl"
 
 const usageHead = `Usage: statdctl [-P dir] [--json]
        statdctl [-P dir] import NFS-UTILS-DIR
+       statdctl [-P dir] [--json] forget HOST
 
-Shows the state of the running rpc.statd, or imports an nfs-utils state
-directory (sm/, sm.bak/, state) into the store of a stopped one.
+Shows the state of the running rpc.statd, imports an nfs-utils state
+directory (sm/, sm.bak/, state) into the store of a stopped one, or makes
+the running one forget a host for good: its registrants are called back
+(lock managers release the host's locks), then its registrations and owed
+notifications are dropped from the store.
 
 `
 
@@ -48,14 +52,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	_ = fs.BoolP("version", "v", false, "show the version")
 	bootIDPath := fs.String("boot-id-path", "", "read the boot id from this file (tests)")
 	fs.MarkHidden("boot-id-path")
-	fl := daemon.Flags{Head: usageHead, Foot: usageFoot, MaxArgs: 2, ArgsName: "import DIR"}
+	fl := daemon.Flags{Head: usageHead, Foot: usageFoot, MaxArgs: 2, ArgsName: "import DIR | forget HOST"}
 	if code, done := fl.Parse(fs, args, stdout, stderr); done {
 		return code
 	}
 	switch {
 	case fs.NArg() == 0:
+	case fs.Arg(0) == "forget" && fs.NArg() != 2:
+		return daemon.UsageError(stderr, name, "forget needs the host, as in 'statdctl forget client1'")
+	case fs.Arg(0) == "forget":
 	case fs.Arg(0) != "import":
-		return daemon.UsageError(stderr, name, "unknown command %q (the only command is import)", fs.Arg(0))
+		return daemon.UsageError(stderr, name, "unknown command %q (commands: import, forget)", fs.Arg(0))
 	case fs.NArg() != 2:
 		return daemon.UsageError(stderr, name, "import needs the nfs-utils state directory, as in 'statdctl import /var/lib/nfs'")
 	}
@@ -67,6 +74,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	if fs.Arg(0) == "forget" {
+		sum, err := statd.Forget(ctx, *dir, fs.Arg(1))
+		if err != nil {
+			return daemon.Failed(stderr, name, err)
+		}
+		if *asJSON {
+			return writeJSON(stdout, stderr, sum)
+		}
+		fmt.Fprintf(stdout, "forgot %s: %d registrants called back (release), %d registrations and %d owed notifications dropped\n",
+			sum.Host, sum.Released, sum.Registrations, sum.Owed)
+		return daemon.ExitOK
+	}
 	if fs.NArg() == 2 {
 		sum, err := statd.ImportNFSUtils(ctx, *dir, fs.Arg(1), *bootIDPath, nil)
 		if err != nil {

@@ -52,9 +52,11 @@ func TestUsage(t *testing.T) {
 		{[]string{"--help"}, 0, "statdctl [-P dir] import NFS-UTILS-DIR", ""},
 		{[]string{"-P"}, 2, "", "flag needs an argument: 'P' in -P"},
 		{[]string{"--bogus"}, 2, "", "unknown flag: --bogus"},
-		{[]string{"status"}, 2, "", `unknown command "status"`},
+		{[]string{"status"}, 2, "", `unknown command "status" (commands: import, forget)`},
 		{[]string{"import"}, 2, "", "import needs the nfs-utils state directory"},
-		{[]string{"import", "a", "b"}, 2, "", `unexpected argument "b" after import DIR`},
+		{[]string{"import", "a", "b"}, 2, "", `unexpected argument "b" after import DIR | forget HOST`},
+		{[]string{"forget"}, 2, "", "forget needs the host"},
+		{[]string{"--help"}, 0, "statdctl [-P dir] [--json] forget HOST", ""},
 		{[]string{"--timeout", "0s"}, 2, "", "--timeout 0s must be positive"},
 	} {
 		var out, errb strings.Builder
