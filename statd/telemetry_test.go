@@ -1,6 +1,7 @@
 package statd
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -63,9 +64,16 @@ func (l *telemetryLab) boot(id string, btime int64) {
 // it was first heard in it.
 func (l *telemetryLab) tableShows(id string) time.Time {
 	l.t.Helper()
+	return tableShows(l.t, l.shmDir, id)
+}
+
+// tableShows waits until the table in dir shows node 7 in boot id, and
+// says when it was first heard in it.
+func tableShows(t testing.TB, dir, id string) time.Time {
+	t.Helper()
 	var at time.Time
-	netlab.WaitFor(l.t, 10*time.Second, "boot "+id+" in the table", func() error {
-		r, err := shm.OpenReader(l.shmDir)
+	netlab.WaitFor(t, 10*time.Second, "boot "+id+" in the table", func() error {
+		r, err := shm.OpenReader(dir)
 		if err != nil {
 			return err
 		}
@@ -306,5 +314,93 @@ func TestTelemetryGoneThenForget(t *testing.T) {
 			}
 			reg.none(t, 2*telemetryPeriod)
 		})
+	}
+}
+
+// A client b runs the real nfs-utils statd and sendstats; our rpc.statd
+// (the real command, with --telemetry) on a monitors it for a registrant.
+// b's way to a's rpcbind (port 111, UDP and TCP) is cut by a policy
+// routing rule in b's namespace ("prohibit"), so the SM_NOTIFY its real
+// sm-notify sends after b reboots never arrives; telemetry still sees the
+// new boot, and the registrant is called back once, within two sample
+// periods of the table showing it.
+func TestInteropRebootWithBlockedSMNotify(t *testing.T) {
+	ctx := ctxT(t, 2*time.Minute)
+	lt := needLab(t)
+	ip := netlab.RequireCommand(t, "ip")
+	tbin := netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats")
+	lab := netlab.New(t)
+	a, b := lab.AddHost("a"), lab.AddHost("b")
+	dirA, dirB, shmDir := t.TempDir(), netlab.MakeStatdDir(t), t.TempDir()
+	nodeMap := filepath.Join(t.TempDir(), "nodes")
+	os.WriteFile(nodeMap, []byte("7 "+b.Addr.String()+"\n"), 0o644)
+	a.Start(filepath.Join(tbin, "recvstats"), "-d", "--listen", a.Addr.String(), "-p", "3040", "--shm-dir", shmDir,
+		"--node-map", nodeMap, "--down-after", "2500ms")
+	proc := netlab.NewProcTree(t, "../telemetry/sample/testdata/proc/vm2")
+	const bootA, bootB = "11111111-2222-4333-8444-555555555555", "66666666-7777-4888-8999-aaaaaaaaaaaa"
+	proc.Boot(bootA, 1795312373)
+	sendArgs := []string{"-d", "-a", a.Addr.String() + ":3040", "--node", "7", "-r", "1", "--proc", proc.Dir}
+	send := b.Start(filepath.Join(tbin, "sendstats"), sendArgs...)
+	tableShows(t, shmDir, bootA)
+
+	startRPCBind(t, ctx, lt, a)
+	startRPCBind(t, ctx, lt, b)
+	a.Start(lt.ourStatd, "-F", "-d", "-P", dirA, "--callback-program", "300100", "--telemetry", shmDir)
+	nfs := b.Start(lt.nfsStatd, "-F", "-d", "-L", "-P", dirB)
+	registeredOn(t, ctx, lt, a, "100024")
+	registeredOn(t, ctx, lt, b, "100024")
+	regA := newLabRegistrant(t, a, 300100, 1, 1)
+	regB := newLabRegistrant(t, b, 100021, 4, 16)
+	// b's lock manager monitors a, so b's sm-notify has a to notify.
+	if r, err := callMon(ctx, statdClient(t, b), nsm.Mon{ID: nsm.MonID{MonName: a.Addr.String(), MyID: regB.myID("b")}}); err != nil || r.Res != nsm.StatSucc {
+		t.Fatalf("SM_MON on nfs-utils statd: %+v %v", r, err)
+	}
+	if r, err := callMon(ctx, statdClient(t, a), nsm.Mon{ID: nsm.MonID{MonName: b.Addr.String(), MyID: regA.myID("a")}, Priv: priv(0x33)}); err != nil || r.Res != nsm.StatSucc {
+		t.Fatalf("SM_MON on our statd: %+v %v", r, err)
+	}
+	netlab.WaitFor(t, 15*time.Second, "b up in our status", func() error {
+		st := ourStatus(t, ctx, lt, a, dirA)
+		if len(st.Monitored) != 1 || st.Monitored[0].Liveness == nil || st.Monitored[0].Liveness.State != "up" {
+			return fmt.Errorf("monitored %+v", st.Monitored)
+		}
+		return nil
+	})
+
+	for _, proto := range []string{"udp", "tcp"} {
+		if out, err := b.Run(ctx, ip, "rule", "add", "to", a.Addr.String(), "ipproto", proto, "dport", "111", "prohibit"); err != nil {
+			t.Fatalf("ip rule on b: %v\n%s", err, out)
+		}
+	}
+	// b reboots: statd and sendstats stop, a new boot, sendstats and
+	// sm-notify start again.
+	nfs.Stop()
+	send.Stop()
+	proc.Boot(bootB, 1795312373+3600)
+	b.Start(filepath.Join(tbin, "sendstats"), sendArgs...)
+	notified := make(chan string, 1)
+	go func() {
+		nctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+		defer cancel()
+		out, _ := b.Run(nctx, lt.smNotify, "-d", "-f", "-P", dirB)
+		notified <- out
+	}()
+	first := tableShows(t, shmDir, bootB)
+	g := regA.next(t, 10*time.Second)
+	took := time.Since(first)
+	t.Logf("callback %v after the table first showed b's new boot", took)
+	if took > 2*telemetryPeriod {
+		t.Errorf("callback %v after the table showed the reboot, more than two sample periods", took)
+	}
+	if g.st.MonName != b.Addr.String() || g.st.State%2 != 1 || g.st.Priv != priv(0x33) {
+		t.Errorf("callback %+v, want %s, an odd state, priv 33", g.st, b.Addr)
+	}
+	out := <-notified
+	if peer := nfsState(t, dirB); g.st.State == peer {
+		t.Errorf("called back with b's own new state %d: its SM_NOTIFY got through?\nsm-notify: %s", peer, out)
+	}
+	select {
+	case g := <-regA.got:
+		t.Errorf("second callback %+v", g.st)
+	case <-time.After(2 * time.Second):
 	}
 }
