@@ -116,6 +116,7 @@ type owedEntry struct {
 	inFlight bool
 	held     bool  // waiting for the host to be seen up (Hold), out of the queue
 	followed bool  // telemetry knows the host: no give-up until it is gone (Follow)
+	dropped  bool  // dropped during an attempt: forgotten when it ends
 	renewed  *Owed // a newer state became owed while an attempt was under way
 	index    int   // in queue, or -1
 }
@@ -210,6 +211,9 @@ func (n *Notifier) decide(host string, ok bool, now time.Time) (Outcome, *owedEn
 	if !found || !e.inFlight {
 		return Outcome{Kind: NotInFlight, Owed: Owed{Host: host}}, nil
 	}
+	if e.dropped {
+		return Outcome{Kind: NotInFlight, Owed: e.Owed}, e
+	}
 	if e.renewed != nil {
 		// Whatever this attempt achieved, the newer state is still owed.
 		return Outcome{Kind: Retry, Owed: *e.renewed}, e
@@ -247,6 +251,10 @@ func (n *Notifier) Hold(host string) {
 	if e == nil || !e.inFlight {
 		return
 	}
+	if e.dropped {
+		delete(n.hosts, host)
+		return
+	}
 	e.inFlight = false
 	if e.renewed != nil {
 		e.Owed, e.renewed = *e.renewed, nil
@@ -272,21 +280,22 @@ func (n *Notifier) Wake(host string, now time.Time) bool {
 	return true
 }
 
-// Drop forgets host's debt, unless an attempt is under way (false): it
-// is gone, or forgotten, and the shell has removed it from the store.
-func (n *Notifier) Drop(host string) bool {
+// Drop forgets host's debt: it is gone, or forgotten, and the shell has
+// removed it from the store. During an attempt it is forgotten when the
+// attempt ends (Done says NotInFlight: nothing to record).
+func (n *Notifier) Drop(host string) {
 	e := n.hosts[host]
 	if e == nil {
-		return true
+		return
 	}
 	if e.inFlight {
-		return false
+		e.dropped = true
+		return
 	}
 	if e.index >= 0 {
 		heap.Remove(&n.queue, e.index)
 	}
 	delete(n.hosts, host)
-	return true
 }
 
 // Held reports whether host waits to be seen up.
@@ -300,6 +309,10 @@ func (n *Notifier) Held(host string) bool {
 func (n *Notifier) Release(host string, at time.Time) {
 	e, found := n.hosts[host]
 	if !found || !e.inFlight {
+		return
+	}
+	if e.dropped {
+		delete(n.hosts, host)
 		return
 	}
 	e.inFlight = false

@@ -35,8 +35,16 @@ func TestNotifierHoldWakeFollow(t *testing.T) {
 	if out := n.Done("down", false, back); out.Kind != Retry || !out.Owed.NextTry.Equal(back.Add(time.Hour)) {
 		t.Fatalf("followed host past give-up: %+v", out)
 	}
-	if !n.Drop("down") || n.Len() != 0 {
+	n.Drop("down")
+	if n.Len() != 0 {
 		t.Fatal("Drop")
+	}
+	// Dropped during an attempt: nothing to record, forgotten when it ends.
+	n.Owe("forgotten", 3, base)
+	n.Due(base)
+	n.Drop("forgotten")
+	if out := n.Done("forgotten", false, base); out.Kind != NotInFlight || n.Len() != 0 {
+		t.Fatalf("dropped in flight: %+v, %d owed", out, n.Len())
 	}
 	// Not followed: the clock gives up as before.
 	n.Owe("unknown", 3, base)
