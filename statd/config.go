@@ -98,6 +98,10 @@ type Config struct {
 	// GoneAfter is how long a host telemetry knows is silent before it is
 	// gone (--gone-after, default 24h).
 	GoneAfter time.Duration
+	// GraceSettle is how long after the last acknowledgement the grace
+	// period is ended (--grace-settle; the command's default is
+	// DefaultGraceSettle).
+	GraceSettle time.Duration
 	// ReleaseGone forgets a monitored host gone past GoneAfter as
 	// statdctl forget does (--release-gone).
 	ReleaseGone bool

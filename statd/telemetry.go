@@ -202,20 +202,32 @@ const DefaultEndGracePath = "/proc/fs/lockd/nlm_end_grace"
 
 // graceAfterReboot ends the lock manager's grace period early once every
 // host owed a notification after our reboot has acknowledged it (or was
-// given up or forgotten): nobody is left who could reclaim locks, so
-// waiting out the kernel's grace period (90 s by default) only delays new
+// given up or forgotten), and settle more has passed: a client reclaims
+// its locks just after it acknowledges our SM_NOTIFY, and a reclaim after
+// the grace period is refused, so the last one is given that time. Waiting
+// out the kernel's whole grace period (90 s by default) only delays new
 // locks. Armed at start after a reboot; fires once.
 type graceAfterReboot struct {
-	path  string
-	log   *slog.Logger
-	armed atomic.Bool
+	path   string
+	settle time.Duration
+	log    *slog.Logger
+	armed  atomic.Bool
 }
+
+// DefaultGraceSettle is how long after the last acknowledgement the grace
+// period is ended (--grace-settle).
+const DefaultGraceSettle = 10 * time.Second
 
 // settled is called whenever the owed set may have become empty.
 func (g *graceAfterReboot) settled(owed int) {
 	if g == nil || owed > 0 || !g.armed.CompareAndSwap(true, false) {
 		return
 	}
+	g.log.Info("every host owed a notification has it; ending the lock manager's grace period after the reclaims", "in", g.settle)
+	time.AfterFunc(g.settle, g.end)
+}
+
+func (g *graceAfterReboot) end() {
 	written, err := writeExisting(g.path, "Y")
 	switch {
 	case err != nil:

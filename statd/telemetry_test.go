@@ -166,7 +166,7 @@ func TestGraceEndsWhenEveryOwedHostNotified(t *testing.T) {
 	td := newTestDaemon(t, func(c *Config) {
 		c.Schedule = nsm.Schedule{FirstRetry: 100 * time.Millisecond, MaxRetry: 300 * time.Millisecond, FrequentFor: time.Minute, Slow: time.Second, GiveUpAfter: time.Hour}
 		c.NotifyTimeout = 300 * time.Millisecond
-		c.EndGracePath = grace
+		c.EndGracePath, c.GraceSettle = grace, 500*time.Millisecond
 	})
 	readGrace := func() string {
 		b, err := os.ReadFile(grace)
@@ -175,9 +175,12 @@ func TestGraceEndsWhenEveryOwedHostNotified(t *testing.T) {
 		}
 		return string(b)
 	}
-	if g := readGrace(); g != "Y" {
-		t.Fatalf("first start, nothing owed: grace file %q, want Y", g)
-	}
+	netlab.WaitFor(t, 5*time.Second, "grace ended at the first start (nothing owed)", func() error {
+		if g := readGrace(); g != "Y" {
+			return fmt.Errorf("grace file %q", g)
+		}
+		return nil
+	})
 	os.WriteFile(grace, nil, 0o644)
 	newFakePeer(t, td.rpcb, "127.0.0.2")
 	monitorHosts(t, td, "127.0.0.2", "127.0.0.6")

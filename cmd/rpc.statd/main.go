@@ -70,6 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		goneAfter  = fs.Duration("gone-after", liveness.DefaultGoneAfter, "a host telemetry knows, silent this long, is gone")
 		relGone    = fs.Bool("release-gone", false, "release the locks of a monitored host gone past --gone-after and forget it, as statdctl forget does")
 		gracePath  = fs.String("end-grace-path", statd.DefaultEndGracePath, "after a reboot, once every host owed a notification has it, end the lock manager's grace period by writing this file (when it exists); \"\" never")
+		settle     = fs.Duration("grace-settle", statd.DefaultGraceSettle, "how long after the last host acknowledges our reboot's notification the grace period is ended (its lock manager's reclaims come just after)")
 		telPeriod  = fs.Duration("telemetry-period", liveness.DefaultPeriod, "how often the telemetry table is read (tests)")
 	)
 	for _, h := range []string{"notify-schedule", "no-rpcbind", "boot-id-path", "nfs-conf", "kernel-state-path", "telemetry-period"} {
@@ -125,13 +126,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Register: !*noRegister, BootIDPath: *bootIDPath,
 		ResetStore: *resetStore, NFSUtilsDir: *nfsDir, KernelStatePath: *kernelPath,
 	}
-	if *goneAfter <= 0 || *telPeriod <= 0 {
-		return daemon.UsageError(stderr, name, "--gone-after and --telemetry-period must be positive durations")
+	if *goneAfter <= 0 || *telPeriod <= 0 || *settle < 0 {
+		return daemon.UsageError(stderr, name, "--gone-after and --telemetry-period must be positive durations, --grace-settle not negative")
 	}
 	if cfg.Telemetry, err = telemetryDir(*telDir, *noTel); err != nil {
 		return daemon.UsageError(stderr, name, "%v", err)
 	}
-	cfg.GoneAfter, cfg.TelemetryPeriod, cfg.EndGracePath, cfg.ReleaseGone = *goneAfter, *telPeriod, *gracePath, *relGone
+	cfg.GoneAfter, cfg.TelemetryPeriod, cfg.EndGracePath, cfg.ReleaseGone, cfg.GraceSettle = *goneAfter, *telPeriod, *gracePath, *relGone, *settle
 	for _, p := range *cbProgs {
 		if p > 1<<32-1 {
 			fmt.Fprintf(stderr, "rpc.statd: --callback-program %d: not an RPC program number\n", p)

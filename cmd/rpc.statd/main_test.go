@@ -125,6 +125,7 @@ func TestUsageErrorsOneLine(t *testing.T) {
 		{[]string{"--name", "bad/name"}, `--name: nsm: mon_name "bad/name" contains '/'`},
 		{[]string{"--telemetry", "/x", "--no-telemetry"}, "--telemetry and --no-telemetry together"},
 		{[]string{"--gone-after", "0s"}, "--gone-after and --telemetry-period must be positive durations"},
+		{[]string{"--grace-settle", "-1s"}, "--grace-settle not negative"},
 	} {
 		out, code := runBin(t, nil, c.args...)
 		oneLine(t, c.args, out, code, c.want)
