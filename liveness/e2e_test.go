@@ -6,9 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -16,70 +14,6 @@ import (
 	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/shm"
 )
-
-// procTree is a copy of a captured /proc tree for sendstats --proc, whose
-// boot (boot id and btime) the test changes to make the node "reboot".
-type procTree struct {
-	t   *testing.T
-	dir string
-}
-
-func newProcTree(t *testing.T) *procTree {
-	dir := filepath.Join(t.TempDir(), "proc")
-	if err := os.CopyFS(dir, os.DirFS("../telemetry/sample/testdata/proc/vm2")); err != nil {
-		t.Fatal(err)
-	}
-	return &procTree{t, dir}
-}
-
-var btimeLine = regexp.MustCompile(`(?m)^btime \d+$`)
-
-// boot sets the node's boot id and boot time, as a reboot does.
-func (p *procTree) boot(id string, btime int64) {
-	p.t.Helper()
-	if err := os.WriteFile(filepath.Join(p.dir, "sys/kernel/random/boot_id"), []byte(id+"\n"), 0o644); err != nil {
-		p.t.Fatal(err)
-	}
-	stat := filepath.Join(p.dir, "stat")
-	b, err := os.ReadFile(stat)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	b = btimeLine.ReplaceAll(b, []byte("btime "+strconv.FormatInt(btime, 10)))
-	if err := os.WriteFile(stat, b, 0o644); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-// daemon starts a process in the foreground and returns what stops it
-// (SIGKILL to its pid, then wait); it is stopped at cleanup too.
-func daemon(t *testing.T, bin string, args ...string) (stop func()) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	var out netlab.LogBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	stop = func() {
-		select {
-		case <-done:
-			return
-		default:
-		}
-		cmd.Process.Kill()
-		<-done
-	}
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(bin), out.String())
-		}
-	})
-	return stop
-}
 
 type received struct {
 	e  Event
@@ -104,13 +38,13 @@ func TestRebootSeenEndToEnd(t *testing.T) {
 	c.Close()
 	nodeMap := filepath.Join(t.TempDir(), "nodes")
 	os.WriteFile(nodeMap, []byte("7 127.0.0.1\n"), 0o644)
-	daemon(t, recvstats, "-d", "--listen", "127.0.0.1", "-p", port, "--shm-dir", shmDir,
+	netlab.StartDaemon(t, recvstats, "-d", "--listen", "127.0.0.1", "-p", port, "--shm-dir", shmDir,
 		"--node-map", nodeMap, "--down-after", "2500ms")
 
-	proc := newProcTree(t)
+	proc := netlab.NewProcTree(t, "../telemetry/sample/testdata/proc/vm2")
 	const bootA, bootB = "11111111-2222-4333-8444-555555555555", "66666666-7777-4888-8999-aaaaaaaaaaaa"
-	proc.boot(bootA, 1795312373)
-	sendArgs := []string{"-d", "-a", "127.0.0.1:" + port, "--node", "7", "-r", "1", "--proc", proc.dir}
+	proc.Boot(bootA, 1795312373)
+	sendArgs := []string{"-d", "-a", "127.0.0.1:" + port, "--node", "7", "-r", "1", "--proc", proc.Dir}
 
 	w := NewWatcher(WatcherConfig{Dir: shmDir, Logger: quiet})
 	if err := w.Track(Host{Name: "client", Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}); err != nil {
@@ -152,14 +86,14 @@ func TestRebootSeenEndToEnd(t *testing.T) {
 		})
 	}
 
-	send := daemon(t, sendstats, sendArgs...)
+	send := netlab.StartDaemon(t, sendstats, sendArgs...)
 	waitState(Up)
 	noEvents("first sighting", 2*period)
 
 	// sendstats restarted, same boot: fresh samples, no event.
 	send()
 	restarted := time.Now()
-	send = daemon(t, sendstats, sendArgs...)
+	send = netlab.StartDaemon(t, sendstats, sendArgs...)
 	r, err := shm.OpenReader(shmDir)
 	if err != nil {
 		t.Fatal(err)
@@ -177,8 +111,8 @@ func TestRebootSeenEndToEnd(t *testing.T) {
 	send()
 	waitState(Silent)
 	noEvents("silent", 0)
-	proc.boot(bootB, 1795312373+3600)
-	daemon(t, sendstats, sendArgs...)
+	proc.Boot(bootB, 1795312373+3600)
+	netlab.StartDaemon(t, sendstats, sendArgs...)
 	var firstB time.Time
 	netlab.WaitFor(t, 10*time.Second, "the new boot in the table", func() error {
 		s, ok, err := r.Summary(7)

@@ -53,6 +53,10 @@ type CoreConfig struct {
 	MaxCached   int
 	CacheTTL    time.Duration
 	NegativeTTL time.Duration
+	// SameRebootWindow is how far apart a reboot seen by telemetry and a
+	// real SM_NOTIFY from the host may be to count as one reboot [5m]
+	// (see Core.Rebooted).
+	SameRebootWindow time.Duration
 }
 
 func (c CoreConfig) withDefaults() CoreConfig {
@@ -82,6 +86,7 @@ func (c CoreConfig) withDefaults() CoreConfig {
 	setDur(&c.CallbackSpacing, time.Second)
 	setDur(&c.CacheTTL, 5*time.Minute)
 	setDur(&c.NegativeTTL, 30*time.Second)
+	setDur(&c.SameRebootWindow, 5*time.Minute)
 	if c.NotifyRate <= 0 {
 		c.NotifyRate = 1
 	}
@@ -184,6 +189,16 @@ type coreHost struct {
 	canon string
 	regs  map[MyID]*coreReg
 	addrs []netip.Addr
+
+	// seen is the reboot telemetry saw last (Core.Rebooted); notified the
+	// last real SM_NOTIFY that matched the host. Memory only, as the
+	// callback state is.
+	seen     *seenReboot
+	notified struct {
+		state int32
+		at    time.Time
+		ok    bool
+	}
 }
 
 // coreReg is one registration and its callback state.
@@ -576,6 +591,10 @@ func (c *Core) Notify(name string, state int32, sender netip.Addr, now time.Time
 		for _, h := range hosts {
 			if !c.byHost.allow(h.canon, now) {
 				res.Limited = true
+			}
+			if c.sameReboot(h, state, now) {
+				res.Matched += len(h.regs)
+				continue
 			}
 			for _, r := range h.regs {
 				res.Matched++

@@ -114,6 +114,9 @@ type Notifier struct {
 type owedEntry struct {
 	Owed
 	inFlight bool
+	held     bool  // waiting for the host to be seen up (Hold), out of the queue
+	followed bool  // telemetry knows the host: no give-up until it is gone (Follow)
+	dropped  bool  // dropped during an attempt: forgotten when it ends
 	renewed  *Owed // a newer state became owed while an attempt was under way
 	index    int   // in queue, or -1
 }
@@ -208,6 +211,9 @@ func (n *Notifier) decide(host string, ok bool, now time.Time) (Outcome, *owedEn
 	if !found || !e.inFlight {
 		return Outcome{Kind: NotInFlight, Owed: Owed{Host: host}}, nil
 	}
+	if e.dropped {
+		return Outcome{Kind: NotInFlight, Owed: e.Owed}, e
+	}
 	if e.renewed != nil {
 		// Whatever this attempt achieved, the newer state is still owed.
 		return Outcome{Kind: Retry, Owed: *e.renewed}, e
@@ -218,6 +224,11 @@ func (n *Notifier) decide(host string, ok bool, now time.Time) (Outcome, *owedEn
 	o := e.Owed
 	o.Attempts++
 	next, giveUp := n.sched.Retry(o.FirstOwed, now, o.Attempts)
+	if giveUp && e.followed {
+		// Telemetry knows the host: it is tried until it is gone (the
+		// shell drops it then), at the slow pace.
+		next, giveUp = now.Add(n.sched.Slow), false
+	}
 	if giveUp {
 		return Outcome{Kind: Abandoned, Owed: o}, e
 	}
@@ -225,11 +236,83 @@ func (n *Notifier) decide(host string, ok bool, now time.Time) (Outcome, *owedEn
 	return Outcome{Kind: Retry, Owed: o}, e
 }
 
+// Follow says whether telemetry knows host: while it does, the schedule
+// never gives up on it (the shell drops it once it is gone).
+func (n *Notifier) Follow(host string, followed bool) {
+	if e := n.hosts[host]; e != nil {
+		e.followed = followed
+	}
+}
+
+// Hold takes host, just returned by Due, off the schedule until Wake:
+// telemetry shows it down, so trying it now is blind.
+func (n *Notifier) Hold(host string) {
+	e := n.hosts[host]
+	if e == nil || !e.inFlight {
+		return
+	}
+	if e.dropped {
+		delete(n.hosts, host)
+		return
+	}
+	e.inFlight = false
+	if e.renewed != nil {
+		e.Owed, e.renewed = *e.renewed, nil
+	}
+	e.held = true
+}
+
+// Wake makes host's notification due at now, held or waiting for its
+// next retry: it was seen up again. It reports whether it was held or
+// waiting (not when in flight or not owed).
+func (n *Notifier) Wake(host string, now time.Time) bool {
+	e := n.hosts[host]
+	switch {
+	case e == nil || e.inFlight:
+		return false
+	case e.held:
+		e.held, e.NextTry = false, now
+		heap.Push(&n.queue, e)
+	case e.NextTry.After(now):
+		e.NextTry = now
+		heap.Fix(&n.queue, e.index)
+	}
+	return true
+}
+
+// Drop forgets host's debt: it is gone, or forgotten, and the shell has
+// removed it from the store. During an attempt it is forgotten when the
+// attempt ends (Done says NotInFlight: nothing to record).
+func (n *Notifier) Drop(host string) {
+	e := n.hosts[host]
+	if e == nil {
+		return
+	}
+	if e.inFlight {
+		e.dropped = true
+		return
+	}
+	if e.index >= 0 {
+		heap.Remove(&n.queue, e.index)
+	}
+	delete(n.hosts, host)
+}
+
+// Held reports whether host waits to be seen up.
+func (n *Notifier) Held(host string) bool {
+	e := n.hosts[host]
+	return e != nil && e.held
+}
+
 // Release ends an attempt on host whose outcome could not be recorded:
 // nothing advances (attempts, first owed) but the next try, at.
 func (n *Notifier) Release(host string, at time.Time) {
 	e, found := n.hosts[host]
 	if !found || !e.inFlight {
+		return
+	}
+	if e.dropped {
+		delete(n.hosts, host)
 		return
 	}
 	e.inFlight = false

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hoststat/hoststat/nsm"
 )
 
 // AdminSocketName is the admin socket's file name inside the state directory.
@@ -45,6 +47,8 @@ type Status struct {
 type Monitored struct {
 	MonName     string       `json:"mon_name"`
 	Registrants []Registrant `json:"registrants"`
+	// Liveness is what telemetry says of the host; absent without it.
+	Liveness *HostLiveness `json:"liveness,omitempty"`
 }
 
 // Registrant is one SM_MON caller waiting for news of a host.
@@ -65,6 +69,8 @@ type Owed struct {
 	NextTry  time.Time `json:"next_try"`
 	GiveUp   time.Time `json:"give_up,omitzero"`
 	LastErr  string    `json:"last_error,omitempty"`
+	// Liveness is what telemetry says of the host; absent without it.
+	Liveness *HostLiveness `json:"liveness,omitempty"`
 }
 
 // Admin requests: a client writes one JSON line {"op": OP} and reads one
@@ -76,11 +82,16 @@ const (
 	// AdminNotify runs the reboot notification pass now (rpc.statd -n
 	// while the daemon runs) and answers a NotifySummary.
 	AdminNotify = "notify"
+	// AdminForget ({"op":"forget","host":H}) releases host H's locks
+	// (a callback with a new state to each of its registrants) and drops
+	// its registrations and owed notifications; answers a ForgetSummary.
+	AdminForget = "forget"
 )
 
 // adminRequest is the one line a client writes.
 type adminRequest struct {
-	Op string `json:"op"`
+	Op   string `json:"op"`
+	Host string `json:"host,omitempty"` // AdminForget's host
 }
 
 // adminRequestWait is how long the server waits for a request line before
@@ -97,13 +108,13 @@ const (
 type adminServer struct {
 	ln     *net.UnixListener
 	path   string
-	handle func(op string) (any, error)
+	handle func(req adminRequest) (any, error)
 	log    *slog.Logger
 	wg     sync.WaitGroup
 }
 
 // listenAdmin serves the admin socket in dir; handle answers an op.
-func listenAdmin(dir string, handle func(op string) (any, error), log *slog.Logger) (*adminServer, error) {
+func listenAdmin(dir string, handle func(req adminRequest) (any, error), log *slog.Logger) (*adminServer, error) {
 	path := filepath.Join(dir, AdminSocketName)
 	// A stale socket from a killed daemon: we hold the store's lock, so no
 	// live daemon owns it.
@@ -154,7 +165,7 @@ func (a *adminServer) answer(c *net.UnixConn) {
 		a.log.Warn("admin request refused", "uid", uid)
 		return
 	}
-	op, err := readAdminRequest(c)
+	req, err := readAdminRequest(c)
 	enc := json.NewEncoder(c)
 	if err != nil {
 		a.log.Warn("admin request refused", "err", err)
@@ -164,7 +175,7 @@ func (a *adminServer) answer(c *net.UnixConn) {
 	// A notification pass takes as long as its slowest host (bounded by
 	// the notify timeout) or until the daemon stops.
 	c.SetDeadline(time.Time{})
-	ans, err := a.handle(op)
+	ans, err := a.handle(req)
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err != nil {
 		enc.Encode(map[string]string{"error": err.Error()})
@@ -175,28 +186,33 @@ func (a *adminServer) answer(c *net.UnixConn) {
 
 // readAdminRequest reads the request line; silence or a closed write side
 // is a status request.
-func readAdminRequest(c *net.UnixConn) (string, error) {
+func readAdminRequest(c *net.UnixConn) (adminRequest, error) {
 	c.SetReadDeadline(time.Now().Add(adminRequestWait))
 	line, err := bufio.NewReaderSize(io.LimitReader(c, adminRequestMax), adminRequestMax).ReadBytes('\n')
 	if len(bytes.TrimSpace(line)) == 0 {
 		var ne net.Error
 		if err == nil || errors.Is(err, io.EOF) || (errors.As(err, &ne) && ne.Timeout()) {
-			return AdminStatus, nil
+			return adminRequest{Op: AdminStatus}, nil
 		}
-		return "", fmt.Errorf("reading the request: %w", err)
+		return adminRequest{}, fmt.Errorf("reading the request: %w", err)
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("reading the request: %w", err)
+		return adminRequest{}, fmt.Errorf("reading the request: %w", err)
 	}
 	var req adminRequest
 	if err := json.Unmarshal(line, &req); err != nil {
-		return "", fmt.Errorf("request %q: %w", truncateForLog(line), err)
+		return adminRequest{}, fmt.Errorf("request %q: %w", truncateForLog(line), err)
 	}
 	switch req.Op {
 	case AdminStatus, AdminNotify:
-		return req.Op, nil
+		return req, nil
+	case AdminForget:
+		if err := nsm.ValidateMonName(req.Host); err != nil {
+			return adminRequest{}, fmt.Errorf("forget: %w", err)
+		}
+		return req, nil
 	}
-	return "", fmt.Errorf("unknown request %q", req.Op)
+	return adminRequest{}, fmt.Errorf("unknown request %q", req.Op)
 }
 
 func truncateForLog(b []byte) string {
@@ -230,7 +246,7 @@ func (a *adminServer) close() {
 // FetchStatus asks the daemon whose state directory is dir for its Status.
 func FetchStatus(ctx context.Context, dir string) (*Status, error) {
 	var st Status
-	if err := askAdmin(ctx, dir, AdminStatus, &st); err != nil {
+	if err := askAdmin(ctx, dir, adminRequest{Op: AdminStatus}, &st); err != nil {
 		return nil, err
 	}
 	return &st, nil
@@ -241,7 +257,7 @@ var errNoDaemon = errors.New("no rpc.statd running")
 
 // askAdmin sends op to the daemon whose state directory is dir and decodes
 // its answer into ans.
-func askAdmin(ctx context.Context, dir, op string, ans any) error {
+func askAdmin(ctx context.Context, dir string, r adminRequest, ans any) error {
 	path := filepath.Join(dir, AdminSocketName)
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
@@ -255,7 +271,7 @@ func askAdmin(ctx context.Context, dir, op string, ans any) error {
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	req, _ := json.Marshal(adminRequest{Op: op})
+	req, _ := json.Marshal(r)
 	if _, err := c.Write(append(req, '\n')); err != nil {
 		return fmt.Errorf("admin socket %s: %w", path, err)
 	}

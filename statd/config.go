@@ -95,6 +95,26 @@ type Config struct {
 	// MetricsPublic (--metrics-public).
 	MetricsAddr   string
 	MetricsPublic bool
+	// Telemetry is the telemetry table's directory (--telemetry); "" runs
+	// without telemetry.
+	Telemetry string
+	// TelemetryPeriod is how often the table is scanned (default 1s).
+	TelemetryPeriod time.Duration
+	// GoneAfter is how long a host telemetry knows is silent before it is
+	// gone (--gone-after, default 24h).
+	GoneAfter time.Duration
+	// GraceSettle is how long after the last acknowledgement the grace
+	// period is ended (--grace-settle; the command's default is
+	// DefaultGraceSettle).
+	GraceSettle time.Duration
+	// ReleaseGone forgets a monitored host gone past GoneAfter as
+	// statdctl forget does (--release-gone).
+	ReleaseGone bool
+	// EndGracePath is where the lock manager is told its grace period may
+	// end once every host owed a notification after our reboot has it
+	// (--end-grace-path; the command's default is DefaultEndGracePath);
+	// "" tells nothing.
+	EndGracePath string
 	// Resolver looks names up (default net.DefaultResolver).
 	Resolver Resolver
 	Logger   *slog.Logger

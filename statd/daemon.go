@@ -51,6 +51,7 @@ type daemon struct {
 	ports     map[string]int // netid → port we serve on
 
 	notifier *notifyLoop
+	tel      *telemetry // nil without --telemetry
 }
 
 // open does what both modes share: the state directory, the store, the
@@ -116,7 +117,7 @@ func NotifyOnce(ctx context.Context, cfg Config) (NotifySummary, error) {
 		dir = DefaultStateDir
 	}
 	var sum NotifySummary
-	err := askAdmin(ctx, dir, AdminNotify, &sum)
+	err := askAdmin(ctx, dir, adminRequest{Op: AdminNotify}, &sum)
 	if err == nil || !errors.Is(err, errNoDaemon) {
 		return sum, err
 	}
@@ -148,8 +149,12 @@ func (d *daemon) notifyPass(ctx context.Context, state int32) (NotifySummary, er
 }
 
 // answerAdmin answers one admin socket request.
-func (d *daemon) answerAdmin(ctx context.Context, op string) (any, error) {
-	if op != AdminNotify {
+func (d *daemon) answerAdmin(ctx context.Context, req adminRequest) (any, error) {
+	switch req.Op {
+	case AdminForget:
+		return d.forget(ctx, req.Host, "statdctl forget")
+	case AdminNotify:
+	default:
 		return d.status()
 	}
 	d.log.Info("notification pass asked for (rpc.statd -n)")
@@ -179,6 +184,15 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return err
 	}
 	d.proto.core.Load(regs)
+	if d.cfg.Telemetry != "" {
+		d.tel = newTelemetry(d.log, d.cfg, d.proto, d.notifier)
+		if d.cfg.ReleaseGone {
+			d.tel.release = func(name string) error {
+				_, err := d.forget(ctx, name, "gone past --gone-after (--release-gone)")
+				return err
+			}
+		}
+	}
 	d.proto.ctx = ctx
 	protoDone := make(chan struct{})
 	go func() {
@@ -210,7 +224,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		}
 		defer d.unregister()
 	}
-	admin, err := listenAdmin(d.cfg.StateDir, func(op string) (any, error) { return d.answerAdmin(ctx, op) }, d.log)
+	admin, err := listenAdmin(d.cfg.StateDir, func(req adminRequest) (any, error) { return d.answerAdmin(ctx, req) }, d.log)
 	if err != nil {
 		return err
 	}
@@ -220,9 +234,16 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 
 	if !d.cfg.NoNotify {
+		if res.Rebooted && d.cfg.EndGracePath != "" {
+			d.notifier.grace = &graceAfterReboot{path: d.cfg.EndGracePath, settle: d.cfg.GraceSettle, log: d.log}
+			d.notifier.grace.armed.Store(true)
+		}
 		if err := d.loadOwed(everyDebt); err != nil {
 			return err
 		}
+		d.notifier.mu.Lock()
+		d.notifier.grace.settled(d.notifier.n.Len())
+		d.notifier.mu.Unlock()
 	} else if res.Owed > 0 {
 		// Debts already tried were asked for (rpc.statd -n) in this boot,
 		// before this daemon restarted: carry on with them. (A reboot
@@ -232,11 +253,26 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		}
 		d.log.Info("not notifying hosts owed a notification until rpc.statd -n asks (-L)", "owed", res.Owed)
 	}
+	if d.tel != nil {
+		// Liveness before the first attempts: a debt to a host telemetry
+		// shows down waits for its return from the start.
+		d.tel.follow()
+		d.tel.w.Scan()
+	}
 	notifyDone := make(chan struct{})
 	go func() {
 		defer close(notifyDone)
 		d.notifier.run(ctx)
 	}()
+	if d.tel != nil {
+		telDone := make(chan struct{})
+		go func() {
+			defer close(telDone)
+			d.tel.run(ctx)
+		}()
+		defer func() { <-telDone }()
+		d.log.Info("following the telemetry table", "dir", d.cfg.Telemetry)
+	}
 	d.log.Info("rpc.statd serving", "listeners", d.listeners, "registrations", len(regs), "state", d.state.Load())
 	if ready != nil {
 		ready()
@@ -330,7 +366,7 @@ func (d *daemon) status() (*Status, error) {
 		HACalloutsDropped: d.ha.droppedTotal(), Metrics: d.metrics.addr}
 	for _, r := range regs {
 		if n := len(st.Monitored); n == 0 || st.Monitored[n-1].MonName != r.MonName {
-			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName})
+			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName, Liveness: d.tel.liveness(r.MonName)})
 		}
 		m := &st.Monitored[len(st.Monitored)-1]
 		m.Registrants = append(m.Registrants, Registrant{MyName: r.MyID.Name, Prog: r.MyID.Prog,
@@ -351,8 +387,13 @@ func (d *daemon) status() (*Status, error) {
 		if l, ok := live[o.Host]; ok && l.State >= o.State {
 			o = l
 		}
-		st.Owed = append(st.Owed, Owed{Host: o.Host, State: o.State, Since: o.FirstOwed, Attempts: o.Attempts,
-			NextTry: o.NextTry, GiveUp: o.FirstOwed.Add(d.cfg.Schedule.GiveUpAfter), LastErr: lastErr[o.Host]})
+		ow := Owed{Host: o.Host, State: o.State, Since: o.FirstOwed, Attempts: o.Attempts,
+			NextTry: o.NextTry, GiveUp: o.FirstOwed.Add(d.cfg.Schedule.GiveUpAfter), LastErr: lastErr[o.Host],
+			Liveness: d.tel.liveness(o.Host)}
+		if ow.Liveness != nil && ow.Liveness.State != "unknown" {
+			ow.GiveUp = time.Time{} // until gone
+		}
+		st.Owed = append(st.Owed, ow)
 	}
 	sort.Slice(st.Owed, func(i, j int) bool { return st.Owed[i].Host < st.Owed[j].Host })
 	return st, nil

@@ -404,7 +404,7 @@ func TestAdminRequests(t *testing.T) {
 	if ans := ask(`{"op":"status"}`+"\n", false); ans["state"] != float64(1) {
 		t.Errorf("status: %v", ans)
 	}
-	for req, want := range map[string]string{`{"op":"reboot"}` + "\n": `unknown request "reboot"`, "hello\n": `request "hello"`} {
+	for req, want := range map[string]string{`{"op":"reboot"}` + "\n": `unknown request "reboot"`, "hello\n": `request "hello"`, `{"op":"forget","host":"a/b"}` + "\n": `forget: nsm: mon_name "a/b" contains`} {
 		if ans := ask(req, false); !strings.Contains(fmt.Sprint(ans["error"]), want) {
 			t.Errorf("request %q: %v, want an error with %q", req, ans, want)
 		}

@@ -31,6 +31,11 @@ type notifyLoop struct {
 	wake    chan struct{}
 	wg      sync.WaitGroup
 
+	grace *graceAfterReboot // nil when no grace is to end
+	// down says telemetry shows a host down: its notification waits for
+	// the host's return (nil without telemetry).
+	down func(host string) bool
+
 	// onSettled, if set, is told of every delivery, retry and give-up (tests).
 	onSettled func(nsm.Outcome)
 }
@@ -83,6 +88,13 @@ func (l *notifyLoop) run(ctx context.Context) {
 		due := l.n.Due(l.now())
 		l.mu.Unlock()
 		for _, o := range due {
+			if l.down != nil && l.down(o.Host) {
+				l.mu.Lock()
+				l.n.Hold(o.Host)
+				l.mu.Unlock()
+				l.log.Debug("host down by telemetry: notification waits for its return", "host", nsm.Quote(o.Host), "state", o.State)
+				continue
+			}
 			select {
 			case l.workers <- struct{}{}:
 			case <-ctx.Done():
@@ -154,6 +166,7 @@ func (l *notifyLoop) record(ctx context.Context, tried nsm.Owed, err error) nsm.
 	} else {
 		delete(l.lastErr, tried.Host)
 	}
+	l.grace.settled(l.n.Len())
 	return out
 }
 
@@ -224,4 +237,71 @@ func (l *notifyLoop) onePass(ctx context.Context, owed []nsm.Owed) (notified, to
 	}
 	wg.Wait()
 	return notified, total
+}
+
+// returned makes the notification owed to the host named canon (the
+// canonical name; any spelling owed) due now, when it was held: telemetry
+// saw the host up again.
+func (l *notifyLoop) returned(canon string) {
+	now := l.now()
+	l.mu.Lock()
+	var woken []nsm.Owed
+	for _, o := range l.n.Pending() {
+		if nsm.CanonicalName(o.Host) == canon && l.n.Wake(o.Host, now) {
+			woken = append(woken, o)
+		}
+	}
+	l.mu.Unlock()
+	for _, o := range woken {
+		l.log.Info("host up again: notifying it now", "host", nsm.Quote(o.Host), "state", o.State, "source", "telemetry")
+	}
+	if len(woken) > 0 {
+		l.kick()
+	}
+}
+
+// wakeHeld puts a held host back on the schedule, due now.
+func (l *notifyLoop) wakeHeld(host string) {
+	l.mu.Lock()
+	woken := l.n.Held(host) && l.n.Wake(host, l.now())
+	l.mu.Unlock()
+	if woken {
+		l.kick()
+	}
+}
+
+// follow says whether telemetry knows host (no give-up by the clock).
+func (l *notifyLoop) follow(host string, known bool) {
+	l.mu.Lock()
+	l.n.Follow(host, known)
+	l.mu.Unlock()
+}
+
+// gone gives up the notification owed to a host telemetry says is gone,
+// waiting for its return: on disk first, then in the schedule.
+func (l *notifyLoop) gone(o nsm.Owed, since time.Time) {
+	l.mu.Lock()
+	held := l.n.Held(o.Host)
+	l.mu.Unlock()
+	if !held {
+		return // being tried, or not yet found down: its next attempt holds it
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := l.store.GiveUp(ctx, o.Host, o.State, l.now()); err != nil {
+		l.storeErrors.Add(1)
+		l.log.Error("giving up a gone host not recorded; will try again", "host", nsm.Quote(o.Host), "err", err)
+		return
+	}
+	l.drop(o.Host)
+	l.log.Warn("gave up notifying host: gone", "host", nsm.Quote(o.Host), "state", o.State, "silent_since", since, "source", "telemetry")
+}
+
+// drop forgets host's debt in the schedule (the store no longer has it).
+func (l *notifyLoop) drop(host string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n.Drop(host)
+	delete(l.lastErr, host)
+	l.grace.settled(l.n.Len())
 }

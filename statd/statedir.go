@@ -248,17 +248,28 @@ func writeKernelState(path string, state int32, log *slog.Logger) {
 	if path == "" {
 		return
 	}
+	written, err := writeExisting(path, strconv.Itoa(int(state)))
+	switch {
+	case err != nil:
+		log.Warn("cannot tell the kernel our state number", "path", path, "err", err)
+	case !written:
+		log.Debug("no kernel NSM state file", "path", path)
+	}
+}
+
+// writeExisting writes s to the file at path when it exists (a kernel
+// file under /proc), never creating it or following a symlink.
+func writeExisting(path, s string) (written bool, err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrNotExist) {
-		log.Debug("no kernel NSM state file", "path", path)
-		return
+		return false, nil
 	}
 	if err != nil {
-		log.Warn("cannot tell the kernel our state number", "path", path, "err", err)
-		return
+		return false, err
 	}
 	defer f.Close()
-	if _, err := f.WriteString(strconv.Itoa(int(state))); err != nil {
-		log.Warn("cannot tell the kernel our state number", "path", path, "err", err)
+	if _, err := f.WriteString(s); err != nil {
+		return false, err
 	}
+	return true, nil
 }

@@ -16,8 +16,10 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hoststat/hoststat/internal/daemon"
+	"github.com/hoststat/hoststat/liveness"
 	"github.com/hoststat/hoststat/nsm"
 	"github.com/hoststat/hoststat/nsm/nfsutils"
+	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/statd"
 )
 
@@ -65,8 +67,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		nfsDir     = fs.String("nfs-utils-dir", nfsutils.DefaultDir, "import this nfs-utils state `DIR` (sm/, sm.bak/, state) when the store is new; \"\" imports nothing")
 		confPath   = fs.String("nfs-conf", nfsutils.DefaultConfPath, "read the [statd] and [sm-notify] sections of this file (tests)")
 		kernelPath = fs.String("kernel-state-path", statd.DefaultKernelStatePath, "tell the kernel's lock manager the state number in this file (tests)")
+		telDir     = fs.String("telemetry", "", "follow the telemetry table in `DIR` (reboots without SM_NOTIFY, liveness); default "+shm.DefaultDir+" when its table is there")
+		noTel      = fs.Bool("no-telemetry", false, "do not read the telemetry table")
+		goneAfter  = fs.Duration("gone-after", liveness.DefaultGoneAfter, "a host telemetry knows, silent this long, is gone")
+		relGone    = fs.Bool("release-gone", false, "release the locks of a monitored host gone past --gone-after and forget it, as statdctl forget does")
+		gracePath  = fs.String("end-grace-path", statd.DefaultEndGracePath, "after a reboot, once every host owed a notification has it, end the lock manager's grace period by writing this file (when it exists); \"\" never")
+		settle     = fs.Duration("grace-settle", statd.DefaultGraceSettle, "how long after the last host acknowledges our reboot's notification the grace period is ended (its lock manager's reclaims come just after)")
+		telPeriod  = fs.Duration("telemetry-period", liveness.DefaultPeriod, "how often the telemetry table is read (tests)")
 	)
-	for _, h := range []string{"notify-schedule", "no-rpcbind", "boot-id-path", "nfs-conf", "kernel-state-path"} {
+	for _, h := range []string{"notify-schedule", "no-rpcbind", "boot-id-path", "nfs-conf", "kernel-state-path", "telemetry-period"} {
 		fs.MarkHidden(h)
 	}
 	if code, done := (daemon.Flags{Head: usageHead, Foot: usageFoot}).Parse(fs, args, stdout, stderr); done {
@@ -125,6 +134,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ResetStore: *resetStore, NFSUtilsDir: *nfsDir, KernelStatePath: *kernelPath,
 		MetricsAddr: *metrics, MetricsPublic: *metricsPub,
 	}
+	if *goneAfter <= 0 || *telPeriod <= 0 || *settle < 0 {
+		return daemon.UsageError(stderr, name, "--gone-after and --telemetry-period must be positive durations, --grace-settle not negative")
+	}
+	if cfg.Telemetry, err = telemetryDir(*telDir, *noTel); err != nil {
+		return daemon.UsageError(stderr, name, "%v", err)
+	}
+	cfg.GoneAfter, cfg.TelemetryPeriod, cfg.EndGracePath, cfg.ReleaseGone, cfg.GraceSettle = *goneAfter, *telPeriod, *gracePath, *relGone, *settle
 	for _, p := range *cbProgs {
 		if p > 1<<32-1 {
 			fmt.Fprintf(stderr, "rpc.statd: --callback-program %d: not an RPC program number\n", p)
@@ -184,4 +200,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("rpc.statd could not start", "err", err)
 	}
 	return exitFail
+}
+
+// telemetryDir is the table directory to follow: --telemetry's (made
+// absolute: a daemonized child runs in "/"), else the standard one when
+// its table is there, else none; --no-telemetry wins over both.
+func telemetryDir(dir string, off bool) (string, error) {
+	switch {
+	case off && dir != "":
+		return "", fmt.Errorf("--telemetry and --no-telemetry together")
+	case off:
+		return "", nil
+	case dir != "":
+		return filepath.Abs(dir)
+	}
+	if _, err := os.Stat(filepath.Join(shm.DefaultDir, shm.FileName)); err == nil {
+		return shm.DefaultDir, nil
+	}
+	return "", nil
 }

@@ -124,6 +124,9 @@ func TestUsageErrorsOneLine(t *testing.T) {
 		{[]string{"--nfs-conf", conf}, `port = "many" is not a port number`},
 		{[]string{"--name", "bad/name"}, `--name: nsm: mon_name "bad/name" contains '/'`},
 		{[]string{"--metrics", "0.0.0.0:9724"}, `--metrics "0.0.0.0:9724": not a loopback address; give --metrics-public`},
+		{[]string{"--telemetry", "/x", "--no-telemetry"}, "--telemetry and --no-telemetry together"},
+		{[]string{"--gone-after", "0s"}, "--gone-after and --telemetry-period must be positive durations"},
+		{[]string{"--grace-settle", "-1s"}, "--grace-settle not negative"},
 	} {
 		out, code := runBin(t, nil, c.args...)
 		oneLine(t, c.args, out, code, c.want)

@@ -26,9 +26,13 @@ const name = "statdctl"
 
 const usageHead = `Usage: statdctl [-P dir] [--json]
        statdctl [-P dir] import NFS-UTILS-DIR
+       statdctl [-P dir] [--json] forget HOST
 
-Shows the state of the running rpc.statd, or imports an nfs-utils state
-directory (sm/, sm.bak/, state) into the store of a stopped one.
+Shows the state of the running rpc.statd, imports an nfs-utils state
+directory (sm/, sm.bak/, state) into the store of a stopped one, or makes
+the running one forget a host for good: its registrants are called back
+(lock managers release the host's locks), then its registrations and owed
+notifications are dropped from the store.
 
 `
 
@@ -48,14 +52,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	_ = fs.BoolP("version", "v", false, "show the version")
 	bootIDPath := fs.String("boot-id-path", "", "read the boot id from this file (tests)")
 	fs.MarkHidden("boot-id-path")
-	fl := daemon.Flags{Head: usageHead, Foot: usageFoot, MaxArgs: 2, ArgsName: "import DIR"}
+	fl := daemon.Flags{Head: usageHead, Foot: usageFoot, MaxArgs: 2, ArgsName: "import DIR | forget HOST"}
 	if code, done := fl.Parse(fs, args, stdout, stderr); done {
 		return code
 	}
 	switch {
 	case fs.NArg() == 0:
+	case fs.Arg(0) == "forget" && fs.NArg() != 2:
+		return daemon.UsageError(stderr, name, "forget needs the host, as in 'statdctl forget client1'")
+	case fs.Arg(0) == "forget":
 	case fs.Arg(0) != "import":
-		return daemon.UsageError(stderr, name, "unknown command %q (the only command is import)", fs.Arg(0))
+		return daemon.UsageError(stderr, name, "unknown command %q (commands: import, forget)", fs.Arg(0))
 	case fs.NArg() != 2:
 		return daemon.UsageError(stderr, name, "import needs the nfs-utils state directory, as in 'statdctl import /var/lib/nfs'")
 	}
@@ -67,6 +74,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	if fs.Arg(0) == "forget" {
+		sum, err := statd.Forget(ctx, *dir, fs.Arg(1))
+		if err != nil {
+			return daemon.Failed(stderr, name, err)
+		}
+		if *asJSON {
+			return writeJSON(stdout, stderr, sum)
+		}
+		fmt.Fprintf(stdout, "forgot %s: %d registrants called back (release), %d registrations and %d owed notifications dropped\n",
+			sum.Host, sum.Released, sum.Registrations, sum.Owed)
+		return daemon.ExitOK
+	}
 	if fs.NArg() == 2 {
 		sum, err := statd.ImportNFSUtils(ctx, *dir, fs.Arg(1), *bootIDPath, nil)
 		if err != nil {
@@ -118,14 +137,14 @@ func printText(w io.Writer, st *statd.Status, now time.Time) {
 	fmt.Fprintf(w, "\nmonitored hosts: %d (%d registrations)\n", len(st.Monitored), nreg)
 	if len(st.Monitored) > 0 {
 		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "  MON_NAME\tMY_NAME\tPROG\tVERS\tPROC\tPRIV")
+		fmt.Fprintln(tw, "  MON_NAME\tLIVENESS\tMY_NAME\tPROG\tVERS\tPROC\tPRIV")
 		for _, m := range st.Monitored {
 			for i, r := range m.Registrants {
-				host := m.MonName
+				host, live := m.MonName, livenessText(m.Liveness, now)
 				if i > 0 {
-					host = ""
+					host, live = "", ""
 				}
-				fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t%s\n", host, r.MyName, r.Prog, r.Vers, r.Proc, r.Priv)
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%s\n", host, live, r.MyName, r.Prog, r.Vers, r.Proc, r.Priv)
 			}
 		}
 		tw.Flush()
@@ -145,4 +164,17 @@ func printText(w io.Writer, st *statd.Status, now time.Time) {
 		}
 		tw.Flush()
 	}
+}
+
+// livenessText is a host's liveness in a column: "up", "silent 5m0s",
+// "gone 25h0m0s" (how long since last heard), "unknown", or "-" without
+// telemetry.
+func livenessText(l *statd.HostLiveness, now time.Time) string {
+	switch {
+	case l == nil:
+		return "-"
+	case (l.State == "silent" || l.State == "gone") && !l.Since.IsZero():
+		return l.State + " " + now.Sub(l.Since).Truncate(time.Second).String()
+	}
+	return l.State
 }

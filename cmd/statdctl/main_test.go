@@ -16,13 +16,15 @@ func TestPrintText(t *testing.T) {
 	st := &statd.Status{Name: "me", State: 7, Pid: 42, StateDir: "/x", Started: now,
 		Listeners: []string{"udp 0.0.0.0:600"}, Metrics: "127.0.0.1:9724",
 		Monitored: []statd.Monitored{{MonName: "peer", Registrants: []statd.Registrant{
-			{MyName: "me", Prog: 100021, Vers: 4, Proc: 16, Priv: "00ff"}, {MyName: "me", Prog: 300000, Vers: 1, Proc: 1, Priv: "01"}}}},
+			{MyName: "me", Prog: 100021, Vers: 4, Proc: 16, Priv: "00ff"}, {MyName: "me", Prog: 300000, Vers: 1, Proc: 1, Priv: "01"}},
+			Liveness: &statd.HostLiveness{State: "silent", Since: now.Add(-5 * time.Minute)}},
+			{MonName: "old", Registrants: []statd.Registrant{{MyName: "me", Prog: 100021, Vers: 4, Proc: 16}}}},
 		Owed: []statd.Owed{{Host: "gone", State: 7, Since: now, Attempts: 3, NextTry: now.Add(90 * time.Second), LastErr: "timeout"}},
 	}
 	var sb strings.Builder
 	printText(&sb, st, now)
 	out := sb.String()
-	for _, want := range []string{`rpc.statd "me"  state 7  pid 42`, "monitored hosts: 1 (2 registrations)", "peer", "100021", "300000",
+	for _, want := range []string{`rpc.statd "me"  state 7  pid 42`, "monitored hosts: 2 (3 registrations)", "peer", "silent 5m0s", "100021", "300000",
 		"notifications owed: 1", "gone", "(in 1m30s)", "timeout", "metrics at http://127.0.0.1:9724/metrics"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -50,9 +52,11 @@ func TestUsage(t *testing.T) {
 		{[]string{"--help"}, 0, "statdctl [-P dir] import NFS-UTILS-DIR", ""},
 		{[]string{"-P"}, 2, "", "flag needs an argument: 'P' in -P"},
 		{[]string{"--bogus"}, 2, "", "unknown flag: --bogus"},
-		{[]string{"status"}, 2, "", `unknown command "status"`},
+		{[]string{"status"}, 2, "", `unknown command "status" (commands: import, forget)`},
 		{[]string{"import"}, 2, "", "import needs the nfs-utils state directory"},
-		{[]string{"import", "a", "b"}, 2, "", `unexpected argument "b" after import DIR`},
+		{[]string{"import", "a", "b"}, 2, "", `unexpected argument "b" after import DIR | forget HOST`},
+		{[]string{"forget"}, 2, "", "forget needs the host"},
+		{[]string{"--help"}, 0, "statdctl [-P dir] [--json] forget HOST", ""},
 		{[]string{"--timeout", "0s"}, 2, "", "--timeout 0s must be positive"},
 	} {
 		var out, errb strings.Builder

@@ -1,0 +1,306 @@
+package statd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/hoststat/hoststat/liveness"
+	"github.com/hoststat/hoststat/nsm"
+)
+
+// telemetry ties rpc.statd to the telemetry table (docs/liveness.md): it
+// keeps a liveness.Watcher tracking every monitored host under its
+// canonical name, with the addresses the core matches it by (the core's
+// own lookups: nothing here resolves), and turns what the watcher sees
+// into core inputs.
+type telemetry struct {
+	log     *slog.Logger
+	w       *liveness.Watcher
+	proto   *protocol
+	owed    *notifyLoop
+	period  time.Duration
+	tracked map[string][]netip.Addr // name → addresses last given to Track
+	// release forgets a monitored host gone past --gone-after
+	// (--release-gone); nil when off. failed holds the hosts whose
+	// release failed, logged once.
+	release func(name string) error
+	failed  map[string]bool
+}
+
+func newTelemetry(log *slog.Logger, cfg Config, proto *protocol, owed *notifyLoop) *telemetry {
+	w := liveness.NewWatcher(liveness.WatcherConfig{Dir: cfg.Telemetry, Period: cfg.TelemetryPeriod,
+		GoneAfter: cfg.GoneAfter, Logger: log})
+	period := cfg.TelemetryPeriod
+	if period <= 0 {
+		period = liveness.DefaultPeriod
+	}
+	t := &telemetry{log: log, w: w, proto: proto, owed: owed, period: period, tracked: map[string][]netip.Addr{},
+		failed: map[string]bool{}}
+	owed.down = t.down
+	return t
+}
+
+// run scans the table and follows the monitored hosts until ctx ends.
+func (t *telemetry) run(ctx context.Context) {
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		t.w.Run(ctx)
+	}()
+	defer func() { <-scanned }()
+	tick := time.NewTicker(t.period)
+	defer tick.Stop()
+	t.follow()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			t.follow()
+		case e := <-t.w.Events():
+			t.handle(e)
+		}
+	}
+}
+
+// follow brings the watcher's hosts in line with the core's monitored
+// hosts and the hosts owed a notification (by canonical name; an owed
+// host's addresses come from the core's lookups): one Track per new or
+// renumbered host, one Untrack per host neither monitored nor owed. Owed
+// hosts telemetry knows are never given up by the clock; those gone are
+// given up now.
+func (t *telemetry) follow() {
+	now := t.proto.now()
+	owed, _ := t.owed.pending()
+	t.proto.mu.Lock()
+	want := map[string][]netip.Addr{}
+	monitored := t.proto.core.Hosts()
+	for _, h := range monitored {
+		want[h.Name] = h.Addrs
+	}
+	var resolve []string
+	for _, o := range owed {
+		addrs, rd := t.proto.core.Lookup(o.Host, now)
+		resolve = append(resolve, rd.Resolve...)
+		canon := nsm.CanonicalName(o.Host)
+		as := append(slices.Clone(want[canon]), addrs...)
+		slices.SortFunc(as, func(a, b netip.Addr) int { return a.Compare(b) })
+		want[canon] = slices.Compact(as)
+	}
+	t.proto.mu.Unlock()
+	t.proto.act(nsm.Ready{Resolve: resolve})
+	for name, addrs := range want {
+		if old, ok := t.tracked[name]; ok && slices.Equal(old, addrs) {
+			continue
+		}
+		if err := t.w.Track(liveness.Host{Name: name, Addrs: addrs}); err != nil {
+			t.log.Warn("host not followed by telemetry", "mon_name", nsm.Quote(name), "err", err)
+			continue
+		}
+		t.tracked[name] = addrs
+	}
+	for name := range t.tracked {
+		if _, ok := want[name]; !ok {
+			t.w.Untrack(name)
+			delete(t.tracked, name)
+		}
+	}
+	if t.release != nil {
+		for _, h := range monitored {
+			if t.w.Liveness(h.Name).State != liveness.Gone {
+				continue
+			}
+			if err := t.release(h.Name); err != nil && !t.failed[h.Name] {
+				t.failed[h.Name] = true
+				t.log.Error("releasing a gone host failed; will try again", "mon_name", nsm.Quote(h.Name), "err", err)
+			} else if err == nil {
+				delete(t.failed, h.Name)
+			}
+		}
+	}
+	for _, o := range owed {
+		l := t.w.Liveness(nsm.CanonicalName(o.Host))
+		t.owed.follow(o.Host, l.State != liveness.Unknown)
+		if !t.down(o.Host) {
+			t.owed.wakeHeld(o.Host) // up without a Returned, or the table went blind: back on the schedule
+		}
+		if l.State == liveness.Gone {
+			t.owed.gone(o, l.LastHeard)
+		}
+	}
+}
+
+// down says whether telemetry shows host down (silent or gone): an owed
+// notification then waits for the host's return instead of a blind retry.
+// While the table cannot be read nobody is down: the schedule runs as
+// without telemetry.
+func (t *telemetry) down(host string) bool {
+	if t.w.Status().Blind != "" {
+		return false
+	}
+	s := t.w.Liveness(nsm.CanonicalName(host)).State
+	return s == liveness.Silent || s == liveness.Gone
+}
+
+func (t *telemetry) handle(e liveness.Event) {
+	switch e := e.(type) {
+	case liveness.RebootSeen:
+		t.proto.rebooted(e)
+	case liveness.Returned:
+		t.owed.returned(e.Host)
+	}
+}
+
+// liveness tells what telemetry knows of the host registered as name.
+func (t *telemetry) liveness(name string) *HostLiveness {
+	if t == nil {
+		return nil
+	}
+	l := t.w.Liveness(nsm.CanonicalName(name))
+	hl := &HostLiveness{State: l.State.String(), Since: l.LastHeard}
+	if l.Node >= 0 && l.BootID != ([16]byte{}) {
+		hl.BootID = liveness.FormatBootID(l.BootID)
+	}
+	return hl
+}
+
+// HostLiveness is what telemetry says of a host in the admin status.
+type HostLiveness struct {
+	State  string    `json:"state"`          // up, silent, gone or unknown
+	Since  time.Time `json:"since,omitzero"` // last heard (for silent and gone: when the silence began)
+	BootID string    `json:"boot_id,omitempty"`
+}
+
+// rebooted takes a reboot telemetry saw as the host's SM_NOTIFY would be
+// taken: through the core, serialized with the host's other inputs.
+func (p *protocol) rebooted(e liveness.RebootSeen) {
+	unlock := p.lockHost(nsm.CanonicalName(e.Host))
+	defer unlock()
+	p.mu.Lock()
+	rd, res := p.core.Rebooted(e.Host, e.NewBoot, p.now())
+	p.mu.Unlock()
+	args := []any{"source", "reboot seen by telemetry", "mon_name", nsm.Quote(e.Host), "node", e.Node,
+		"old_boot", liveness.FormatBootID(e.OldBoot), "new_boot", liveness.FormatBootID(e.NewBoot)}
+	switch {
+	case res.Already:
+		p.log.Info("host rebooted; its SM_NOTIFY told the registrants already", args...)
+	case res.Repeated:
+	default:
+		p.log.Info("host rebooted without SM_NOTIFY: calling its registrants back", append(args, "state", res.State, "registrations", res.Matched)...)
+	}
+	p.act(rd)
+	p.kick()
+}
+
+// DefaultEndGracePath is the kernel's file that ends lockd's grace period.
+const DefaultEndGracePath = "/proc/fs/lockd/nlm_end_grace"
+
+// graceAfterReboot ends the lock manager's grace period early once every
+// host owed a notification after our reboot has acknowledged it (or was
+// given up or forgotten), and settle more has passed: a client reclaims
+// its locks just after it acknowledges our SM_NOTIFY, and a reclaim after
+// the grace period is refused, so the last one is given that time. Waiting
+// out the kernel's whole grace period (90 s by default) only delays new
+// locks. Armed at start after a reboot; fires once.
+type graceAfterReboot struct {
+	path   string
+	settle time.Duration
+	log    *slog.Logger
+	armed  atomic.Bool
+}
+
+// DefaultGraceSettle is how long after the last acknowledgement the grace
+// period is ended (--grace-settle).
+const DefaultGraceSettle = 10 * time.Second
+
+// settled is called whenever the owed set may have become empty.
+func (g *graceAfterReboot) settled(owed int) {
+	if g == nil || owed > 0 || !g.armed.CompareAndSwap(true, false) {
+		return
+	}
+	g.log.Info("every host owed a notification has it; ending the lock manager's grace period after the reclaims", "in", g.settle)
+	time.AfterFunc(g.settle, g.end)
+}
+
+func (g *graceAfterReboot) end() {
+	written, err := writeExisting(g.path, "Y")
+	switch {
+	case err != nil:
+		g.log.Warn("cannot end the lock manager's grace period", "path", g.path, "err", err)
+	case !written:
+		g.log.Info("every host owed a notification has it; no lock manager grace file to end", "path", g.path)
+	default:
+		g.log.Info("every host owed a notification has it: lock manager grace period ended", "path", g.path)
+	}
+}
+
+// ForgetSummary is the answer to statdctl forget.
+type ForgetSummary struct {
+	Host          string `json:"host"`
+	Released      int    `json:"released"`              // registrants called back
+	Registrations int    `json:"registrations_dropped"` // durably
+	Owed          int    `json:"owed_dropped"`          // notifications no longer owed, durably
+}
+
+// forget releases host's locks and drops what we keep of it: each of its
+// registrants is called back with a new state (the release, which lock
+// managers act on by dropping the host's locks), then its registrations
+// and owed notifications are removed from the store, then from memory.
+// A release that fails leaves everything in place, to try again.
+func (d *daemon) forget(ctx context.Context, host, why string) (ForgetSummary, error) {
+	sum := ForgetSummary{Host: host}
+	p := d.proto
+	unlock := p.lockAll()
+	p.mu.Lock()
+	release, remove := p.core.Forget(host, p.now())
+	p.mu.Unlock()
+	for _, cb := range release {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := p.call(cctx, cb)
+		cancel()
+		if err != nil {
+			unlock()
+			return sum, fmt.Errorf("releasing %s: callback to program %d failed, nothing dropped: %w", nsm.Quote(cb.MonName), cb.MyID.Prog, err)
+		}
+		sum.Released++
+		d.log.Info("released host's locks: called registrant back", "mon_name", nsm.Quote(cb.MonName), "state", cb.State,
+			"my_prog", cb.MyID.Prog, "my_vers", cb.MyID.Vers, "my_proc", cb.MyID.Proc, "source", why)
+	}
+	err := p.commit(ctx, remove)
+	unlock()
+	if err != nil {
+		return sum, fmt.Errorf("released, but dropping the registrations failed: %w", err)
+	}
+	sum.Registrations = len(remove)
+	owed, err := d.store.Owed()
+	if err != nil {
+		return sum, err
+	}
+	canon := nsm.CanonicalName(host)
+	for _, o := range owed {
+		if nsm.CanonicalName(o.Host) != canon {
+			continue
+		}
+		if _, err := d.store.GiveUp(ctx, o.Host, o.State, p.now()); err != nil {
+			return sum, fmt.Errorf("dropping the notification owed to %s: %w", nsm.Quote(o.Host), err)
+		}
+		d.notifier.drop(o.Host)
+		sum.Owed++
+	}
+	d.log.Warn("forgot host", "host", nsm.Quote(host), "released", sum.Released, "registrations_dropped", sum.Registrations,
+		"owed_dropped", sum.Owed, "source", why)
+	return sum, nil
+}
+
+// Forget asks the daemon whose state directory is dir to forget host
+// (statdctl forget).
+func Forget(ctx context.Context, dir, host string) (ForgetSummary, error) {
+	var sum ForgetSummary
+	err := askAdmin(ctx, dir, adminRequest{Op: AdminForget, Host: host}, &sum)
+	return sum, err
+}
