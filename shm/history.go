@@ -318,7 +318,7 @@ func (h *HistoryWriter) Append(node int, t time.Time, f Figures) error {
 	k, ok := h.slots[node]
 	if !ok {
 		if h.used == h.g.capacity {
-			return fmt.Errorf("%w: node %d: all %d slots in use", ErrHistoryFull, node, h.g.capacity)
+			return ErrHistoryFull // no formatting: recvstats meets this for every packet of such a node
 		}
 		k = h.used
 		h.used++
