@@ -235,7 +235,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 
 	if !d.cfg.NoNotify {
 		if res.Rebooted && d.cfg.EndGracePath != "" {
-			d.notifier.grace = &graceAfterReboot{path: d.cfg.EndGracePath, settle: d.cfg.GraceSettle, log: d.log}
+			d.notifier.grace = &graceAfterReboot{path: d.cfg.EndGracePath, settle: d.cfg.GraceSettle, log: d.log, ended: &d.notifier.graceEnded}
 			d.notifier.grace.armed.Store(true)
 		}
 		if err := d.loadOwed(everyDebt); err != nil {

@@ -168,6 +168,8 @@ var (
 	descRecordTimeout = desc("rpc_record_timeouts_total", "TCP connections closed for not completing a record in time, by caller class.", "class")
 	descShed          = desc("rpc_calls_shed_total", "Datagrams dropped unread because every handler slot of the class was busy.", "class")
 	descInFlight      = desc("rpc_in_flight", "Handlers running now, by caller class.", "class")
+	descLiveness      = desc("hosts_by_liveness", "Monitored and owed hosts by what telemetry says of them (up, silent, gone, unknown); absent without --telemetry.", "state")
+	descGraceEnded    = desc("grace_ended", "1 once the lock manager was told its grace period may end after our reboot (every owed host notified or gone).")
 )
 
 // statdCollector reads the daemon's counters, the store and the RPC
@@ -178,7 +180,7 @@ func (c *statdCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descState, descMonitored, descRegistrations, descRegistrants, descOwedAge,
 		descNotifySent, descNotifyAcked, descNotifyRetried, descNotifyGaveUp, descCalls, descCallFailures, descCallGaveUp,
 		descRefusals, descStoreErrors, descHADropped, descRPCCalls, descRPCMalformed, descRPCOversize, descRPCDropped,
-		descConns, descConnsRefused, descIdle, descRecordTimeout, descShed, descInFlight} {
+		descConns, descConnsRefused, descIdle, descRecordTimeout, descShed, descInFlight, descLiveness, descGraceEnded} {
 		ch <- d
 	}
 }
@@ -193,6 +195,7 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descState, float64(d.state.Load()))
 
+	known := map[string]struct{}{} // monitored and owed hosts, for liveness
 	if regs, err := d.store.Registrations(); err != nil {
 		ch <- prometheus.NewInvalidMetric(descRegistrations, err)
 	} else {
@@ -200,6 +203,7 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, r := range regs {
 			hosts[r.MonName] = struct{}{}
 			registrants[r.MyID] = struct{}{}
+			known[nsm.CanonicalName(r.MonName)] = struct{}{}
 		}
 		gauge(descMonitored, float64(len(hosts)))
 		gauge(descRegistrations, float64(len(regs)))
@@ -209,7 +213,24 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(descOwedAge, err)
 	} else {
 		ch <- owedAgeHistogram(owed, time.Now())
+		for _, o := range owed {
+			known[nsm.CanonicalName(o.Host)] = struct{}{}
+		}
 	}
+	if d.tel != nil {
+		states := map[string]int{"up": 0, "silent": 0, "gone": 0, "unknown": 0}
+		for name := range known {
+			states[d.tel.liveness(name).State]++
+		}
+		for state, n := range states {
+			gauge(descLiveness, float64(n), state)
+		}
+	}
+	var ended float64
+	if d.notifier.graceEnded.Load() {
+		ended = 1
+	}
+	gauge(descGraceEnded, ended)
 
 	n := &d.notifier.counts
 	counter(descNotifySent, n.sent.Load())

@@ -32,6 +32,8 @@ type notifyLoop struct {
 	wg      sync.WaitGroup
 
 	grace *graceAfterReboot // nil when no grace is to end
+	// graceEnded is set when grace ended; read by metrics at any time.
+	graceEnded atomic.Bool
 	// down says telemetry shows a host down: its notification waits for
 	// the host's return (nil without telemetry).
 	down func(host string) bool

@@ -212,6 +212,7 @@ type graceAfterReboot struct {
 	settle time.Duration
 	log    *slog.Logger
 	armed  atomic.Bool
+	ended  *atomic.Bool // set once the grace file was written (the notifier's, for metrics)
 }
 
 // DefaultGraceSettle is how long after the last acknowledgement the grace
@@ -235,6 +236,9 @@ func (g *graceAfterReboot) end() {
 	case !written:
 		g.log.Info("every host owed a notification has it; no lock manager grace file to end", "path", g.path)
 	default:
+		if g.ended != nil {
+			g.ended.Store(true)
+		}
 		g.log.Info("every host owed a notification has it: lock manager grace period ended", "path", g.path)
 	}
 }

@@ -102,6 +102,7 @@ func TestTelemetryRebootWithoutNotify(t *testing.T) {
 
 	td := newTestDaemon(t, func(c *Config) {
 		c.Telemetry, c.TelemetryPeriod, c.GoneAfter = lab.shmDir, telemetryPeriod, 4*time.Second
+		c.MetricsAddr = "127.0.0.1:0"
 	})
 	reg := newRegistrant(t, td.rpcb, 200100)
 	ctx := ctxT(t, time.Minute)
@@ -144,12 +145,20 @@ func TestTelemetryRebootWithoutNotify(t *testing.T) {
 		t.Errorf("no log naming the source")
 	}
 
-	// The client falls silent: silent, then gone after --gone-after.
+	// The client falls silent: silent, then gone after --gone-after; the
+	// metrics count it under each state in turn.
+	metrics := "http://" + td.status().Metrics + "/metrics"
+	if v := scrapeMetrics(t, metrics).value("hosts_by_liveness", "state", "up"); v != 1 {
+		t.Errorf("hosts_by_liveness{state=up} = %v, want 1", v)
+	}
 	lab.stopSend()
 	for _, want := range []string{"silent", "gone"} {
 		netlab.WaitFor(t, 15*time.Second, "the client "+want, func() error {
 			if l := td.status().Monitored[0].Liveness; l.State != want || l.Since.IsZero() {
 				return fmt.Errorf("liveness %+v", l)
+			}
+			if v := scrapeMetrics(t, metrics).value("hosts_by_liveness", "state", want); v != 1 {
+				return fmt.Errorf("hosts_by_liveness{state=%s} = %v", want, v)
 			}
 			return nil
 		})
@@ -167,7 +176,11 @@ func TestGraceEndsWhenEveryOwedHostNotified(t *testing.T) {
 		c.Schedule = nsm.Schedule{FirstRetry: 100 * time.Millisecond, MaxRetry: 300 * time.Millisecond, FrequentFor: time.Minute, Slow: time.Second, GiveUpAfter: time.Hour}
 		c.NotifyTimeout = 300 * time.Millisecond
 		c.EndGracePath, c.GraceSettle = grace, 500*time.Millisecond
+		c.MetricsAddr = "127.0.0.1:0"
 	})
+	graceMetric := func() float64 {
+		return scrapeMetrics(t, "http://"+td.status().Metrics+"/metrics").value("grace_ended")
+	}
 	readGrace := func() string {
 		b, err := os.ReadFile(grace)
 		if err != nil {
@@ -195,6 +208,9 @@ func TestGraceEndsWhenEveryOwedHostNotified(t *testing.T) {
 	if g := readGrace(); g != "" {
 		t.Fatalf("grace ended (%q) while 127.0.0.6 is still owed", g)
 	}
+	if v := graceMetric(); v != 0 {
+		t.Errorf("grace_ended = %v while a host is still owed", v)
+	}
 	newFakePeer(t, td.rpcb, "127.0.0.6")
 	netlab.WaitFor(t, 10*time.Second, "grace ended", func() error {
 		if g := readGrace(); g != "Y" {
@@ -202,6 +218,9 @@ func TestGraceEndsWhenEveryOwedHostNotified(t *testing.T) {
 		}
 		return nil
 	})
+	if v := graceMetric(); v != 1 {
+		t.Errorf("grace_ended = %v after the grace file was written", v)
+	}
 	if !strings.Contains(td.logs.String(), "lock manager grace period ended") {
 		t.Error("not logged")
 	}
