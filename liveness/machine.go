@@ -193,6 +193,16 @@ func New(cfg Config) *Machine {
 // Len is the number of hosts tracked.
 func (m *Machine) Len() int { return len(m.hosts) }
 
+// tracksHostname reports whether a tracked host has this hostname (lower
+// case), without allocating: the table's scan asks it of every node.
+func (m *Machine) tracksHostname(b []byte) bool {
+	if len(b) == 0 || len(m.byHostname) == 0 {
+		return false
+	}
+	_, ok := m.byHostname[string(b)]
+	return ok
+}
+
 // Track starts tracking h, or updates the addresses and hostname of a
 // host tracked under the same name (what is known of it is kept). It
 // fails, naming what is wrong, for an empty or over-long name, more than

@@ -237,9 +237,13 @@ func (w *Watcher) scanNodes(yield func(Node) bool) {
 		if !ok || s.Repaired {
 			continue
 		}
-		// Node.Hostname stays empty: the table has no hostname yet
-		// (docs/shm.md); this is where it will be filled in.
-		if !yield(Node{Node: s.Node, Addr: s.Addr.Addr(), BootID: s.BootID, LastSeen: s.LastSeen}) {
+		// The hostname is made a string only for nodes a tracked host
+		// names (a scan must not allocate per node).
+		n := Node{Node: s.Node, Addr: s.Addr.Addr(), BootID: s.BootID, LastSeen: s.LastSeen}
+		if hb := s.HostBytes(); w.m.tracksHostname(hb) {
+			n.Hostname = string(hb)
+		}
+		if !yield(n) {
 			return
 		}
 	}

@@ -431,3 +431,35 @@ func BenchmarkScan(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100000, "ns/node")
 }
+
+// TestWatcherTiesByHostname: a host whose addresses telemetry never sees
+// (NAT, another network) is still tied to its node by the hostname the
+// node reports, read from the real table.
+func TestWatcherTiesByHostname(t *testing.T) {
+	clk := &clock{t: t0}
+	tb := newTable(t, clk)
+	put := func(b byte) {
+		s := &sample.Sample{Time: clk.Now(), BootTime: t0.Add(-time.Duration(b) * time.Hour), BootID: boot(b),
+			CPUs: make([]sample.CPU, 1), Memory: sample.Memory{Total: 1 << 30}, Hostname: "client7"}
+		if err := tb.w.Put(7, netip.AddrPortFrom(ip("10.9.9.7"), 3040), clk.Now(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(1)
+	w := newWatcher(t, tb.dir, clk, 0)
+	if err := w.Track(Host{Name: "client7.example", Addrs: []netip.Addr{ip("192.0.2.7")}, Hostname: "client7"}); err != nil {
+		t.Fatal(err)
+	}
+	scan(t, w)
+	if l := w.Liveness("client7.example"); l.State != Up || l.Node != 7 {
+		t.Fatalf("tied by hostname: %+v, want up on node 7", l)
+	}
+	clk.Add(time.Second)
+	put(2)
+	scan(t, w)
+	scan(t, w)
+	want := RebootSeen{Host: "client7.example", Node: 7, OldBoot: boot(1), NewBoot: boot(2), At: clk.Now()}
+	if got := drain(w); !sameEvents(got, []Event{want}) {
+		t.Errorf("reboot by hostname: %+v, want %+v", got, want)
+	}
+}

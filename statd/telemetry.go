@@ -98,7 +98,14 @@ func (t *telemetry) follow() {
 		if old, ok := t.tracked[name]; ok && slices.Equal(old, addrs) {
 			continue
 		}
-		if err := t.w.Track(liveness.Host{Name: name, Addrs: addrs}); err != nil {
+		// Tied by address, and by the hostname a node reports when the
+		// mon_name is a name (as the node's kernel spells it: a short
+		// name matches a short mon_name only).
+		h := liveness.Host{Name: name, Addrs: addrs}
+		if _, err := netip.ParseAddr(name); err != nil {
+			h.Hostname = name
+		}
+		if err := t.w.Track(h); err != nil {
 			t.log.Warn("host not followed by telemetry", "mon_name", nsm.Quote(name), "err", err)
 			continue
 		}
