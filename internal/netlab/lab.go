@@ -382,9 +382,13 @@ func namespacePids(hd *holder) []int {
 		return nil
 	}
 	var pids []int
+	self := os.Getpid()
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == hd.pid {
+		// Never the test process itself: a goroutine of it may have its
+		// thread in the lab (Host.Do), and /proc/PID/ns follows the
+		// thread group leader's thread.
+		if err != nil || pid == hd.pid || pid == self {
 			continue
 		}
 		// Zombies have no namespaces left and are not counted.
