@@ -157,13 +157,4 @@ func TestCallbackRetriedUntilRegistrantListens(t *testing.T) {
 	}
 }
 
-// freePort returns a UDP port free on loopback now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().(*net.UDPAddr).Port
-}
+func freePort(t *testing.T) int { return netlab.FreeUDPPort(t) }

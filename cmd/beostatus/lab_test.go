@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,14 +52,7 @@ func stopCmd(cmd *exec.Cmd) {
 	}
 }
 
-func freeUDPPort(t *testing.T) string {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
-}
+func freeUDPPort(t *testing.T) string { return strconv.Itoa(netlab.FreeUDPPort(t)) }
 
 // procTruth reads what every sendstats of this machine reports: MemTotal
 // in bytes, boot time and the CPU count.

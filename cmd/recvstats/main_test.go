@@ -14,15 +14,7 @@ import (
 	"github.com/hoststat/hoststat/internal/netlab"
 )
 
-// freeUDPPort returns a loopback UDP port nothing listens on right now.
-func freeUDPPort(t *testing.T) string {
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
-}
+func freeUDPPort(t *testing.T) string { return strconv.Itoa(netlab.FreeUDPPort(t)) }
 
 // notifySocket listens where a Type=notify service reports to systemd.
 func notifySocket(t *testing.T) (*net.UnixConn, string) {

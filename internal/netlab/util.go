@@ -272,3 +272,14 @@ func ExecutableForOthers(t testing.TB) string {
 	}
 	return path
 }
+
+// FreeUDPPort returns a UDP port nothing listens on at 127.0.0.1 right now.
+func FreeUDPPort(t testing.TB) int {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().(*net.UDPAddr).Port
+}

@@ -24,15 +24,7 @@ import (
 )
 
 // freePort returns a UDP port on 127.0.0.1 that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+func freePort(t testing.TB) int { return netlab.FreeUDPPort(t) }
 
 type result struct {
 	code           int
