@@ -32,7 +32,10 @@ func TestSlowEventProgramDoesNotDelayIngest(t *testing.T) {
 		bufs = append(bufs, encode(t, testKey, n, 1, testSample(byte(n))))
 	}
 	sendAs(t, "127.0.0.1", srv.Addr(), bufs...)
-	waitFor(t, 10*time.Second, "all 201 samples stored", func() bool { return srv.Stored() == 201 })
+	// Stored counts a batch before its events are dispatched: wait for both.
+	waitFor(t, 10*time.Second, "all 201 samples stored and their events dispatched", func() bool {
+		return srv.Stored() == 201 && srv.Events() == 201
+	})
 	if srv.EventRuns() != 1 {
 		t.Errorf("program runs %d, want 1 (still in its first)", srv.EventRuns())
 	}
