@@ -738,6 +738,11 @@ func (c *Core) Resolved(name string, addrs []netip.Addr, now time.Time) (rd Read
 			hosts = append(hosts, c.matchHosts(canon, s, now)...)
 		}
 		for _, h := range hosts {
+			// The same rule as in Notify: nfs-utils announces a reboot by
+			// name, so the host's SM_NOTIFY often ends here.
+			if c.sameReboot(h, p.state, now) {
+				continue
+			}
 			for _, r := range h.regs {
 				c.tell(r, p.state, now)
 			}

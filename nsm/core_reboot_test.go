@@ -84,3 +84,36 @@ func done(c *Core, rd Ready, now time.Time) {
 		c.CallbackDone(cb, true, now)
 	}
 }
+
+// A host monitored by address reboots, telemetry sees it first; its real
+// statd then announces the reboot under its host name (nfs-utils sends
+// the name, not the address), which has to be looked up first: the
+// lookup's answer completes that SM_NOTIFY as the same reboot, no second
+// callback.
+func TestCoreRebootedThenRealNotifyByNameAfterLookup(t *testing.T) {
+	c := NewCore(CoreConfig{})
+	disk := map[string][16]byte{}
+	mon(t, c, disk, "10.0.0.5", nlm, 1)
+	peer := netip.MustParseAddr("10.0.0.5")
+	rd, res := c.Rebooted("10.0.0.5", [16]byte{1}, t0)
+	if len(rd.Callbacks) != 1 {
+		t.Fatalf("Rebooted: %+v %+v, want one callback", rd, res)
+	}
+	done(c, rd, t0)
+	now := t0.Add(2 * time.Second)
+	for _, name := range []string{"client.example", "client"} {
+		rd, _ := c.Notify(name, 9, peer, now)
+		if len(rd.Callbacks) != 0 {
+			t.Fatalf("real SM_NOTIFY %q for the same reboot: %+v", name, rd.Callbacks)
+		}
+		for _, q := range rd.Resolve {
+			if rd := c.Resolved(q, []netip.Addr{peer}, now); len(rd.Callbacks) != 0 {
+				t.Fatalf("lookup of %q for a real SM_NOTIFY of the same reboot: %+v", q, rd.Callbacks)
+			}
+		}
+		now = now.Add(time.Second)
+	}
+	if rd := c.Tick(now.Add(time.Minute)); len(rd.Callbacks) != 0 {
+		t.Fatalf("callbacks later: %+v", rd.Callbacks)
+	}
+}

@@ -27,6 +27,12 @@ type scrape struct {
 
 func getMetrics(t *testing.T, url, host string) (int, string) {
 	t.Helper()
+	return getMetricsWith(t, http.DefaultClient, url, host)
+}
+
+// getMetricsWith is getMetrics through c (a lab host's HTTPClient).
+func getMetricsWith(t *testing.T, c *http.Client, url, host string) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest("GET", url, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +40,7 @@ func getMetrics(t *testing.T, url, host string) (int, string) {
 	if host != "" {
 		req.Host = host
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +54,13 @@ func getMetrics(t *testing.T, url, host string) (int, string) {
 
 func scrapeMetrics(t *testing.T, url string) scrape {
 	t.Helper()
-	code, body := getMetrics(t, url, "")
+	return scrapeMetricsWith(t, http.DefaultClient, url)
+}
+
+// scrapeMetricsWith is scrapeMetrics through c.
+func scrapeMetricsWith(t *testing.T, c *http.Client, url string) scrape {
+	t.Helper()
+	code, body := getMetricsWith(t, c, url, "")
 	if code != http.StatusOK {
 		t.Fatalf("GET %s: %d %s", url, code, body)
 	}

@@ -1,12 +1,15 @@
 package statd
 
+// Telemetry tests (docs/liveness.md) in the network lab, every daemon a
+// real process: recvstats, sendstats, rpcbind, our rpc.statd and statdctl,
+// and the nfs-utils rpc.statd and sm-notify as the client's.
+
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,57 +17,216 @@ import (
 	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/liveness"
 	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/oncrpc"
+	"github.com/hoststat/hoststat/oncrpc/rpcbind"
 	"github.com/hoststat/hoststat/shm"
 )
 
-// telemetryLab is a real recvstats on loopback writing a table, and a
-// client node (127.0.0.1, node 7) that runs only sendstats, reading a
-// copy of a captured /proc tree whose boot the test changes.
-type telemetryLab struct {
+const (
+	telemetryPeriod = time.Second // sendstats -r 1 and rpc.statd --telemetry-period
+	// labSlack is what a bound on time allows beyond the sample periods
+	// the requirement names: two CPUs shared with other tests' processes
+	// delay a scan, a process's wake-up and an RPC round trip.
+	labSlack = time.Second
+	// The client's boots (its boot id and boot time in the /proc copy).
+	bootA, bootB = "11111111-2222-4333-8444-555555555555", "66666666-7777-4888-8999-aaaaaaaaaaaa"
+	btimeA       = 1795312373
+	// Our statd's metrics, on a's loopback.
+	labMetrics = "127.0.0.1:9100"
+)
+
+// telLab is the lab of the telemetry tests. Host a is the master:
+// rpcbind, recvstats writing the table, our rpc.statd --telemetry (with
+// its boot id, lock manager grace file and metrics), and a registrant
+// standing in for its lock manager (program 300100). Host b is the client,
+// node 7: sendstats reading a copy of a captured /proc whose boot the test
+// changes, in boot bootA at the start; a test adds b's rpcbind and
+// nfs-utils statd when it wants them.
+type telLab struct {
 	t        *testing.T
-	shmDir   string
-	sendArgs []string
-	sendBin  string
+	ctx      context.Context
+	lt       labTools
+	a, b     *netlab.Host
+	dirA     string // our statd's state directory
+	shmDir   string // the table
+	bootFile string // our statd's boot id (--boot-id-path)
+	grace    string // our lock manager's grace file (--end-grace-path), empty at the start
+	oursArgs []string
+	ours     *netlab.Proc
+	reg      *labRegistrant
 	proc     *netlab.ProcTree
-	stopSend func()
+	sendBin  string
+	sendArgs []string
+	send     *netlab.Proc
 }
 
-const telemetryPeriod = time.Second // sendstats -r 1 and the scan period
-
-func newTelemetryLab(t *testing.T) *telemetryLab {
-	bin := netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats")
-	l := &telemetryLab{t: t, shmDir: t.TempDir(), sendBin: filepath.Join(bin, "sendstats"),
-		proc: netlab.NewProcTree(t, "../telemetry/sample/testdata/proc/vm2")}
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
+// newTelLab starts the lab, our statd with args added to its command line.
+func newTelLab(t *testing.T, ctx context.Context, args ...string) *telLab {
+	t.Helper()
+	lt := needLab(t)
+	tbin := netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats")
+	lab := netlab.New(t)
+	l := &telLab{t: t, ctx: ctx, lt: lt, a: lab.AddHost("a"), b: lab.AddHost("b"), dirA: t.TempDir(), shmDir: t.TempDir(),
+		proc: netlab.NewProcTree(t, "../telemetry/sample/testdata/proc/vm2"), sendBin: filepath.Join(tbin, "sendstats")}
+	l.bootFile, l.grace = filepath.Join(t.TempDir(), "boot_id"), filepath.Join(t.TempDir(), "nlm_end_grace")
+	writeBootID(t, l.bootFile, "boot-1")
+	if err := os.WriteFile(l.grace, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
-	c.Close()
 	nodeMap := filepath.Join(t.TempDir(), "nodes")
-	os.WriteFile(nodeMap, []byte("7 127.0.0.1\n"), 0o644)
-	netlab.StartDaemon(t, filepath.Join(bin, "recvstats"), "-d", "--listen", "127.0.0.1", "-p", port, "--shm-dir", l.shmDir,
+	os.WriteFile(nodeMap, []byte("7 "+l.b.Addr.String()+"\n"), 0o644)
+	l.a.Start(filepath.Join(tbin, "recvstats"), "-d", "--listen", l.a.Addr.String(), "-p", "3040", "--shm-dir", l.shmDir,
 		"--node-map", nodeMap, "--down-after", "2500ms")
-	l.sendArgs = []string{"-d", "-a", "127.0.0.1:" + port, "--node", "7", "-r", "1", "--proc", l.proc.Dir}
+	l.sendArgs = []string{"-d", "-a", l.a.Addr.String() + ":3040", "--node", "7", "-r", "1", "--proc", l.proc.Dir}
+	l.boot(bootA, btimeA)
+	tableShows(t, l.shmDir, bootA)
+	startRPCBind(t, ctx, lt, l.a)
+	l.oursArgs = append([]string{"-F", "-d", "-P", l.dirA, "--callback-program", "300100",
+		"--telemetry", l.shmDir, "--telemetry-period", telemetryPeriod.String(), "--boot-id-path", l.bootFile,
+		"--end-grace-path", l.grace, "--metrics", labMetrics}, args...)
+	l.startOurs()
+	l.reg = newLabRegistrant(t, l.a, 300100, 1, 1)
 	return l
 }
 
-// boot starts the client's sendstats in a boot of its own (boot id and
-// boot time), stopping the one running: the node rebooted.
-func (l *telemetryLab) boot(id string, btime int64) {
+// startOurs starts our statd and waits until it answers statdctl.
+func (l *telLab) startOurs() {
 	l.t.Helper()
-	if l.stopSend != nil {
-		l.stopSend()
-	}
-	l.proc.Boot(id, btime)
-	l.stopSend = netlab.StartDaemon(l.t, l.sendBin, l.sendArgs...)
+	l.ours = l.a.Start(l.lt.ourStatd, l.oursArgs...)
+	netlab.WaitFor(l.t, 10*time.Second, "our statd serving", func() error {
+		out, err := l.a.Run(l.ctx, l.lt.statdctl, "-P", l.dirA, "--json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		var st Status
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return err
+		}
+		if st.Pid != l.ours.Pid() {
+			return fmt.Errorf("pid %d answers, want %d", st.Pid, l.ours.Pid())
+		}
+		return nil
+	})
 }
 
-// tableShows waits until the table shows node 7 in boot id, and says when
-// it was first heard in it.
-func (l *telemetryLab) tableShows(id string) time.Time {
+// restartOurs stops our statd (SIGTERM) and starts it again; in a new boot
+// of a when bootID is not "".
+func (l *telLab) restartOurs(bootID string) {
 	l.t.Helper()
-	return tableShows(l.t, l.shmDir, id)
+	if err := l.ours.Stop(); err != nil {
+		l.t.Fatalf("our statd on SIGTERM: %v", err)
+	}
+	if bootID != "" {
+		writeBootID(l.t, l.bootFile, bootID)
+	}
+	l.startOurs()
+}
+
+func (l *telLab) status() *Status {
+	l.t.Helper()
+	return ourStatus(l.t, l.ctx, l.lt, l.a, l.dirA)
+}
+
+// boot starts b's sendstats in a boot of its own, stopping the one running:
+// b rebooted.
+func (l *telLab) boot(id string, btime int64) {
+	l.t.Helper()
+	if l.send != nil {
+		l.send.Stop()
+	}
+	l.proc.Boot(id, btime)
+	l.send = l.b.Start(l.sendBin, l.sendArgs...)
+}
+
+// monitor registers our registrant's interest in b with our statd.
+func (l *telLab) monitor(p [nsm.PrivLen]byte) {
+	l.t.Helper()
+	m := nsm.Mon{ID: nsm.MonID{MonName: l.b.Addr.String(), MyID: l.reg.myID("a")}, Priv: p}
+	if r, err := callMon(l.ctx, statdClient(l.t, l.a), m); err != nil || r.Res != nsm.StatSucc {
+		l.t.Fatalf("SM_MON %s on our statd: %+v %v", m.ID.MonName, r, err)
+	}
+}
+
+// notifyFromB sends our statd an SM_NOTIFY from b, as b's statd would.
+func (l *telLab) notifyFromB(state int32) {
+	l.t.Helper()
+	var c *oncrpc.Client
+	err := l.b.Do(func() error {
+		ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
+		defer cancel()
+		ap, err := rpcbind.Lookup(ctx, l.a.Addr, nsm.Program, nsm.Version, "udp")
+		if err != nil {
+			return err
+		}
+		c, err = oncrpc.Dial(context.Background(), "udp", ap.String(),
+			oncrpc.WithRetransmit(100*time.Millisecond, time.Second), oncrpc.WithCallTimeout(10*time.Second))
+		return err
+	})
+	if err != nil {
+		l.t.Fatalf("our statd from b: %v", err)
+	}
+	defer c.Close()
+	if err := callNotify(l.ctx, c, l.b.Addr.String(), state); err != nil {
+		l.t.Fatalf("SM_NOTIFY from b: %v", err)
+	}
+}
+
+// waitMonitored waits until statdctl shows b, the one host monitored, in
+// liveness state want.
+func (l *telLab) waitMonitored(want string, within time.Duration) HostLiveness {
+	l.t.Helper()
+	var live HostLiveness
+	netlab.WaitFor(l.t, within, "b "+want+" in statdctl", func() error {
+		st := l.status()
+		if len(st.Monitored) != 1 || st.Monitored[0].Liveness == nil || st.Monitored[0].Liveness.State != want {
+			return fmt.Errorf("monitored %+v", st.Monitored)
+		}
+		live = *st.Monitored[0].Liveness
+		return nil
+	})
+	return live
+}
+
+func (l *telLab) metrics() scrape {
+	l.t.Helper()
+	return scrapeMetricsWith(l.t, l.a.HTTPClient(), "http://"+labMetrics+"/metrics")
+}
+
+// graceFile is what our statd wrote to the lock manager's grace file.
+func (l *telLab) graceFile() string {
+	l.t.Helper()
+	b, err := os.ReadFile(l.grace)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// waitGraceEnded waits for the grace file to say Y, and checks the log
+// and the metric say so too.
+func (l *telLab) waitGraceEnded(within time.Duration) {
+	l.t.Helper()
+	netlab.WaitFor(l.t, within, "the grace period ended", func() error {
+		if g := l.graceFile(); g != "Y" {
+			return fmt.Errorf("grace file %q", g)
+		}
+		return nil
+	})
+	if !strings.Contains(l.ours.Output(), "lock manager grace period ended") {
+		l.t.Error("the end of grace is not logged")
+	}
+	if v := l.metrics().value("grace_ended"); v != 1 {
+		l.t.Errorf("grace_ended = %v after the grace file was written", v)
+	}
+}
+
+func (r *labRegistrant) none(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case g := <-r.got:
+		t.Fatalf("unexpected callback to %d on %s: %+v", r.prog, r.h.Name, g.st)
+	case <-time.After(within):
+	}
 }
 
 // tableShows waits until the table in dir shows node 7 in boot id, and
@@ -91,338 +253,298 @@ func tableShows(t testing.TB, dir, id string) time.Time {
 // A client running only sendstats (no statd), monitored by a registrant
 // of our rpc.statd, reboots: the registrant is called back within two
 // sample periods of the table showing the new boot, once, with a new odd
-// state; the client's own SM_NOTIFY for that reboot, arriving after,
-// makes no second callback. The admin status shows the client up, then
-// silent and gone once it stops sending.
+// state; an SM_NOTIFY for that reboot arriving after (twice, as nfs-utils
+// sends it) makes no second callback. statdctl and the metrics show the
+// client up, then silent and gone once it stops sending.
 func TestTelemetryRebootWithoutNotify(t *testing.T) {
-	lab := newTelemetryLab(t)
-	const bootA, bootB = "11111111-2222-4333-8444-555555555555", "66666666-7777-4888-8999-aaaaaaaaaaaa"
-	lab.boot(bootA, 1795312373)
-	lab.tableShows(bootA)
-
-	td := newTestDaemon(t, func(c *Config) {
-		c.Telemetry, c.TelemetryPeriod, c.GoneAfter = lab.shmDir, telemetryPeriod, 4*time.Second
-		c.MetricsAddr = "127.0.0.1:0"
-	})
-	reg := newRegistrant(t, td.rpcb, 200100)
-	ctx := ctxT(t, time.Minute)
-	c := td.dial("udp")
-	if r, err := callMon(ctx, c, nsm.Mon{ID: nsm.MonID{MonName: "127.0.0.1", MyID: reg.myID()}, Priv: [16]byte{9}}); err != nil || r.Res != nsm.StatSucc {
-		t.Fatalf("SM_MON: %+v %v", r, err)
+	ctx := ctxT(t, 2*time.Minute)
+	l := newTelLab(t, ctx, "--gone-after", "4s")
+	l.monitor(priv(9))
+	if live := l.waitMonitored("up", 10*time.Second); live.BootID != bootA {
+		t.Errorf("liveness %+v, want boot %s", live, bootA)
 	}
-	netlab.WaitFor(t, 10*time.Second, "the client up in statdctl's status", func() error {
-		st := td.status()
-		if len(st.Monitored) != 1 || st.Monitored[0].Liveness == nil || st.Monitored[0].Liveness.State != "up" ||
-			st.Monitored[0].Liveness.BootID != bootA {
-			return fmt.Errorf("monitored: %+v", st.Monitored)
-		}
-		return nil
-	})
-	reg.none(t, 2*telemetryPeriod) // a first sighting is no reboot
+	l.reg.none(t, 2*telemetryPeriod) // a first sighting is no reboot
 
-	lab.boot(bootB, 1795312373+3600)
-	first := lab.tableShows(bootB)
-	g := reg.next(t, 10*time.Second)
+	l.boot(bootB, btimeA+3600)
+	first := tableShows(t, l.shmDir, bootB)
+	g := l.reg.next(t, 10*time.Second)
 	took := time.Since(first)
 	t.Logf("callback %v after the table first showed the new boot", took)
-	if took > 2*telemetryPeriod {
-		t.Errorf("callback %v after the table showed the reboot, more than two sample periods", took)
+	if took > 2*telemetryPeriod+labSlack {
+		t.Errorf("callback %v after the table showed the reboot, more than two sample periods (+%v slack)", took, labSlack)
 	}
-	if g.st.MonName != "127.0.0.1" || g.st.State%2 != 1 || g.st.Priv != [16]byte{9} {
-		t.Errorf("callback %+v, want mon_name 127.0.0.1, an odd state, priv 9", g.st)
+	if g.st.MonName != l.b.Addr.String() || g.st.State%2 != 1 || g.st.Priv != priv(9) {
+		t.Errorf("callback %+v, want mon_name %s, an odd state, priv 9", g.st, l.b.Addr)
 	}
-	reg.none(t, 3*telemetryPeriod)
-
-	// The client's statd, late, announces the same reboot (twice, as
-	// nfs-utils does): no second callback.
-	for i := 0; i < 2; i++ {
-		if err := callNotify(ctx, c, "127.0.0.1", 41); err != nil {
-			t.Fatal(err)
-		}
-	}
-	reg.none(t, 3*time.Second)
-	if !strings.Contains(td.logs.String(), "reboot seen by telemetry") {
+	l.reg.none(t, 3*telemetryPeriod)
+	if !strings.Contains(l.ours.Output(), "reboot seen by telemetry") {
 		t.Errorf("no log naming the source")
 	}
 
-	// The client falls silent: silent, then gone after --gone-after; the
-	// metrics count it under each state in turn.
-	metrics := "http://" + td.status().Metrics + "/metrics"
-	if v := scrapeMetrics(t, metrics).value("hosts_by_liveness", "state", "up"); v != 1 {
+	// b's statd, late, announces the same reboot: no second callback.
+	for range 2 {
+		l.notifyFromB(41)
+	}
+	l.reg.none(t, 3*time.Second)
+	if n := strings.Count(l.ours.Output(), "state=41"); n < 2 {
+		t.Errorf("our statd logged %d SM_NOTIFY with state 41, want 2", n)
+	}
+
+	// b falls silent: silent, then gone after --gone-after; the metrics
+	// count it under each state in turn.
+	if v := l.metrics().value("hosts_by_liveness", "state", "up"); v != 1 {
 		t.Errorf("hosts_by_liveness{state=up} = %v, want 1", v)
 	}
-	lab.stopSend()
+	l.send.Stop()
 	for _, want := range []string{"silent", "gone"} {
-		netlab.WaitFor(t, 15*time.Second, "the client "+want, func() error {
-			if l := td.status().Monitored[0].Liveness; l.State != want || l.Since.IsZero() {
-				return fmt.Errorf("liveness %+v", l)
-			}
-			if v := scrapeMetrics(t, metrics).value("hosts_by_liveness", "state", want); v != 1 {
-				return fmt.Errorf("hosts_by_liveness{state=%s} = %v", want, v)
-			}
-			return nil
-		})
+		if live := l.waitMonitored(want, 15*time.Second); live.Since.IsZero() {
+			t.Errorf("%s without a time: %+v", want, live)
+		}
+		if v := l.metrics().value("hosts_by_liveness", "state", want); v != 1 {
+			t.Errorf("hosts_by_liveness{state=%s} = %v, want 1", want, v)
+		}
 	}
 }
 
-// After our reboot, the lock manager's grace period is ended (its file
-// written) once every host owed a notification has it, not before.
-func TestGraceEndsWhenEveryOwedHostNotified(t *testing.T) {
-	grace := filepath.Join(t.TempDir(), "nlm_end_grace")
-	if err := os.WriteFile(grace, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	td := newTestDaemon(t, func(c *Config) {
-		c.Schedule = nsm.Schedule{FirstRetry: 100 * time.Millisecond, MaxRetry: 300 * time.Millisecond, FrequentFor: time.Minute, Slow: time.Second, GiveUpAfter: time.Hour}
-		c.NotifyTimeout = 300 * time.Millisecond
-		c.EndGracePath, c.GraceSettle = grace, 500*time.Millisecond
-		c.MetricsAddr = "127.0.0.1:0"
-	})
-	graceMetric := func() float64 {
-		return scrapeMetrics(t, "http://"+td.status().Metrics+"/metrics").value("grace_ended")
-	}
-	readGrace := func() string {
-		b, err := os.ReadFile(grace)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	netlab.WaitFor(t, 5*time.Second, "grace ended at the first start (nothing owed)", func() error {
-		if g := readGrace(); g != "Y" {
-			return fmt.Errorf("grace file %q", g)
-		}
-		return nil
-	})
-	os.WriteFile(grace, nil, 0o644)
-	newFakePeer(t, td.rpcb, "127.0.0.2")
-	monitorHosts(t, td, "127.0.0.2", "127.0.0.6")
-	writeBootID(t, td.bootID, "boot-2")
-	td.restart()
-	netlab.WaitFor(t, 5*time.Second, "127.0.0.2 notified, 127.0.0.6 tried twice", func() error {
-		if st := td.status(); len(st.Owed) != 1 || st.Owed[0].Host != "127.0.0.6" || st.Owed[0].Attempts < 2 {
-			return fmt.Errorf("owed %+v", st.Owed)
-		}
-		return nil
-	})
-	if g := readGrace(); g != "" {
-		t.Fatalf("grace ended (%q) while 127.0.0.6 is still owed", g)
-	}
-	if v := graceMetric(); v != 0 {
-		t.Errorf("grace_ended = %v while a host is still owed", v)
-	}
-	newFakePeer(t, td.rpcb, "127.0.0.6")
-	netlab.WaitFor(t, 10*time.Second, "grace ended", func() error {
-		if g := readGrace(); g != "Y" {
-			return fmt.Errorf("grace file %q", g)
-		}
-		return nil
-	})
-	if v := graceMetric(); v != 1 {
-		t.Errorf("grace_ended = %v after the grace file was written", v)
-	}
-	if !strings.Contains(td.logs.String(), "lock manager grace period ended") {
-		t.Error("not logged")
-	}
-}
-
-// A notification owed to a host telemetry shows down is not retried
-// blindly (the schedule's next retry is a minute away) but sent the moment
-// the host is seen up again: within a sample period or two of its return.
-// The status shows it silent and without a give-up time meanwhile.
-func TestTelemetryOwedNotifiedOnReturn(t *testing.T) {
-	lab := newTelemetryLab(t)
-	lab.boot("11111111-2222-4333-8444-555555555555", 1795312373)
-	lab.tableShows("11111111-2222-4333-8444-555555555555")
-	td := newTestDaemon(t, func(c *Config) {
-		c.Telemetry, c.TelemetryPeriod = lab.shmDir, telemetryPeriod
-		c.Schedule = nsm.Schedule{FirstRetry: time.Minute, MaxRetry: time.Minute, FrequentFor: time.Hour, Slow: time.Hour, GiveUpAfter: 2 * time.Hour}
-		c.NotifyTimeout = 300 * time.Millisecond
-	})
-	monitorHosts(t, td, "127.0.0.1")
-	lab.stopSend()
-	netlab.WaitFor(t, 15*time.Second, "the client silent", func() error {
-		if l := td.status().Monitored[0].Liveness; l.State != "silent" {
-			return fmt.Errorf("liveness %+v", l)
-		}
-		return nil
-	})
-	writeBootID(t, td.bootID, "boot-2")
-	td.restart() // our reboot: 127.0.0.1 is owed a notification, and down
-	netlab.WaitFor(t, 15*time.Second, "the debt held, silent, no give-up", func() error {
-		st := td.status()
-		if len(st.Owed) != 1 || st.Owed[0].Liveness == nil || st.Owed[0].Liveness.State != "silent" || !st.Owed[0].GiveUp.IsZero() ||
-			!strings.Contains(td.logs.String(), "notification waits for its return") {
-			return fmt.Errorf("owed %+v", st.Owed)
-		}
-		return nil
-	})
-	peer := newFakePeer(t, td.rpcb, "127.0.0.1") // its statd is back, before telemetry sees it
-	select {
-	case n := <-peer.calls:
-		t.Fatalf("notified %+v before the host was seen up", n)
-	case <-time.After(3 * telemetryPeriod):
-	}
-	lab.boot("66666666-7777-4888-8999-aaaaaaaaaaaa", 1795312373+3600)
-	first := lab.tableShows("66666666-7777-4888-8999-aaaaaaaaaaaa")
-	select {
-	case n := <-peer.calls:
-		took := time.Since(first)
-		t.Logf("notified %v after the table first showed the host again", took)
-		if took > 2*telemetryPeriod {
-			t.Errorf("notified %v after the host's return", took)
-		}
-		if n.state != td.status().State {
-			t.Errorf("notified state %d", n.state)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("not notified after the host came back")
-	}
-	netlab.WaitFor(t, 5*time.Second, "nothing owed", func() error { return owedNone(td) })
-}
-
-// A client that falls silent becomes gone after --gone-after; statdctl
-// forget then calls its registrant back with a new odd state (the release
-// lock managers act on) and drops the registration durably: it is gone
-// after a restart too. With --release-gone the same happens by itself.
+// A client that falls silent becomes gone after --gone-after: the
+// notification owed to it since our reboot is given up, which ends the
+// lock manager's grace period (the only host owed is gone); the real
+// statdctl forget then calls its registrant back with a new odd state (the
+// release lock managers act on) and drops the registration durably: after
+// our statd restarts, neither the registration nor the notification is
+// there. With --release-gone the release happens by itself.
 func TestTelemetryGoneThenForget(t *testing.T) {
 	for _, auto := range []bool{false, true} {
 		t.Run(fmt.Sprintf("release-gone=%v", auto), func(t *testing.T) {
-			lab := newTelemetryLab(t)
-			lab.boot("11111111-2222-4333-8444-555555555555", 1795312373)
-			lab.tableShows("11111111-2222-4333-8444-555555555555")
-			td := newTestDaemon(t, func(c *Config) {
-				c.Telemetry, c.TelemetryPeriod, c.GoneAfter, c.ReleaseGone = lab.shmDir, telemetryPeriod, 3*time.Second, auto
-			})
-			reg := newRegistrant(t, td.rpcb, 200100)
-			ctx := ctxT(t, time.Minute)
-			c := td.dial("udp")
-			if r, err := callMon(ctx, c, nsm.Mon{ID: nsm.MonID{MonName: "127.0.0.1", MyID: reg.myID()}, Priv: [16]byte{5}}); err != nil || r.Res != nsm.StatSucc {
-				t.Fatalf("SM_MON: %+v %v", r, err)
+			ctx := ctxT(t, 2*time.Minute)
+			args := []string{"--gone-after", "3s", "--grace-settle", "1s"}
+			if auto {
+				args = append(args, "--release-gone")
 			}
-			if err := callNotify(ctx, c, "127.0.0.1", 7); err != nil {
-				t.Fatal(err)
+			l := newTelLab(t, ctx, args...)
+			l.monitor(priv(5))
+			// Our reboot: b is owed a notification (it runs no statd, so
+			// every attempt fails), and our lock manager monitors it again.
+			os.WriteFile(l.grace, nil, 0o644)
+			l.restartOurs("boot-2")
+			l.monitor(priv(5))
+			l.notifyFromB(7)
+			if g := l.reg.next(t, 10*time.Second); g.st.State != 7 {
+				t.Fatalf("callback %+v, want b's state 7", g.st)
 			}
-			if g := reg.next(t, 10*time.Second); g.st.State != 7 {
-				t.Fatalf("callback %+v", g.st)
+			if st := l.status(); len(st.Owed) != 1 || st.Owed[0].Host != l.b.Addr.String() || len(st.Monitored) != 1 {
+				t.Fatalf("after our reboot: owed %+v monitored %+v", st.Owed, st.Monitored)
 			}
-			lab.stopSend()
+			if g := l.graceFile(); g != "" {
+				t.Fatalf("grace ended (%q) while b is owed", g)
+			}
+			l.send.Stop()
 			if !auto {
-				netlab.WaitFor(t, 20*time.Second, "the client gone", func() error {
-					if l := td.status().Monitored[0].Liveness; l.State != "gone" {
-						return fmt.Errorf("liveness %+v", l)
-					}
-					return nil
-				})
-				reg.none(t, 2*telemetryPeriod) // gone alone releases nothing
-				sum, err := Forget(ctx, td.cfg.StateDir, "127.0.0.1")
-				if err != nil || sum.Released != 1 || sum.Registrations != 1 {
-					t.Fatalf("forget: %+v %v", sum, err)
+				l.waitMonitored("gone", 20*time.Second)
+				l.reg.none(t, 2*telemetryPeriod) // gone alone releases nothing
+				out, err := l.a.Run(ctx, l.lt.statdctl, "-P", l.dirA, "--json", "forget", l.b.Addr.String())
+				var sum ForgetSummary
+				if err != nil || json.Unmarshal([]byte(out), &sum) != nil || sum.Released != 1 || sum.Registrations != 1 {
+					t.Fatalf("statdctl forget: %v\n%s", err, out)
 				}
 			}
-			g := reg.next(t, 20*time.Second)
-			if g.st.MonName != "127.0.0.1" || g.st.State != 9 || g.st.Priv != [16]byte{5} {
-				t.Errorf("release callback %+v, want 127.0.0.1 state 9 priv 5", g.st)
+			g := l.reg.next(t, 20*time.Second)
+			if g.st.MonName != l.b.Addr.String() || g.st.State != 9 || g.st.Priv != priv(5) {
+				t.Errorf("release callback %+v, want %s state 9 priv 5", g.st, l.b.Addr)
 			}
-			netlab.WaitFor(t, 5*time.Second, "the registration dropped", func() error {
-				if st := td.status(); len(st.Monitored) != 0 {
-					return fmt.Errorf("monitored %+v", st.Monitored)
+			netlab.WaitFor(t, 5*time.Second, "the registration and the debt dropped", func() error {
+				if st := l.status(); len(st.Monitored) != 0 || len(st.Owed) != 0 {
+					return fmt.Errorf("monitored %+v owed %+v", st.Monitored, st.Owed)
 				}
 				return nil
 			})
-			td.restart()
-			if st := td.status(); len(st.Monitored) != 0 {
-				t.Fatalf("after a restart: monitored %+v", st.Monitored)
+			// Gone, the debt is given up; --release-gone may forget the
+			// host (and drop the debt) first.
+			if out := l.ours.Output(); !strings.Contains(out, "gave up notifying host: gone") && !(auto && strings.Contains(out, "forgot host")) {
+				t.Error("the debt to the gone host neither given up as gone nor forgotten")
 			}
-			reg.none(t, 2*telemetryPeriod)
+			l.waitGraceEnded(10 * time.Second)
+			l.restartOurs("")
+			if st := l.status(); len(st.Monitored) != 0 || len(st.Owed) != 0 {
+				t.Fatalf("after a restart: monitored %+v owed %+v", st.Monitored, st.Owed)
+			}
+			l.reg.none(t, 2*telemetryPeriod)
 		})
 	}
 }
 
+// After our reboot, the notification owed to a client that telemetry
+// shows down is held: not sent, although the client's real nfs-utils
+// statd is back and would take it, until telemetry sees the client again
+// (a new boot); then within a sample period, not at the next scheduled
+// retry a minute away. The client's statd calls its lock manager back with
+// our new state. The lock manager's grace period stays until then, and
+// ends --grace-settle after the client acknowledged (file, log, metric).
+func TestTelemetryOwedNotifiedOnReturn(t *testing.T) {
+	ctx := ctxT(t, 3*time.Minute)
+	const settle = 5 * time.Second
+	l := newTelLab(t, ctx, "--grace-settle", settle.String(),
+		"--notify-schedule", "first-retry=1m,max-retry=1m,frequent-for=1h,slow=1h,give-up=2h")
+	// Our first start owes nobody: grace ends at once (after the settle time).
+	l.waitGraceEnded(settle + 10*time.Second)
+	os.WriteFile(l.grace, nil, 0o644)
+
+	dirB := netlab.MakeStatdDir(t)
+	startRPCBind(t, ctx, l.lt, l.b)
+	startNFS := func() *netlab.Proc {
+		p := l.b.Start(l.lt.nfsStatd, "-F", "-d", "-L", "-P", dirB)
+		registeredOn(t, ctx, l.lt, l.b, "100024")
+		return p
+	}
+	nfs := startNFS()
+	regB := newLabRegistrant(t, l.b, 100021, 4, 16)
+	monA := func() { // b's lock manager monitors us
+		m := nsm.Mon{ID: nsm.MonID{MonName: l.a.Addr.String(), MyID: regB.myID("b")}, Priv: priv(0x44)}
+		if r, err := callMon(ctx, statdClient(t, l.b), m); err != nil || r.Res != nsm.StatSucc {
+			t.Fatalf("SM_MON on nfs-utils statd: %+v %v", r, err)
+		}
+	}
+	monA()
+	l.monitor(priv(0x55))
+	l.waitMonitored("up", 10*time.Second)
+
+	// b goes down: its statd and sendstats stop.
+	nfs.Stop()
+	l.send.Stop()
+	l.waitMonitored("silent", 15*time.Second)
+	l.restartOurs("boot-2") // our reboot: b is owed a notification, and down
+	netlab.WaitFor(t, 15*time.Second, "the debt held, silent, no give-up", func() error {
+		st := l.status()
+		if len(st.Owed) != 1 || st.Owed[0].Liveness == nil || st.Owed[0].Liveness.State != "silent" || !st.Owed[0].GiveUp.IsZero() ||
+			!strings.Contains(l.ours.Output(), "notification waits for its return") {
+			return fmt.Errorf("owed %+v", st.Owed)
+		}
+		return nil
+	})
+	state := l.status().State
+
+	// b comes back: its statd first (its lock manager monitors us again),
+	// then, booted, its sendstats.
+	nfs = startNFS()
+	monA()
+	regB.none(t, 3*telemetryPeriod) // held, though b's statd would take it
+	if g := l.graceFile(); g != "" {
+		t.Fatalf("grace ended (%q) while b is owed", g)
+	}
+	if v := l.metrics().value("grace_ended"); v != 0 {
+		t.Errorf("grace_ended = %v while b is owed", v)
+	}
+	l.boot(bootB, btimeA+3600)
+	first := tableShows(t, l.shmDir, bootB)
+	g := regB.next(t, 20*time.Second)
+	took := time.Since(first)
+	t.Logf("b's lock manager called back %v after the table first showed b again", took)
+	if took > telemetryPeriod+labSlack {
+		t.Errorf("notified %v after b's return, more than a sample period (+%v slack)", took, labSlack)
+	}
+	if g.st.MonName != l.a.Addr.String() || g.st.State != state || g.st.Priv != priv(0x44) {
+		t.Errorf("nfs-utils statd called back %+v, want %s state %d priv 44", g.st, l.a.Addr, state)
+	}
+	if g := l.graceFile(); g != "" {
+		t.Errorf("grace ended (%q) before --grace-settle passed", g)
+	}
+	netlab.WaitFor(t, 5*time.Second, "nothing owed", func() error {
+		if st := l.status(); len(st.Owed) != 0 {
+			return fmt.Errorf("owed %+v", st.Owed)
+		}
+		return nil
+	})
+	l.waitGraceEnded(settle + 10*time.Second)
+}
+
 // A client b runs the real nfs-utils statd and sendstats; our rpc.statd
-// (the real command, with --telemetry) on a monitors it for a registrant.
-// b's way to a's rpcbind (port 111, UDP and TCP) is cut by a policy
-// routing rule in b's namespace ("prohibit"), so the SM_NOTIFY its real
-// sm-notify sends after b reboots never arrives; telemetry still sees the
-// new boot, and the registrant is called back once, within two sample
-// periods of the table showing it.
+// monitors it for a registrant. An nftables rule in b's namespace drops
+// what b sends to a's rpcbind and statd ports (UDP and TCP), so the
+// SM_NOTIFY its real sm-notify sends after b reboots does not arrive;
+// telemetry still sees the new boot, and the registrant is called back
+// within two sample periods of the table showing it. Once the rule is
+// gone, sm-notify's retry gets through and is acknowledged: no second
+// callback.
 func TestInteropRebootWithBlockedSMNotify(t *testing.T) {
 	ctx := ctxT(t, 2*time.Minute)
-	lt := needLab(t)
-	ip := netlab.RequireCommand(t, "ip")
-	tbin := netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats")
-	lab := netlab.New(t)
-	a, b := lab.AddHost("a"), lab.AddHost("b")
-	dirA, dirB, shmDir := t.TempDir(), netlab.MakeStatdDir(t), t.TempDir()
-	nodeMap := filepath.Join(t.TempDir(), "nodes")
-	os.WriteFile(nodeMap, []byte("7 "+b.Addr.String()+"\n"), 0o644)
-	a.Start(filepath.Join(tbin, "recvstats"), "-d", "--listen", a.Addr.String(), "-p", "3040", "--shm-dir", shmDir,
-		"--node-map", nodeMap, "--down-after", "2500ms")
-	proc := netlab.NewProcTree(t, "../telemetry/sample/testdata/proc/vm2")
-	const bootA, bootB = "11111111-2222-4333-8444-555555555555", "66666666-7777-4888-8999-aaaaaaaaaaaa"
-	proc.Boot(bootA, 1795312373)
-	sendArgs := []string{"-d", "-a", a.Addr.String() + ":3040", "--node", "7", "-r", "1", "--proc", proc.Dir}
-	send := b.Start(filepath.Join(tbin, "sendstats"), sendArgs...)
-	tableShows(t, shmDir, bootA)
-
-	startRPCBind(t, ctx, lt, a)
-	startRPCBind(t, ctx, lt, b)
-	a.Start(lt.ourStatd, "-F", "-d", "-P", dirA, "--callback-program", "300100", "--telemetry", shmDir)
-	nfs := b.Start(lt.nfsStatd, "-F", "-d", "-L", "-P", dirB)
-	registeredOn(t, ctx, lt, a, "100024")
-	registeredOn(t, ctx, lt, b, "100024")
-	regA := newLabRegistrant(t, a, 300100, 1, 1)
+	nft := netlab.RequireCommand(t, "nft")
+	const ourPort = "662"
+	l := newTelLab(t, ctx, "-p", ourPort)
+	a, b := l.a, l.b
+	dirB := netlab.MakeStatdDir(t)
+	startRPCBind(t, ctx, l.lt, b)
+	nfs := b.Start(l.lt.nfsStatd, "-F", "-d", "-L", "-P", dirB)
+	registeredOn(t, ctx, l.lt, b, "100024")
 	regB := newLabRegistrant(t, b, 100021, 4, 16)
 	// b's lock manager monitors a, so b's sm-notify has a to notify.
 	if r, err := callMon(ctx, statdClient(t, b), nsm.Mon{ID: nsm.MonID{MonName: a.Addr.String(), MyID: regB.myID("b")}}); err != nil || r.Res != nsm.StatSucc {
 		t.Fatalf("SM_MON on nfs-utils statd: %+v %v", r, err)
 	}
-	if r, err := callMon(ctx, statdClient(t, a), nsm.Mon{ID: nsm.MonID{MonName: b.Addr.String(), MyID: regA.myID("a")}, Priv: priv(0x33)}); err != nil || r.Res != nsm.StatSucc {
-		t.Fatalf("SM_MON on our statd: %+v %v", r, err)
-	}
-	netlab.WaitFor(t, 15*time.Second, "b up in our status", func() error {
-		st := ourStatus(t, ctx, lt, a, dirA)
-		if len(st.Monitored) != 1 || st.Monitored[0].Liveness == nil || st.Monitored[0].Liveness.State != "up" {
-			return fmt.Errorf("monitored %+v", st.Monitored)
-		}
-		return nil
-	})
+	l.monitor(priv(0x33))
+	l.waitMonitored("up", 15*time.Second)
 
-	for _, proto := range []string{"udp", "tcp"} {
-		if out, err := b.Run(ctx, ip, "rule", "add", "to", a.Addr.String(), "ipproto", proto, "dport", "111", "prohibit"); err != nil {
-			t.Fatalf("ip rule on b: %v\n%s", err, out)
-		}
+	rules := filepath.Join(t.TempDir(), "firewall.nft")
+	os.WriteFile(rules, []byte(`table inet statdfw {
+	chain out {
+		type filter hook output priority filter; policy accept;
+		ip daddr `+a.Addr.String()+` meta l4proto { tcp, udp } th dport { 111, `+ourPort+` } counter drop
+	}
+}
+`), 0o644)
+	if out, err := b.Run(ctx, nft, "-f", rules); err != nil {
+		t.Fatalf("nft on b: %v\n%s", err, out)
 	}
 	// b reboots: statd and sendstats stop, a new boot, sendstats and
 	// sm-notify start again.
 	nfs.Stop()
-	send.Stop()
-	proc.Boot(bootB, 1795312373+3600)
-	b.Start(filepath.Join(tbin, "sendstats"), sendArgs...)
-	notified := make(chan string, 1)
+	l.boot(bootB, btimeA+3600)
+	notified := make(chan error, 1)
+	var smOut string
 	go func() {
-		nctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+		nctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		defer cancel()
-		out, _ := b.Run(nctx, lt.smNotify, "-d", "-f", "-P", dirB)
-		notified <- out
+		var err error
+		smOut, err = b.Run(nctx, l.lt.smNotify, "-d", "-f", "-P", dirB)
+		notified <- err
 	}()
-	first := tableShows(t, shmDir, bootB)
-	g := regA.next(t, 10*time.Second)
+	first := tableShows(t, l.shmDir, bootB)
+	g := l.reg.next(t, 10*time.Second)
 	took := time.Since(first)
 	t.Logf("callback %v after the table first showed b's new boot", took)
-	if took > 2*telemetryPeriod {
-		t.Errorf("callback %v after the table showed the reboot, more than two sample periods", took)
+	if took > 2*telemetryPeriod+labSlack {
+		t.Errorf("callback %v after the table showed the reboot, more than two sample periods (+%v slack)", took, labSlack)
 	}
 	if g.st.MonName != b.Addr.String() || g.st.State%2 != 1 || g.st.Priv != priv(0x33) {
 		t.Errorf("callback %+v, want %s, an odd state, priv 33", g.st, b.Addr)
 	}
-	out := <-notified
-	if peer := nfsState(t, dirB); g.st.State == peer {
-		t.Errorf("called back with b's own new state %d: its SM_NOTIFY got through?\nsm-notify: %s", peer, out)
+	peer := nfsState(t, dirB)
+	if g.st.State == peer {
+		t.Errorf("called back with b's own new state %d: its SM_NOTIFY got through?", peer)
 	}
 	select {
-	case g := <-regA.got:
-		t.Errorf("second callback %+v", g.st)
-	case <-time.After(2 * time.Second):
+	case err := <-notified:
+		t.Fatalf("sm-notify ended (%v) through the firewall:\n%s", err, smOut)
+	default:
 	}
+	if out, err := b.Run(ctx, nft, "list", "table", "inet", "statdfw"); err != nil || strings.Contains(out, "packets 0 ") {
+		t.Errorf("the rule dropped nothing: %v\n%s", err, out)
+	}
+
+	// The firewall opens: sm-notify's next retry reaches our statd, which
+	// acknowledges it, and takes it as the reboot telemetry saw.
+	if out, err := b.Run(ctx, nft, "delete", "table", "inet", "statdfw"); err != nil {
+		t.Fatalf("nft delete on b: %v\n%s", err, out)
+	}
+	select {
+	case err := <-notified:
+		if err != nil {
+			t.Fatalf("sm-notify: %v\n%s", err, smOut)
+		}
+	case <-time.After(80 * time.Second):
+		t.Fatal("sm-notify not done after the firewall opened")
+	}
+	if want := fmt.Sprintf("state=%d", peer); !strings.Contains(l.ours.Output(), want) {
+		t.Errorf("our statd did not log b's SM_NOTIFY (%s)", want)
+	}
+	l.reg.none(t, 3*time.Second)
 }

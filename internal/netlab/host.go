@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -135,6 +136,22 @@ func doIn(hd *holder, who string, fn func() error) error {
 		panic(r.panic)
 	}
 	return r.err
+}
+
+// HTTPClient is an HTTP client that dials from the host's network
+// namespace, for a daemon's HTTP endpoint on the host's loopback (its
+// /metrics). Connections are not kept alive between requests.
+func (h *Host) HTTPClient() *http.Client {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := h.Do(func() error {
+			var err error
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
 }
 
 // LinkDown unplugs the host: the bridge-side end of its veth goes down, so

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -371,6 +373,38 @@ func TestDo(t *testing.T) {
 		}()
 		h.Do(func() error { panic("pan") })
 	}()
+}
+
+// TestHTTPClient: a host's HTTPClient reaches a server on that host's
+// loopback, and another host's does not.
+func TestHTTPClient(t *testing.T) {
+	t.Parallel()
+	lab := New(t)
+	a, b := lab.AddHost("a"), lab.AddHost("b")
+	var ln net.Listener
+	if err := a.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp4", "127.0.0.1:8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "served on a") })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	resp, err := a.HTTPClient().Get("http://127.0.0.1:8080/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "served on a" {
+		t.Errorf("body %q", body)
+	}
+	if resp, err := b.HTTPClient().Get("http://127.0.0.1:8080/"); err == nil {
+		resp.Body.Close()
+		t.Error("b's client reached a's loopback")
+	}
 }
 
 func TestBuildCommands(t *testing.T) {
