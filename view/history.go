@@ -99,7 +99,7 @@ func series(res string, pts []HistPoint, from, to time.Time, silent time.Duratio
 	const none = math.MinInt64
 	last, downFrom := int64(none), int64(none) // the last time up; since when down
 	first := 0
-	for first < len(pts) && pts[first].Time.Before(from) {
+	for first < len(pts) && pts[first].Time.Unix() < s.From { // whole seconds, as the file and From are
 		if pts[first].Up {
 			last, downFrom = pts[first].Time.Unix(), none
 		} else if downFrom == none {

@@ -100,7 +100,7 @@ func TestTUIKeys(t *testing.T) {
 
 	// With history: node 1 idle until 8 minutes ago, then 90 % busy.
 	end := time.Now()
-	tb.KeepHistory(t, time.Hour, 10*time.Second, func(node int, at time.Time) (int, bool) {
+	tb.KeepHistory(t, time.Hour, time.Second, func(node int, at time.Time) (int, bool) {
 		if node == 1 && end.Sub(at) < 8*time.Minute {
 			return 90, true
 		}

@@ -81,7 +81,7 @@ func TestTerminalUnderTmux(t *testing.T) {
 	tb := viewtest.New(t, 24, 2*time.Second)
 	// Node 3 was idle until 8 minutes ago, and is 95 % busy since.
 	end := time.Now()
-	tb.KeepHistory(t, 2*time.Hour, 10*time.Second, func(node int, at time.Time) (int, bool) {
+	tb.KeepHistory(t, 2*time.Hour, time.Second, func(node int, at time.Time) (int, bool) {
 		switch {
 		case node != 3:
 			return viewtest.DefaultBusy(node, 0), true

@@ -156,8 +156,8 @@ type Past func(node int, at time.Time) (busy int, up bool)
 
 // KeepHistory starts the history file beside the table, as recvstats
 // keeps it, with the default sizes (the first 1024 nodes), and fills it
-// with what every node reported over the last span before the table's
-// last report: a point every step, by past. From then on every report
+// with what every node reported over the span up to the table's last
+// report: a point every step, by past. From then on every report
 // is appended too.
 func (tb *Table) KeepHistory(t testing.TB, span, step time.Duration, past Past) *shm.HistoryWriter {
 	tb.mu.Lock()
@@ -167,9 +167,10 @@ func (tb *Table) KeepHistory(t testing.TB, span, step time.Duration, past Past) 
 		t.Fatal(err)
 	}
 	tb.hist = h
-	end := tb.last.Add(-2 * time.Second) // before the reports New made
+	end := tb.last // up to the last report, so that the next one follows on
 	for node := range min(tb.nodes, 1024) {
-		for at := end.Add(-span); !at.After(end); at = at.Add(step) {
+		for k := int(span / step); k >= 0; k-- {
+			at := end.Add(-time.Duration(k) * step)
 			busy, up := past(node, at)
 			if !up {
 				continue // recvstats writes nothing for a silent node

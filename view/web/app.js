@@ -194,16 +194,106 @@
     h += `<h3>Load</h3><div>${d.load1.toFixed(2)} ${d.load5.toFixed(2)} ${d.load15.toFixed(2)} · ${d.procs_running} running of ${d.procs_total}</div>`;
     h += `<h3>Network</h3><table><tr><th>device</th><th>in/s</th><th>out/s</th><th>in</th><th>out</th></tr>`;
     for (const x of d.net) h += `<tr><td>${esc(x.name)}</td><td>${bytes(x.rx_bytes_per_sec)}</td><td>${bytes(x.tx_bytes_per_sec)}</td><td>${bytes(x.rx_bytes)}</td><td>${bytes(x.tx_bytes)}</td></tr>`;
-    h += `</table><h3>History</h3>`;
-    h += d.history ? "" : `<p class="muted" id="d-history">No charts yet: beostatus does not draw the history recvstats keeps (beostat --history N prints it).</p>`;
+    h += `</table>`;
     $("d-body").innerHTML = h;
     for (const b of document.querySelectorAll("#d-body .bar > div")) {
       const p = +b.dataset.pct;
       b.style.width = p + "%"; b.style.background = rgb(p / 100);
     }
+    const why = await loadHistory(n, d.cpus);
+    if (selected !== n) return;
+    $("d-history").hidden = !hist;
+    $("d-nohistory").hidden = !!hist;
+    if (hist) drawCharts(); else $("d-nohistory").textContent = "No history: " + why;
     detailTimer = setTimeout(() => { if (selected === n && !aside.hidden) showDetail(n); }, 2000);
   }
-  $("close").onclick = () => { $("detail").hidden = true; selected = -1; clearTimeout(detailTimer); draw(); };
+
+  // History charts. The day's series is fetched whole once a minute; the
+  // 15 minutes' at every refresh of the detail.
+  let hist = null, histAt = 0, histCPUs = 1;
+  const charts = {}; // what was drawn, for tests: per chart its points, last values and gaps
+  async function loadHistory(n, cpus) {
+    const whole = !hist || hist.node !== n || Date.now() - histAt > 60000;
+    let h;
+    try {
+      const res = await fetch(`api/node/${n}/history` + (whole ? "" : "?since=15m"));
+      if (!res.ok) { hist = null; return (await res.text()).trim(); }
+      h = await res.json();
+    } catch (err) { hist = null; return String(err); }
+    if (whole || !hist || hist.node !== h.node) { hist = h; histAt = Date.now(); } else { hist.fine = h.fine; hist.mem_total = h.mem_total; }
+    histCPUs = Math.max(cpus, 1);
+    return "";
+  }
+  function drawCharts() {
+    charts.node = hist.node;
+    charts.fine = drawChart($("c-fine"), hist.fine, [["-15 min", 0], ["-10", 1 / 3], ["-5", 2 / 3], ["now", 1]]);
+    charts.minutes = drawChart($("c-minutes"), hist.minutes, [["-24 h", 0], ["-18", 0.25], ["-12", 0.5], ["-6", 0.75], ["now", 1]]);
+  }
+  // drawChart draws one series as four strips (CPU, memory, load, network
+  // in and out) over its window, lines broken and shaded where the node
+  // was down, and returns what it drew.
+  function drawChart(cv, s, ticks) {
+    const dpr = window.devicePixelRatio || 1, W = Math.max(cv.parentElement.clientWidth, 200), SH = 44, AX = 14, H = 4 * SH + AX;
+    if (cv.width !== W * dpr || cv.height !== H * dpr) {
+      cv.width = W * dpr; cv.height = H * dpr; cv.style.width = W + "px"; cv.style.height = H + "px";
+    }
+    const c = cv.getContext("2d");
+    c.setTransform(dpr, 0, 0, dpr, 0, 0);
+    c.clearRect(0, 0, W, H);
+    const span = Math.max(s.to - s.from, 1), X = (t) => (t - s.from) / span * W;
+    const peak = (v, floor) => v.reduce((a, b) => Math.max(a, b), floor);
+    const netHi = Math.max(peak(s.rx, 1024), peak(s.tx, 1024));
+    const strips = [
+      { name: "cpu", vals: s.cpu, hi: 100, fmt: (v) => v.toFixed(0) + "%", color: rgb(0.8) },
+      { name: "mem", vals: s.mem, hi: hist.mem_total || peak(s.mem, 1), fmt: (v) => bytes(v), color: rgb(0.45) },
+      { name: "load1", vals: s.load1, hi: peak(s.load1, histCPUs), fmt: (v) => v.toFixed(2), color: css("--fg") },
+      { name: "in", vals: s.rx, hi: netHi, fmt: (v) => bytes(v) + "/s", color: css("--rx"), also: { name: "out", vals: s.tx, color: css("--tx") } },
+    ];
+    const drawn = { points: 0, gaps: s.gaps.length, from: s.from, to: s.to, last: {} };
+    c.font = "11px system-ui, sans-serif"; c.textBaseline = "top";
+    strips.forEach((st, k) => {
+      const y0 = k * SH, h = SH - 14, top = y0 + 13;
+      c.fillStyle = css("--gap");
+      for (const g of s.gaps) c.fillRect(X(g[0]), y0, Math.max(X(g[1]) - X(g[0]), 1), SH - 1);
+      c.strokeStyle = css("--line"); c.lineWidth = 1;
+      c.beginPath(); c.moveTo(0, top + h + 0.5); c.lineTo(W, top + h + 0.5); c.stroke();
+      const lines = [st, ...(st.also ? [st.also] : [])];
+      let label = "";
+      for (const l of lines) {
+        const [n, last, lastT] = line(c, s, l.vals, X, top, h, st.hi, l.color);
+        if (l.name === "cpu") { drawn.points = n; drawn.lastT = lastT; }
+        drawn.last[l.name] = last;
+        label += `${l.name} ${last === null || endsDown(s) ? "–" : st.fmt(last)}  `;
+      }
+      c.fillStyle = css("--muted");
+      c.textAlign = "left"; c.fillText(label, 2, y0 + 1);
+      c.textAlign = "right"; c.fillText("max " + st.fmt(st.hi), W - 2, y0 + 1);
+    });
+    c.fillStyle = css("--muted");
+    for (const [text, f] of ticks) {
+      c.textAlign = f === 0 ? "left" : f === 1 ? "right" : "center";
+      c.fillText(text, f * W, 4 * SH + 1);
+    }
+    cv.dataset.points = drawn.points; cv.dataset.lastCpu = drawn.last.cpu ?? "";
+    return drawn;
+  }
+  function endsDown(s) { return s.gaps.length > 0 && s.gaps[s.gaps.length - 1][1] >= s.to; }
+  // line strokes one figure, a new stroke after each gap; it returns the
+  // points it drew inside the chart, the last value (or null) and its time.
+  function line(c, s, vals, X, top, h, hi, color) {
+    c.strokeStyle = color; c.lineWidth = 1.5; c.beginPath();
+    let gi = 0, last = null, lastT = 0, n = 0;
+    for (let i = 0; i < s.t.length; i++) {
+      let broken = i === 0;
+      while (gi < s.gaps.length && s.gaps[gi][1] <= s.t[i]) { broken = true; gi++; }
+      const x = X(s.t[i]), y = top + h - Math.min(Math.max(vals[i] / hi, 0), 1) * h;
+      if (broken) { c.moveTo(x, y); c.rect(x - 0.5, y - 0.5, 1, 1); } else c.lineTo(x, y);
+      if (x >= 0 && x <= c.canvas.width) { n++; last = vals[i]; lastT = s.t[i]; }
+    }
+    c.stroke();
+    return [n, last, lastT];
+  }
+  $("close").onclick = () => { hist = null; $("detail").hidden = true; selected = -1; clearTimeout(detailTimer); draw(); };
 
   for (const b of document.querySelectorAll("#figures button")) {
     b.onclick = () => {
@@ -221,6 +311,7 @@
     const d = root.classList.toggle("dark");
     localStorage.setItem("beostatus-theme", d ? "dark" : "light");
     draw();
+    if (hist && !$("detail").hidden) drawCharts();
   };
   window.addEventListener("resize", draw);
 
@@ -229,6 +320,7 @@
     stats,
     tiles: () => layout.map((r, i) => ({ node: r[NODE], state: STATES[r[STATE]], x: (i % cols) * tile + tile / 2, y: Math.floor(i / cols) * tile + tile / 2 })),
     nodeCount: () => nodes.size,
+    charts: () => charts,
   };
   connect();
 })();
