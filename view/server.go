@@ -13,9 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/hoststat/hoststat/internal/loopback"
 )
 
@@ -63,11 +60,9 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(cfg.Source, cfg.Logger))
 	return &Server{
 		cfg:     cfg,
-		metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4, ErrorHandling: promhttp.ContinueOnError}),
+		metrics: newMetricsHandler(cfg.Source, cfg.Logger),
 		enc:     NewEncoder(),
 		subs:    map[chan []byte]struct{}{},
 	}

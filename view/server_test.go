@@ -3,6 +3,7 @@ package view
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -425,6 +426,80 @@ func BenchmarkMetrics10k(b *testing.B) {
 		size = rec.Body.Len()
 	}
 	b.ReportMetric(float64(size), "bytes/scrape")
+}
+
+// TestMetricsNodeNamesItsDevices: a device name is the node's to choose;
+// quotes, backslashes, new lines and bytes that are no UTF-8 come out
+// escaped and valid, and every other series is still there. (Through
+// client_golang's const metrics, one node's device name that was no UTF-8
+// lost whole families, hoststat_node_up of every node among them.)
+func TestMetricsNodeNamesItsDevices(t *testing.T) {
+	tb, src := openLab(t, 2, time.Minute)
+	tb.RenameDevice(1, 0, "e\"t\\h\n0")
+	tb.RenameDevice(1, 1, "bad\xff\xfe")
+	if err := tb.Step(); err != nil {
+		t.Fatal(err)
+	}
+	hs := startServer(t, src, time.Second)
+	code, body, _ := get(t, hs.URL+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := tb.Sample(1)
+	for dev, want := range map[string]float64{"e\"t\\h\n0": float64(sent.Net[0].RxBytes), "bad\uFFFD\uFFFD": float64(sent.Net[1].RxBytes)} {
+		if got, ok := metricValue(t, fams, "node_network_receive_bytes_total", map[string]string{"node": "1", "device": dev}); !ok || got != want {
+			t.Errorf("device %q: %v (found %v), want %v", dev, got, ok, want)
+		}
+	}
+	for _, node := range []string{"0", "1"} {
+		if up, ok := metricValue(t, fams, "hoststat_node_up", map[string]string{"node": node}); !ok || up != 1 {
+			t.Errorf("hoststat_node_up of node %s: %v (found %v)", node, up, ok)
+		}
+	}
+	viewtest.Promtool(t, string(body))
+}
+
+// TestMetricsGzipAndBound: a scraper that takes gzip gets it; scrapes
+// beyond maxScrapes at once are refused, not queued.
+func TestMetricsGzipAndBound(t *testing.T) {
+	_, src := openLab(t, 3, time.Minute)
+	srv := NewServer(ServerConfig{Source: src})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	req, _ := http.NewRequest("GET", hs.URL+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	res, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(res.Body)
+	if err != nil || res.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("gzip: %v, Content-Encoding %q", err, res.Header.Get("Content-Encoding"))
+	}
+	b, err := io.ReadAll(zr)
+	res.Body.Close()
+	if err != nil || !bytes.Contains(b, []byte(`node_load1{host="",node="2"} 0.52`)) {
+		t.Errorf("gunzipped scrape (%v): %.300s", err, b)
+	}
+	h := srv.metrics.(*metricsHandler)
+	var held []*nodeWriter
+	for range maxScrapes {
+		held = append(held, <-h.writers) // as if that many scrapes were being written
+	}
+	if code, body, _ := get(t, hs.URL+"/metrics"); code != 503 {
+		t.Errorf("scrape beyond %d at once: %d %s", maxScrapes, code, body)
+	}
+	for _, w := range held {
+		h.writers <- w
+	}
+	if code, _, _ := get(t, hs.URL+"/metrics"); code != 200 {
+		t.Errorf("scrape after the others: %d", code)
+	}
 }
 
 // TestMetricsRecvstatsCounters: recvstats' counters, as it publishes them

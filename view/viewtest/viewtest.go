@@ -82,6 +82,14 @@ func (tb *Table) Stop(node int) {
 	tb.stopped[node] = true
 }
 
+// RenameDevice gives node's device i (0 lo, 1 eth0) another name from its
+// next report on: a node names its devices as it likes.
+func (tb *Table) RenameDevice(node, i int, name string) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	tb.samples[node].Net[i].Name = name
+}
+
 // Refresh reports every node not stopped, seen now.
 func (tb *Table) Refresh() error { return tb.RefreshAt(time.Now()) }
 
