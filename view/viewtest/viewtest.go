@@ -164,8 +164,8 @@ type Past func(node int, at time.Time) (busy int, up bool)
 
 // KeepHistory starts the history file beside the table, as recvstats
 // keeps it, with the default sizes (the first 1024 nodes), and fills it
-// with what every node reported over the span up to the table's last
-// report: a point every step, by past. From then on every report
+// with what every node reported over the span up to now: a point every
+// step, by past. From then on every report
 // is appended too.
 func (tb *Table) KeepHistory(t testing.TB, span, step time.Duration, past Past) *shm.HistoryWriter {
 	tb.mu.Lock()
@@ -175,17 +175,24 @@ func (tb *Table) KeepHistory(t testing.TB, span, step time.Duration, past Past) 
 		t.Fatal(err)
 	}
 	tb.hist = h
-	end := tb.last // up to the last report, so that the next one follows on
-	for node := range min(tb.nodes, 1024) {
-		for k := int(span / step); k >= 0; k-- {
-			at := end.Add(-time.Duration(k) * step)
-			busy, up := past(node, at)
-			if !up {
-				continue // recvstats writes nothing for a silent node
+	// Up to now, again until caught up (filling takes a while under the
+	// race detector), so that the next report follows on without a gap.
+	from := time.Now().Add(-span)
+	for end := time.Now(); ; end = time.Now() {
+		for node := range min(tb.nodes, 1024) {
+			for at := from; !at.After(end); at = at.Add(step) {
+				busy, up := past(node, at)
+				if !up {
+					continue // recvstats writes nothing for a silent node
+				}
+				if err := h.Append(node, at, PastFigures(busy)); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if err := h.Append(node, at, PastFigures(busy)); err != nil {
-				t.Fatal(err)
-			}
+		}
+		from = end.Add(step)
+		if time.Since(end) < step {
+			break
 		}
 	}
 	return h

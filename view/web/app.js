@@ -8,7 +8,8 @@
   const nodes = new Map(); // node -> row
   let seq = 0, figure = 0, order = 0, query = "", layout = [], tile = 16, cols = 1, downAfter = 0;
   let selected = -1, detailTimer = 0, es = null;
-  const stats = { updates: 0, totalMs: 0, maxMs: 0, lastMs: 0, bytes: 0, fulls: 0 };
+  // Update costs: the whole handler, and of the worst update its parse and draw parts.
+  const stats = { updates: 0, totalMs: 0, maxMs: 0, lastMs: 0, bytes: 0, fulls: 0, maxParseMs: 0, maxDrawMs: 0, drawMs: 0 };
   const $ = (id) => document.getElementById(id);
   const canvas = $("grid"), ctx = canvas.getContext("2d");
 
@@ -56,44 +57,65 @@
   const PALETTE = Array.from({ length: 101 }, (_, i) => rgb(i / 100));
   let dirty = true; // the set of nodes, their order or the filter changed
 
+  // The theme's colours, read once per theme (getComputedStyle after the
+  // page changed recalculates its style), as CSS and as pixels.
+  let colours = null;
+  function colour(name) {
+    if (!colours) {
+      colours = {};
+      for (const v of ["--bg", "--fg", "--late", "--down", "--downline"]) colours[v] = css(v);
+      colours.px = [...PALETTE, colours["--late"], colours["--down"], colours["--bg"]].map(pixel);
+    }
+    return colours[name];
+  }
+  // pixel is a CSS colour as ImageData holds it, read through a 1×1 canvas.
+  const probe = document.createElement("canvas").getContext("2d", { willReadFrequently: true });
+  function pixel(c) {
+    probe.clearRect(0, 0, 1, 1); probe.fillStyle = c; probe.fillRect(0, 0, 1, 1);
+    return new Uint32Array(probe.getImageData(0, 0, 1, 1).data.buffer)[0];
+  }
+  // The grid's room, kept by a ResizeObserver: reading it in draw would
+  // force a layout after every change of the page.
+  let roomW = 0, roomH = 0;
+  const LATE_C = 101, DOWN_C = 102, BG_C = 103;
+  let img = null, px = null; // the grid's pixels, reused by every draw
+  let countsHTML = "";
+
   function draw() {
     if (dirty || order !== 0) { layout = visible(); dirty = false; }
-    const wrap = $("gridwrap"), W = wrap.clientWidth - 12, H = wrap.clientHeight - 12, n = Math.max(layout.length, 1);
+    const W = roomW - 12, H = roomH - 12, n = Math.max(layout.length, 1);
     tile = Math.max(8, Math.min(64, Math.floor(Math.sqrt((W * H) / n))));
     cols = Math.max(1, Math.floor(W / tile));
     while (tile > 8 && Math.ceil(n / cols) * tile > H) { tile--; cols = Math.max(1, Math.floor(W / tile)); }
     const rows = Math.ceil(n / cols), dpr = window.devicePixelRatio || 1;
     const cw = cols * tile, ch = rows * tile;
-    if (canvas.width !== cw * dpr || canvas.height !== ch * dpr) {
-      canvas.width = cw * dpr; canvas.height = ch * dpr;
+    if (canvas.width !== Math.round(cw * dpr) || canvas.height !== Math.round(ch * dpr)) {
+      canvas.width = Math.round(cw * dpr); canvas.height = Math.round(ch * dpr);
       canvas.style.width = cw + "px"; canvas.style.height = ch + "px";
     }
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.fillStyle = css("--bg"); ctx.fillRect(0, 0, cw, ch);
-    const gap = tile >= 16 ? 2 : 1, s = tile - gap;
-    // One path per colour: a few dozen fills for any number of nodes.
-    const buckets = new Map(), downs = [], lates = [];
-    for (let i = 0; i < layout.length; i++) {
-      const r = layout[i];
-      if (r[STATE] === DOWN) downs.push(i);
-      else if (r[STATE] === LATE) lates.push(i);
-      else {
-        const c = PALETTE[Math.round(100 * level(r, figure))];
-        let b = buckets.get(c);
-        if (!b) buckets.set(c, (b = []));
-        b.push(i);
+    // The tiles are written as pixels and put in one copy: as canvas
+    // paths, 10,000 rectangles cost the page 10-20 ms of rasterising,
+    // now and then inside the update (docs/benchmarks.md).
+    const Wd = canvas.width, Hd = canvas.height;
+    if (!img || img.width !== Wd || img.height !== Hd) { img = ctx.createImageData(Wd, Hd); px = new Uint32Array(img.data.buffer); }
+    const pal = colour("px");
+    px.fill(pal[BG_C]);
+    const gap = tile >= 16 ? 2 : 1, s = tile - gap, L = layout.length, downs = [];
+    const side = Math.max(Math.round(s * dpr), 1);
+    for (let i = 0; i < L; i++) {
+      const r = layout[i], st = r[STATE];
+      if (st === DOWN) downs.push(i);
+      const p = pal[st === DOWN ? DOWN_C : st === LATE ? LATE_C : Math.round(100 * level(r, figure))];
+      const x0 = Math.round((i % cols) * tile * dpr), y0 = Math.round(Math.floor(i / cols) * tile * dpr);
+      const x1 = Math.min(x0 + side, Wd), y1 = Math.min(y0 + side, Hd);
+      for (let y = y0; y < y1; y++) {
+        for (let o = y * Wd + x0, e = y * Wd + x1; o < e; o++) px[o] = p;
       }
     }
-    const fillAll = (style, idx) => {
-      ctx.fillStyle = style; ctx.beginPath();
-      for (const i of idx) ctx.rect((i % cols) * tile, Math.floor(i / cols) * tile, s, s);
-      ctx.fill();
-    };
-    for (const [c, idx] of buckets) fillAll(c, idx);
-    fillAll(css("--late"), lates);
-    fillAll(css("--down"), downs);
+    ctx.putImageData(img, 0, 0);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     if (downs.length) { // a red cross and frame: down is unmistakable at any size, in any theme
-      ctx.strokeStyle = css("--downline"); ctx.lineWidth = tile >= 16 ? 2 : 1; ctx.beginPath();
+      ctx.strokeStyle = colour("--downline"); ctx.lineWidth = tile >= 16 ? 2 : 1; ctx.beginPath();
       for (const i of downs) {
         const x = (i % cols) * tile, y = Math.floor(i / cols) * tile;
         ctx.moveTo(x + 1, y + 1); ctx.lineTo(x + s - 1, y + s - 1);
@@ -104,7 +126,7 @@
     }
     const si = layout.findIndex((r) => r[NODE] === selected);
     if (si >= 0) {
-      ctx.strokeStyle = css("--fg"); ctx.lineWidth = 2;
+      ctx.strokeStyle = colour("--fg"); ctx.lineWidth = 2;
       ctx.strokeRect((si % cols) * tile + 1, Math.floor(si / cols) * tile + 1, s - 2, s - 2);
     }
     if (tile >= 28) {
@@ -120,7 +142,8 @@
     }
     let c = [0, 0, 0];
     for (const r of nodes.values()) c[r[STATE]]++;
-    $("counts").innerHTML = `${nodes.size} nodes · ${c[UP]} up · ${c[LATE]} late · <span class="${c[DOWN] ? "ndown" : ""}">${c[DOWN]} down</span>`;
+    const h = `${nodes.size} nodes · ${c[UP]} up · ${c[LATE]} late · <span class="${c[DOWN] ? "ndown" : ""}">${c[DOWN]} down</span>`;
+    if (h !== countsHTML) $("counts").innerHTML = countsHTML = h; // unchanged: the page's layout stays valid
   }
 
   function apply(f) {
@@ -137,13 +160,18 @@
     const b = $("banner");
     b.hidden = f.writer_alive;
     if (!f.writer_alive) b.textContent = "recvstats does not have the table open: these figures are frozen";
+    const t0 = performance.now();
     draw();
+    stats.drawMs = performance.now() - t0;
   }
   function onMessage(e) {
     const t0 = performance.now();
-    apply(JSON.parse(e.data));
+    const f = JSON.parse(e.data), t1 = performance.now();
+    stats.drawMs = 0;
+    apply(f);
     const ms = performance.now() - t0;
-    stats.updates++; stats.totalMs += ms; stats.lastMs = ms; stats.maxMs = Math.max(stats.maxMs, ms);
+    stats.updates++; stats.totalMs += ms; stats.lastMs = ms;
+    if (ms > stats.maxMs) { stats.maxMs = ms; stats.maxParseMs = t1 - t0; stats.maxDrawMs = stats.drawMs; }
     stats.bytes += e.data.length;
   }
   function connect() {
@@ -310,10 +338,15 @@
   $("theme").onclick = () => {
     const d = root.classList.toggle("dark");
     localStorage.setItem("beostatus-theme", d ? "dark" : "light");
+    colours = null;
     draw();
     if (hist && !$("detail").hidden) drawCharts();
   };
-  window.addEventListener("resize", draw);
+  new ResizeObserver(([e]) => {
+    roomW = e.target.clientWidth; roomH = e.target.clientHeight;
+    draw();
+  }).observe($("gridwrap"));
+  roomW = $("gridwrap").clientWidth; roomH = $("gridwrap").clientHeight;
 
   // For tests and benchmarks: what was drawn where, and the update costs.
   window.beostatus = {
