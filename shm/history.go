@@ -372,30 +372,13 @@ func (h *HistoryWriter) patch(off, n int, edit func([]byte)) {
 // the full-resolution points of that minute, and marks the minutes since
 // the previous one-minute point as without data.
 func (h *HistoryWriter) closeMinute(off int, s, fine []byte, count, next int, minute int64) {
-	var sum Figures
-	up := 0
+	var sum FiguresSum
 	for i := 1; i <= count; i++ {
 		p := fine[((next-i+h.g.fine)%h.g.fine)*fineSize:][:fineSize]
 		if int64(le.Uint32(p))/60 < minute {
 			break
 		}
-		f := decodeFigures(p[4:])
-		if !f.Up {
-			continue
-		}
-		up++
-		sum.CPUPercent += f.CPUPercent
-		sum.Load1 += f.Load1
-		sum.MemUsed += f.MemUsed
-		sum.SwapUsed += f.SwapUsed
-		sum.RxBytesPerSec += f.RxBytesPerSec
-		sum.TxBytesPerSec += f.TxBytesPerSec
-	}
-	if up > 0 {
-		d := float64(up)
-		sum = Figures{Up: true, CPUPercent: sum.CPUPercent / d, Load1: sum.Load1 / d,
-			MemUsed: sum.MemUsed / uint64(up), SwapUsed: sum.SwapUsed / uint64(up),
-			RxBytesPerSec: sum.RxBytesPerSec / d, TxBytesPerSec: sum.TxBytesPerSec / d}
+		sum.Add(decodeFigures(p[4:]))
 	}
 	prev := int64(le.Uint64(s[sMinute:]))
 	if prev >= minute {
@@ -411,8 +394,40 @@ func (h *HistoryWriter) closeMinute(off int, s, fine []byte, count, next int, mi
 	for m := first; m < minute; m++ {
 		h.patch(entry(m), coarseSize, noData)
 	}
-	h.patch(entry(minute), coarseSize, func(p []byte) { encodeFigures(p, sum) })
+	h.patch(entry(minute), coarseSize, func(p []byte) { encodeFigures(p, sum.Mean()) })
 	h.patch(off+sMinute, 8, func(p []byte) { le.PutUint64(p, uint64(minute)) })
+}
+
+// FiguresSum adds up figures to average them as a one-minute point does:
+// over the times the node was up.
+type FiguresSum struct {
+	n int
+	s Figures
+}
+
+// Add counts f when the node was up.
+func (a *FiguresSum) Add(f Figures) {
+	if !f.Up {
+		return
+	}
+	a.n++
+	a.s.CPUPercent += f.CPUPercent
+	a.s.Load1 += f.Load1
+	a.s.MemUsed += f.MemUsed
+	a.s.SwapUsed += f.SwapUsed
+	a.s.RxBytesPerSec += f.RxBytesPerSec
+	a.s.TxBytesPerSec += f.TxBytesPerSec
+}
+
+// Mean is the average of what was added; down when nothing was.
+func (a *FiguresSum) Mean() Figures {
+	if a.n == 0 {
+		return Figures{}
+	}
+	d, s := float64(a.n), a.s
+	return Figures{Up: true, CPUPercent: s.CPUPercent / d, Load1: s.Load1 / d,
+		MemUsed: s.MemUsed / uint64(a.n), SwapUsed: s.SwapUsed / uint64(a.n),
+		RxBytesPerSec: s.RxBytesPerSec / d, TxBytesPerSec: s.TxBytesPerSec / d}
 }
 
 func encodeFine(p []byte, sec uint32, f Figures) {

@@ -13,9 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/hoststat/hoststat/internal/loopback"
 )
 
@@ -63,11 +60,9 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(cfg.Source, cfg.Logger))
 	return &Server{
 		cfg:     cfg,
-		metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4, ErrorHandling: promhttp.ContinueOnError}),
+		metrics: newMetricsHandler(cfg.Source, cfg.Logger),
 		enc:     NewEncoder(),
 		subs:    map[chan []byte]struct{}{},
 	}
@@ -81,6 +76,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /", http.FileServerFS(static))
 	mux.HandleFunc("GET /api/nodes", s.apiNodes)
 	mux.HandleFunc("GET /api/node/{n}", s.apiNode)
+	mux.HandleFunc("GET /api/node/{n}/history", s.apiHistory)
 	mux.HandleFunc("GET /events", s.events)
 	mux.Handle("GET /metrics", s.metrics)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -125,17 +121,24 @@ func (s *Server) apiNodes(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, NodesReply{snap.Time, snap.DownAfter.Seconds(), snap.WriterAlive, snap.Nodes})
 }
 
-// DetailReply is what /api/node/N returns. History is false until the
-// table keeps history: the views then say there is none.
+// DetailReply is what /api/node/N returns.
 type DetailReply struct {
 	Detail
-	History bool `json:"history"`
 }
 
-func (s *Server) apiNode(w http.ResponseWriter, r *http.Request) {
+// nodeNumber is the {n} of a request's path, or false after answering 400.
+func nodeNumber(w http.ResponseWriter, r *http.Request) (int, bool) {
 	n, err := strconv.Atoi(r.PathValue("n"))
 	if err != nil || n < 0 {
 		http.Error(w, fmt.Sprintf("node %q is not a node number", r.PathValue("n")), http.StatusBadRequest)
+		return 0, false
+	}
+	return n, true
+}
+
+func (s *Server) apiNode(w http.ResponseWriter, r *http.Request) {
+	n, ok := nodeNumber(w, r)
+	if !ok {
 		return
 	}
 	d, err := s.cfg.Source.Detail(n)
@@ -148,6 +151,44 @@ func (s *Server) apiNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, DetailReply{Detail: d})
+}
+
+// apiHistory answers /api/node/N/history[?since=DUR]: the node's two
+// chart series, from the history file. since (a duration back from now,
+// default and at most 24h) shortens the one-minute series; each series
+// holds at most maxSeriesPoints points.
+func (s *Server) apiHistory(w http.ResponseWriter, r *http.Request) {
+	n, ok := nodeNumber(w, r)
+	if !ok {
+		return
+	}
+	since := MinuteWindow
+	if v := r.URL.Query().Get("since"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			http.Error(w, fmt.Sprintf("since %q is not a positive duration (like 15m or 24h)", v), http.StatusBadRequest)
+			return
+		}
+		since = min(d, MinuteWindow)
+	}
+	hs, ok := s.cfg.Source.(HistorySource)
+	if !ok {
+		http.Error(w, ErrNoHistory.Error(), http.StatusNotFound)
+		return
+	}
+	now := time.Now()
+	h, err := hs.History(n, now)
+	if errors.Is(err, ErrNoHistory) {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		http.Error(w, "reading the history: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	h.Minutes.trim(now.Add(-since).Unix())
+	h.Fine.trim(now.Add(-since).Unix())
+	writeJSON(w, h)
 }
 
 // step reads the table and sends the delta to every stream; the caller

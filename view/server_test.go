@@ -3,6 +3,7 @@ package view
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -64,7 +65,7 @@ func TestAPI(t *testing.T) {
 	if code != 200 || json.Unmarshal(body, &d) != nil {
 		t.Fatalf("/api/node/2: %d %s", code, body)
 	}
-	if len(d.PerCPU) != 2 || d.PerCPU[1].MHz != 2001 || len(d.Net) != 2 || d.Net[1].RxBytesPerSec != 26000 || d.History {
+	if len(d.PerCPU) != 2 || d.PerCPU[1].MHz != 2001 || len(d.Net) != 2 || d.Net[1].RxBytesPerSec != 26000 {
 		t.Errorf("/api/node/2: %+v", d)
 	}
 	for path, want := range map[string]int{"/api/node/9": 404, "/api/node/x": 400, "/api/node/-1": 400, "/nope": 404} {
@@ -76,6 +77,68 @@ func TestAPI(t *testing.T) {
 	for _, p := range []string{"/", "/app.js", "/app.css"} {
 		if code, body, h := get(t, hs.URL+p); code != 200 || len(body) == 0 || h.Get("Content-Security-Policy") == "" {
 			t.Errorf("%s: %d, %d bytes, CSP %q", p, code, len(body), h.Get("Content-Security-Policy"))
+		}
+	}
+}
+
+// TestHistoryAPI: /api/node/N/history serves what the history file holds
+// of the node, shaped into the two chart series, with its silences as
+// gaps.
+func TestHistoryAPI(t *testing.T) {
+	tb, src := openLab(t, 3, 5*time.Second)
+	hs := startServer(t, src, time.Second)
+	if code, body, _ := get(t, hs.URL+"/api/node/1/history"); code != 404 || !strings.Contains(string(body), "recvstats keeps none") {
+		t.Errorf("before the history file exists: %d %s", code, body)
+	}
+	// Three hours of history at one point per 20 s; node 1 silent from
+	// 70 to 50 minutes ago.
+	end := time.Now()
+	tb.KeepHistory(t, 3*time.Hour, 20*time.Second, func(node int, at time.Time) (int, bool) {
+		ago := end.Sub(at)
+		return 10 + node*10, node != 1 || ago > 70*time.Minute || ago < 50*time.Minute
+	})
+	if err := tb.Step(); err != nil {
+		t.Fatal(err)
+	}
+	code, body, h := get(t, hs.URL+"/api/node/1/history")
+	var got History
+	if code != 200 || h.Get("Content-Type") != "application/json" || json.Unmarshal(body, &got) != nil {
+		t.Fatalf("history: %d %s", code, body)
+	}
+	r, err := shm.OpenHistoryReader(tb.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_, fine, _, err := r.Read(1, time.Unix(got.Fine.From, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Fine.Time) != len(fine) || got.Fine.Time[len(fine)-1] != fine[len(fine)-1].Time.Unix() ||
+		got.Fine.CPU[len(fine)-1] != fine[len(fine)-1].CPUPercent || got.Fine.Resolution != "full" {
+		t.Errorf("fine series: %d points (last %v), the file has %d (last %+v)", len(got.Fine.Time), got.Fine.CPU[len(got.Fine.CPU)-1], len(fine), fine[len(fine)-1])
+	}
+	if got.MemTotal != viewtest.MemTotal || got.Minutes.Resolution != "1m" || got.Minutes.To-got.Minutes.From != 86400 {
+		t.Errorf("history: mem total %d, minutes %s over %d s", got.MemTotal, got.Minutes.Resolution, got.Minutes.To-got.Minutes.From)
+	}
+	// Every minute of the three hours but the silence has a point of 20 %.
+	if n := len(got.Minutes.Time); n < 155 || n > 162 || got.Minutes.CPU[0] != 20 {
+		t.Errorf("minutes: %d points, first %v", n, got.Minutes.CPU[:1])
+	}
+	if g := got.Minutes.Gaps; len(g) != 1 || end.Unix()-g[0][0] < 70*60 || end.Unix()-g[0][0] > 72*60 {
+		t.Errorf("minute gaps %v (now %d)", got.Minutes.Gaps, end.Unix())
+	}
+	// since shortens both; a node without history and bad input are refused.
+	_, body, _ = get(t, hs.URL+"/api/node/2/history?since=30m")
+	var short History
+	if json.Unmarshal(body, &short) != nil || short.Minutes.To-short.Minutes.From != 1800 || len(short.Minutes.Time) > 31 ||
+		len(short.Minutes.Time) < 29 || len(short.Fine.Time) == 0 {
+		t.Errorf("since=30m: minutes over %d s, %d points; %d fine", short.Minutes.To-short.Minutes.From, len(short.Minutes.Time), len(short.Fine.Time))
+	}
+	for path, want := range map[string]int{"/api/node/7/history": 404, "/api/node/x/history": 400,
+		"/api/node/1/history?since=yesterday": 400, "/api/node/1/history?since=-1h": 400} {
+		if code, body, _ := get(t, hs.URL+path); code != want {
+			t.Errorf("%s: %d %s, want %d", path, code, body, want)
 		}
 	}
 }
@@ -363,6 +426,80 @@ func BenchmarkMetrics10k(b *testing.B) {
 		size = rec.Body.Len()
 	}
 	b.ReportMetric(float64(size), "bytes/scrape")
+}
+
+// TestMetricsNodeNamesItsDevices: a device name is the node's to choose;
+// quotes, backslashes, new lines and bytes that are no UTF-8 come out
+// escaped and valid, and every other series is still there. (Through
+// client_golang's const metrics, one node's device name that was no UTF-8
+// lost whole families, hoststat_node_up of every node among them.)
+func TestMetricsNodeNamesItsDevices(t *testing.T) {
+	tb, src := openLab(t, 2, time.Minute)
+	tb.RenameDevice(1, 0, "e\"t\\h\n0")
+	tb.RenameDevice(1, 1, "bad\xff\xfe")
+	if err := tb.Step(); err != nil {
+		t.Fatal(err)
+	}
+	hs := startServer(t, src, time.Second)
+	code, body, _ := get(t, hs.URL+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := tb.Sample(1)
+	for dev, want := range map[string]float64{"e\"t\\h\n0": float64(sent.Net[0].RxBytes), "bad\uFFFD\uFFFD": float64(sent.Net[1].RxBytes)} {
+		if got, ok := metricValue(t, fams, "node_network_receive_bytes_total", map[string]string{"node": "1", "device": dev}); !ok || got != want {
+			t.Errorf("device %q: %v (found %v), want %v", dev, got, ok, want)
+		}
+	}
+	for _, node := range []string{"0", "1"} {
+		if up, ok := metricValue(t, fams, "hoststat_node_up", map[string]string{"node": node}); !ok || up != 1 {
+			t.Errorf("hoststat_node_up of node %s: %v (found %v)", node, up, ok)
+		}
+	}
+	viewtest.Promtool(t, string(body))
+}
+
+// TestMetricsGzipAndBound: a scraper that takes gzip gets it; scrapes
+// beyond maxScrapes at once are refused, not queued.
+func TestMetricsGzipAndBound(t *testing.T) {
+	_, src := openLab(t, 3, time.Minute)
+	srv := NewServer(ServerConfig{Source: src})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	req, _ := http.NewRequest("GET", hs.URL+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	res, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(res.Body)
+	if err != nil || res.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("gzip: %v, Content-Encoding %q", err, res.Header.Get("Content-Encoding"))
+	}
+	b, err := io.ReadAll(zr)
+	res.Body.Close()
+	if err != nil || !bytes.Contains(b, []byte(`node_load1{host="",node="2"} 0.52`)) {
+		t.Errorf("gunzipped scrape (%v): %.300s", err, b)
+	}
+	h := srv.metrics.(*metricsHandler)
+	var held []*nodeWriter
+	for range maxScrapes {
+		held = append(held, <-h.writers) // as if that many scrapes were being written
+	}
+	if code, body, _ := get(t, hs.URL+"/metrics"); code != 503 {
+		t.Errorf("scrape beyond %d at once: %d %s", maxScrapes, code, body)
+	}
+	for _, w := range held {
+		h.writers <- w
+	}
+	if code, _, _ := get(t, hs.URL+"/metrics"); code != 200 {
+		t.Errorf("scrape after the others: %d", code)
+	}
 }
 
 // TestMetricsRecvstatsCounters: recvstats' counters, as it publishes them

@@ -3,6 +3,8 @@ package view
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"sync"
 	"time"
 
 	"github.com/hoststat/hoststat/beostat"
@@ -24,6 +26,16 @@ type Source interface {
 	// between calls (f may keep what it is given).
 	Details(f func(*Detail)) error
 }
+
+// HistorySource is a Source that also reads the nodes' history.
+type HistorySource interface {
+	// History is node's chart series as of now; ErrNoHistory when none is
+	// kept for it.
+	History(node int, now time.Time) (History, error)
+}
+
+// ErrNoHistory says the history file is not there or has nothing of a node.
+var ErrNoHistory = errors.New("no history of the node")
 
 // ReceiverCounters are recvstats' own counters, as it publishes them in
 // the table's header.
@@ -51,7 +63,11 @@ var ErrNoNode = errors.New("no such node in the table")
 
 // TableSource reads the shared-memory table recvstats writes.
 type TableSource struct {
-	t *beostat.Table
+	t   *beostat.Table
+	dir string
+
+	hmu  sync.Mutex // the history reader is not safe for concurrent use
+	hist *shm.HistoryReader
 }
 
 // OpenTable opens the table in dir ("" for the default, /var/shm).
@@ -60,14 +76,53 @@ func OpenTable(dir string) (*TableSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &TableSource{t: t}, nil
+	return &TableSource{t: t, dir: dir}, nil
+}
+
+// History implements HistorySource: the history file beside the table,
+// opened at the first call that finds it (recvstats may start keeping
+// one after beostatus started).
+func (s *TableSource) History(node int, now time.Time) (History, error) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	if s.hist == nil {
+		r, err := shm.OpenHistoryReader(s.dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return History{}, fmt.Errorf("node %d: %w (recvstats keeps none: --history-nodes 0, or another --shm-dir)", node, ErrNoHistory)
+		}
+		if err != nil {
+			return History{}, err
+		}
+		s.hist = r
+	}
+	minutes, fine, ok, err := s.hist.Read(node, now.Add(-MinuteWindow))
+	if err != nil {
+		return History{}, err
+	}
+	if !ok {
+		return History{}, fmt.Errorf("node %d: %w (not heard from since recvstats keeps history, or beyond --history-nodes)", node, ErrNoHistory)
+	}
+	h := History{Node: node}
+	if st, err := s.t.Detail(node); err == nil {
+		h.MemTotal = st.MemTotal
+	}
+	h.Fine, h.Minutes = Charts(minutes, fine, now, s.t.Info().DownAfter)
+	return h, nil
 }
 
 // Path is the table file.
 func (s *TableSource) Path() string { return s.t.Path() }
 
-// Close releases the table.
-func (s *TableSource) Close() error { return s.t.Close() }
+// Close releases the table and the history.
+func (s *TableSource) Close() error {
+	s.hmu.Lock()
+	if s.hist != nil {
+		s.hist.Close()
+		s.hist = nil
+	}
+	s.hmu.Unlock()
+	return s.t.Close()
+}
 
 // ReceiverCounters implements CounterSource.
 func (s *TableSource) ReceiverCounters() ReceiverCounters {

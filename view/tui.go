@@ -29,6 +29,8 @@ type TUI struct {
 	sel     int // selected node number, -1 for none
 	detail  *Detail
 	detErr  error
+	hist    *History // the detail's node's history; nil when none
+	histErr error
 	show    bool // detail pane open
 
 	width, height int
@@ -45,8 +47,10 @@ type snapMsg struct {
 }
 
 type detailMsg struct {
-	d   Detail
-	err error
+	d       Detail
+	err     error
+	hist    *History
+	histErr error
 }
 
 type tickMsg struct{}
@@ -59,7 +63,15 @@ func (m *TUI) fetch() tea.Msg {
 func (m *TUI) fetchDetail(node int) tea.Cmd {
 	return func() tea.Msg {
 		d, err := m.src.Detail(node)
-		return detailMsg{d, err}
+		msg := detailMsg{d: d, err: err, histErr: ErrNoHistory}
+		if hs, ok := m.src.(HistorySource); ok && err == nil {
+			h, err := hs.History(node, time.Now())
+			msg.histErr = err
+			if err == nil {
+				msg.hist = &h
+			}
+		}
+		return msg
 	}
 }
 
@@ -86,6 +98,7 @@ func (m *TUI) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.detail, m.detErr = nil, msg.err
 		} else if msg.d.Node.Node == m.sel {
 			m.detail, m.detErr = &msg.d, nil
+			m.hist, m.histErr = msg.hist, msg.histErr
 		}
 	case tea.KeyMsg:
 		return m.key(msg)
@@ -349,6 +362,62 @@ func (m *TUI) detailPane() string {
 	for _, x := range d.Net {
 		fmt.Fprintf(&b, "%-8.8s in %6s/s out %6s/s\n", x.Name, Bytes(x.RxBytesPerSec), Bytes(x.TxBytesPerSec))
 	}
-	b.WriteString(styleKeys.Render("history: not drawn here yet (beostat --history N prints it)"))
+	m.sparklines(&b)
 	return styleBox.Width(detailWidth - 2).Render(b.String())
+}
+
+// sparkWidth is the cells of a sparkline in the detail pane.
+const sparkWidth = 26
+
+// sparklines draws the node's history: the last 15 minutes of every
+// figure, the last day of CPU and memory.
+func (m *TUI) sparklines(b *strings.Builder) {
+	h := m.hist
+	if h == nil {
+		msg := "history: none"
+		if m.histErr != nil {
+			msg = "history: " + m.histErr.Error()
+		}
+		b.WriteString(styleKeys.Render(msg))
+		return
+	}
+	cpus := 1
+	if m.detail != nil {
+		cpus = max(m.detail.CPUs, 1)
+	}
+	line := func(s *Series, name string, value func(int) float64, hi float64, show func(float64) string) {
+		now := "-"
+		if k := len(s.Time) - 1; k >= 0 && !s.EndsDown() {
+			now = show(value(k))
+		}
+		fmt.Fprintf(b, "%-4s %s %7s\n", name, Sparkline(s, value, hi, sparkWidth), now)
+	}
+	pct := func(v float64) string { return fmt.Sprintf("%.0f%%", v) }
+	rate := func(v float64) string { return Bytes(v) + "/s" }
+	mem := func(s *Series) func(int) float64 { return func(i int) float64 { return float64(s.Mem[i]) } }
+	memHi := func(s *Series) float64 {
+		if h.MemTotal > 0 {
+			return float64(h.MemTotal)
+		}
+		return Peak(len(s.Mem), mem(s), 1)
+	}
+	for _, s := range []*Series{&h.Fine, &h.Minutes} {
+		title := "last 15 min"
+		if s == &h.Minutes {
+			title = "last 24 h, per minute"
+		}
+		b.WriteString(styleKeys.Render(fmt.Sprintf("%s, %d points", title, len(s.Time))) + "\n")
+		line(s, "cpu", func(i int) float64 { return s.CPU[i] }, 100, pct)
+		line(s, "mem", mem(s), memHi(s), func(v float64) string { return Bytes(v) })
+		if s == &h.Minutes {
+			continue
+		}
+		load := func(i int) float64 { return s.Load1[i] }
+		line(s, "load", load, Peak(len(s.Load1), load, float64(cpus)), func(v float64) string { return fmt.Sprintf("%.2f", v) })
+		rx, tx := func(i int) float64 { return s.Rx[i] }, func(i int) float64 { return s.Tx[i] }
+		hi := max(Peak(len(s.Rx), rx, 1024), Peak(len(s.Tx), tx, 1024))
+		line(s, "in", rx, hi, rate)
+		line(s, "out", tx, hi, rate)
+	}
+	b.WriteString(styleKeys.Render("· down or not heard from"))
 }

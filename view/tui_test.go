@@ -1,11 +1,14 @@
 package view
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/hoststat/hoststat/view/viewtest"
 )
 
 // drive runs cmd and feeds what it returns back into m, as bubbletea's
@@ -89,7 +92,40 @@ func TestTUIKeys(t *testing.T) {
 		t.Fatalf("detail: sel %d show %v detail %v", m.sel, m.show, m.detail)
 	}
 	v = m.View()
-	for _, want := range []string{"node 1  UP", "cpu0", "cpu1", "13%", "history: not drawn here yet"} {
+	for _, want := range []string{"node 1  UP", "cpu0", "cpu1", "13%", "history: node 1: no history"} {
+		if !strings.Contains(v, want) {
+			t.Errorf("detail pane lacks %q:\n%s", want, v)
+		}
+	}
+
+	// With history: node 1 idle until 8 minutes ago, then 90 % busy.
+	end := time.Now()
+	tb.KeepHistory(t, time.Hour, time.Second, func(node int, at time.Time) (int, bool) {
+		if node == 1 && end.Sub(at) < 8*time.Minute {
+			return 90, true
+		}
+		return 0, true
+	})
+	tb.Busy = func(node, round int) int {
+		if node == 1 {
+			return 90
+		}
+		return viewtest.DefaultBusy(node, round)
+	}
+	if err := tb.Step(); err != nil {
+		t.Fatal(err)
+	}
+	press(m, "esc", "enter")
+	v = m.View()
+	spark := sparkline(t, v, "cpu ", 0)
+	if r := []rune(spark); r[0] != '▁' || r[len(r)-1] != '▇' || !slices.IsSorted(r) {
+		t.Errorf("cpu sparkline of the last 15 min %q: want idle (▁) rising to 90 %% (▇)\n%s", spark, v)
+	}
+	// Of the day, only the last hour has points: the last two cells of 55 min.
+	if day := []rune(sparkline(t, v, "cpu ", 1)); len(day) != 2 || day[0] != '▁' || day[1] <= '▁' {
+		t.Errorf("cpu sparkline of the day %q", string(day))
+	}
+	for _, want := range []string{"last 15 min", "last 24 h, per minute", "90%"} {
 		if !strings.Contains(v, want) {
 			t.Errorf("detail pane lacks %q:\n%s", want, v)
 		}
@@ -124,6 +160,23 @@ func TestTUIKeys(t *testing.T) {
 	if cmd == nil || cmd() != (tea.QuitMsg{}) {
 		t.Error("q does not quit")
 	}
+}
+
+// sparkline is the cells of the nth sparkline of a figure in the detail
+// pane of view v (the cells between the name and the value).
+func sparkline(t *testing.T, v, name string, nth int) string {
+	t.Helper()
+	for _, line := range strings.Split(v, "\n") {
+		_, rest, ok := strings.Cut(line, "│ "+name+" ")
+		if !ok {
+			continue
+		}
+		if nth--; nth < 0 {
+			return strings.Trim(string([]rune(rest)[:sparkWidth]), " ")
+		}
+	}
+	t.Fatalf("no %q sparkline in\n%s", name, v)
+	return ""
 }
 
 // TestFrozenWhenRecvstatsGone: once recvstats closes the table, both

@@ -179,6 +179,50 @@ func TestLoopbackCluster(t *testing.T) {
 	if ns := nodes(); ns[1].State != view.Up || ns[2].State != view.Down {
 		t.Errorf("after node 2 stopped: node 1 %v, node 2 %v", ns[1].State, ns[2].State)
 	}
+	// The history recvstats kept: node 1's goes on to now, node 2's ends
+	// in a gap since it stopped; the page charts node 2's points.
+	history := func(node int) view.History {
+		res, err := http.Get(fmt.Sprintf("%s/api/node/%d/history", base, node))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var h view.History
+		if err := json.NewDecoder(res.Body).Decode(&h); err != nil || res.StatusCode != 200 {
+			t.Fatalf("history of node %d: %d %v", node, res.StatusCode, err)
+		}
+		return h
+	}
+	h1 := history(1)
+	// Points are stamped in whole seconds: the gap shows up to a second
+	// after the table says down.
+	var h2 view.History
+	netlab.WaitFor(t, 5*time.Second, "node 2's history to end down", func() error {
+		if h2 = history(2); !h2.Fine.EndsDown() {
+			return fmt.Errorf("gaps %v, last point %d, to %d", h2.Fine.Gaps, h2.Fine.Time[len(h2.Fine.Time)-1], h2.Fine.To)
+		}
+		return nil
+	})
+	if n := len(h1.Fine.Time); n < 5 || h1.Fine.EndsDown() || h1.MemTotal != memTotal || h1.Fine.Mem[n-1] == 0 || h1.Fine.Mem[n-1] > memTotal {
+		t.Errorf("node 1's history: %d points, ends down %v, memory %v of %d", n, h1.Fine.EndsDown(), h1.Fine.Mem, h1.MemTotal)
+	}
+	if len(h2.Fine.Time) < 5 {
+		t.Errorf("node 2's history: %d points, gaps %v (to %d)", len(h2.Fine.Time), h2.Fine.Gaps, h2.Fine.To)
+	}
+	at, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](`(() => {
+		const r = document.getElementById("grid").getBoundingClientRect(), t = beostatus.tiles().find((t) => t.node === 2);
+		return [r.left + t.x, r.top + t.y]; })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.MouseClickXY(at[0], at[1])); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`beostatus.charts().node === 2 && beostatus.charts().fine.points === %d && beostatus.charts().fine.gaps >= 1`, len(h2.Fine.Time)),
+		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		c, _ := chromedp.Run(ctx, chromedp.Evaluate[any](`beostatus.charts()`))
+		t.Errorf("node 2's chart never showed its %d points ending down: %v (%v)", len(h2.Fine.Time), c, err)
+	}
 	if m := scrape(); !strings.Contains(m, `hoststat_node_up{host="",node="2"} 0`) || strings.Contains(m, `node_load1{host="",node="2"}`) {
 		t.Errorf("/metrics after node 2 stopped:\n%s", grepLines(m, `node="2"`))
 	}

@@ -39,8 +39,9 @@ func main() {
 const usageHead = `Usage: beostatus [--shm-dir DIR] [--figure cpu|mem|load|net] [--http ADDR [--http-public]]
 
 Shows every cluster node from the table recvstats keeps, live: a grid in
-the terminal, or with --http a web page (with /api/nodes, /api/node/N and
-/metrics for Prometheus). Read-only; needs no privilege.
+the terminal, or with --http a web page (with /api/nodes, /api/node/N,
+/api/node/N/history and /metrics for Prometheus). Read-only; needs no
+privilege.
 
 `
 

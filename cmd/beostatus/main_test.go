@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,23 @@ func TestTerminalUnderTmux(t *testing.T) {
 	tmux := netlab.RequireCommand(t, "tmux")
 	bin := netlab.BuildCommands(t, "./cmd/beostatus")
 	tb := viewtest.New(t, 24, 2*time.Second)
+	// Node 3 was idle until 8 minutes ago, and is 95 % busy since.
+	end := time.Now()
+	tb.KeepHistory(t, 2*time.Hour, time.Second, func(node int, at time.Time) (int, bool) {
+		switch {
+		case node != 3:
+			return viewtest.DefaultBusy(node, 0), true
+		case end.Sub(at) < 8*time.Minute:
+			return 95, true
+		}
+		return 0, true
+	})
+	tb.Busy = func(node, round int) int {
+		if node == 3 {
+			return 95
+		}
+		return viewtest.DefaultBusy(node, round)
+	}
 	stop := make(chan struct{})
 	done := tb.Run(t, 200*time.Millisecond, stop)
 	t.Cleanup(func() { close(stop); <-done })
@@ -107,7 +125,18 @@ func TestTerminalUnderTmux(t *testing.T) {
 	m.do("send-keys", "-t", "bs", "Right")
 	m.do("send-keys", "-t", "bs", "Right")
 	m.do("send-keys", "-t", "bs", "Enter")
-	m.waitFor("the detail pane", "node 3  UP", "cpu1", " 39%", "history: not drawn here yet")
+	m.waitFor("the detail pane", "node 3  UP", "cpu1", " 95%", "last 15 min", "last 24 h, per minute")
+	// The sparkline of the last 15 minutes rises from idle to busy.
+	var spark []rune
+	for _, line := range strings.Split(m.screen(), "\n") {
+		if _, rest, ok := strings.Cut(line, "│ cpu  "); ok {
+			spark = []rune(strings.TrimSpace(string([]rune(rest)[:26])))
+			break
+		}
+	}
+	if len(spark) < 20 || spark[0] != '▁' || spark[len(spark)-1] != '█' || !slices.IsSorted(spark) {
+		t.Errorf("node 3's CPU sparkline %q: want idle (▁) rising to busy (█)\n%s", string(spark), m.screen())
+	}
 	shot := m.do("capture-pane", "-p", "-e", "-t", "bs")
 	if err := os.WriteFile(filepath.Join(t.ArtifactDir(), "beostatus-terminal.ansi"), []byte(shot), 0o644); err != nil {
 		t.Fatal(err)

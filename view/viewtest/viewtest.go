@@ -4,6 +4,7 @@
 package viewtest
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -30,6 +31,7 @@ type Table struct {
 	stopped map[int]bool
 	samples map[int]*sample.Sample
 	fig     rates.Rates
+	hist    *shm.HistoryWriter // nil: no history kept
 	// Busy is the CPU busy percent of node in round; default
 	// DefaultBusy. Set before the first Refresh.
 	Busy func(node, round int) int
@@ -78,6 +80,14 @@ func (tb *Table) Stop(node int) {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	tb.stopped[node] = true
+}
+
+// RenameDevice gives node's device i (0 lo, 1 eth0) another name from its
+// next report on: a node names its devices as it likes.
+func (tb *Table) RenameDevice(node, i int, name string) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	tb.samples[node].Net[i].Name = name
 }
 
 // Refresh reports every node not stopped, seen now.
@@ -136,8 +146,65 @@ func (tb *Table) RefreshAt(seen time.Time) error {
 		if err := tb.W.PutRates(node, Addr(node), seen, s, &tb.fig); err != nil {
 			return err
 		}
+		if tb.hist != nil { // as recvstats appends what it stored
+			err := tb.hist.Append(node, seen, shm.Figures{Up: true, CPUPercent: float64(tb.fig.TotalPercent),
+				Load1: s.Load.One, MemUsed: s.Memory.Used(), SwapUsed: s.Memory.SwapUsed(),
+				RxBytesPerSec: tb.fig.RxBytesPerSec, TxBytesPerSec: tb.fig.TxBytesPerSec})
+			if err != nil && !errors.Is(err, shm.ErrHistoryFull) {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// Past is what a node reported at one time of the past: busy as Busy
+// is, or down (nothing heard).
+type Past func(node int, at time.Time) (busy int, up bool)
+
+// KeepHistory starts the history file beside the table, as recvstats
+// keeps it, with the default sizes (the first 1024 nodes), and fills it
+// with what every node reported over the span up to now: a point every
+// step, by past. From then on every report
+// is appended too.
+func (tb *Table) KeepHistory(t testing.TB, span, step time.Duration, past Past) *shm.HistoryWriter {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	h, err := tb.W.OpenHistory(shm.HistoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.hist = h
+	// Up to now, again until caught up (filling takes a while under the
+	// race detector), so that the next report follows on without a gap.
+	from := time.Now().Add(-span)
+	for end := time.Now(); ; end = time.Now() {
+		for node := range min(tb.nodes, 1024) {
+			for at := from; !at.After(end); at = at.Add(step) {
+				busy, up := past(node, at)
+				if !up {
+					continue // recvstats writes nothing for a silent node
+				}
+				if err := h.Append(node, at, PastFigures(busy)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		from = end.Add(step)
+		if time.Since(end) < step {
+			break
+		}
+	}
+	return h
+}
+
+// PastFigures are the history figures of a report of busy percent, as
+// RefreshAt reports it.
+func PastFigures(busy int) shm.Figures {
+	b := uint64(busy)
+	m := sample.Memory{Total: MemTotal, Available: MemTotal / 100 * (100 - b), SwapTotal: SwapTotal, SwapFree: SwapFree}
+	return shm.Figures{Up: true, CPUPercent: float64(busy), Load1: float64(busy) / 50, MemUsed: m.Used(),
+		SwapUsed: m.SwapUsed(), RxBytesPerSec: float64(busy) * 1000, TxBytesPerSec: 500}
 }
 
 // Step reports every node not stopped, seen a second after the last
