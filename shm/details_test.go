@@ -77,3 +77,56 @@ func TestDetailsRoundTrip(t *testing.T) {
 		t.Errorf("after details went: %q %v %v %v", rec.Hostname(), rec.Sample.Disks, ok, err)
 	}
 }
+
+// PutRatesKeepingDetails stores a sample's own figures but leaves the
+// hostname, disks (with their rates) and filesystems as the record held
+// them, also when the sample needs a larger slot (more CPUs); a sample
+// with details of its own is refused, and a node without a record keeps
+// nothing.
+func TestPutKeepingDetails(t *testing.T) {
+	dir := t.TempDir()
+	w := create(t, dir, WriterOptions{})
+	defer w.Close()
+	s := counterSample(100, 2, 2)
+	s.Hostname = "node-5"
+	s.Disks = []sample.Disk{{Name: "sda", ReadBytes: 7 << 20}}
+	s.Filesystems = []sample.Filesystem{{Mount: "/", Type: "ext4", Total: 1 << 40, Free: 1 << 39}}
+	var fig rates.Rates
+	fig.Between(nil, s)
+	fig.Disk[0] = rates.Disk{ReadBytesPerSec: 4096, BusyPercent: 12.5}
+	if err := w.PutRates(5, addrOf(5), base, s, &fig); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PutRatesKeepingDetails(5, addrOf(5), base, s, &fig); err == nil {
+		t.Error("a sample with details of its own was stored as keeping the old ones")
+	}
+	r := openReader(t, dir)
+	var rec Record
+	for i, cpus := range []int{2, 16} { // 16 CPUs: a larger slot
+		plain := counterSample(uint64(101+i), cpus, 2)
+		var pf rates.Rates
+		pf.Between(nil, plain)
+		if err := w.PutRatesKeepingDetails(5, addrOf(5), base.Add(time.Duration(i+1)*time.Second), plain, &pf); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := r.Read(5, &rec); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		if rec.Hostname() != "node-5" || !slices.Equal(rec.Sample.Disks, s.Disks) || !slices.Equal(rec.Sample.Filesystems, s.Filesystems) ||
+			!slices.Equal(rec.DiskRates, []DiskRate{{ReadBytesPerSec: 4096, BusyPercent: 12.5}}) {
+			t.Errorf("%d CPUs: kept %q %+v %+v %+v", cpus, rec.Hostname(), rec.Sample.Disks, rec.Sample.Filesystems, rec.DiskRates)
+		}
+		if len(rec.Sample.CPUs) != cpus || rec.Sample.Load.One != plain.Load.One {
+			t.Errorf("%d CPUs: the sample's own figures not stored: %d CPUs, load %v", cpus, len(rec.Sample.CPUs), rec.Sample.Load.One)
+		}
+	}
+	plain := counterSample(103, 2, 2)
+	var pf rates.Rates
+	pf.Between(nil, plain)
+	if err := w.PutRatesKeepingDetails(6, addrOf(6), base, plain, &pf); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.Read(6, &rec); !ok || err != nil || rec.Hostname() != "" || len(rec.Sample.Disks) != 0 {
+		t.Errorf("new node kept %q %v (%v %v)", rec.Hostname(), rec.Sample.Disks, ok, err)
+	}
+}

@@ -91,6 +91,11 @@ type Writer struct {
 	first    rates.Rates // Put's figures of a first sample
 	recBuf   [recordSize]byte
 	dataBuf  []byte
+	// keep: the put in progress keeps the record's details, copied into
+	// kept (disks and filesystems) and keptHost.
+	keep     bool
+	kept     []byte
+	keptHost [hostnameSize]byte
 }
 
 // Create opens the table in dir (DefaultDir when empty) for writing,
@@ -643,6 +648,7 @@ func (w *Writer) Put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sa
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.first.Between(nil, s)
+	w.keep = false
 	return w.put(node, addr, seen, s, &w.first)
 }
 
@@ -653,7 +659,40 @@ func (w *Writer) Put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sa
 func (w *Writer) PutRates(node int, addr netip.AddrPort, seen time.Time, s *sample.Sample, r *rates.Rates) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.keep = false
 	return w.put(node, addr, seen, s, r)
+}
+
+// PutRatesKeepingDetails is PutRates for a sample that came without its
+// details: the hostname, disks (with their rates) and filesystems stay
+// as node's record holds them, and s's (with r's disk rates) must be
+// empty. sendstats sends the details only every few samples; recvstats
+// decides when what the table holds still belongs to the sender. With no
+// record for node, nothing is kept.
+func (w *Writer) PutRatesKeepingDetails(node int, addr netip.AddrPort, seen time.Time, s *sample.Sample, r *rates.Rates) error {
+	if len(s.Disks) > 0 || len(s.Filesystems) > 0 || s.Hostname != "" {
+		return fmt.Errorf("shm: node %d: a sample that keeps the stored details has details of its own", node)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.keep = true
+	return w.put(node, addr, seen, s, r)
+}
+
+// keepDetails copies the hostname, disks and filesystems of record k
+// into w.kept, and tells their counts; none for a record that holds no
+// sound sample.
+func (w *Writer) keepDetails(k int) (disks, fss int) {
+	w.kept = w.kept[:0]
+	rec := w.m[w.g.record(k):][:recordSize]
+	if le.Uint32(rec[rFlags:])&(flagInUse|flagRepaired) != flagInUse || checkSlot(rec, w.g.dataSize) != nil {
+		return 0, 0
+	}
+	models, cpus, nets, disks, fss := slotCounts(rec)
+	w.keptHost = [hostnameSize]byte(rec[rHostname : rHostname+hostnameSize])
+	d := w.m[w.g.dataOffset+le.Uint64(rec[rDataOff:]):][:slotLen(models, cpus, nets, disks, fss)]
+	w.kept = append(w.kept, d[slotLen(models, cpus, nets, 0, 0):]...)
+	return disks, fss
 }
 
 // put is Put with the figures r; the caller holds w.mu.
@@ -678,10 +717,15 @@ func (w *Writer) put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sa
 		return ErrClosed
 	}
 	w.collectModels(s)
-	need := uint32(alignUp(uint64(slotLen(len(w.models), len(s.CPUs), len(s.Net), len(s.Disks), len(s.Filesystems))), slotAlign))
-
 	k := w.lookup(node)
 	isNew := k < 0
+	disks, fss := len(s.Disks), len(s.Filesystems)
+	keep := w.keep && !isNew
+	if keep {
+		// Copied now: room may lay the table out again.
+		disks, fss = w.keepDetails(k)
+	}
+	need := uint32(alignUp(uint64(slotLen(len(w.models), len(s.CPUs), len(s.Net), disks, fss)), slotAlign))
 	if isNew && w.nodes >= w.max {
 		return fmt.Errorf("%w: node %d would be node %d of at most %d", ErrTableFull, node, w.nodes+1, w.max)
 	}
@@ -724,6 +768,13 @@ func (w *Writer) put(node int, addr netip.AddrPort, seen time.Time, s *sample.Sa
 	w.dataBuf = slices.Grow(w.dataBuf[:0], int(need))[:need]
 	clear(w.dataBuf)
 	w.encodeData(w.dataBuf, s, r)
+	if keep {
+		le.PutUint32(w.recBuf[rDataLen:], uint32(slotLen(len(w.models), len(s.CPUs), len(s.Net), disks, fss)))
+		le.PutUint16(w.recBuf[rDisks:], uint16(disks))
+		le.PutUint16(w.recBuf[rFSs:], uint16(fss))
+		copy(w.recBuf[rHostname:rHostname+hostnameSize], w.keptHost[:])
+		copy(w.dataBuf[slotLen(len(w.models), len(s.CPUs), len(s.Net), 0, 0):], w.kept)
+	}
 	seq := load64(w.m, off+rSeq)
 	store64(w.m, off+rSeq, seq+1) // odd: readers keep off
 	publish(w.m, off+8, w.recBuf[8:])

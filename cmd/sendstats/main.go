@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		group   = fs.String("group", wire.DefaultGroup.String(), "multicast group `ADDR`")
 		proc    = fs.String("proc", "/proc", "read the proc file system at `DIR`")
 		noDet   = fs.Bool("no-details", false, "do not send hostname, disks and filesystems (masters older than them count each such datagram as malformed)")
+		detEv   = fs.Int("details-every", send.DefaultDetailsEvery, "send hostname, disks and filesystems with one sample in `N` (and when they change, and in answer to a master's request); the master keeps them in between; 1: with every sample, for masters older than that")
 		netFS   = fs.Bool("network-filesystems", false, "report NFS, CIFS, Lustre and other network mounts too (left out by default: they are the server's)")
 	)
 	if code, done := daemon.ParseFlags(fs, args, usageHead, stdout, stderr); done {
@@ -73,6 +74,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *node < send.NoNode || *node >= 1<<20 {
 		return bad("node %d is not in -1..%d", *node, 1<<20-1)
 	}
+	if *detEv < 1 || *detEv > 3600 {
+		return bad("details-every %d is not in 1..3600", *detEv)
+	}
 	if *iface == "" && len(*masters) == 0 {
 		return bad("nowhere to send: give -i IF (multicast) and/or -a HOST (unicast)")
 	}
@@ -83,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg := send.Config{
 		Rate:      time.Duration(*rate * float64(time.Second)),
 		Interface: *iface, Group: g, Port: *port, Node: *node, ProcRoot: *proc,
-		NoDetails: *noDet, NetworkFilesystems: *netFS,
+		NoDetails: *noDet, DetailsEvery: *detEv, NetworkFilesystems: *netFS,
 	}
 	// Names are resolved by the running agent, again and again: a node
 	// may boot before the name service is up, and a master may move.

@@ -5,7 +5,11 @@
 // table stores the result as given.
 package rates
 
-import "github.com/hoststat/hoststat/telemetry/sample"
+import (
+	"time"
+
+	"github.com/hoststat/hoststat/telemetry/sample"
+)
 
 // Net is one network device's byte rates.
 type Net struct {
@@ -85,6 +89,19 @@ func (r *Rates) Between(prev, cur *sample.Sample) {
 			r.RxBytesPerSec += r.Net[i].RxBytesPerSec
 			r.TxBytesPerSec += r.Net[i].TxBytesPerSec
 		}
+	}
+	r.disks(prev, cur, dt)
+}
+
+// DisksSince sets r's disk figures (Disk, ReadBytesPerSec,
+// WriteBytesPerSec) to those of cur's disks since prev's, which were read
+// at since rather than at prev.Time: a sender sends its disks with only
+// every few samples, so the disks a master holds may be older than the
+// sample before. prev nil or a zero since: no rates.
+func (r *Rates) DisksSince(prev *sample.Sample, since time.Time, cur *sample.Sample) {
+	var dt float64
+	if prev != nil && !since.IsZero() && !cur.Time.IsZero() {
+		dt = cur.Time.Sub(since).Seconds()
 	}
 	r.disks(prev, cur, dt)
 }

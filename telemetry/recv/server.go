@@ -106,7 +106,10 @@ type Server struct {
 	smp      sample.Sample
 	last     sample.Sample // the node's stored counters, to derive figures against
 	figures  rates.Rates   // of smp, computed once here and stored as given
-	msgs     []Message
+	// marks say, per node number, whose details the table holds: one
+	// entry per number up to the highest stored (≤ --max-nodes).
+	marks []detailsMark
+	msgs  []Message
 
 	stored       atomic.Uint64
 	received     atomic.Uint64
@@ -516,7 +519,12 @@ func (s *Server) handle(m *Message, now time.Time) bool {
 		prev = &s.last
 	}
 	s.figures.Between(prev, u.Sample)
-	if err := s.writer.PutRates(u.Node, u.Addr, u.Seen, u.Sample, &s.figures); err != nil {
+	if s.details(u, prev) {
+		err = s.writer.PutRatesKeepingDetails(u.Node, u.Addr, u.Seen, u.Sample, &s.figures)
+	} else {
+		err = s.writer.PutRates(u.Node, u.Addr, u.Seen, u.Sample, &s.figures)
+	}
+	if err != nil {
 		s.drop(DropOther, m, u.Node, err)
 		s.log.Warn("cannot store sample", "node", u.Node, "err", err)
 		return false
@@ -529,6 +537,46 @@ func (s *Server) handle(m *Message, now time.Time) bool {
 		s.log.Warn("node number now reported from another address", "node", u.Node, "addr", u.Addr.String())
 	}
 	return true
+}
+
+// detailsMark is when a node's stored details (hostname, disks,
+// filesystems) came, and from which sender process.
+type detailsMark struct {
+	boot  [16]byte
+	epoch uint64
+	at    time.Time // the sample time of the details; zero: none kept
+}
+
+// details decides about u's hostname, disks and filesystems, and tells
+// whether the table should keep those it holds instead. sendstats sends
+// them with one sample in send.DefaultDetailsEvery (and whenever they
+// change): a sample without them from the same sender process (boot and
+// epoch) that sent the stored ones keeps those, with their disk rates; a
+// sample with them gets disk rates since the stored ones came. Anything
+// else (another process, a reboot, a sender that sends none) stores the
+// sample as it came.
+func (s *Server) details(u Update, prev *sample.Sample) bool {
+	if u.Node >= len(s.marks) {
+		s.marks = append(s.marks, make([]detailsMark, u.Node+1-len(s.marks))...)
+	}
+	mk := &s.marks[u.Node]
+	same := prev != nil && !mk.at.IsZero() && mk.boot == u.Fresh.BootID && mk.epoch == u.Fresh.Epoch
+	if !wire.HasDetails(u.Sample) {
+		if !same {
+			*mk = detailsMark{}
+		}
+		return same
+	}
+	// Disk counters are the kernel's: they span sender restarts within a
+	// boot. Stored disks of an unknown time (a master restarted since)
+	// give no rates rather than a guess.
+	var since time.Time
+	if prev != nil && mk.boot == u.Fresh.BootID {
+		since = mk.at
+	}
+	s.figures.DisksSince(prev, since, u.Sample)
+	*mk = detailsMark{boot: u.Fresh.BootID, epoch: u.Fresh.Epoch, at: u.Sample.Time}
+	return false
 }
 
 // appendHistory adds the figures just stored to the node's history. A
@@ -601,6 +649,9 @@ func (s *Server) tick(now time.Time) {
 		for _, n := range s.table.Expire(now) {
 			s.writer.Remove(n)
 			s.window.Clear(n)
+			if n < len(s.marks) {
+				s.marks[n] = detailsMark{}
+			}
 			s.forgotten.Add(1)
 			s.log.Info("forgot silent node", "node", n)
 		}

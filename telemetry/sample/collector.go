@@ -46,6 +46,10 @@ type Collector struct {
 	// NetworkFilesystems adds NFS, CIFS, Lustre and other network
 	// mounts to the filesystems; off by default (see networkTypes).
 	NetworkFilesystems bool
+	// SkipDisks leaves /proc/diskstats unread and s.Disks as they were:
+	// sendstats sends the disks with only every few samples
+	// (CollectDisks reads them alone).
+	SkipDisks bool
 
 	fs                             procfs.FS
 	stat, meminfo, netdev, loadavg procFile
@@ -153,16 +157,11 @@ func (c *Collector) Collect(s *Sample) error {
 	if err := parseLoadavg(b, &s.Load); err != nil {
 		return fmt.Errorf("%s: %w", c.loadavg.path, err)
 	}
-	if c.diskstats.f != nil {
-		// Every sample: rates need counters of the sample's own time.
-		if b, err = c.diskstats.read(); err != nil {
+	if !c.SkipDisks {
+		// With the sample: rates need counters of the sample's own time.
+		if err := c.CollectDisks(s); err != nil {
 			return err
 		}
-		if s.Disks, err = parseDiskstats(b, s.Disks); err != nil {
-			return fmt.Errorf("%s: %w", c.diskstats.path, err)
-		}
-	} else {
-		s.Disks = s.Disks[:0]
 	}
 	if c.slowAt.IsZero() || s.Time.Sub(c.slowAt) >= c.FilesystemInterval {
 		c.slowAt = s.Time
@@ -172,6 +171,23 @@ func (c *Collector) Collect(s *Sample) error {
 		s.Hostname = c.hostnameStr
 	}
 	s.Filesystems = append(s.Filesystems[:0], c.filesystems...)
+	return nil
+}
+
+// CollectDisks reads /proc/diskstats into s.Disks, reusing them; none
+// without the file.
+func (c *Collector) CollectDisks(s *Sample) error {
+	if c.diskstats.f == nil {
+		s.Disks = s.Disks[:0]
+		return nil
+	}
+	b, err := c.diskstats.read()
+	if err != nil {
+		return err
+	}
+	if s.Disks, err = parseDiskstats(b, s.Disks); err != nil {
+		return fmt.Errorf("%s: %w", c.diskstats.path, err)
+	}
 	return nil
 }
 

@@ -69,3 +69,23 @@ func TestParseDiskstatsErrors(t *testing.T) {
 		t.Errorf("%d disks, %v; want %d", len(ds), err, MaxDisks)
 	}
 }
+
+// With SkipDisks a sample leaves the disks as they were (sendstats
+// sends them with only some samples); CollectDisks reads them alone.
+func TestSkipDisks(t *testing.T) {
+	c := newTestCollector(t, "testdata/proc/four")
+	c.SkipDisks = true
+	s := Sample{Disks: []Disk{{Name: "old"}}}
+	if err := c.Collect(&s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Disks) != 1 || s.Disks[0].Name != "old" {
+		t.Errorf("disks %+v after a sample that skips them, want them untouched", s.Disks)
+	}
+	if err := c.CollectDisks(&s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Disks) != 4 || s.Disks[0].Name != "sda" {
+		t.Errorf("CollectDisks read %+v, want the fixture's 4 disks", s.Disks)
+	}
+}

@@ -26,6 +26,13 @@ const DefaultRate = time.Second
 // AnswerGap is the least time between two answers to update requests.
 const AnswerGap = 100 * time.Millisecond
 
+// DefaultDetailsEvery is how many samples apart the details datagram
+// goes by default: the hostname and the filesystems are re-read every
+// 10 s (sample.DefaultFilesystemInterval), so at the default period the
+// details go when they may have changed, and a master shows disk rates
+// over 10 s. A master keeps the last details in between.
+const DefaultDetailsEvery = 10
+
 // NoNode: the master derives the node number from our address.
 const NoNode = -1
 
@@ -46,9 +53,15 @@ type Config struct {
 	Key          []byte
 
 	// NoDetails leaves out the details datagram (hostname, disks,
-	// filesystems) sent before each sample: a master older than it counts
-	// each one as a malformed drop.
+	// filesystems): a master older than it counts each one as a
+	// malformed drop.
 	NoDetails bool
+	// DetailsEvery sends the details datagram before one sample in this
+	// many (default DefaultDetailsEvery; 1: every sample), and also
+	// before the first, before an answer to an update request and as
+	// soon as the hostname or the filesystems changed. The disks are
+	// read only for those samples.
+	DetailsEvery int
 	// NetworkFilesystems reports NFS and other network mounts too (the
 	// collector leaves them out by default).
 	NetworkFilesystems bool
@@ -68,6 +81,7 @@ type Sender struct {
 	tr      Transport
 	agent   *Agent
 	collect func(*sample.Sample) error
+	coll    *sample.Collector // nil when Config.Collect replaces it
 	closeFn func() error
 	enc     *wire.Encoder
 	parser  *wire.Parser
@@ -82,7 +96,12 @@ type Sender struct {
 	out     [][]byte // details, then bufs
 	sent    int      // datagrams of the last sample, details included
 	cut     bool     // said once that details were left out
-	seq     uint32
+	// sinceDetails counts the samples since the details last went (0:
+	// never); sentHost and sentFS are what those details said.
+	sinceDetails int
+	sentHost     string
+	sentFS       []sample.Filesystem
+	seq          uint32
 
 	answered atomic.Uint64 // samples sent in answer to a request
 	rejected atomic.Uint64 // requests refused (bad MAC, replay, not for us)
@@ -94,6 +113,9 @@ type Sender struct {
 func New(cfg Config) (*Sender, error) {
 	if cfg.Rate <= 0 {
 		cfg.Rate = DefaultRate
+	}
+	if cfg.DetailsEvery <= 0 {
+		cfg.DetailsEvery = DefaultDetailsEvery
 	}
 	if !cfg.Group.IsValid() {
 		cfg.Group = wire.DefaultGroup
@@ -130,7 +152,7 @@ func New(cfg Config) (*Sender, error) {
 			return nil, fmt.Errorf("reading %s: %w", cfg.ProcRoot, err)
 		}
 		c.NetworkFilesystems = cfg.NetworkFilesystems
-		s.collect, s.closeFn = c.Collect, c.Close
+		s.collect, s.closeFn, s.coll = c.Collect, c.Close, c
 	}
 	if cfg.Interface != "" {
 		s.dests = append(s.dests, netip.AddrPortFrom(cfg.Group, uint16(cfg.Port)))
@@ -251,9 +273,22 @@ func (s *Sender) admit(d datagram) bool {
 }
 
 func (s *Sender) sendSample(answer bool) {
+	details := !s.cfg.NoDetails && (answer || s.sinceDetails == 0 || s.sinceDetails >= s.cfg.DetailsEvery)
+	if s.coll != nil {
+		s.coll.SkipDisks = !details
+	}
 	if err := s.collect(&s.smp); err != nil {
 		s.log.Warn("cannot read a sample", "err", err)
 		return
+	}
+	if !details && !s.cfg.NoDetails && s.detailsChanged() {
+		details = true
+		if s.coll != nil {
+			if err := s.coll.CollectDisks(&s.smp); err != nil {
+				s.log.Warn("cannot read a sample", "err", err)
+				return
+			}
+		}
 	}
 	s.seq++
 	var err error
@@ -263,7 +298,13 @@ func (s *Sender) sendSample(answer bool) {
 		return
 	}
 	send := s.bufs
-	if !s.cfg.NoDetails && wire.HasDetails(&s.smp) {
+	if details {
+		s.sinceDetails = 0
+		s.sentHost = s.smp.Hostname
+		s.sentFS = append(s.sentFS[:0], s.smp.Filesystems...)
+	}
+	s.sinceDetails++
+	if details && wire.HasDetails(&s.smp) {
 		// The details go first: a master holds them until the status
 		// completes the sample.
 		var cut int
@@ -299,6 +340,21 @@ func (s *Sender) sendSample(answer bool) {
 		}
 	}
 	s.log.Debug("sent sample", "seq", s.seq, "datagrams", len(send), "answer", answer)
+}
+
+// detailsChanged tells whether the hostname or the filesystems (which
+// ones, and whether they answer) differ from the details last sent.
+func (s *Sender) detailsChanged() bool {
+	if s.smp.Hostname != s.sentHost || len(s.smp.Filesystems) != len(s.sentFS) {
+		return true
+	}
+	for i := range s.sentFS {
+		a, b := &s.smp.Filesystems[i], &s.sentFS[i]
+		if a.Mount != b.Mount || a.Type != b.Type || a.NotAnswering != b.NotAnswering {
+			return true
+		}
+	}
+	return false
 }
 
 // Close releases the sockets and /proc files.

@@ -4,6 +4,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,9 +33,11 @@ func newRig(t *testing.T, cfg send.Config) *rig {
 	ep, _ := n.Listen(nodeAddr)
 	cfg.Transport = memnet.SendTransport{Endpoint: ep}
 	cfg.Masters = []netip.AddrPort{masterAddr}
-	cfg.Collect = func(s *sample.Sample) error {
-		*s = sample.Sample{Time: time.Now(), BootTime: time.Now().Add(-time.Hour), BootID: [16]byte{7}, CPUs: make([]sample.CPU, 2)}
-		return nil
+	if cfg.Collect == nil {
+		cfg.Collect = func(s *sample.Sample) error {
+			*s = sample.Sample{Time: time.Now(), BootTime: time.Now().Add(-time.Hour), BootID: [16]byte{7}, CPUs: make([]sample.CPU, 2)}
+			return nil
+		}
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := send.New(cfg)
@@ -152,5 +156,66 @@ func TestParseMasters(t *testing.T) {
 		if _, _, err := send.ParseMasters([]string{bad}, 3040); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// The details datagram goes with the first sample, then with one in
+// DetailsEvery, and at once when the hostname or the filesystems change.
+func TestDetailsEveryFewSamples(t *testing.T) {
+	var n atomic.Int32
+	collect := func(s *sample.Sample) error {
+		host := "node-1"
+		if n.Add(1) >= 5 {
+			host = "node-1-renamed" // from the 5th sample on
+		}
+		*s = sample.Sample{Time: time.Now(), BootTime: time.Now().Add(-time.Hour), BootID: [16]byte{7}, CPUs: make([]sample.CPU, 2),
+			Hostname: host, Filesystems: []sample.Filesystem{{Mount: "/", Type: "ext4"}}}
+		return nil
+	}
+	r := newRig(t, send.Config{Rate: 20 * time.Millisecond, Node: 4, Key: key, DetailsEvery: 3, Collect: collect})
+	var details []uint32
+	for statuses := 0; statuses < 12; {
+		pk, ok := r.next(t, 2*time.Second)
+		if !ok {
+			t.Fatalf("after %d samples: nothing more sent", statuses)
+		}
+		switch pk.Kind {
+		case wire.KindDetails:
+			details = append(details, pk.Seq)
+		case wire.KindStatus:
+			statuses++
+		}
+	}
+	// 1 (first), 4 (every 3rd), 5 (renamed), 8, 11.
+	if want := []uint32{1, 4, 5, 8, 11}; !slices.Equal(details, want) {
+		t.Errorf("details with samples %v, want %v", details, want)
+	}
+}
+
+// An answer to an update request carries the details whenever they are
+// due next: a master that asks has just started, or lost track.
+func TestAnswerCarriesDetails(t *testing.T) {
+	collect := func(s *sample.Sample) error {
+		*s = sample.Sample{Time: time.Now(), BootTime: time.Now().Add(-time.Hour), BootID: [16]byte{7}, CPUs: make([]sample.CPU, 2),
+			Hostname: "node-1"}
+		return nil
+	}
+	r := newRig(t, send.Config{Rate: 30 * time.Second, Node: 4, Key: key, Collect: collect})
+	kinds := func() []wire.Kind {
+		var ks []wire.Kind
+		for {
+			pk, ok := r.next(t, 300*time.Millisecond)
+			if !ok {
+				return ks
+			}
+			ks = append(ks, pk.Kind)
+		}
+	}
+	if ks := kinds(); !slices.Equal(ks, []wire.Kind{wire.KindDetails, wire.KindStatus}) {
+		t.Fatalf("first sample sent %v, want details then status", ks)
+	}
+	r.master.WriteTo(request(wire.NewEncoder(key), 1, wire.NoNode), nodeAddr)
+	if ks := kinds(); !slices.Equal(ks, []wire.Kind{wire.KindDetails, wire.KindStatus}) {
+		t.Errorf("answer sent %v, want details then status", ks)
 	}
 }
