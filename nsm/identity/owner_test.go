@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/internal/etcdlab"
+	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/nsm"
 	"github.com/hoststat/hoststat/nsm/etcdstore"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -371,13 +372,14 @@ func TestTenFailoversLoseNoAcknowledgedRegistration(t *testing.T) {
 	}
 }
 
-// statdctl's view and move: the listing names the owner and the state;
-// a move deposes the owner at once (no wait for its lease) and the
-// standby takes over with a higher state.
+// statdctl's view and move: the listing names the owner, the state and
+// the counts; a move deposes the owner at once (no wait for its 30 s
+// lease) and returns once the standby took over with a higher state; a
+// move with no standby says so when its time is up.
 func TestHoldingsAndMove(t *testing.T) {
 	c := etcdlab.Start(t, 1)
 	cli := etcdlab.Client(t, c.Endpoints()...)
-	if err := Move(context.Background(), cli, prefix, nfs.Name); !errors.Is(err, ErrNoOwner) {
+	if _, _, err := Move(context.Background(), cli, prefix, nfs.Name); !errors.Is(err, ErrNoOwner) {
 		t.Fatalf("move of an unowned identity: %v", err)
 	}
 	a, err := Campaign(context.Background(), cli, prefix, nfs, "server-a", Options{TTL: 30 * time.Second})
@@ -389,8 +391,21 @@ func TestHoldingsAndMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sa.Close()
-	waiting := campaign(etcdlab.Client(t, c.Endpoints()...), "server-b", 30*time.Second)
-	time.Sleep(500 * time.Millisecond) // let b join the election
+	type taken struct {
+		st    *etcdstore.Store
+		state int32
+		err   error
+	}
+	standby := make(chan taken, 1)
+	go func() {
+		w := <-campaign(etcdlab.Client(t, c.Endpoints()...), "server-b", 30*time.Second)
+		if w.err != nil {
+			standby <- taken{err: w.err}
+			return
+		}
+		st, state, err := takeOver(cli, w.ow)
+		standby <- taken{st, state, err}
+	}()
 	seedRegistrations(t, cli, "c1", "c2", "c3")
 	other, err := etcdstore.Open(context.Background(), cli, etcdstore.IdentityPrefix(prefix, "other.example"), etcdstore.Options{})
 	if err != nil {
@@ -401,41 +416,45 @@ func TestHoldingsAndMove(t *testing.T) {
 	if err := other.Apply(context.Background(), []nsm.Change{{Reg: r}}); err != nil {
 		t.Fatal(err)
 	}
+	// Wait for b's campaign key, so the move has a standby.
+	netlab.WaitFor(t, 20*time.Second, "server-b in the election", func() error {
+		resp, err := cli.Get(context.Background(), ElectionPrefix(prefix, nfs.Name)+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err == nil && resp.Count != 2 {
+			err = fmt.Errorf("%d candidates", resp.Count)
+		}
+		return err
+	})
 	hs, err := Holdings(context.Background(), cli, prefix)
-	if err != nil || len(hs) != 2 || hs[0].Name != nfs.Name || hs[0].Holder != "server-a" || hs[0].State != stateA ||
-		hs[1] != (Holding{Name: "other.example"}) {
-		t.Fatalf("holdings = %+v, %v; want %s held by server-a at state %d, and other.example unowned", hs, err, nfs.Name, stateA)
+	if err != nil || len(hs) != 2 || hs[0].Name != nfs.Name || hs[0].Holder != "server-a" || hs[0].Lease == 0 || hs[0].State != stateA ||
+		hs[0].Registrations != 3 || hs[0].Owed != 0 || hs[1].Name != "other.example" || hs[1].Holder != "" || hs[1].Registrations != 1 {
+		t.Fatalf("holdings = %+v, %v; want %s held by server-a at state %d with 3 registrations, and other.example unowned with 1", hs, err, nfs.Name, stateA)
 	}
-	if err := Move(context.Background(), cli, prefix, nfs.Name); err != nil {
-		t.Fatal(err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	before, after, err := Move(ctx, cli, prefix, nfs.Name)
+	cancel()
+	if err != nil {
+		t.Fatalf("move: %v (a 30s lease must not be waited out)", err)
 	}
 	select {
 	case <-a.Lost():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the moved identity's owner did not stop")
 	}
-	var w won
-	select {
-	case w = <-waiting:
-	case <-time.After(10 * time.Second):
-		t.Fatal("standby did not take the moved identity (a 30s lease must not be waited out)")
+	tb := <-standby
+	if tb.err != nil {
+		t.Fatal(tb.err)
 	}
-	if w.err != nil {
-		t.Fatal(w.err)
-	}
-	sb, stateB, err := takeOver(cli, w.ow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
-	if stateB <= stateA {
-		t.Fatalf("state %d after move from %d", stateB, stateA)
+	defer tb.st.Close()
+	if before.Holder != "server-a" || before.State != stateA || after.Holder != "server-b" || after.State != tb.state || tb.state <= stateA || after.Owed != 3 {
+		t.Fatalf("move: before %+v, after %+v; want server-a at %d, then server-b at %d > %d owing 3", before, after, stateA, tb.state, stateA)
 	}
 	if _, err := sa.SimulateCrash(context.Background(), time.Now()); !errors.Is(err, etcdstore.ErrFenced) {
 		t.Fatalf("moved-away owner's write: %v, want ErrFenced", err)
 	}
-	hs, _ = Holdings(context.Background(), cli, prefix)
-	if len(hs) != 2 || hs[0].Holder != "server-b" || hs[0].State != stateB {
-		t.Fatalf("holdings after move = %+v", hs)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	before, after, err = Move(ctx, cli, prefix, nfs.Name)
+	cancel()
+	if !errors.Is(err, ErrNotTaken) || before.Holder != "server-b" || after.Holder != "" {
+		t.Fatalf("move with no standby: %v, before %+v, after %+v; want ErrNotTaken and nobody owning it", err, before, after)
 	}
 }
