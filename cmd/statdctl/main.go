@@ -2,6 +2,8 @@
 // every monitored host with its registrants, and every notification it still
 // owes with the time of the next try. It asks over the daemon's admin socket
 // in the state directory, which only root (or the daemon's user) may open.
+// identities and move ask etcd instead: who serves each NSM identity, and
+// moving one to a standby statd.
 package main
 
 import (
@@ -17,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hoststat/hoststat/internal/daemon"
+	"github.com/hoststat/hoststat/nsm/etcdstore"
 	"github.com/hoststat/hoststat/statd"
 )
 
@@ -27,12 +30,19 @@ const name = "statdctl"
 const usageHead = `Usage: statdctl [-P dir] [--json]
        statdctl [-P dir] import NFS-UTILS-DIR
        statdctl [-P dir] [--json] forget HOST
+       statdctl --store etcd://HOST:PORT/PREFIX [--json] identities
+       statdctl --store etcd://HOST:PORT/PREFIX [--json] move IDENTITY
 
 Shows the state of the running rpc.statd, imports an nfs-utils state
 directory (sm/, sm.bak/, state) into the store of a stopped one, or makes
 the running one forget a host for good: its registrants are called back
 (lock managers release the host's locks), then its registrations and owed
 notifications are dropped from the store.
+
+identities lists the NSM identities in etcd with the statd serving each,
+its lease, state number, registrations and owed notifications; move
+deposes an identity's statd and waits (up to --timeout) until a standby
+has taken it over with a new state number.
 
 `
 
@@ -47,27 +57,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	dir := fs.StringP("state-directory-path", "P", statd.DefaultStateDir, "state directory of the rpc.statd to ask")
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
-	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the daemon")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the daemon, or for etcd and a standby's takeover")
+	etcd := etcdstore.AddFlags(fs, storeUsage)
 	_ = fs.BoolP("help", "h", false, "show this help")
 	_ = fs.BoolP("version", "v", false, "show the version")
 	bootIDPath := fs.String("boot-id-path", "", "read the boot id from this file (tests)")
 	fs.MarkHidden("boot-id-path")
-	fl := daemon.Flags{Head: usageHead, Foot: usageFoot, MaxArgs: 2, ArgsName: "import DIR | forget HOST"}
+	fl := daemon.Flags{Head: usageHead, Foot: usageFoot, MaxArgs: 2, ArgsName: "import DIR | forget HOST | move IDENTITY"}
 	if code, done := fl.Parse(fs, args, stdout, stderr); done {
 		return code
 	}
+	if *timeout <= 0 {
+		return daemon.UsageError(stderr, name, "--timeout %v must be positive", *timeout)
+	}
 	switch {
 	case fs.NArg() == 0:
+	case fs.Arg(0) == "identities" || fs.Arg(0) == "move":
+		return runEtcd(etcd, fs.Args(), *asJSON, *timeout, stdout, stderr)
 	case fs.Arg(0) == "forget" && fs.NArg() != 2:
 		return daemon.UsageError(stderr, name, "forget needs the host, as in 'statdctl forget client1'")
 	case fs.Arg(0) == "forget":
 	case fs.Arg(0) != "import":
-		return daemon.UsageError(stderr, name, "unknown command %q (commands: import, forget)", fs.Arg(0))
+		return daemon.UsageError(stderr, name, "unknown command %q (commands: import, forget, identities, move)", fs.Arg(0))
 	case fs.NArg() != 2:
 		return daemon.UsageError(stderr, name, "import needs the nfs-utils state directory, as in 'statdctl import /var/lib/nfs'")
-	}
-	if *timeout <= 0 {
-		return daemon.UsageError(stderr, name, "--timeout %v must be positive", *timeout)
 	}
 	if !isRoot() {
 		return daemon.Failed(stderr, name, errors.New("needs root: rpc.statd's state directory and admin socket are open to root and the daemon's user only"))

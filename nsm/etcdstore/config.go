@@ -12,6 +12,7 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 )
@@ -75,8 +76,10 @@ func ParseURL(s string) (Config, error) {
 // Client connects to the endpoints with the configured TLS and
 // credentials. Files are opened without following symbolic links.
 func (c Config) Client() (*clientv3.Client, error) {
+	// The library's own zap logging is off: its errors come back to the
+	// caller, which logs through slog (and a command's error stays one line).
 	cc := clientv3.Config{Endpoints: c.Endpoints, DialTimeout: 5 * time.Second, DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 5 * time.Second,
-		DialOptions: DialOptions()}
+		DialOptions: DialOptions(), Logger: zap.NewNop()}
 	if c.CACert != "" || c.Cert != "" || c.Key != "" {
 		if (c.Cert == "") != (c.Key == "") {
 			return nil, errors.New("etcd: --etcd-cert and --etcd-key go together")

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func TestParseURL(t *testing.T) {
@@ -114,5 +116,25 @@ func TestClientWithCredentials(t *testing.T) {
 		if _, err := Open(ctx, bad, IdentityPrefix(cfg.Prefix, "srv"), Options{}); err == nil {
 			t.Fatal("opened the store with a wrong password")
 		}
+	}
+}
+
+// The flags rpc.statd and statdctl share reach the Config.
+func TestFlagsConfig(t *testing.T) {
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	f := AddFlags(fs, "store")
+	err := fs.Parse([]string{"--store", "etcd://a:1,b:2/p", "--etcd-cacert", "ca", "--etcd-cert", "c", "--etcd-key", "k",
+		"--etcd-user", "u", "--etcd-password-file", "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.Config()
+	want := Config{Endpoints: []string{"a:1", "b:2"}, Prefix: "/p", CACert: "ca", Cert: "c", Key: "k", User: "u", PasswordFile: "pw"}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("Config = %+v, %v; want %+v", got, err, want)
+	}
+	*f.Store = "etcd://a/p"
+	if _, err := f.Config(); err == nil || !strings.Contains(err.Error(), "not HOST:PORT") {
+		t.Fatalf("bad --store: %v", err)
 	}
 }

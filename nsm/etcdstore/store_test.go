@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/internal/etcdlab"
+	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/nsm"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -378,5 +379,65 @@ func TestApplyLargerThanOneTransaction(t *testing.T) {
 	}
 	if regs, _ := s.Registrations(); len(regs) != 1 || regs[0].MonName != "h499" {
 		t.Fatalf("after removing 499: %+v", regs)
+	}
+}
+
+// One member cut off by a partition (not killed: its connections die in
+// silence, without a reset) loses no SM_MON: six identities' stores write
+// at once, so the client's round robin sends some of their requests to
+// the member cut off; those wait until gRPC's keepalive gives the
+// connection up (keepalive 5 s + 5 s, so at most about 10 s after the
+// member was last heard), then fail Unavailable and are retried through
+// another member. The client first knows only member 0, so its
+// connection there is up when the member is cut off.
+func TestPartitionedMemberLosesNoWrite(t *testing.T) {
+	lab := netlab.New(t)
+	c := etcdlab.StartInLab(t, lab, 3)
+	cli := etcdlab.ClientIn(t, lab.AddHost("statd"), c.Members[0].Endpoint())
+	var stores []*Store
+	for i := range 6 {
+		s := openStore(t, cli, IdentityPrefix("/hoststat", fmt.Sprintf("srv%d", i)))
+		if err := s.Apply(context.Background(), []nsm.Change{{Reg: reg("before", 0)}}); err != nil {
+			t.Fatal(err)
+		}
+		stores = append(stores, s)
+	}
+	cli.SetEndpoints(c.Endpoints()...)
+	c.Members[0].Partition()
+	type result struct {
+		err     error
+		longest time.Duration
+	}
+	results := make(chan result, len(stores))
+	for i, s := range stores {
+		go func() {
+			var r result
+			for j := range 3 {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				start := time.Now()
+				err := s.Apply(ctx, []nsm.Change{{Reg: reg(fmt.Sprintf("c%d", j), j)}})
+				r.longest = max(r.longest, time.Since(start))
+				cancel()
+				if err != nil {
+					r.err = fmt.Errorf("store %d: SM_MON %d with member 0 cut off: %w", i, j, err)
+					break
+				}
+			}
+			results <- r
+		}()
+	}
+	var longest time.Duration
+	for range stores {
+		r := <-results
+		if r.err != nil {
+			t.Error(r.err)
+		}
+		longest = max(longest, r.longest)
+	}
+	t.Logf("longest SM_MON with a member cut off: %v", longest.Round(time.Millisecond))
+	for i, s := range stores {
+		if regs, err := s.Registrations(); err != nil || len(regs) != 4 {
+			t.Errorf("store %d: %d registrations (%v), want 4", i, len(regs), err)
+		}
 	}
 }

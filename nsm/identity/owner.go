@@ -113,7 +113,16 @@ func Campaign(ctx context.Context, cli *clientv3.Client, prefix string, id Ident
 
 // renew keeps the lease alive with one renewal every third of the TTL,
 // and a watchdog on our own clock ends ownership the moment the lease can
-// no longer be shown renewed, whatever etcd would say later.
+// no longer be shown renewed, whatever etcd would say later. A renewal
+// that fails is tried again at once rather than at the next tick: the
+// client sends each to the next member in turn, and one that is cut off
+// (no reset, only silence) costs one attempt, not a third of the TTL.
+//
+// The session's own keepalive stream is not trusted to say the lease is
+// gone: it stays on one connection, and when that member is cut off it
+// gives up after a TTL while our renewals through the others keep the
+// lease alive. The lease ends for us on our clock or when etcd says it
+// is not found.
 func (ow *Owner) renew(ctx context.Context, id clientv3.LeaseID) {
 	defer close(ow.done)
 	watchdog := time.AfterFunc(ow.untilValid(), ow.checkClock)
@@ -126,30 +135,43 @@ func (ow *Owner) renew(ctx context.Context, id clientv3.LeaseID) {
 			return
 		case <-ow.lost:
 			return
-		case <-ow.session.Done():
-			ow.lose(errors.New("etcd session ended"))
-			return
 		case <-tick.C:
 		}
-		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, ow.ttl/3)
-		resp, err := ow.cli.KeepAliveOnce(rctx, id)
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-			return
-		case errors.Is(err, rpctypes.ErrLeaseNotFound):
-			ow.lose(errors.New("lease expired in etcd"))
-			return
-		case err != nil:
-			ow.log.Warn("lease renewal failed", "err", err)
-		default:
-			ow.mu.Lock()
-			ow.clock.renewed(sent, time.Duration(resp.TTL)*time.Second)
-			ow.mu.Unlock()
+		for ow.Err() == nil {
+			sent := time.Now()
+			rctx, cancel := context.WithTimeout(ctx, renewAttempt(ow.ttl))
+			resp, err := ow.cli.KeepAliveOnce(rctx, id)
+			cancel()
+			switch {
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				ow.lose(errors.New("lease expired in etcd"))
+				return
+			case ow.cli.Ctx().Err() != nil:
+				ow.lose(errors.New("etcd client closed"))
+				return
+			case err == nil:
+				ow.mu.Lock()
+				ow.clock.renewed(sent, time.Duration(resp.TTL)*time.Second)
+				ow.mu.Unlock()
+			}
+			if err == nil {
+				break
+			}
+			ow.log.Warn("lease renewal failed; trying again", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}
 }
+
+// renewAttempt bounds one renewal: short enough that a few fit in the
+// time the lease has left after a missed one.
+func renewAttempt(ttl time.Duration) time.Duration { return max(ttl/6, 500*time.Millisecond) }
 
 func (ow *Owner) untilValid() time.Duration {
 	ow.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/internal/etcdlab"
+	"github.com/hoststat/hoststat/internal/netlab"
 	"github.com/hoststat/hoststat/nsm"
 	"github.com/hoststat/hoststat/nsm/etcdstore"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -70,6 +71,22 @@ func takeOver(cli *clientv3.Client, ow *Owner) (*etcdstore.Store, int32, error) 
 		return nil, 0, err
 	}
 	return st, state, nil
+}
+
+// own takes the identity as holder and moves its state, as a statd does;
+// the store is closed when the test ends.
+func own(t *testing.T, cli *clientv3.Client, holder string, ttl time.Duration) (*Owner, *etcdstore.Store, int32) {
+	t.Helper()
+	ow, err := Campaign(context.Background(), cli, prefix, nfs, holder, Options{TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, state, err := takeOver(cli, ow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return ow, st, state
 }
 
 type won struct {
@@ -177,24 +194,23 @@ func TestKilledOwnerIsTakenOver(t *testing.T) {
 	}
 }
 
-// An owner cut off from etcd (its only member stopped, the other two
-// still a quorum) stops serving on its own clock before its lease expires
-// and another statd takes the identity; once back, its writes are refused.
+// An owner cut off from etcd by a real network partition stops serving on
+// its own clock before its lease expires, another statd takes the identity,
+// and once the network is back the old owner's writes are refused. Each
+// etcd member runs on its own netlab host; the owner runs beside member 0
+// on its host (one member on each NFS server, as docs/ha.md deploys it) and
+// talks only to it. Unplugging that host leaves the owner its local member,
+// which still answers but is a minority of one and renews no lease.
 func TestPartitionedOwnerStopsBeforeTakeover(t *testing.T) {
-	c := etcdlab.Start(t, 3)
-	cutOff := etcdlab.Client(t, c.Members[0].Endpoint())
-	a, err := Campaign(context.Background(), cutOff, prefix, nfs, "a", Options{TTL: 4 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sa, stateA, err := takeOver(cutOff, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sa.Close()
-	waiting := campaign(etcdlab.Client(t, c.Members[1].Endpoint(), c.Members[2].Endpoint()), "b", 4*time.Second)
+	lab := netlab.New(t)
+	c := etcdlab.StartInLab(t, lab, 3)
+	b := lab.AddHost("b")
+	cutOff := etcdlab.ClientIn(t, c.Members[0].Host, c.Members[0].Endpoint())
+	a, sa, stateA := own(t, cutOff, "a", 4*time.Second)
+	majority := etcdlab.ClientIn(t, b, c.Members[1].Endpoint(), c.Members[2].Endpoint())
+	waiting := campaign(majority, "b", 4*time.Second)
 
-	c.Members[0].Stop()
+	c.Members[0].Partition()
 	partitioned := time.Now()
 	lostAt := make(chan time.Time, 1)
 	go func() { <-a.Lost(); lostAt <- time.Now() }()
@@ -202,18 +218,15 @@ func TestPartitionedOwnerStopsBeforeTakeover(t *testing.T) {
 	select {
 	case w = <-waiting:
 	case <-time.After(60 * time.Second):
-		c.Members[0].Cont()
 		t.Fatal("no takeover within 60s of the partition")
 	}
 	if w.err != nil {
-		c.Members[0].Cont()
 		t.Fatal(w.err)
 	}
 	var lost time.Time
 	select {
 	case lost = <-lostAt:
 	default:
-		c.Members[0].Cont()
 		t.Fatal("the partitioned owner still served when another statd took the identity")
 	}
 	t.Logf("partitioned owner stopped %v after the cut, %v before the takeover", lost.Sub(partitioned).Round(time.Millisecond), w.at.Sub(lost).Round(time.Millisecond))
@@ -223,15 +236,13 @@ func TestPartitionedOwnerStopsBeforeTakeover(t *testing.T) {
 	// Still cut off, the old owner's store refuses at once, without etcd.
 	r := nsm.Registration{MonName: "late", MyID: nsm.MyID{Name: nfs.Name, Prog: 100021, Vers: 4, Proc: 16}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	err = sa.Apply(ctx, []nsm.Change{{Reg: r}})
+	err := sa.Apply(ctx, []nsm.Change{{Reg: r}})
 	cancel()
 	if !errors.Is(err, etcdstore.ErrFenced) {
-		c.Members[0].Cont()
 		t.Fatalf("SM_MON to the cut-off owner after it stopped: %v, want ErrFenced at once", err)
 	}
-	sb, stateB, err := takeOver(etcdlab.Client(t, c.Members[1].Endpoint(), c.Members[2].Endpoint()), w.ow)
+	sb, stateB, err := takeOver(majority, w.ow)
 	if err != nil {
-		c.Members[0].Cont()
 		t.Fatal(err)
 	}
 	defer sb.Close()
@@ -239,18 +250,25 @@ func TestPartitionedOwnerStopsBeforeTakeover(t *testing.T) {
 		t.Fatalf("state %d after takeover from %d", stateB, stateA)
 	}
 
-	c.Members[0].Cont()
-	err = sa.Apply(context.Background(), []nsm.Change{{Reg: r}})
-	if !errors.Is(err, etcdstore.ErrFenced) {
+	c.Members[0].Heal()
+	ctx, cancel = context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := sa.Apply(ctx, []nsm.Change{{Reg: r}}); !errors.Is(err, etcdstore.ErrFenced) {
 		t.Fatalf("deposed owner's SM_MON write: %v, want ErrFenced", err)
 	}
-	if _, err := sa.SimulateCrash(context.Background(), time.Now()); !errors.Is(err, etcdstore.ErrFenced) {
+	if _, err := sa.SimulateCrash(ctx, time.Now()); !errors.Is(err, etcdstore.ErrFenced) {
 		t.Fatalf("deposed owner's state move: %v, want ErrFenced", err)
 	}
-	if regs, _ := sb.Registrations(); len(regs) != 0 {
+	// Through the healed member, the old owner's view is the majority's.
+	healed, err := etcdstore.Open(ctx, cutOff, etcdstore.IdentityPrefix(prefix, nfs.Name), etcdstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer healed.Close()
+	if regs, _ := healed.Registrations(); len(regs) != 0 {
 		t.Fatalf("deposed owner's write landed: %+v", regs)
 	}
-	if now, _ := sb.State(); now != stateB {
+	if now, _ := healed.State(); now != stateB {
 		t.Fatalf("state %d, want %d: the deposed owner moved it", now, stateB)
 	}
 }
@@ -260,38 +278,63 @@ func TestPartitionedOwnerStopsBeforeTakeover(t *testing.T) {
 func TestOneEtcdMemberDownChangesNothing(t *testing.T) {
 	c := etcdlab.Start(t, 3)
 	cli := etcdlab.Client(t, c.Endpoints()...)
-	a, err := Campaign(context.Background(), cli, prefix, nfs, "a", Options{TTL: 6 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, state, err := takeOver(cli, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	leader := -1
+	a, s, state := own(t, cli, "a", 6*time.Second)
+	leader := leaderOf(t, cli, c)
+	c.Members[leader].Kill()
+	t.Logf("killed etcd member %d, the raft leader", leader)
+	keepsServing(t, a, s, state, 6*time.Second)
+}
+
+// The raft leader of three cut off by a partition (not killed: its
+// connections die without a reset) changes nothing for an owner whose
+// client knows all three members. The owner campaigns through the leader
+// alone and only then learns the other two, so its long-lived streams
+// (the session's lease keepalive, the leader key's watch) are on the
+// member cut off, and its requests go round the three. Before, the
+// session's keepalive stream gave up after a TTL and the owner took that
+// as losing the identity.
+func TestOneEtcdMemberPartitionedChangesNothing(t *testing.T) {
+	lab := netlab.New(t)
+	c := etcdlab.StartInLab(t, lab, 3)
+	host := lab.AddHost("a")
+	leader := leaderOf(t, etcdlab.ClientIn(t, host, c.Endpoints()...), c)
+	cli := etcdlab.ClientIn(t, host, c.Members[leader].Endpoint())
+	a, s, state := own(t, cli, "a", 6*time.Second)
+	cli.SetEndpoints(c.Endpoints()...)
+	c.Members[leader].Partition()
+	t.Logf("partitioned etcd member %d, the raft leader", leader)
+	keepsServing(t, a, s, state, 6*time.Second)
+}
+
+// leaderOf is the index of c's raft leader.
+func leaderOf(t *testing.T, cli *clientv3.Client, c *etcdlab.Cluster) int {
+	t.Helper()
 	for i, m := range c.Members {
 		st, err := cli.Status(context.Background(), m.Endpoint())
 		if err == nil && st.Leader == st.Header.MemberId {
-			leader = i
+			return i
 		}
 	}
-	if leader < 0 {
-		t.Fatal("no etcd leader found")
-	}
-	c.Members[leader].Kill()
-	t.Logf("killed etcd member %d, the raft leader", leader)
-	end := time.Now().Add(3 * 6 * time.Second)
+	t.Fatal("no etcd leader found")
+	return -1
+}
+
+// keepsServing checks for three TTLs that owner a keeps the identity,
+// that SM_MONs to its store every 200 ms succeed, and that the state
+// stays.
+func keepsServing(t *testing.T, a *Owner, s *etcdstore.Store, state int32, ttl time.Duration) {
+	t.Helper()
+	end := time.Now().Add(3 * ttl)
 	for i := 0; time.Now().Before(end); i++ {
 		if err := a.Err(); err != nil {
-			t.Fatalf("ownership lost with one etcd member down: %v", err)
+			t.Fatalf("ownership lost with one etcd member gone: %v", err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		r := nsm.Registration{MonName: fmt.Sprintf("c%d", i), MyID: nsm.MyID{Name: nfs.Name, Prog: 100021, Vers: 4, Proc: 16}}
 		err := s.Apply(ctx, []nsm.Change{{Reg: r}})
 		cancel()
 		if err != nil {
-			t.Fatalf("SM_MON %d with one etcd member down: %v", i, err)
+			t.Fatalf("SM_MON %d with one etcd member gone: %v", i, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -371,26 +414,32 @@ func TestTenFailoversLoseNoAcknowledgedRegistration(t *testing.T) {
 	}
 }
 
-// statdctl's view and move: the listing names the owner and the state;
-// a move deposes the owner at once (no wait for its lease) and the
-// standby takes over with a higher state.
+// statdctl's view and move: the listing names the owner, the state and
+// the counts; a move deposes the owner at once (no wait for its 30 s
+// lease) and returns once the standby took over with a higher state; a
+// move with no standby says so when its time is up.
 func TestHoldingsAndMove(t *testing.T) {
 	c := etcdlab.Start(t, 1)
 	cli := etcdlab.Client(t, c.Endpoints()...)
-	if err := Move(context.Background(), cli, prefix, nfs.Name); !errors.Is(err, ErrNoOwner) {
+	if _, _, err := Move(context.Background(), cli, prefix, nfs.Name); !errors.Is(err, ErrNoOwner) {
 		t.Fatalf("move of an unowned identity: %v", err)
 	}
-	a, err := Campaign(context.Background(), cli, prefix, nfs, "server-a", Options{TTL: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
+	a, sa, stateA := own(t, cli, "server-a", 30*time.Second)
+	type taken struct {
+		st    *etcdstore.Store
+		state int32
+		err   error
 	}
-	sa, stateA, err := takeOver(cli, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sa.Close()
-	waiting := campaign(etcdlab.Client(t, c.Endpoints()...), "server-b", 30*time.Second)
-	time.Sleep(500 * time.Millisecond) // let b join the election
+	standby := make(chan taken, 1)
+	go func() {
+		w := <-campaign(etcdlab.Client(t, c.Endpoints()...), "server-b", 30*time.Second)
+		if w.err != nil {
+			standby <- taken{err: w.err}
+			return
+		}
+		st, state, err := takeOver(cli, w.ow)
+		standby <- taken{st, state, err}
+	}()
 	seedRegistrations(t, cli, "c1", "c2", "c3")
 	other, err := etcdstore.Open(context.Background(), cli, etcdstore.IdentityPrefix(prefix, "other.example"), etcdstore.Options{})
 	if err != nil {
@@ -401,41 +450,45 @@ func TestHoldingsAndMove(t *testing.T) {
 	if err := other.Apply(context.Background(), []nsm.Change{{Reg: r}}); err != nil {
 		t.Fatal(err)
 	}
+	// Wait for b's campaign key, so the move has a standby.
+	netlab.WaitFor(t, 20*time.Second, "server-b in the election", func() error {
+		resp, err := cli.Get(context.Background(), ElectionPrefix(prefix, nfs.Name)+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err == nil && resp.Count != 2 {
+			err = fmt.Errorf("%d candidates", resp.Count)
+		}
+		return err
+	})
 	hs, err := Holdings(context.Background(), cli, prefix)
-	if err != nil || len(hs) != 2 || hs[0].Name != nfs.Name || hs[0].Holder != "server-a" || hs[0].State != stateA ||
-		hs[1] != (Holding{Name: "other.example"}) {
-		t.Fatalf("holdings = %+v, %v; want %s held by server-a at state %d, and other.example unowned", hs, err, nfs.Name, stateA)
+	if err != nil || len(hs) != 2 || hs[0].Name != nfs.Name || hs[0].Holder != "server-a" || hs[0].Lease == 0 || hs[0].State != stateA ||
+		hs[0].Registrations != 3 || hs[0].Owed != 0 || hs[1].Name != "other.example" || hs[1].Holder != "" || hs[1].Registrations != 1 {
+		t.Fatalf("holdings = %+v, %v; want %s held by server-a at state %d with 3 registrations, and other.example unowned with 1", hs, err, nfs.Name, stateA)
 	}
-	if err := Move(context.Background(), cli, prefix, nfs.Name); err != nil {
-		t.Fatal(err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	before, after, err := Move(ctx, cli, prefix, nfs.Name)
+	cancel()
+	if err != nil {
+		t.Fatalf("move: %v (a 30s lease must not be waited out)", err)
 	}
 	select {
 	case <-a.Lost():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the moved identity's owner did not stop")
 	}
-	var w won
-	select {
-	case w = <-waiting:
-	case <-time.After(10 * time.Second):
-		t.Fatal("standby did not take the moved identity (a 30s lease must not be waited out)")
+	tb := <-standby
+	if tb.err != nil {
+		t.Fatal(tb.err)
 	}
-	if w.err != nil {
-		t.Fatal(w.err)
-	}
-	sb, stateB, err := takeOver(cli, w.ow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
-	if stateB <= stateA {
-		t.Fatalf("state %d after move from %d", stateB, stateA)
+	defer tb.st.Close()
+	if before.Holder != "server-a" || before.State != stateA || after.Holder != "server-b" || after.State != tb.state || tb.state <= stateA || after.Owed != 3 {
+		t.Fatalf("move: before %+v, after %+v; want server-a at %d, then server-b at %d > %d owing 3", before, after, stateA, tb.state, stateA)
 	}
 	if _, err := sa.SimulateCrash(context.Background(), time.Now()); !errors.Is(err, etcdstore.ErrFenced) {
 		t.Fatalf("moved-away owner's write: %v, want ErrFenced", err)
 	}
-	hs, _ = Holdings(context.Background(), cli, prefix)
-	if len(hs) != 2 || hs[0].Holder != "server-b" || hs[0].State != stateB {
-		t.Fatalf("holdings after move = %+v", hs)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	before, after, err = Move(ctx, cli, prefix, nfs.Name)
+	cancel()
+	if !errors.Is(err, ErrNotTaken) || before.Holder != "server-b" || after.Holder != "" {
+		t.Fatalf("move with no standby: %v, before %+v, after %+v; want ErrNotTaken and nobody owning it", err, before, after)
 	}
 }
