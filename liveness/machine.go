@@ -11,6 +11,7 @@
 package liveness
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"iter"
@@ -59,14 +60,14 @@ var (
 type Host struct {
 	Name     string
 	Addrs    []netip.Addr
-	Hostname string // optional; matched against Node.Hostname
+	Hostname string // optional; matched against Node.Hostname (see Observe)
 }
 
 // Node is one node of the telemetry table as a scan read it.
 type Node struct {
 	Node     int        // node number in the table
 	Addr     netip.Addr // where its last status came from
-	Hostname string     // the table has no hostname yet: always "" today
+	Hostname string     // as the node's kernel spells it; "" when not asked for
 	BootID   [16]byte
 	LastSeen time.Time // master clock; zero for a record with no status
 }
@@ -167,10 +168,12 @@ type hostState struct {
 // maxTies nodes and knownBoots boot ids): nothing grows with the table.
 // It is not safe for concurrent use.
 type Machine struct {
-	cfg        Config
-	hosts      map[string]*hostState
-	byAddr     map[netip.Addr][]*hostState
-	byHostname map[string][]*hostState // lower case
+	cfg    Config
+	hosts  map[string]*hostState
+	byAddr map[netip.Addr][]*hostState
+	// byHostname holds each host under its hostname (lower case, no
+	// trailing dot) and, when that is qualified, under its first label too.
+	byHostname map[string][]*hostState
 
 	downAfter time.Duration
 	seenUntil time.Time // the last scan: telemetry was observed up to here
@@ -193,14 +196,35 @@ func New(cfg Config) *Machine {
 // Len is the number of hosts tracked.
 func (m *Machine) Len() int { return len(m.hosts) }
 
-// tracksHostname reports whether a tracked host has this hostname (lower
-// case), without allocating: the table's scan asks it of every node.
+// tracksHostname reports whether a node's hostname b may tie it to a
+// tracked host, without allocating: the table's scan asks it of every node.
 func (m *Machine) tracksHostname(b []byte) bool {
-	if len(b) == 0 || len(m.byHostname) == 0 {
+	if len(b) == 0 || len(b) > MaxNameLen || len(m.byHostname) == 0 {
 		return false
 	}
-	_, ok := m.byHostname[string(b)]
+	var buf [MaxNameLen]byte
+	full, short := hostnameKeys(buf[:0], b)
+	if _, ok := m.byHostname[string(full)]; ok {
+		return true
+	}
+	_, ok := m.byHostname[string(short)]
 	return ok
+}
+
+// hostnameKeys appends b to buf in lower case without a trailing dot, and
+// returns it with its first label (the same slice when b is not qualified).
+func hostnameKeys(buf, b []byte) (full, short []byte) {
+	b = bytes.TrimSuffix(b, []byte("."))
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf = append(buf, c)
+	}
+	if i := bytes.IndexByte(buf, '.'); i > 0 {
+		return buf, buf[:i]
+	}
+	return buf, buf
 }
 
 // Track starts tracking h, or updates the addresses and hostname of a
@@ -234,14 +258,26 @@ func (m *Machine) Track(h Host) error {
 	} else {
 		m.unindex(s)
 	}
-	s.Host = Host{Name: h.Name, Addrs: addrs, Hostname: strings.ToLower(h.Hostname)}
+	full, _ := hostnameKeys(nil, []byte(h.Hostname))
+	s.Host = Host{Name: h.Name, Addrs: addrs, Hostname: string(full)}
 	for _, a := range addrs {
 		m.byAddr[a] = append(m.byAddr[a], s)
 	}
-	if s.Hostname != "" {
-		m.byHostname[s.Hostname] = append(m.byHostname[s.Hostname], s)
+	for _, k := range s.hostnameKeys() {
+		m.byHostname[k] = append(m.byHostname[k], s)
 	}
 	return nil
+}
+
+// hostnameKeys are the keys s is indexed under in byHostname.
+func (s *hostState) hostnameKeys() []string {
+	if s.Hostname == "" {
+		return nil
+	}
+	if i := strings.IndexByte(s.Hostname, '.'); i > 0 {
+		return []string{s.Hostname, s.Hostname[:i]}
+	}
+	return []string{s.Hostname}
 }
 
 // Untrack forgets the host named name and everything known of it.
@@ -262,11 +298,11 @@ func (m *Machine) unindex(s *hostState) {
 			delete(m.byAddr, a)
 		}
 	}
-	if s.Hostname != "" {
-		if l := remove(m.byHostname[s.Hostname], s); len(l) > 0 {
-			m.byHostname[s.Hostname] = l
+	for _, k := range s.hostnameKeys() {
+		if l := remove(m.byHostname[k], s); len(l) > 0 {
+			m.byHostname[k] = l
 		} else {
-			delete(m.byHostname, s.Hostname)
+			delete(m.byHostname, k)
 		}
 	}
 }
@@ -307,7 +343,10 @@ func (m *Machine) Answered(name string, now time.Time) {
 // of the scan, RebootSeen before Returned for one host.
 //
 // A node is tied to a host when one of the host's addresses is the
-// node's, or when both have the same hostname. A tied node's boot id
+// node's, or when their hostnames are the same host by the rule of the
+// NSM matching (docs/statd-core.md): case and a trailing dot aside, equal,
+// or one short and the other qualified beginning with it and a dot
+// ("c1" and "c1.example"; not "c1.a" and "c1.b"). A tied node's boot id
 // changing is a reboot, reported once per boot id: never for the first
 // sighting of a host, never for a boot id the host was seen with before,
 // and not for a sender that merely restarted (same boot id). A node newly
@@ -330,8 +369,17 @@ func (m *Machine) Observe(now time.Time, downAfter time.Duration, nodes iter.Seq
 			events = m.see(s, &n, now, events)
 		}
 		if n.Hostname != "" {
-			for _, s := range m.byHostname[strings.ToLower(n.Hostname)] {
+			full, short := hostnameKeys(nil, []byte(n.Hostname))
+			for _, s := range m.byHostname[string(full)] {
 				events = m.see(s, &n, now, events)
+			}
+			if len(short) < len(full) {
+				// A qualified node: hosts tracked under its short name alone.
+				for _, s := range m.byHostname[string(short)] {
+					if s.Hostname == string(short) {
+						events = m.see(s, &n, now, events)
+					}
+				}
 			}
 		}
 	}

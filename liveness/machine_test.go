@@ -252,13 +252,35 @@ func TestStaleRecords(t *testing.T) {
 	f.state("h", Silent)
 }
 
-// Hostname ties a node when the table has one (a seam: it has none yet).
+// Hostnames tie by the NSM matching rule: case and a trailing dot aside,
+// equal, or one short and the other qualified beginning with it; two
+// qualified names in different domains never.
 func TestHostname(t *testing.T) {
-	f := newFixture(t, Host{Name: "c1.example", Hostname: "C1.example"})
-	f.nodes[4] = Node{Node: 4, Addr: ip("10.9.9.9"), Hostname: "c1.EXAMPLE", BootID: boot(1), LastSeen: f.now}
-	f.scan()
-	if l := f.state("c1.example", Up); l.Node != 4 {
-		t.Errorf("tied to node %d, want 4", l.Node)
+	for _, c := range []struct {
+		tracked, reported string
+		tied              bool
+	}{
+		{"C1.example", "c1.EXAMPLE", true},
+		{"c1.example.", "c1.example", true},
+		{"c1.example", "c1", true},  // a kernel with a short hostname, a qualified mon_name
+		{"c1", "c1.example", true},  // a qualified kernel hostname, a short mon_name
+		{"C1", "c1.Example.", true}, // both at once
+		{"c1.a", "c1.b", false},
+		{"c1.example", "c10.example", false},
+		{"c1.example", "c10", false},
+		{"c1", "c10.example", false},
+		{"c1.example", "example", false},
+	} {
+		f := newFixture(t, Host{Name: "h", Hostname: c.tracked})
+		f.nodes[4] = Node{Node: 4, Addr: ip("10.9.9.9"), Hostname: c.reported, BootID: boot(1), LastSeen: f.now}
+		f.scan()
+		l := f.m.Liveness("h", f.now)
+		if got := l.State == Up && l.Node == 4; got != c.tied {
+			t.Errorf("tracked %q, node reports %q: tied %v (%+v), want %v", c.tracked, c.reported, got, l, c.tied)
+		}
+		if tracks := f.m.tracksHostname([]byte(c.reported)); c.tied && !tracks {
+			t.Errorf("tracksHostname(%q) false with %q tracked: the scan would not read the hostname", c.reported, c.tracked)
+		}
 	}
 }
 

@@ -377,9 +377,15 @@ func TestScanAllocsDoNotGrowWithTable(t *testing.T) {
 		clk := &clock{t: t0}
 		tb := newTable(t, clk)
 		w := newWatcher(t, tb.dir, clk, 0)
-		w.Track(Host{Name: "c1", Addrs: []netip.Addr{ip("10.0.0.1")}})
+		w.Track(Host{Name: "c1", Addrs: []netip.Addr{ip("10.0.0.1")}, Hostname: "c1.example"})
 		for i := range nodes {
-			tb.put(i, fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255), 1)
+			// Hostnames a tracked host does not have, in upper case, so
+			// the tie check folds case and splits labels on every node.
+			s := &sample.Sample{Time: clk.Now(), BootID: boot(1), CPUs: make([]sample.CPU, 1),
+				Memory: sample.Memory{Total: 1 << 30}, Hostname: fmt.Sprintf("NODE%d.EXAMPLE", i)}
+			if err := tb.w.Put(i, netip.AddrPortFrom(ip(fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255)), 3040), clk.Now(), s); err != nil {
+				t.Fatal(err)
+			}
 		}
 		scan(t, w) // first scan sizes the reused buffers
 		return testing.AllocsPerRun(20, func() { w.Scan() })
@@ -447,7 +453,8 @@ func TestWatcherTiesByHostname(t *testing.T) {
 	}
 	put(1)
 	w := newWatcher(t, tb.dir, clk, 0)
-	if err := w.Track(Host{Name: "client7.example", Addrs: []netip.Addr{ip("192.0.2.7")}, Hostname: "client7"}); err != nil {
+	// rpc.statd gives the mon_name as hostname; the node's kernel says "client7".
+	if err := w.Track(Host{Name: "client7.example", Addrs: []netip.Addr{ip("192.0.2.7")}, Hostname: "client7.example"}); err != nil {
 		t.Fatal(err)
 	}
 	scan(t, w)

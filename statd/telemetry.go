@@ -99,8 +99,8 @@ func (t *telemetry) follow() {
 			continue
 		}
 		// Tied by address, and by the hostname a node reports when the
-		// mon_name is a name (as the node's kernel spells it: a short
-		// name matches a short mon_name only).
+		// mon_name is a name (short and qualified forms tie, as in the
+		// matching rule).
 		h := liveness.Host{Name: name, Addrs: addrs}
 		if _, err := netip.ParseAddr(name); err != nil {
 			h.Hostname = name
