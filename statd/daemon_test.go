@@ -347,7 +347,8 @@ func TestSimuCrash(t *testing.T) {
 // TestSimuCrashRetransmittedMovesStateOnce: SM_SIMU_CRASH sent twice with
 // the same xid from the same privileged port (a UDP client's
 // retransmission after a lost reply) moves the state by two, once; both
-// get the same reply. A new call moves it again. oncrpc had no duplicate
+// get the same reply, sent once the new state is on disk. A new call moves
+// it again. oncrpc had no duplicate
 // request cache: the retransmission moved the state a second time.
 func TestSimuCrashRetransmittedMovesStateOnce(t *testing.T) {
 	td := newTestDaemon(t, nil)
@@ -374,6 +375,11 @@ func TestSimuCrashRetransmittedMovesStateOnce(t *testing.T) {
 	}
 	state := td.status().State
 	crash(4242)
+	// Persisted before the reply: the state file, written before the
+	// store's commit, has it.
+	if st, ok, err := nsm.ReadStateFile(filepath.Join(td.cfg.StateDir, StateFileName)); err != nil || !ok || st != state+2 {
+		t.Fatalf("state file after the reply: %d, %v, %v; want %d", st, ok, err, state+2)
+	}
 	crash(4242) // the retransmission
 	if got := td.status().State; got != state+2 {
 		t.Fatalf("state %d after one SM_SIMU_CRASH and its retransmission, want %d", got, state+2)
