@@ -117,7 +117,7 @@ func (p *protocol) commit(ctx context.Context, changes []nsm.Change) error {
 	if len(changes) == 0 {
 		return nil
 	}
-	removes := slices.ContainsFunc(changes, func(c nsm.Change) bool { return c.Kind == nsm.ChangeReg && c.Remove })
+	removes := slices.ContainsFunc(changes, func(c nsm.Change) bool { return c.Kind == nsm.ChangeReg && c.Remove || c.Kind == nsm.ChangeDropRegs })
 	if removes {
 		p.mu.Lock()
 		defer p.mu.Unlock()
