@@ -57,6 +57,15 @@ type CoreConfig struct {
 	// real SM_NOTIFY from the host may be to count as one reboot [5m]
 	// (see Core.Rebooted).
 	SameRebootWindow time.Duration
+	// Notify is the retry schedule of our own SM_NOTIFYs [DefaultSchedule];
+	// MaxNotifyInFlight bounds those being sent at once [256].
+	Notify            Schedule
+	MaxNotifyInFlight int
+	// NotifyOnRequest is rpc.statd -L: a notification owed at our start
+	// (state number of the last start, not yet tried) waits for NotifyAll
+	// (rpc.statd -n); those already tried, and those SimuCrash owes, go as
+	// usual.
+	NotifyOnRequest bool
 }
 
 func (c CoreConfig) withDefaults() CoreConfig {
@@ -83,6 +92,8 @@ func (c CoreConfig) withDefaults() CoreConfig {
 	setInt(&c.MaxParked, 4096)
 	setInt(&c.MaxResolving, 64)
 	setInt(&c.MaxCached, 16384)
+	setInt(&c.MaxNotifyInFlight, 256)
+	c.Notify = c.Notify.withDefaults()
 	setDur(&c.CallbackSpacing, time.Second)
 	setDur(&c.CacheTTL, 5*time.Minute)
 	setDur(&c.NegativeTTL, 30*time.Second)
@@ -108,12 +119,43 @@ func CheckCallbackPrograms(progs []uint32) error {
 // naming a program that is not an allowed callback target.
 var ErrProgramNotAllowed = errors.New("callback program not allowed")
 
-// Change is one registration written or removed. The same value is applied
-// to the store (Store.Apply) and then to the Core (Core.Apply), so disk and
-// memory hold the same keys. Reg.MonName is the spelling kept on disk.
+// ChangeKind says which record a Change writes.
+type ChangeKind uint8
+
+const (
+	// ChangeReg writes or removes the registration Reg.
+	ChangeReg ChangeKind = iota
+	// ChangeOwed writes the owed notification Owed, or removes it
+	// (Remove) while the record owes no newer state than Owed.State,
+	// recording the host as given up on at At when GaveUp.
+	ChangeOwed
+	// ChangeState sets our state number to State and, when BootID is not
+	// empty, records BootID as the boot of the last start.
+	ChangeState
+	// ChangeDropRegs removes every registration: the reboot step (the
+	// registrants died with the host), in one step on disk.
+	ChangeDropRegs
+)
+
+// Change is one record written or removed: a registration, an owed
+// notification or the state number. The same value is applied to the
+// store (Store.Apply) and then to the Core (Core.Apply), so disk and
+// memory hold the same keys. Reg.MonName and Owed.Host are the spellings
+// kept on disk.
 type Change struct {
+	Kind   ChangeKind
 	Remove bool
 	Reg    Registration
+
+	Owed   Owed
+	GaveUp bool
+	At     time.Time
+	// Settles says the owed record is the outcome of the attempt under way
+	// on Owed.Host (the Core ends the attempt; the store ignores it).
+	Settles bool
+
+	State  int32
+	BootID string
 }
 
 // Callback is one call to a registrant: status{MonName, State, Priv} to
@@ -134,6 +176,9 @@ type Ready struct {
 	Resolve []string
 	// GaveUp lists callbacks dropped after their last retry (for logging).
 	GaveUp []Callback
+	// Notify lists our SM_NOTIFYs to send now; the shell answers each with
+	// NotifyDone.
+	Notify []Owed
 }
 
 func (r *Ready) add(o Ready) {
@@ -141,11 +186,12 @@ func (r *Ready) add(o Ready) {
 	r.Callbacks = append(r.Callbacks, o.Callbacks...)
 	r.Resolve = append(r.Resolve, o.Resolve...)
 	r.GaveUp = append(r.GaveUp, o.GaveUp...)
+	r.Notify = append(r.Notify, o.Notify...)
 }
 
 // Empty reports whether there is nothing to do.
 func (r Ready) Empty() bool {
-	return len(r.Persist) == 0 && len(r.Callbacks) == 0 && len(r.Resolve) == 0 && len(r.GaveUp) == 0
+	return len(r.Persist) == 0 && len(r.Callbacks) == 0 && len(r.Resolve) == 0 && len(r.GaveUp) == 0 && len(r.Notify) == 0
 }
 
 // NotifyResult says what became of one SM_NOTIFY.
@@ -156,8 +202,9 @@ type NotifyResult struct {
 }
 
 // Core is the NSM protocol state machine of rpc.statd: the registrations,
-// the one matching rule, what each registrant has been told, and the
-// callback schedule. It does no I/O and reads no clock; inputs return a
+// the one matching rule, what each registrant has been told, the callback
+// schedule, our state number and the schedule of the SM_NOTIFYs we owe
+// (core_owed.go). It does no I/O and reads no clock; inputs return a
 // Ready. It is not safe for concurrent use, and the shell must not run two
 // inputs touching one host between an input and its Apply (it serializes
 // per canonical name; SM_UNMON_ALL and resolutions serialize against all).
@@ -181,6 +228,8 @@ type Core struct {
 	// every sweepEvery a Tick also looks for expired ones among all hosts.
 	fresh     []string
 	lastSweep time.Time
+
+	ours ourState
 }
 
 // coreHost is one monitored host: its registrations and its addresses (the
@@ -252,6 +301,7 @@ func NewCore(cfg CoreConfig) *Core {
 		parked:   map[string]*parkedCalls{},
 		bySender: newBuckets[netip.Addr](cfg.NotifyRate, cfg.NotifyBurst, cfg.MaxLimiterKeys),
 		byHost:   newBuckets[string](cfg.NotifyRate, cfg.NotifyBurst, cfg.MaxLimiterKeys),
+		ours:     ourState{owed: map[string]*owedEntry{}},
 	}
 	for _, p := range cfg.AllowedPrograms {
 		if p != Program && p != rpcbindProgram {
@@ -379,6 +429,24 @@ func removals(r *coreReg) []Change {
 // the same changes succeeded.
 func (c *Core) Apply(changes []Change) {
 	for _, ch := range changes {
+		switch ch.Kind {
+		case ChangeOwed:
+			c.applyOwed(ch)
+			continue
+		case ChangeState:
+			c.applyState(ch)
+			continue
+		case ChangeDropRegs:
+			for _, h := range c.hosts {
+				for _, r := range h.regs {
+					if r.index >= 0 {
+						heap.Remove(&c.queue, r.index)
+					}
+				}
+				c.dropHost(h)
+			}
+			continue
+		}
 		canon := CanonicalName(ch.Reg.MonName)
 		h := c.hosts[canon]
 		if ch.Remove {
@@ -766,6 +834,7 @@ func (c *Core) Resolved(name string, addrs []netip.Addr, now time.Time) (rd Read
 // NegativeTTL, of monitored names whose addresses expired.
 func (c *Core) Tick(now time.Time) (rd Ready) {
 	rd = c.dispatch(now)
+	rd.add(c.dispatchOwed(now))
 	for len(c.fresh) > 0 && c.asked < c.cfg.MaxResolving {
 		k := c.fresh[0]
 		c.fresh = c.fresh[1:]
@@ -809,14 +878,15 @@ func (c *Core) RemovalWaits(name string) bool {
 	return p != nil && len(p.unmon) > 0
 }
 
-// NextWake is when the earliest callback retry falls due; false when none
-// waits. (Refreshing monitored names' addresses needs a Tick now and then:
-// the shell ticks at least every minute.)
+// NextWake is when the earliest callback retry or owed notification falls
+// due; false when none waits. (Refreshing monitored names' addresses needs
+// a Tick now and then: the shell ticks at least every minute.)
 func (c *Core) NextWake() (time.Time, bool) {
-	if c.queue.Len() == 0 {
-		return time.Time{}, false
+	t, ok := c.nextOwed()
+	if c.queue.Len() > 0 && (!ok || c.queue[0].nextTry.Before(t)) {
+		t, ok = c.queue[0].nextTry, true
 	}
-	return c.queue[0].nextTry, true
+	return t, ok
 }
 
 // callbackQueue is a container/heap of registrations by next try.

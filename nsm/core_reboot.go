@@ -178,8 +178,9 @@ func (c *Core) Lookup(name string, now time.Time) (addrs []netip.Addr, rd Ready)
 // Forget plans the release of the host name matches (statdctl forget, or
 // a host gone for good): the callbacks that tell each of its registrants
 // a new odd state above the last known (lock managers drop the host's
-// locks on it, as after a reboot), and the removal of its registrations.
-// The shell makes the callbacks, then persists and applies the removals.
+// locks on it, as after a reboot), and the removal of its registrations
+// and of the notifications owed to it (recorded as given up on). The
+// shell makes the callbacks, then persists and applies the removals.
 func (c *Core) Forget(name string, now time.Time) (release []Callback, remove []Change) {
 	for _, h := range c.matchHosts(CanonicalName(name), netip.Addr{}, now) {
 		state := nextUp(c.lastKnown(h))
@@ -188,5 +189,5 @@ func (c *Core) Forget(name string, now time.Time) (release []Callback, remove []
 			remove = append(remove, removals(r)...)
 		}
 	}
-	return release, remove
+	return release, append(remove, c.forgetOwed(CanonicalName(name), now)...)
 }

@@ -87,7 +87,7 @@ func TestStoreBytesPerHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Start("boot-1", time.Now()); err != nil {
+	if _, err := StartCore(context.Background(), s, NewCore(CoreConfig{}), "boot-1", false, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	took := monitorAll(t, s, shuffledHosts(hosts), 64)
@@ -108,7 +108,7 @@ func TestStoreBytesPerHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := s.Start("boot-2", time.Now())
+	res, err := StartCore(context.Background(), s, NewCore(CoreConfig{}), "boot-2", false, time.Now())
 	if err != nil || res.Owed != hosts || res.Dropped != hosts {
 		t.Fatalf("reboot: %+v, %v", res, err)
 	}

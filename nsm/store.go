@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -126,8 +125,8 @@ type StoreOption func(*Store)
 // goes backwards even if the store is lost.
 func WithStateFile(path string) StoreOption { return func(s *Store) { s.stateFile = path } }
 
-// WithStateHook calls fn with the state number after every committed start
-// or simulated crash (the daemon tells the kernel's lock manager).
+// WithStateHook calls fn with the state number after every committed
+// change of it (the daemon tells the kernel's lock manager).
 func WithStateHook(fn func(state int32)) StoreOption { return func(s *Store) { s.onState = fn } }
 
 // WithCommitHook calls fn with how long each group commit (one
@@ -500,12 +499,14 @@ func (s *Store) State() (int32, error) {
 	return b.State, err
 }
 
-// Boot reports what the store remembers of the last start.
+// Boot reports what the store remembers of the last start, the state
+// raised to the state file's when that is higher (a commit that failed
+// after the file was written): the Core starts from it (Core.Restore).
 func (s *Store) Boot() (Boot, error) {
 	var b Boot
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
-		b, err = readBoot(tx)
+		b, err = s.readBootFloor(tx)
 		return err
 	})
 	return b, err
@@ -522,65 +523,6 @@ func readBoot(tx *bolt.Tx) (Boot, error) {
 		}
 	}
 	return b, nil
-}
-
-// Start is the reboot-versus-restart step of every daemon start, in one
-// transaction (see DecideStart). On a reboot the state moves to the next odd
-// number, every monitored host and every host still owed is owed the new
-// state on a fresh schedule starting at now, and all registrations are
-// dropped. On a restart nothing changes but the recorded boot id.
-func (s *Store) Start(bootID string, now time.Time) (StartResult, error) {
-	return s.start(bootID, now, false)
-}
-
-// Reboot is Start as `rpc.statd -n` runs it: a reboot whatever the boot id.
-func (s *Store) Reboot(bootID string, now time.Time) (StartResult, error) {
-	return s.start(bootID, now, true)
-}
-
-func (s *Store) start(bootID string, now time.Time, force bool) (StartResult, error) {
-	var res StartResult
-	err := s.update(context.Background(), func(tx *bolt.Tx) error {
-		prev, err := s.readBootFloor(tx)
-		if err != nil {
-			return err
-		}
-		dec, err := DecideStart(prev, bootID, force)
-		if err != nil {
-			return err
-		}
-		res = StartResult{Rebooted: dec.Reboot, Reason: dec.Reason, PrevState: prev.State, State: dec.State}
-		if err := s.putState(tx, dec.State); err != nil {
-			return err
-		}
-		meta := tx.Bucket(bucketMeta)
-		if err := meta.Put(keyBoot, []byte(bootID)); err != nil {
-			return err
-		}
-		if dec.Reboot {
-			if res.Dropped, err = oweAll(tx, dec.State, now); err != nil {
-				return err
-			}
-			// The registrants died with the host: start with empty tables.
-			for _, b := range [][]byte{bucketRegs, bucketIDs} {
-				if err := tx.DeleteBucket(b); err != nil {
-					return err
-				}
-				if _, err := tx.CreateBucket(b); err != nil {
-					return err
-				}
-			}
-		}
-		res.Owed = countKeys(tx.Bucket(bucketOwed))
-		return nil
-	})
-	if err != nil {
-		return StartResult{}, fmt.Errorf("nsm: store %q: start: %w", s.path, err)
-	}
-	if s.onState != nil {
-		s.onState(res.State)
-	}
-	return res, nil
 }
 
 // readBootFloor is readBoot with the state raised to the state file's
@@ -614,87 +556,6 @@ func (s *Store) putState(tx *bolt.Tx, state int32) error {
 	return tx.Bucket(bucketMeta).Put(keyState, encodeState(state))
 }
 
-func countKeys(b *bolt.Bucket) int {
-	n := 0
-	c := b.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		n++
-	}
-	return n
-}
-
-// oweAll makes every registered host and every host already owed owed the
-// new state on a fresh schedule, and returns the number of registrations.
-func oweAll(tx *bolt.Tx, state int32, now time.Time) (int, error) {
-	owed := tx.Bucket(bucketOwed)
-	owed.FillPercent = owedFillPercent // not persisted by bbolt: set per transaction
-	fresh := func(host []byte) error {
-		return owed.Put(host, owedValue(Owed{State: state, FirstOwed: now, NextTry: now}))
-	}
-	var hosts [][]byte
-	c := owed.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		hosts = append(hosts, bytes.Clone(k))
-	}
-	regs := 0
-	var last []byte
-	c = tx.Bucket(bucketRegs).Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		regs++
-		name, _, err := parseRegKey(k)
-		if err != nil {
-			return 0, err
-		}
-		// Keys are sorted, so one host's registrations are adjacent.
-		if string(last) != name {
-			last = []byte(name)
-			hosts = append(hosts, last)
-		}
-	}
-	slices.SortFunc(hosts, bytes.Compare)
-	hosts = slices.CompactFunc(hosts, bytes.Equal)
-	for _, h := range hosts {
-		if err := fresh(h); err != nil {
-			return 0, err
-		}
-		if err := tx.Bucket(bucketGaveUp).Delete(h); err != nil {
-			return 0, err
-		}
-	}
-	return regs, nil
-}
-
-// SimulateCrash is SM_SIMU_CRASH as FreeBSD's rpc.statd does it: the state
-// moves on by two (staying odd), every monitored host becomes owed the new
-// state, and the registrations are kept, since the local lock manager did
-// not crash and would not register again. (nfs-utils instead restarts its
-// service loop and drops its in-memory notify list.) Returns the new state.
-func (s *Store) SimulateCrash(ctx context.Context, now time.Time) (int32, error) {
-	var state int32
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		prev, err := s.readBootFloor(tx)
-		if err != nil {
-			return err
-		}
-		// An odd (up) state moves on by two, as a crash and restart would.
-		if state, err = NextUpState(prev.State); err != nil {
-			return err
-		}
-		if err := s.putState(tx, state); err != nil {
-			return err
-		}
-		_, err = oweAll(tx, state, now)
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("nsm: store %q: simulate crash: %w", s.path, err)
-	}
-	if s.onState != nil {
-		s.onState(state)
-	}
-	return state, nil
-}
-
 // Owed lists the notifications still owed, ordered by host.
 func (s *Store) Owed() ([]Owed, error) { return listBucket(s, bucketOwed, parseOwedValue) }
 
@@ -720,62 +581,4 @@ func listBucket[T any](s *Store, bucket []byte, parse func(host string, v []byte
 		return nil, fmt.Errorf("nsm: store %q: %w", s.path, err)
 	}
 	return out, nil
-}
-
-// MarkNotified removes host's owed notification once state was delivered.
-// A record owing a newer state (an SM_SIMU_CRASH during the attempt) is
-// kept. Reports whether the record was removed.
-func (s *Store) MarkNotified(ctx context.Context, host string, state int32) (bool, error) {
-	return s.settle(ctx, host, state, time.Time{})
-}
-
-// GiveUp removes host's owed notification after the schedule ran out and
-// remembers that it did; like MarkNotified it keeps a newer-state record.
-func (s *Store) GiveUp(ctx context.Context, host string, state int32, now time.Time) (bool, error) {
-	return s.settle(ctx, host, state, now)
-}
-
-func (s *Store) settle(ctx context.Context, host string, state int32, gaveUpAt time.Time) (bool, error) {
-	var removed bool
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		removed = false
-		owed := tx.Bucket(bucketOwed)
-		v := owed.Get([]byte(host))
-		if v == nil {
-			return nil
-		}
-		o, err := parseOwedValue(host, v)
-		if err != nil {
-			return err
-		}
-		if o.State > state {
-			return nil
-		}
-		if !gaveUpAt.IsZero() {
-			if err := tx.Bucket(bucketGaveUp).Put([]byte(host), gaveUpValue(o.State, gaveUpAt)); err != nil {
-				return err
-			}
-		}
-		removed = true
-		return owed.Delete([]byte(host))
-	})
-	return removed && err == nil, err
-}
-
-// Reschedule records a failed attempt: attempts so far and the next try.
-// It never creates a record, so it cannot resurrect a settled one.
-func (s *Store) Reschedule(ctx context.Context, host string, next time.Time, attempts int) error {
-	return s.update(ctx, func(tx *bolt.Tx) error {
-		owed := tx.Bucket(bucketOwed)
-		v := owed.Get([]byte(host))
-		if v == nil {
-			return nil
-		}
-		o, err := parseOwedValue(host, v)
-		if err != nil {
-			return err
-		}
-		o.NextTry, o.Attempts = next, attempts
-		return owed.Put([]byte(host), owedValue(o))
-	})
 }

@@ -178,12 +178,7 @@ func TestStartRebootVersusRestart(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var res StartResult
-				if st.force {
-					res, err = s.Reboot(st.bootID, t0)
-				} else {
-					res, err = s.Start(st.bootID, t0)
-				}
+				res, err := StartCore(context.Background(), s, NewCore(CoreConfig{}), st.bootID, st.force, t0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -219,7 +214,8 @@ func TestRebootOwesNewStateOnFreshSchedule(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 	ctx := context.Background()
-	if err := s.Reschedule(ctx, "peer-a", t0.Add(2*time.Hour), 5); err != nil {
+	tried := Owed{Host: "peer-a", State: 3, FirstOwed: t0.Add(time.Hour), Attempts: 5, NextTry: t0.Add(2 * time.Hour)}
+	if err := s.Apply(ctx, []Change{{Kind: ChangeOwed, Owed: tried}}); err != nil {
 		t.Fatal(err)
 	}
 	// A second reboot before peer-a was reached: it is owed the newer state,
@@ -242,23 +238,58 @@ func owedEqual(a, b []Owed) bool {
 
 func mustStart(t *testing.T, s *Store, bootID string, now time.Time) StartResult {
 	t.Helper()
-	res, err := s.Start(bootID, now)
+	res, err := StartCore(context.Background(), s, NewCore(CoreConfig{}), bootID, false, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res
 }
 
+// loadCore is a Core holding what s holds, as a daemon's after its start.
+func loadCore(t testing.TB, s *Store) *Core {
+	t.Helper()
+	c := NewCore(CoreConfig{})
+	regs, err := s.Registrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Boot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owed, err := s.Owed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Load(regs)
+	c.Restore(b, owed)
+	return c
+}
+
+// simulateCrash is SM_SIMU_CRASH as the daemon runs it on s: planned by a
+// Core holding what s holds, persisted, then applied.
+func simulateCrash(t testing.TB, s *Store, now time.Time) int32 {
+	t.Helper()
+	c := loadCore(t, s)
+	rd, state, err := c.SimuCrash(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(context.Background(), rd.Persist); err != nil {
+		t.Fatal(err)
+	}
+	c.Apply(rd.Persist)
+	return state
+}
+
 func TestSimulateCrash(t *testing.T) {
 	s, _ := openTestStore(t)
-	ctx := context.Background()
 	mustStart(t, s, "b1", t0)
 	mustMonitor(t, s, reg("peer-a", lockdID, 1))
 	mustMonitor(t, s, reg("peer-a", otherID, 1))
 	mustMonitor(t, s, reg("peer-b", lockdID, 1))
-	state, err := s.SimulateCrash(ctx, t0)
-	if err != nil || state != 3 {
-		t.Fatalf("SimulateCrash = %d, %v; want 3", state, err)
+	if state := simulateCrash(t, s, t0); state != 3 {
+		t.Fatalf("SimuCrash = %d; want 3", state)
 	}
 	if n := len(mustRegs(t, s)); n != 3 {
 		t.Errorf("%d registrations after SM_SIMU_CRASH, want all 3 kept", n)
@@ -266,7 +297,7 @@ func TestSimulateCrash(t *testing.T) {
 	if got := owedHosts(t, s); !slices.Equal(got, []string{"peer-a", "peer-b"}) {
 		t.Errorf("owed %v", got)
 	}
-	if state, _ := s.SimulateCrash(ctx, t0); state != 5 {
+	if state := simulateCrash(t, s, t0); state != 5 {
 		t.Errorf("second SimulateCrash = %d, want 5", state)
 	}
 	// A restart after SM_SIMU_CRASH keeps the advanced state.
@@ -275,6 +306,10 @@ func TestSimulateCrash(t *testing.T) {
 	}
 }
 
+// TestSettlingOwedNotifications: the store's rules for owed records, which
+// hold whatever order two commits land in: a removal (delivered, given up)
+// keeps a record owing a newer state; giving up is remembered until the
+// host is registered again.
 func TestSettlingOwedNotifications(t *testing.T) {
 	s, _ := openTestStore(t)
 	ctx := context.Background()
@@ -283,16 +318,17 @@ func TestSettlingOwedNotifications(t *testing.T) {
 		mustMonitor(t, s, reg(h, lockdID, 1))
 	}
 	mustStart(t, s, "b2", t0) // state 3, a b c owed
-
-	if ok, err := s.MarkNotified(ctx, "a", 3); !ok || err != nil {
-		t.Fatalf("MarkNotified(a) = %v, %v", ok, err)
+	apply := func(chs ...Change) {
+		t.Helper()
+		if err := s.Apply(ctx, chs); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if ok, _ := s.MarkNotified(ctx, "a", 3); ok {
-		t.Error("MarkNotified twice removed something")
+	paid := func(host string, state int32) Change {
+		return Change{Kind: ChangeOwed, Remove: true, Owed: Owed{Host: host, State: state}}
 	}
-	if ok, err := s.GiveUp(ctx, "b", 3, t0.Add(24*time.Hour)); !ok || err != nil {
-		t.Fatalf("GiveUp(b) = %v, %v", ok, err)
-	}
+	apply(paid("a", 3), paid("a", 3)) // twice: no error
+	apply(Change{Kind: ChangeOwed, Remove: true, GaveUp: true, At: t0.Add(24 * time.Hour), Owed: Owed{Host: "b", State: 3}})
 	gave, err := s.GaveUp()
 	if err != nil || len(gave) != 1 || gave[0].Host != "b" || gave[0].State != 3 || !gave[0].At.Equal(t0.Add(24*time.Hour)) {
 		t.Fatalf("GaveUp() = %+v, %v", gave, err)
@@ -301,22 +337,13 @@ func TestSettlingOwedNotifications(t *testing.T) {
 	// An SM_SIMU_CRASH while c's attempt with state 3 was under way: the
 	// late success must not erase the debt of state 5.
 	mustMonitor(t, s, reg("c", lockdID, 1))
-	if _, err := s.SimulateCrash(ctx, t0); err != nil {
-		t.Fatal(err)
-	}
-	if ok, _ := s.MarkNotified(ctx, "c", 3); ok {
-		t.Error("a stale success removed a newer debt")
-	}
+	simulateCrash(t, s, t0)
+	apply(paid("c", 3))
 	if got := owedHosts(t, s); !slices.Equal(got, []string{"c"}) {
 		t.Fatalf("owed %v, want [c]", got)
 	}
 	next := t0.Add(90 * time.Second)
-	if err := s.Reschedule(ctx, "c", next, 2); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Reschedule(ctx, "nobody", next, 2); err != nil {
-		t.Fatal(err)
-	}
+	apply(Change{Kind: ChangeOwed, Owed: Owed{Host: "c", State: 5, FirstOwed: t0, Attempts: 2, NextTry: next}})
 	owed, _ := s.Owed()
 	if want := []Owed{{Host: "c", State: 5, FirstOwed: t0, Attempts: 2, NextTry: next}}; !owedEqual(owed, want) {
 		t.Fatalf("owed %+v, want %+v", owed, want)
@@ -327,13 +354,20 @@ func TestSettlingOwedNotifications(t *testing.T) {
 	if gave, _ := s.GaveUp(); len(gave) != 0 {
 		t.Errorf("GaveUp() after a new SM_MON = %+v", gave)
 	}
+	// Bad records are refused before anything is written.
+	if err := s.Apply(ctx, []Change{{Kind: ChangeOwed, Owed: Owed{Host: "bad/name", State: 5}}}); err == nil {
+		t.Error("an owed record for an invalid name was written")
+	}
+	if err := s.Apply(ctx, []Change{{Kind: ChangeState, State: -1}}); err == nil {
+		t.Error("a negative state number was written")
+	}
 }
 
 func TestStoreSurvivesReopen(t *testing.T) {
 	s, path := openTestStore(t)
 	mustStart(t, s, "b1", t0)
 	mustMonitor(t, s, reg("peer-a", lockdID, 7))
-	s.SimulateCrash(context.Background(), t0)
+	simulateCrash(t, s, t0)
 	s.Close()
 	s2, err := OpenStore(path)
 	if err != nil {
@@ -472,9 +506,11 @@ func TestStateNeverDecreases(t *testing.T) {
 		case 0, 1:
 			mustStart(t, s, fmt.Sprintf("boot-%d", i/2), t0)
 		case 2:
-			s.Reboot("boot", t0)
+			if _, err := StartCore(context.Background(), s, NewCore(CoreConfig{}), "boot", true, t0); err != nil {
+				t.Fatal(err)
+			}
 		case 3:
-			s.SimulateCrash(context.Background(), t0)
+			simulateCrash(t, s, t0)
 		}
 		st, _ := s.State()
 		if st < last || st%2 != 1 {

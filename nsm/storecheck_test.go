@@ -28,10 +28,10 @@ func storeImage(t testing.TB, n int) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Start("boot-a", t0); err != nil {
+	ctx := context.Background()
+	if _, err := StartCore(ctx, s, NewCore(CoreConfig{}), "boot-a", false, t0); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
 	// Concurrent callers share commits: a few fsyncs, not 600, so fuzz
 	// workers start quickly.
 	var wg sync.WaitGroup
@@ -52,9 +52,7 @@ func storeImage(t testing.TB, n int) []byte {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.SimulateCrash(ctx, t0); err != nil {
-		t.Fatal(err)
-	}
+	simulateCrash(t, s, t0)
 	s.Close()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -106,7 +104,7 @@ func useStore(path string) error {
 	if _, err := s.GaveUp(); err != nil {
 		return err
 	}
-	_, err = s.Start("boot-b", t0)
+	_, err = StartCore(context.Background(), s, NewCore(CoreConfig{}), "boot-b", false, t0)
 	return err
 }
 

@@ -80,8 +80,13 @@ type Server struct {
 	// past it a remote connection waits and remote datagrams are dropped
 	// (their senders retransmit). 0: DefaultMaxRemoteInFlight.
 	MaxRemoteInFlight int
+	// ReplyCacheSize bounds the reply cache of HandleOnce procedures.
+	// 0: DefaultReplyCacheSize.
+	ReplyCacheSize int
 
 	mu        sync.RWMutex
+	once      map[[3]uint32]bool // procedures registered with HandleOnce
+	replies   *replyCache
 	progs     map[uint32]map[uint32]map[uint32]Handler
 	packets   map[net.PacketConn]struct{}
 	listeners map[net.Listener]struct{}
@@ -243,13 +248,7 @@ const replyReserve = 4 + 24
 // nil for no reply.
 func (s *Server) handle(h CallHeader, args []byte, perr error, remote, local netip.AddrPort, transport string) []byte {
 	s.calls.Add(1)
-	fail := func(err error) []byte {
-		e := xdr.NewEncoder(make([]byte, 4, 40))
-		appendReplyHeader(e, h.XID, err)
-		b := e.Bytes()
-		markRecord(b)
-		return b
-	}
+	fail := func(err error) []byte { return errorReply(h.XID, err) }
 	if perr != nil {
 		return fail(perr)
 	}
@@ -261,9 +260,34 @@ func (s *Server) handle(h CallHeader, args []byte, perr error, remote, local net
 	if err != nil {
 		return fail(err)
 	}
+	if s.isOnce(&h) {
+		k := replyKey{remote: remote, transport: transport, xid: h.XID, prog: h.Program, vers: h.Version, proc: h.Procedure}
+		fresh, reply := s.replies.begin(k)
+		if !fresh {
+			return reply // a retransmission: the first reply, or none yet
+		}
+		reply = s.run1(h, cred, handler, args, remote, local, transport)
+		s.replies.finish(k, reply)
+		return reply
+	}
+	return s.run1(h, cred, handler, args, remote, local, transport)
+}
+
+// errorReply is the reply record answering call xid with err.
+func errorReply(xid uint32, err error) []byte {
+	e := xdr.NewEncoder(make([]byte, 4, 40))
+	appendReplyHeader(e, xid, err)
+	b := e.Bytes()
+	markRecord(b)
+	return b
+}
+
+// run1 runs the handler of one call and returns its reply record (nil: none).
+func (s *Server) run1(h CallHeader, cred *AuthSysParms, handler Handler, args []byte, remote, local netip.AddrPort, transport string) []byte {
+	fail := func(err error) []byte { return errorReply(h.XID, err) }
 	call := &Call{CallHeader: h, AuthSys: cred, Remote: remote, Local: local, Transport: transport, Args: xdr.NewDecoder(args)}
 	e := xdr.NewEncoder(make([]byte, replyReserve, 256))
-	err = s.run(handler, call, e)
+	err := s.run(handler, call, e)
 	if err == nil && call.Args.Err() != nil {
 		// The handler ignored a decoding failure; its results are not to be trusted.
 		err = fmt.Errorf("%w: %v", ErrGarbageArgs, call.Args.Err())

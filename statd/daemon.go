@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sort"
 	"strconv"
 	"sync/atomic"
@@ -35,7 +34,6 @@ type daemon struct {
 	log      *slog.Logger
 	debug    bool // debug records enabled: skip building them otherwise
 	store    *nsm.Store
-	state    atomic.Int32
 	bootID   string
 	started  time.Time
 	proto    *protocol
@@ -50,8 +48,7 @@ type daemon struct {
 	listeners []string
 	ports     map[string]int // netid → port we serve on
 
-	notifier *notifyLoop
-	tel      *telemetry // nil without --telemetry
+	tel *telemetry // nil without --telemetry
 }
 
 // open does what both modes share: the state directory, the store, the
@@ -69,17 +66,13 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	if d.store, err = openStore(cfg, d.bootID, d.log, nsm.WithCommitHook(d.metrics.observeCommit)); err != nil {
 		return nil, nsm.StartResult{}, err
 	}
-	var res nsm.StartResult
-	if forceReboot {
-		res, err = d.store.Reboot(d.bootID, time.Now())
-	} else {
-		res, err = d.store.Start(d.bootID, time.Now())
-	}
+	core := nsm.NewCore(nsm.CoreConfig{AllowedPrograms: cfg.CallbackPrograms, Notify: cfg.Schedule,
+		MaxNotifyInFlight: cfg.NotifyWorkers, NotifyOnRequest: cfg.NoNotify})
+	res, err := nsm.StartCore(context.Background(), d.store, core, d.bootID, forceReboot, time.Now())
 	if err != nil {
 		d.store.Close()
 		return nil, res, err
 	}
-	d.state.Store(res.State)
 	d.log.Info("rpc.statd starting", "name", nsm.Quote(cfg.Name), "state", res.State, "previous_state", res.PrevState,
 		"rebooted", res.Rebooted, "reason", res.Reason, "registrations_dropped", res.Dropped, "owed", res.Owed,
 		"state_dir", cfg.StateDir)
@@ -87,10 +80,8 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 		d.store.Close()
 		return nil, res, err
 	}
-	core := nsm.NewCore(nsm.CoreConfig{AllowedPrograms: cfg.CallbackPrograms})
-	d.proto = newProtocol(d.log, d.store, core, cfg.Resolver, newCallbacker(d.log, d.mux, cfg.RPCBindPort).call)
 	peer := &peerNotifier{mux: d.mux, resolver: cfg.Resolver, names: notifyNames(cfg.Name), rpcbPort: uint16(cfg.RPCBindPort), timeout: cfg.NotifyTimeout}
-	d.notifier = newNotifyLoop(d.log, d.store, peer, cfg.Schedule, cfg.NotifyWorkers)
+	d.proto = newProtocol(d.log, d.store, core, cfg.Resolver, newCallbacker(d.log, d.mux, cfg.RPCBindPort).call, peer)
 	return d, res, nil
 }
 
@@ -121,28 +112,29 @@ func NotifyOnce(ctx context.Context, cfg Config) (NotifySummary, error) {
 	if err == nil || !errors.Is(err, errNoDaemon) {
 		return sum, err
 	}
-	d, res, err := open(cfg, true)
+	d, _, err := open(cfg, true)
 	if err != nil {
 		return NotifySummary{}, err
 	}
 	defer d.store.Close()
 	defer d.mux.Close()
-	return d.notifyPass(ctx, res.State)
+	// A retry falling due during the pass is cut short when it ends: one
+	// attempt each (the store keeps the first outcome).
+	pctx, cancel := context.WithCancel(ctx)
+	defer d.proto.wg.Wait()
+	defer cancel()
+	d.proto.ctx = pctx
+	return d.notifyPass(ctx)
 }
 
-// notifyPass is one pass over every host the store says is owed.
-func (d *daemon) notifyPass(ctx context.Context, state int32) (NotifySummary, error) {
-	owed, err := d.store.Owed()
-	if err != nil {
-		return NotifySummary{}, err
-	}
+// notifyPass is one attempt at every host owed.
+func (d *daemon) notifyPass(ctx context.Context) (NotifySummary, error) {
 	start := time.Now()
-	notified, total := d.notifier.onePass(ctx, owed)
-	left, err := d.store.Owed()
-	if err != nil {
-		return NotifySummary{}, err
-	}
-	sum := NotifySummary{State: state, Total: total, Notified: notified, Owed: len(left)}
+	notified, total := d.proto.notifyPass(ctx)
+	d.proto.mu.Lock()
+	left := d.proto.core.OwedLen()
+	d.proto.mu.Unlock()
+	sum := NotifySummary{State: d.proto.state.Load(), Total: total, Notified: notified, Owed: left}
 	d.log.Info("notification pass done", "state", sum.State, "notified", notified, "of", total,
 		"still_owed", sum.Owed, "took", time.Since(start).Round(time.Millisecond))
 	return sum, nil
@@ -158,7 +150,7 @@ func (d *daemon) answerAdmin(ctx context.Context, req adminRequest) (any, error)
 		return d.status()
 	}
 	d.log.Info("notification pass asked for (rpc.statd -n)")
-	sum, err := d.notifyPass(ctx, d.state.Load())
+	sum, err := d.notifyPass(ctx)
 	sum.Daemon = os.Getpid()
 	return sum, err
 }
@@ -179,13 +171,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	d.ha = newHACallout(d.cfg.HACallout, d.log)
 	defer d.ha.close()
 
-	regs, err := d.store.Registrations()
-	if err != nil {
-		return err
-	}
-	d.proto.core.Load(regs)
 	if d.cfg.Telemetry != "" {
-		d.tel = newTelemetry(d.log, d.cfg, d.proto, d.notifier)
+		d.tel = newTelemetry(d.log, d.cfg, d.proto)
 		if d.cfg.ReleaseGone {
 			d.tel.release = func(name string) error {
 				_, err := d.forget(ctx, name, "gone past --gone-after (--release-gone)")
@@ -233,37 +220,26 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return err
 	}
 
-	if !d.cfg.NoNotify {
-		if res.Rebooted && d.cfg.EndGracePath != "" {
-			d.notifier.grace = &graceAfterReboot{path: d.cfg.EndGracePath, settle: d.cfg.GraceSettle, log: d.log, ended: &d.notifier.graceEnded}
-			d.notifier.grace.armed.Store(true)
-		}
-		if err := d.loadOwed(everyDebt); err != nil {
-			return err
-		}
-		d.notifier.mu.Lock()
-		d.notifier.grace.settled(d.notifier.n.Len())
-		d.notifier.mu.Unlock()
-	} else if res.Owed > 0 {
+	if !d.cfg.NoNotify && res.Rebooted && d.cfg.EndGracePath != "" {
+		d.proto.owed.grace = &graceAfterReboot{path: d.cfg.EndGracePath, settle: d.cfg.GraceSettle, log: d.log, ended: &d.proto.owed.graceEnded}
+		d.proto.owed.grace.armed.Store(true)
+	}
+	if d.cfg.NoNotify && res.Owed > 0 {
 		// Debts already tried were asked for (rpc.statd -n) in this boot,
-		// before this daemon restarted: carry on with them. (A reboot
-		// restarts every debt at zero attempts.)
-		if err := d.loadOwed(func(o nsm.Owed) bool { return o.Attempts > 0 }); err != nil {
-			return err
-		}
+		// before this daemon restarted: the core carries on with them.
 		d.log.Info("not notifying hosts owed a notification until rpc.statd -n asks (-L)", "owed", res.Owed)
 	}
 	if d.tel != nil {
 		// Liveness before the first attempts: a debt to a host telemetry
 		// shows down waits for its return from the start.
-		d.tel.follow()
-		d.tel.w.Scan()
+		d.tel.start()
 	}
-	notifyDone := make(chan struct{})
-	go func() {
-		defer close(notifyDone)
-		d.notifier.run(ctx)
-	}()
+	d.proto.mu.Lock()
+	rd := d.proto.core.StartNotifying(d.proto.now())
+	d.proto.mu.Unlock()
+	d.proto.act(rd)
+	d.proto.owedChanged()
+	d.proto.kick()
 	if d.tel != nil {
 		telDone := make(chan struct{})
 		go func() {
@@ -273,26 +249,15 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		defer func() { <-telDone }()
 		d.log.Info("following the telemetry table", "dir", d.cfg.Telemetry)
 	}
-	d.log.Info("rpc.statd serving", "listeners", d.listeners, "registrations", len(regs), "state", d.state.Load())
+	d.proto.mu.Lock()
+	nregs := d.proto.core.Len()
+	d.proto.mu.Unlock()
+	d.log.Info("rpc.statd serving", "listeners", d.listeners, "registrations", nregs, "state", d.proto.state.Load())
 	if ready != nil {
 		ready()
 	}
 	<-ctx.Done()
 	d.log.Info("rpc.statd stopping")
-	cancel()
-	<-notifyDone
-	return nil
-}
-
-func everyDebt(nsm.Owed) bool { return true }
-
-// loadOwed hands the debts in the store that keep says to the notifier.
-func (d *daemon) loadOwed(keep func(nsm.Owed) bool) error {
-	owed, err := d.store.Owed()
-	if err != nil {
-		return err
-	}
-	d.notifier.add(slices.DeleteFunc(owed, func(o nsm.Owed) bool { return !keep(o) }))
 	return nil
 }
 
@@ -302,6 +267,10 @@ func (d *daemon) loadOwed(keep func(nsm.Owed) bool) error {
 func (d *daemon) listen() error {
 	d.srv = &oncrpc.Server{Logger: d.log}
 	for proc, h := range d.handlers() {
+		if proc == nsm.ProcSimuCrash {
+			d.srv.HandleOnce(nsm.Program, nsm.Version, proc, h) // moves the state: a retransmission must not move it again
+			continue
+		}
 		d.srv.Handle(nsm.Program, nsm.Version, proc, h)
 	}
 	d.ports = map[string]int{}
@@ -359,9 +328,9 @@ func (d *daemon) status() (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Status{Name: d.cfg.Name, State: d.state.Load(), Pid: os.Getpid(), BootID: d.bootID,
+	st := &Status{Name: d.cfg.Name, State: d.proto.state.Load(), Pid: os.Getpid(), BootID: d.bootID,
 		StateDir: d.cfg.StateDir, Started: d.started, Listeners: d.listeners, Monitored: []Monitored{}, Owed: []Owed{},
-		StoreErrors:        d.proto.storeErrors.Load() + d.notifier.storeErrors.Load(),
+		StoreErrors:        d.proto.storeErrors.Load(),
 		CallbacksDelivered: d.proto.delivered.Load(), CallbacksGivenUp: d.proto.failed.Load(),
 		HACalloutsDropped: d.ha.droppedTotal(), Metrics: d.metrics.addr}
 	for _, r := range regs {
@@ -372,23 +341,9 @@ func (d *daemon) status() (*Status, error) {
 		m.Registrants = append(m.Registrants, Registrant{MyName: r.MyID.Name, Prog: r.MyID.Prog,
 			Vers: r.MyID.Vers, Proc: r.MyID.Proc, Priv: fmt.Sprintf("%x", r.Priv)})
 	}
-	// The store is the truth for what is owed (also under -L, when the
-	// schedule holds nothing); the schedule adds what it knows of attempts.
-	owed, err := d.store.Owed()
-	if err != nil {
-		return nil, err
-	}
-	sched, lastErr := d.notifier.pending()
-	live := map[string]nsm.Owed{}
-	for _, o := range sched {
-		live[o.Host] = o
-	}
-	for _, o := range owed {
-		if l, ok := live[o.Host]; ok && l.State >= o.State {
-			o = l
-		}
+	for _, o := range d.proto.pendingOwed() {
 		ow := Owed{Host: o.Host, State: o.State, Since: o.FirstOwed, Attempts: o.Attempts,
-			NextTry: o.NextTry, GiveUp: o.FirstOwed.Add(d.cfg.Schedule.GiveUpAfter), LastErr: lastErr[o.Host],
+			NextTry: o.NextTry, GiveUp: o.FirstOwed.Add(d.cfg.Schedule.GiveUpAfter), LastErr: o.LastErr,
 			Liveness: d.tel.liveness(o.Host)}
 		if ow.Liveness != nil && ow.Liveness.State != "unknown" {
 			ow.GiveUp = time.Time{} // until gone

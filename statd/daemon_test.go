@@ -344,6 +344,52 @@ func TestSimuCrash(t *testing.T) {
 	}
 }
 
+// TestSimuCrashRetransmittedMovesStateOnce: SM_SIMU_CRASH sent twice with
+// the same xid from the same privileged port (a UDP client's
+// retransmission after a lost reply) moves the state by two, once; both
+// get the same reply, sent once the new state is on disk. A new call moves
+// it again. oncrpc had no duplicate
+// request cache: the retransmission moved the state a second time.
+func TestSimuCrashRetransmittedMovesStateOnce(t *testing.T) {
+	td := newTestDaemon(t, nil)
+	netlab.RequireRoot(t) // a privileged source port needs root
+	ra, err := net.ResolveUDPAddr("udp", td.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c *net.UDPConn
+	for port := 1023; port >= 600 && c == nil; port-- {
+		c, _ = net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, ra)
+	}
+	if c == nil {
+		t.Fatal("no free privileged port")
+	}
+	defer c.Close()
+	crash := func(xid uint32) {
+		t.Helper()
+		e := xdr.NewEncoder(nil)
+		(&oncrpc.CallHeader{XID: xid, RPCVersion: 2, Program: nsm.Program, Version: nsm.Version, Procedure: nsm.ProcSimuCrash}).Encode(e)
+		if _, err := exchangeUDP(c, e.Bytes()); err != nil {
+			t.Fatalf("SM_SIMU_CRASH xid %d: %v", xid, err)
+		}
+	}
+	state := td.status().State
+	crash(4242)
+	// Persisted before the reply: the state file, written before the
+	// store's commit, has it.
+	if st, ok, err := nsm.ReadStateFile(filepath.Join(td.cfg.StateDir, StateFileName)); err != nil || !ok || st != state+2 {
+		t.Fatalf("state file after the reply: %d, %v, %v; want %d", st, ok, err, state+2)
+	}
+	crash(4242) // the retransmission
+	if got := td.status().State; got != state+2 {
+		t.Fatalf("state %d after one SM_SIMU_CRASH and its retransmission, want %d", got, state+2)
+	}
+	crash(4243)
+	if got := td.status().State; got != state+4 {
+		t.Fatalf("state %d after a second SM_SIMU_CRASH, want %d", got, state+4)
+	}
+}
+
 // TestHACallout: -H runs PROG add-client MON_NAME MY_NAME after SM_MON,
 // del-client after SM_UNMON, and sm-notify MON_NAME IP STATE on SM_NOTIFY,
 // in that order (nfs-utils' arguments).

@@ -92,7 +92,7 @@ func (d *daemon) stat(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) 
 	if err := d.decode(call, "SM_STAT", &arg); err != nil {
 		return err
 	}
-	out := nsm.StatRes{Res: nsm.StatSucc, State: d.state.Load()}
+	out := nsm.StatRes{Res: nsm.StatSucc, State: d.proto.state.Load()}
 	if err := nsm.ValidateMonName(arg.MonName); err != nil {
 		d.refuse(call, "SM_STAT", reasonBadMonName, arg.MonName)
 		out.Res = nsm.StatFail
@@ -137,7 +137,7 @@ func (d *daemon) mon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) e
 	if changed {
 		d.ha.addClient(reg.MonName, reg.MyID.Name) // not again for a repeat (a retransmission, say)
 	}
-	out := nsm.StatRes{Res: nsm.StatSucc, State: d.state.Load()}
+	out := nsm.StatRes{Res: nsm.StatSucc, State: d.proto.state.Load()}
 	if d.debug {
 		d.log.Debug("SM_MON", "mon_name", nsm.Quote(reg.MonName), "my_name", nsm.Quote(reg.MyID.Name),
 			"my_prog", reg.MyID.Prog, "my_vers", reg.MyID.Vers, "my_proc", reg.MyID.Proc, "state", out.State)
@@ -154,7 +154,7 @@ func (d *daemon) unmon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder)
 		d.refuse(call, "SM_UNMON", reasonRemote, arg.MonName)
 		return oncrpc.AuthError(oncrpc.AuthTooWeak)
 	}
-	out := nsm.Stat{State: d.state.Load()}
+	out := nsm.Stat{State: d.proto.state.Load()}
 	if nsm.ValidateMonName(arg.MonName) != nil {
 		// Nothing by that name can have been registered.
 		d.refuse(call, "SM_UNMON", reasonBadMonName, arg.MonName)
@@ -190,31 +190,34 @@ func (d *daemon) unmonAll(ctx context.Context, call *oncrpc.Call, res *xdr.Encod
 		d.ha.delClient(h, arg.Name)
 	}
 	d.log.Debug("SM_UNMON_ALL", "my_name", nsm.Quote(arg.Name), "hosts", len(hosts))
-	return (&nsm.Stat{State: d.state.Load()}).Encode(res)
+	return (&nsm.Stat{State: d.proto.state.Load()}).Encode(res)
 }
 
 // simuCrash moves the state on by two and owes every monitored host a
 // notification, keeping the registrations (FreeBSD's reading: the local
-// lock manager did not crash and will not register again).
+// lock manager did not crash and will not register again): planned by the
+// core, persisted, applied, and only then answered. A retransmission of
+// the same call is answered from the server's reply cache, not run again.
 func (d *daemon) simuCrash(ctx context.Context, call *oncrpc.Call, _ *xdr.Encoder) error {
 	if !fromLoopback(call) || call.Remote.Port() >= 1024 {
 		d.refuse(call, "SM_SIMU_CRASH", reasonUnprivPort, call.Remote.String())
 		return oncrpc.AuthError(oncrpc.AuthTooWeak)
 	}
-	unlock := d.proto.lockAll()
-	state, err := d.store.SimulateCrash(ctx, time.Now())
+	p := d.proto
+	unlock := p.lockAll()
+	p.mu.Lock()
+	rd, state, err := p.core.SimuCrash(p.now())
+	p.mu.Unlock()
 	if err == nil {
-		d.state.Store(state)
+		err = p.commit(ctx, rd.Persist)
 	}
 	unlock()
 	if err != nil {
 		d.log.Error("SM_SIMU_CRASH failed", "err", err)
 		return oncrpc.ErrSystem
 	}
-	d.log.Warn("SM_SIMU_CRASH: simulating a crash", "caller", call.Remote.String(), "state", state)
-	if err := d.loadOwed(everyDebt); err != nil {
-		d.log.Error("SM_SIMU_CRASH: loading notifications owed", "err", err)
-	}
+	d.log.Warn("SM_SIMU_CRASH: simulating a crash", "caller", call.Remote.String(), "state", state, "owed", len(rd.Persist)-1)
+	p.kick() // the new debts are due now
 	return nil
 }
 

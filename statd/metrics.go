@@ -193,7 +193,7 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(desc *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), labels...)
 	}
-	gauge(descState, float64(d.state.Load()))
+	gauge(descState, float64(d.proto.state.Load()))
 
 	known := map[string]struct{}{} // monitored and owed hosts, for liveness
 	if regs, err := d.store.Registrations(); err != nil {
@@ -227,12 +227,12 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	var ended float64
-	if d.notifier.graceEnded.Load() {
+	if d.proto.owed.graceEnded.Load() {
 		ended = 1
 	}
 	gauge(descGraceEnded, ended)
 
-	n := &d.notifier.counts
+	n := &d.proto.owed.counts
 	counter(descNotifySent, n.sent.Load())
 	counter(descNotifyAcked, n.acknowledged.Load())
 	counter(descNotifyRetried, n.retried.Load())
@@ -245,7 +245,7 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRefusals, v.(*atomic.Uint64).Load(), key.proc, refusalLabels[key.reason])
 		return true
 	})
-	counter(descStoreErrors, d.proto.storeErrors.Load()+d.notifier.storeErrors.Load())
+	counter(descStoreErrors, d.proto.storeErrors.Load())
 	counter(descHADropped, d.ha.droppedTotal())
 
 	st := d.srv.Stats()

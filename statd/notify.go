@@ -2,7 +2,6 @@ package statd
 
 import (
 	"context"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,300 +9,191 @@ import (
 	"github.com/hoststat/hoststat/nsm"
 )
 
-// notifyLoop is the I/O shell around nsm.Notifier: it asks the state
-// machine what is due, sends those SM_NOTIFYs on a bounded pool of
-// goroutines, feeds the results back, persists what the machine decided,
-// and sleeps until the next wake-up or a new debt.
-type notifyLoop struct {
-	log     *slog.Logger
-	store   *nsm.Store
-	peer    *peerNotifier
-	now     func() time.Time
-	sched   nsm.Schedule
-	workers chan struct{}
-
-	storeErrors atomic.Uint64 // outcomes not recorded
-	counts      notifyCounts  // attempts and their outcomes (metrics)
-
-	mu      sync.Mutex
-	n       *nsm.Notifier
-	lastErr map[string]string
-	wake    chan struct{}
-	wg      sync.WaitGroup
+// owedShell is the I/O of our own SM_NOTIFYs, whose schedule is the
+// core's (Ready.Notify, Core.NotifyDone): it sends, persists each outcome
+// before the core takes it, and counts.
+type owedShell struct {
+	peer   *peerNotifier
+	counts notifyCounts // attempts and their outcomes (metrics)
 
 	grace *graceAfterReboot // nil when no grace is to end
 	// graceEnded is set when grace ended; read by metrics at any time.
 	graceEnded atomic.Bool
-	// down says telemetry shows a host down: its notification waits for
-	// the host's return (nil without telemetry).
-	down func(host string) bool
 
-	// onSettled, if set, is told of every delivery, retry and give-up (tests).
-	onSettled func(nsm.Outcome)
+	passMu sync.Mutex // one rpc.statd -n pass at a time
+	mu     sync.Mutex
+	pass   *notifyPass // the pass under way, or nil
 }
 
-func newNotifyLoop(log *slog.Logger, store *nsm.Store, peer *peerNotifier, sched nsm.Schedule, workers int) *notifyLoop {
-	return &notifyLoop{
-		log: log, store: store, peer: peer, now: time.Now, sched: sched,
-		workers: make(chan struct{}, workers),
-		n:       nsm.NewNotifier(sched),
-		lastErr: map[string]string{},
-		wake:    make(chan struct{}, 1),
+// notifyPass is one rpc.statd -n: the hosts whose attempt has not ended.
+type notifyPass struct {
+	left     map[string]bool
+	notified int
+	done     chan struct{}
+}
+
+// sendNotify makes one attempt at one host and hands the result to the
+// core.
+func (p *protocol) sendNotify(o nsm.Owed) {
+	defer p.wg.Done()
+	err := p.owed.peer.notify(p.ctx, o.Host, o.State)
+	res, why := nsm.Acked, ""
+	switch {
+	case p.ctx.Err() != nil:
+		res = nsm.Aborted // shutting down: the store still has the debt as it was
+	case err != nil:
+		res, why = nsm.Failed, err.Error()
 	}
+	p.notifyDone(o, res, why)
 }
 
-// add hands debts from the store to the schedule.
-func (l *notifyLoop) add(owed []nsm.Owed) {
-	l.mu.Lock()
-	for _, o := range owed {
-		l.n.Add(o)
-	}
-	l.mu.Unlock()
-	l.kick()
-}
-
-func (l *notifyLoop) kick() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-}
-
-// pending is the admin view of the schedule.
-func (l *notifyLoop) pending() ([]nsm.Owed, map[string]string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	errs := make(map[string]string, len(l.lastErr))
-	for k, v := range l.lastErr {
-		errs[k] = v
-	}
-	return l.n.Pending(), errs
-}
-
-// run sends notifications until ctx ends, then waits for attempts under way.
-func (l *notifyLoop) run(ctx context.Context) {
-	defer l.wg.Wait()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		l.mu.Lock()
-		due := l.n.Due(l.now())
-		l.mu.Unlock()
-		for _, o := range due {
-			if l.down != nil && l.down(o.Host) {
-				l.mu.Lock()
-				l.n.Hold(o.Host)
-				l.mu.Unlock()
-				l.log.Debug("host down by telemetry: notification waits for its return", "host", nsm.Quote(o.Host), "state", o.State)
-				continue
-			}
-			select {
-			case l.workers <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
-				defer func() { <-l.workers }()
-				l.attempt(ctx, o)
-			}()
-		}
-		l.mu.Lock()
-		next, ok := l.n.NextWake()
-		l.mu.Unlock()
-		wait := time.Hour
-		if ok {
-			wait = max(time.Until(next), 0)
-		}
-		timer.Reset(wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-l.wake:
-		case <-timer.C:
+// notifyDone persists the outcome of an attempt and only then lets the
+// core take it. A failed write leaves the core where the store is (the
+// host is tried again after the first retry delay) and is counted and
+// shown in the admin view, as well as logged.
+func (p *protocol) notifyDone(o nsm.Owed, res nsm.SendResult, why string) nsm.OutcomeKind {
+	unlock := p.lockHost(nsm.CanonicalName(o.Host))
+	now := p.now()
+	p.mu.Lock()
+	rd, out := p.core.NotifyDone(o.Host, res, why, now)
+	p.mu.Unlock()
+	if len(rd.Persist) > 0 {
+		if err := p.commit(context.WithoutCancel(p.ctx), rd.Persist); err != nil {
+			p.log.Error("notification progress not recorded; the attempt will be repeated", "host", nsm.Quote(o.Host), "err", err)
+			p.mu.Lock()
+			p.core.Release(o.Host, now, "recording the attempt: "+err.Error())
+			p.mu.Unlock()
+			out = nsm.NotInFlight
+		} else {
+			p.owed.counts.settled(out)
+			p.logOutcome(o, out, rd.Persist[0], why)
 		}
 	}
-}
-
-// attempt makes one try at one host and records the outcome.
-func (l *notifyLoop) attempt(ctx context.Context, o nsm.Owed) {
-	err := l.peer.notify(ctx, o.Host, o.State)
-	if ctx.Err() != nil {
-		// Shutting down: the store still has the debt as it was.
-		l.mu.Lock()
-		l.n.Release(o.Host, l.now())
-		l.mu.Unlock()
-		return
+	unlock()
+	if out == nsm.Delivered || out == nsm.Abandoned {
+		p.owedChanged()
 	}
-	out := l.record(ctx, o, err)
-	if l.onSettled != nil {
-		l.onSettled(out)
-	}
-	l.kick()
-}
-
-// record persists the outcome of an attempt and only then advances the
-// schedule in memory. A failed write leaves the schedule where it was (the
-// host is tried again after the first retry delay) and is counted and shown
-// in the admin view, as well as logged.
-func (l *notifyLoop) record(ctx context.Context, tried nsm.Owed, err error) nsm.Outcome {
-	now := l.now()
-	l.mu.Lock()
-	out := l.n.Preview(tried.Host, err == nil, now)
-	l.mu.Unlock()
-	perr := l.persist(ctx, tried, out, err, now)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if perr != nil {
-		l.storeErrors.Add(1)
-		l.n.Release(tried.Host, now.Add(max(l.sched.FirstRetry, time.Second)))
-		l.lastErr[tried.Host] = "recording the attempt: " + perr.Error()
-		return nsm.Outcome{Kind: nsm.NotInFlight, Owed: tried}
-	}
-	out = l.n.Done(tried.Host, err == nil, now)
-	l.counts.settled(out.Kind)
-	if err != nil && out.Kind == nsm.Retry {
-		l.lastErr[tried.Host] = err.Error() // shown by the admin view until the next try
-	} else {
-		delete(l.lastErr, tried.Host)
-	}
-	l.grace.settled(l.n.Len())
+	rd.Persist = nil
+	p.act(rd)
+	p.passEnded(o.Host, out)
+	p.kick() // the next wake-up may have moved
 	return out
 }
 
-func (l *notifyLoop) persist(ctx context.Context, tried nsm.Owed, out nsm.Outcome, err error, now time.Time) error {
-	var perr error
-	switch out.Kind {
+func (p *protocol) logOutcome(o nsm.Owed, out nsm.OutcomeKind, rec nsm.Change, why string) {
+	switch out {
 	case nsm.Delivered:
-		l.log.Info("notified host", "host", nsm.Quote(tried.Host), "state", tried.State)
-		_, perr = l.store.MarkNotified(ctx, tried.Host, tried.State)
+		p.log.Info("notified host", "host", nsm.Quote(o.Host), "state", o.State)
 	case nsm.Retry:
-		l.log.Debug("notification failed; will retry", "host", nsm.Quote(tried.Host), "state", out.Owed.State,
-			"attempts", out.Owed.Attempts, "next_try", out.Owed.NextTry, "err", err)
-		perr = l.store.Reschedule(ctx, out.Owed.Host, out.Owed.NextTry, out.Owed.Attempts)
+		p.log.Debug("notification failed; will retry", "host", nsm.Quote(o.Host), "state", rec.Owed.State,
+			"attempts", rec.Owed.Attempts, "next_try", rec.Owed.NextTry, "err", why)
 	case nsm.Abandoned:
-		l.log.Warn("gave up notifying host", "host", nsm.Quote(tried.Host), "state", tried.State,
-			"owed_since", tried.FirstOwed, "attempts", out.Owed.Attempts, "err", err)
-		_, perr = l.store.GiveUp(ctx, tried.Host, tried.State, now)
+		p.log.Warn("gave up notifying host", "host", nsm.Quote(o.Host), "state", o.State,
+			"owed_since", o.FirstOwed, "attempts", o.Attempts+1, "err", why)
 	}
-	if perr != nil {
-		l.log.Error("notification progress not recorded; the attempt will be repeated", "host", nsm.Quote(tried.Host), "err", perr)
-	}
-	return perr
 }
 
-// onePass is `rpc.statd -n`: owed (the store's debts) joins the schedule,
-// and one attempt is made at every host owed, all at once on the worker
-// pool, each outcome persisted; hosts not reached stay owed with their next
-// try recorded (and, in a running daemon, kept by the schedule).
-func (l *notifyLoop) onePass(ctx context.Context, owed []nsm.Owed) (notified, total int) {
-	now := l.now()
-	l.mu.Lock()
-	for _, o := range owed {
-		l.n.Add(o)
-	}
-	// In one critical section with Add, so the daemon's loop cannot take
-	// any of them first.
-	l.n.Hurry(now)
-	due := l.n.Due(now)
-	l.mu.Unlock()
-	defer l.kick() // the loop takes over what is left
-	total = len(due)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for i, o := range due {
-		select {
-		case l.workers <- struct{}{}:
-		case <-ctx.Done():
-			l.mu.Lock()
-			for _, o := range due[i:] {
-				l.n.Release(o.Host, now)
-			}
-			l.mu.Unlock()
-			wg.Wait()
-			return notified, total
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-l.workers }()
-			err := l.peer.notify(ctx, o.Host, o.State)
-			out := l.record(context.WithoutCancel(ctx), o, err)
-			if out.Kind == nsm.Delivered {
-				mu.Lock()
-				notified++
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return notified, total
+// owedChanged is told after every commit that may have paid or dropped a
+// debt: the grace period ends once nothing is owed.
+func (p *protocol) owedChanged() {
+	p.mu.Lock()
+	n := p.core.OwedLen()
+	p.mu.Unlock()
+	p.owed.grace.settled(n)
 }
 
-// returned makes the notification owed to the host named canon (the
-// canonical name; any spelling owed) due now, when it was held: telemetry
-// saw the host up again.
-func (l *notifyLoop) returned(canon string) {
-	now := l.now()
-	l.mu.Lock()
-	var woken []nsm.Owed
-	for _, o := range l.n.Pending() {
-		if nsm.CanonicalName(o.Host) == canon && l.n.Wake(o.Host, now) {
-			woken = append(woken, o)
-		}
+// passEnded records that host's attempt (or debt) ended, for a pass.
+func (p *protocol) passEnded(host string, out nsm.OutcomeKind) {
+	s := p.owed
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pass == nil || !s.pass.left[host] {
+		return
 	}
-	l.mu.Unlock()
+	delete(s.pass.left, host)
+	if out == nsm.Delivered {
+		s.pass.notified++
+	}
+	if len(s.pass.left) == 0 {
+		close(s.pass.done)
+		s.pass = nil
+	}
+}
+
+// notifyPass is `rpc.statd -n`: one attempt at every host owed, each
+// outcome persisted; hosts not reached stay owed with their next try
+// recorded (and, in a running daemon, kept on the schedule). It returns
+// the hosts reached and the hosts of the pass.
+func (p *protocol) notifyPass(ctx context.Context) (notified, total int) {
+	p.owed.passMu.Lock()
+	defer p.owed.passMu.Unlock()
+	pass := &notifyPass{left: map[string]bool{}, done: make(chan struct{})}
+	p.mu.Lock()
+	rd, hosts := p.core.NotifyAll(p.now())
+	for _, h := range hosts {
+		pass.left[h] = true
+	}
+	if len(hosts) > 0 {
+		p.owed.mu.Lock()
+		p.owed.pass = pass
+		p.owed.mu.Unlock()
+	}
+	p.mu.Unlock()
+	p.act(rd)
+	if len(hosts) == 0 {
+		return 0, 0
+	}
+	select {
+	case <-pass.done:
+	case <-ctx.Done():
+	}
+	p.owed.mu.Lock()
+	defer p.owed.mu.Unlock()
+	if p.owed.pass == pass {
+		p.owed.pass = nil
+	}
+	return pass.notified, len(hosts)
+}
+
+// returned makes the notification owed to the host named canon (any
+// spelling owed) due now: telemetry saw the host up again.
+func (p *protocol) returned(canon string) {
+	p.mu.Lock()
+	rd, woken := p.core.Returned(canon, p.now())
+	p.mu.Unlock()
 	for _, o := range woken {
-		l.log.Info("host up again: notifying it now", "host", nsm.Quote(o.Host), "state", o.State, "source", "telemetry")
+		p.log.Info("host up again: notifying it now", "host", nsm.Quote(o.Host), "state", o.State, "source", "telemetry")
 	}
-	if len(woken) > 0 {
-		l.kick()
-	}
-}
-
-// wakeHeld puts a held host back on the schedule, due now.
-func (l *notifyLoop) wakeHeld(host string) {
-	l.mu.Lock()
-	woken := l.n.Held(host) && l.n.Wake(host, l.now())
-	l.mu.Unlock()
-	if woken {
-		l.kick()
-	}
-}
-
-// follow says whether telemetry knows host (no give-up by the clock).
-func (l *notifyLoop) follow(host string, known bool) {
-	l.mu.Lock()
-	l.n.Follow(host, known)
-	l.mu.Unlock()
+	p.act(rd)
+	p.kick()
 }
 
 // gone gives up the notification owed to a host telemetry says is gone,
-// waiting for its return: on disk first, then in the schedule.
-func (l *notifyLoop) gone(o nsm.Owed, since time.Time) {
-	l.mu.Lock()
-	held := l.n.Held(o.Host)
-	l.mu.Unlock()
-	if !held {
+// waiting for its return: on disk first, then in the core.
+func (p *protocol) gone(host string, since time.Time) {
+	unlock := p.lockHost(nsm.CanonicalName(host))
+	defer unlock()
+	p.mu.Lock()
+	rd := p.core.Gone(host, p.now())
+	p.mu.Unlock()
+	if len(rd.Persist) == 0 {
 		return // being tried, or not yet found down: its next attempt holds it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := l.store.GiveUp(ctx, o.Host, o.State, l.now()); err != nil {
-		l.storeErrors.Add(1)
-		l.log.Error("giving up a gone host not recorded; will try again", "host", nsm.Quote(o.Host), "err", err)
+	if err := p.commit(ctx, rd.Persist); err != nil {
+		p.log.Error("giving up a gone host not recorded; will try again", "host", nsm.Quote(host), "err", err)
 		return
 	}
-	l.drop(o.Host)
-	l.log.Warn("gave up notifying host: gone", "host", nsm.Quote(o.Host), "state", o.State, "silent_since", since, "source", "telemetry")
+	p.log.Warn("gave up notifying host: gone", "host", nsm.Quote(host), "state", rd.Persist[0].Owed.State,
+		"silent_since", since, "source", "telemetry")
+	p.passEnded(host, nsm.NotInFlight)
+	p.owedChanged()
 }
 
-// drop forgets host's debt in the schedule (the store no longer has it).
-func (l *notifyLoop) drop(host string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.n.Drop(host)
-	delete(l.lastErr, host)
-	l.grace.settled(l.n.Len())
+// pendingOwed is the admin view of the debts.
+func (p *protocol) pendingOwed() []nsm.OwedInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.core.Pending()
 }

@@ -139,26 +139,26 @@ func TestNotifierOutcomeNotRecordedLeavesScheduleAsStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sched := nsm.Schedule{FirstRetry: time.Second}
-	l := newNotifyLoop(slog.New(slog.DiscardHandler), store, nil, sched, 1)
 	now := time.Now()
-	l.now = func() time.Time { return now }
-	l.add([]nsm.Owed{{Host: "peer", State: 3, FirstOwed: now, NextTry: now}})
-	due := l.n.Due(now)
+	core := nsm.NewCore(nsm.CoreConfig{Notify: nsm.Schedule{FirstRetry: time.Second}})
+	core.Restore(nsm.Boot{BootID: "b", State: 3}, []nsm.Owed{{Host: "peer", State: 3, FirstOwed: now, NextTry: now}})
+	p := newProtocol(slog.New(slog.DiscardHandler), store, core, nil, nil, nil)
+	p.now = func() time.Time { return now }
+	p.ctx = context.Background()
+	due := core.StartNotifying(now).Notify
 	if len(due) != 1 {
 		t.Fatalf("due %+v", due)
 	}
 	store.Close() // every write fails from here on
-	out := l.record(context.Background(), due[0], errors.New("peer unreachable"))
-	if out.Kind == nsm.Retry || out.Kind == nsm.Delivered {
-		t.Fatalf("outcome %v reported although not recorded", out.Kind)
+	if out := p.notifyDone(due[0], nsm.Failed, errors.New("peer unreachable").Error()); out != nsm.NotInFlight {
+		t.Fatalf("outcome %v reported although not recorded", out)
 	}
-	pending, lastErr := l.pending()
+	pending := p.pendingOwed()
 	if len(pending) != 1 || pending[0].Attempts != 0 || !pending[0].NextTry.Equal(now.Add(time.Second)) {
 		t.Fatalf("schedule after a failed write: %+v", pending)
 	}
-	if l.storeErrors.Load() != 1 || !strings.Contains(lastErr["peer"], "recording the attempt") {
-		t.Fatalf("failed write not surfaced: %d errors, last error %q", l.storeErrors.Load(), lastErr["peer"])
+	if p.storeErrors.Load() != 1 || !strings.Contains(pending[0].LastErr, "recording the attempt") {
+		t.Fatalf("failed write not surfaced: %d errors, last error %q", p.storeErrors.Load(), pending[0].LastErr)
 	}
 }
 

@@ -51,6 +51,9 @@ type protocol struct {
 	mu   sync.Mutex
 	core *nsm.Core
 
+	owed  *owedShell
+	state atomic.Int32 // the core's state number, for the handlers' replies
+
 	ctx        context.Context
 	wake       chan struct{}
 	resolveSem chan struct{}
@@ -61,10 +64,12 @@ type protocol struct {
 	calls, callErrors              atomic.Uint64 // callback attempts, and those that failed (metrics)
 }
 
-func newProtocol(log *slog.Logger, store *nsm.Store, core *nsm.Core, resolver Resolver, call func(context.Context, nsm.Callback) error) *protocol {
-	return &protocol{log: log, store: store, core: core, resolver: resolver, call: call, now: time.Now,
+func newProtocol(log *slog.Logger, store *nsm.Store, core *nsm.Core, resolver Resolver, call func(context.Context, nsm.Callback) error, peer *peerNotifier) *protocol {
+	p := &protocol{log: log, store: store, core: core, resolver: resolver, call: call, now: time.Now,
 		hosts: map[string]*hostLock{}, wake: make(chan struct{}, 1), resolveSem: make(chan struct{}, resolveWorkers),
-		statSem: make(chan struct{}, statLookups)}
+		statSem: make(chan struct{}, statLookups), owed: &owedShell{peer: peer}}
+	p.state.Store(core.State())
+	return p
 }
 
 type hostLock struct {
@@ -103,15 +108,16 @@ func (p *protocol) lockAll() func() {
 }
 
 // commit persists changes and then applies them to the core: memory never
-// holds what the disk does not. A commit that removes holds the core across
-// the write, so no callback is started from a registration whose removal is
-// on disk (an SM_NOTIFY arriving meanwhile waits one fsync); additions need
-// not, since nothing is called back before they are acknowledged.
+// holds what the disk does not. A commit that removes a registration holds
+// the core across the write, so no callback is started from a registration
+// whose removal is on disk (an SM_NOTIFY arriving meanwhile waits one
+// fsync); other changes need not, since nothing is called back or
+// announced before they are acknowledged.
 func (p *protocol) commit(ctx context.Context, changes []nsm.Change) error {
 	if len(changes) == 0 {
 		return nil
 	}
-	removes := slices.ContainsFunc(changes, func(c nsm.Change) bool { return c.Remove })
+	removes := slices.ContainsFunc(changes, func(c nsm.Change) bool { return c.Kind == nsm.ChangeReg && c.Remove || c.Kind == nsm.ChangeDropRegs })
 	if removes {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -125,6 +131,7 @@ func (p *protocol) commit(ctx context.Context, changes []nsm.Change) error {
 		defer p.mu.Unlock()
 	}
 	p.core.Apply(changes)
+	p.state.Store(p.core.State())
 	return nil
 }
 
@@ -216,8 +223,10 @@ func (p *protocol) kick() {
 	}
 }
 
-// act starts the callbacks and lookups of a Ready whose changes, if any,
-// are already committed. Once the daemon stops nothing new starts.
+// act starts the callbacks, lookups and SM_NOTIFYs of a Ready whose
+// changes, if any, are already committed. Once the daemon stops nothing
+// new starts (the core's attempts then stay in flight: the store has them
+// as they were).
 func (p *protocol) act(rd nsm.Ready) {
 	for _, cb := range rd.GaveUp {
 		p.failed.Add(1)
@@ -234,6 +243,10 @@ func (p *protocol) act(rd nsm.Ready) {
 	for _, name := range rd.Resolve {
 		p.wg.Add(1)
 		go p.resolve(name)
+	}
+	for _, o := range rd.Notify {
+		p.wg.Add(1)
+		go p.sendNotify(o)
 	}
 }
 
@@ -322,7 +335,8 @@ func (p *protocol) resolve(name string) {
 	if err := p.commit(p.ctx, rd.Persist); err != nil {
 		p.log.Error("SM_UNMON by address not recorded", "name", nsm.Quote(name), "err", err)
 	}
-	p.act(nsm.Ready{Callbacks: rd.Callbacks, Resolve: rd.Resolve, GaveUp: rd.GaveUp})
+	rd.Persist = nil
+	p.act(rd)
 }
 
 // run ticks the core until ctx ends, then waits for the callbacks and

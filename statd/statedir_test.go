@@ -210,7 +210,10 @@ func TestKernelStateWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := d.store.SimulateCrash(context.Background(), time.Now())
+	rd, st, err := d.proto.core.SimuCrash(time.Now())
+	if err == nil {
+		err = d.proto.commit(context.Background(), rd.Persist)
+	}
 	d.mux.Close()
 	d.store.Close()
 	if b, _ := os.ReadFile(kfile); err != nil || string(b) != "3" || st != 3 {

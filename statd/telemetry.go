@@ -22,7 +22,6 @@ type telemetry struct {
 	log     *slog.Logger
 	w       *liveness.Watcher
 	proto   *protocol
-	owed    *notifyLoop
 	period  time.Duration
 	tracked map[string][]netip.Addr // name → addresses last given to Track
 	// release forgets a monitored host gone past --gone-after
@@ -32,17 +31,15 @@ type telemetry struct {
 	failed  map[string]bool
 }
 
-func newTelemetry(log *slog.Logger, cfg Config, proto *protocol, owed *notifyLoop) *telemetry {
+func newTelemetry(log *slog.Logger, cfg Config, proto *protocol) *telemetry {
 	w := liveness.NewWatcher(liveness.WatcherConfig{Dir: cfg.Telemetry, Period: cfg.TelemetryPeriod,
 		GoneAfter: cfg.GoneAfter, Logger: log})
 	period := cfg.TelemetryPeriod
 	if period <= 0 {
 		period = liveness.DefaultPeriod
 	}
-	t := &telemetry{log: log, w: w, proto: proto, owed: owed, period: period, tracked: map[string][]netip.Addr{},
+	return &telemetry{log: log, w: w, proto: proto, period: period, tracked: map[string][]netip.Addr{},
 		failed: map[string]bool{}}
-	owed.down = t.down
-	return t
 }
 
 // run scans the table and follows the monitored hosts until ctx ends.
@@ -76,8 +73,8 @@ func (t *telemetry) run(ctx context.Context) {
 // given up now.
 func (t *telemetry) follow() {
 	now := t.proto.now()
-	owed, _ := t.owed.pending()
 	t.proto.mu.Lock()
+	owed := t.proto.core.Pending()
 	want := map[string][]netip.Addr{}
 	monitored := t.proto.core.Hosts()
 	for _, h := range monitored {
@@ -130,16 +127,43 @@ func (t *telemetry) follow() {
 			}
 		}
 	}
+	t.feedOwed(owed, now)
+}
+
+// feedOwed tells the core what telemetry says of each owed host, in one
+// go: known (no give-up by the clock), down (held until seen up; a held
+// host up without a Returned, or the table gone blind, is due again);
+// those gone are given up.
+func (t *telemetry) feedOwed(owed []nsm.OwedInfo, now time.Time) {
+	var rd nsm.Ready
+	var gone []nsm.OwedInfo
+	var since []time.Time
+	t.proto.mu.Lock()
 	for _, o := range owed {
 		l := t.w.Liveness(nsm.CanonicalName(o.Host))
-		t.owed.follow(o.Host, l.State != liveness.Unknown)
-		if !t.down(o.Host) {
-			t.owed.wakeHeld(o.Host) // up without a Returned, or the table went blind: back on the schedule
+		seen, fell := t.proto.core.OwedSeen(o.Host, l.State != liveness.Unknown, t.down(o.Host), now)
+		rd.Notify = append(rd.Notify, seen.Notify...)
+		if fell {
+			t.log.Debug("host down by telemetry: notification waits for its return", "host", nsm.Quote(o.Host), "state", o.State)
 		}
 		if l.State == liveness.Gone {
-			t.owed.gone(o, l.LastHeard)
+			gone, since = append(gone, o), append(since, l.LastHeard)
 		}
 	}
+	t.proto.mu.Unlock()
+	t.proto.act(rd)
+	for i, o := range gone {
+		t.proto.gone(o.Host, since[i])
+	}
+}
+
+// start is the first look at the table, before the first notification
+// goes: the hosts followed, the table scanned, and what it says of each
+// owed host given to the core.
+func (t *telemetry) start() {
+	t.follow()
+	t.w.Scan()
+	t.feedOwed(t.proto.pendingOwed(), t.proto.now())
 }
 
 // down says whether telemetry shows host down (silent or gone): an owed
@@ -159,7 +183,7 @@ func (t *telemetry) handle(e liveness.Event) {
 	case liveness.RebootSeen:
 		t.proto.rebooted(e)
 	case liveness.Returned:
-		t.owed.returned(e.Host)
+		t.proto.returned(e.Host)
 	}
 }
 
@@ -287,22 +311,15 @@ func (d *daemon) forget(ctx context.Context, host, why string) (ForgetSummary, e
 	if err != nil {
 		return sum, fmt.Errorf("released, but dropping the registrations failed: %w", err)
 	}
-	sum.Registrations = len(remove)
-	owed, err := d.store.Owed()
-	if err != nil {
-		return sum, err
-	}
-	canon := nsm.CanonicalName(host)
-	for _, o := range owed {
-		if nsm.CanonicalName(o.Host) != canon {
-			continue
+	for _, ch := range remove {
+		if ch.Kind == nsm.ChangeOwed {
+			sum.Owed++
+			p.passEnded(ch.Owed.Host, nsm.NotInFlight)
+		} else {
+			sum.Registrations++
 		}
-		if _, err := d.store.GiveUp(ctx, o.Host, o.State, p.now()); err != nil {
-			return sum, fmt.Errorf("dropping the notification owed to %s: %w", nsm.Quote(o.Host), err)
-		}
-		d.notifier.drop(o.Host)
-		sum.Owed++
 	}
+	p.owedChanged()
 	d.log.Warn("forgot host", "host", nsm.Quote(host), "released", sum.Released, "registrations_dropped", sum.Registrations,
 		"owed_dropped", sum.Owed, "source", why)
 	return sum, nil

@@ -16,9 +16,18 @@ import (
 // with the priv it has keeps its first registration time; removing one
 // that is not there is no error. Changes too many for one transaction
 // (an SM_UNMON_ALL of a busy my_id) commit in several, in order.
+//
+// Only registrations: owed notifications and the state number move through
+// Start, Reboot, SimulateCrash and the outcome methods, whose transactions
+// guard against a second writer of the identity; a Core's owed and state
+// changes are refused (rpc.statd is not wired to this store, see
+// docs/ha.md).
 func (s *Store) Apply(ctx context.Context, changes []nsm.Change) error {
 	regs := make([]nsm.Registration, len(changes))
 	for i, ch := range changes {
+		if ch.Kind != nsm.ChangeReg {
+			return fmt.Errorf("etcdstore: change of kind %d (owed notification or state number) not supported by Apply", ch.Kind)
+		}
 		r := ch.Reg
 		if !ch.Remove {
 			id := nsm.MonID{MonName: r.MonName, MyID: r.MyID}

@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -439,5 +440,32 @@ func TestPartitionedMemberLosesNoWrite(t *testing.T) {
 		if regs, err := s.Registrations(); err != nil || len(regs) != 4 {
 			t.Errorf("store %d: %d registrations (%v), want 4", i, len(regs), err)
 		}
+	}
+}
+
+// A Core's owed and state changes are refused by Apply, before anything
+// is written: this store moves them only through its fenced Start and
+// SimulateCrash (rpc.statd is not wired to it yet).
+func TestApplyRefusesOwedAndStateChanges(t *testing.T) {
+	c := etcdlab.Start(t, 1)
+	cli := etcdlab.Client(t, c.Endpoints()...)
+	s := openStore(t, cli, IdentityPrefix("/hoststat", "srv"))
+	if _, err := s.Start("b", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []nsm.Change{
+		{Kind: nsm.ChangeOwed, Owed: nsm.Owed{Host: "h", State: 3}},
+		{Kind: nsm.ChangeState, State: 99},
+		{Kind: nsm.ChangeDropRegs},
+	} {
+		if err := s.Apply(context.Background(), []nsm.Change{{Reg: reg("kept-out", 1)}, ch}); err == nil || !strings.Contains(err.Error(), "not supported") {
+			t.Errorf("Apply of kind %d: %v", ch.Kind, err)
+		}
+	}
+	if st, _ := s.State(); st != 1 {
+		t.Errorf("state %d after refused changes", st)
+	}
+	if regs, _ := s.Registrations(); len(regs) != 0 {
+		t.Errorf("registrations %+v written with a refused change", regs)
 	}
 }
