@@ -889,30 +889,11 @@ func (c *Core) NextWake() (time.Time, bool) {
 	return t, ok
 }
 
-// callbackQueue is a container/heap of registrations by next try.
-type callbackQueue []*coreReg
+// callbackQueue holds the registrations with a callback waiting, by next try.
+type callbackQueue = indexedHeap[*coreReg]
 
-func (q callbackQueue) Len() int { return len(q) }
-func (q callbackQueue) Less(i, j int) bool {
-	return q[i].nextTry.Before(q[j].nextTry)
-}
-func (q callbackQueue) Swap(i, j int) {
-	q[i], q[j] = q[j], q[i]
-	q[i].index, q[j].index = i, j
-}
-func (q *callbackQueue) Push(x any) {
-	r := x.(*coreReg)
-	r.index = len(*q)
-	*q = append(*q, r)
-}
-func (q *callbackQueue) Pop() any {
-	old := *q
-	r := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	r.index = -1
-	return r
-}
+func (r *coreReg) heapIndex() *int            { return &r.index }
+func (r *coreReg) runsBefore(o *coreReg) bool { return r.nextTry.Before(o.nextTry) }
 
 // buckets is a token bucket per key, at most max keys, for a caller that
 // serializes access. When the table is full, the keys whose buckets have

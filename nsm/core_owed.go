@@ -460,31 +460,14 @@ func (c *Core) Pending() []OwedInfo {
 	return out
 }
 
-// owedQueue is a container/heap of entries by next try, then host, so the
-// order of dispatch is deterministic.
-type owedQueue []*owedEntry
+// owedQueue holds the debts waiting for their next try, by next try, then
+// host, so the order is the same on every run.
+type owedQueue = indexedHeap[*owedEntry]
 
-func (q owedQueue) Len() int { return len(q) }
-func (q owedQueue) Less(i, j int) bool {
-	if !q[i].NextTry.Equal(q[j].NextTry) {
-		return q[i].NextTry.Before(q[j].NextTry)
+func (e *owedEntry) heapIndex() *int { return &e.index }
+func (e *owedEntry) runsBefore(o *owedEntry) bool {
+	if !e.NextTry.Equal(o.NextTry) {
+		return e.NextTry.Before(o.NextTry)
 	}
-	return q[i].Host < q[j].Host
-}
-func (q owedQueue) Swap(i, j int) {
-	q[i], q[j] = q[j], q[i]
-	q[i].index, q[j].index = i, j
-}
-func (q *owedQueue) Push(x any) {
-	e := x.(*owedEntry)
-	e.index = len(*q)
-	*q = append(*q, e)
-}
-func (q *owedQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	e.index = -1
-	return e
+	return e.Host < o.Host
 }
