@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -183,6 +184,17 @@ func validHistory(f *testing.F) []byte {
 	return append([]byte(nil), h.m...)
 }
 
+// tamperHistory is tamper for a history file; fix makes the header's
+// size and checksum agree with the result.
+func tamperHistory(good, p []byte, cut uint16, fix bool) []byte {
+	b := tamper(good, p, cut)
+	if fix && len(b) >= historyHeaderSize {
+		le.PutUint64(b[yFileSize:], uint64(len(b)))
+		le.PutUint32(b[yCRC:], historyCRC(b))
+	}
+	return b
+}
+
 // A history reader given any file returns an error or points that fit
 // its rings: never a panic, never a read outside the mapping.
 func FuzzOpenHistory(f *testing.F) {
@@ -196,11 +208,7 @@ func FuzzOpenHistory(f *testing.F) {
 	f.Add(patch(slot1+sSeq, 1), uint16(0), false)
 	readWait, liveWriterWait = 0, 0
 	f.Fuzz(func(t *testing.T, p []byte, cut uint16, fix bool) {
-		b := tamper(good, p, cut)
-		if fix && len(b) >= historyHeaderSize {
-			le.PutUint64(b[yFileSize:], uint64(len(b)))
-			le.PutUint32(b[yCRC:], historyCRC(b))
-		}
+		b := tamperHistory(good, p, cut, fix)
 		g, err := decodeHistoryHeader(b, int64(len(b)))
 		if err != nil {
 			return
@@ -213,6 +221,61 @@ func FuzzOpenHistory(f *testing.F) {
 			if ok && err == nil && (len(fine) > g.fine || len(minutes) > g.coarse) {
 				t.Fatalf("node %d: %d points, %d minutes from rings of %d and %d", n, len(fine), len(minutes), g.fine, g.coarse)
 			}
+		}
+	})
+}
+
+// A writer restarted over any history file adopts it only when it is
+// sound, and then keeps working through growth and released slots: never
+// a panic, never another node's points.
+func FuzzHistoryOverFile(f *testing.F) {
+	good := validHistory(f)
+	slot1 := newHistoryGeometry(1, HistoryOptions{Nodes: 2, Fine: 8, Coarse: 6}).slot(1)
+	f.Add([]byte{}, uint16(0), false)
+	f.Add(patch(yCapacity, 1), uint16(0), true)
+	f.Add(patch(slot1+sNode, 1), uint16(0), false) // two slots for one node
+	f.Add(patch(slot1+sNode, 1<<31), uint16(0), false)
+	f.Add(patch(slot1+sSeq, 1), uint16(0), false)
+	f.Add(patch(slot1+sCount, 1<<32-1), uint16(0), false)
+	dir := f.TempDir() // for re-layouts; one per process
+	readWait, liveWriterWait = 0, 0
+	f.Fuzz(func(t *testing.T, p []byte, cut uint16, fix bool) {
+		b := tamperHistory(good, p, cut, fix)
+		path := filepath.Join(dir, HistoryFileName)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fl, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := &HistoryWriter{dir: dir, path: path, log: quiet, initial: 1, max: 6, slots: map[int]int{}}
+		if err := h.reuse(fl, newHistoryGeometry(0, HistoryOptions{Nodes: 1, Fine: 8, Coarse: 6})); err != nil {
+			fl.Close()
+			return
+		}
+		defer h.Close()
+		start := time.Unix(1_900_000_000, 0)
+		for n := range h.slots {
+			if n != 3 {
+				h.Release(n)
+			}
+		}
+		for i, n := range []int{20, 21, 22, 23, 24} {
+			if err := h.Append(n, start.Add(time.Duration(i)*time.Second), Figures{Up: true, CPUPercent: float64(n)}); err != nil {
+				t.Fatalf("node %d: %v", n, err)
+			}
+		}
+		h.Release(21)
+		r := &HistoryReader{path: path, m: h.m, g: h.g}
+		for _, n := range []int{20, 22, 23, 24} {
+			_, fine, ok, err := r.Read(n, time.Time{})
+			if err != nil || !ok || len(fine) != 1 || fine[0].CPUPercent != float64(n) {
+				t.Fatalf("node %d: %v %v %+v", n, ok, err, fine)
+			}
+		}
+		if _, _, ok, _ := r.Read(21, time.Time{}); ok {
+			t.Fatal("released node 21 still has history")
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -69,13 +70,26 @@ const (
 // one point a second and 24 hours at one point a minute in 31,744 bytes a
 // node.
 type HistoryOptions struct {
-	Nodes  int // node slots; default 1024; Append for one more fails with ErrHistoryFull
-	Fine   int // full-resolution points per node; default 900
-	Coarse int // one-minute points per node; default 1440
+	// Nodes is the most node slots the file grows to; default
+	// DefaultHistoryNodes. Append for one more fails with ErrHistoryFull.
+	Nodes int
+	// Initial is the slots a new file starts with; default
+	// DefaultHistoryInitial, at most Nodes. The file doubles when a new
+	// node finds no free slot, and halves when a quarter or less is used.
+	Initial int
+	Fine    int // full-resolution points per node; default 900
+	Coarse  int // one-minute points per node; default 1440
 }
 
+// Default history sizes: 16,384 nodes of 31,744 bytes are 496 MiB at
+// most; a file of 64 slots is 1.9 MiB.
+const (
+	DefaultHistoryNodes   = 16384
+	DefaultHistoryInitial = 64
+)
+
 // ErrHistoryFull is returned by Append for a new node when every node
-// slot is taken.
+// slot is taken and the file is at its most slots.
 var ErrHistoryFull = errors.New("shm: history full")
 
 // Figures are the summary figures of a node at one time. Memory is in
@@ -172,15 +186,23 @@ func decodeHistoryHeader(b []byte, size int64) (historyGeometry, error) {
 // Writer (same directory, same lock). Its methods are safe for
 // concurrent use.
 type HistoryWriter struct {
-	mu    sync.Mutex
-	dir   string
-	path  string
-	f     *os.File
-	m     []byte
-	g     historyGeometry
-	slots map[int]int // node → slot
-	used  int
-	buf   []byte
+	mu       sync.Mutex
+	dir      string
+	path     string
+	log      *slog.Logger
+	f        *os.File
+	m        []byte
+	g        historyGeometry
+	initial  int         // slots the file never shrinks below
+	max      int         // slots the file never grows beyond
+	slots    map[int]int // node → slot
+	free     []int       // cleared slots below used, reused first
+	used     int         // slots [0, used) are taken or in free
+	growErr  error       // why the last growth failed, at growAt
+	growAt   time.Time
+	next     *spareFile     // the file of the next growth, being made ready
+	retiring sync.WaitGroup // old files being unmapped
+	buf      []byte
 }
 
 // OpenHistory opens the history file beside the table for writing (mode
@@ -196,8 +218,12 @@ func (w *Writer) OpenHistory(o HistoryOptions) (*HistoryWriter, error) {
 		return nil, ErrClosed
 	}
 	if o.Nodes <= 0 {
-		o.Nodes = 1024
+		o.Nodes = DefaultHistoryNodes
 	}
+	if o.Initial <= 0 {
+		o.Initial = DefaultHistoryInitial
+	}
+	o.Initial = min(o.Initial, o.Nodes)
 	if o.Fine <= 0 {
 		o.Fine = 900
 	}
@@ -208,8 +234,9 @@ func (w *Writer) OpenHistory(o HistoryOptions) (*HistoryWriter, error) {
 		newHistoryGeometry(0, o).slotSize > maxHistorySlot {
 		return nil, fmt.Errorf("shm: history of %d nodes × %d+%d points exceeds the limits", o.Nodes, o.Fine, o.Coarse)
 	}
-	h := &HistoryWriter{dir: w.dir, path: filepath.Join(w.dir, HistoryFileName), slots: make(map[int]int)}
-	want := newHistoryGeometry(uint64(time.Now().UnixNano()), o)
+	h := &HistoryWriter{dir: w.dir, path: filepath.Join(w.dir, HistoryFileName), log: w.log,
+		initial: o.Initial, max: o.Nodes, slots: make(map[int]int)}
+	want := newHistoryGeometry(uint64(time.Now().UnixNano()), HistoryOptions{Nodes: o.Initial, Fine: o.Fine, Coarse: o.Coarse})
 	old, err := openOwned(h.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -219,6 +246,13 @@ func (w *Writer) OpenHistory(o HistoryOptions) (*HistoryWriter, error) {
 		return nil, fmt.Errorf("shm: open history %s for writing: %w", h.path, err)
 	default:
 		if err := h.reuse(old, want); err == nil {
+			// Nodes the table no longer holds were forgotten while no
+			// history was kept: their slots are free.
+			for n := range h.slots {
+				if w.lookup(n) < 0 {
+					h.release(n)
+				}
+			}
 			return h, nil
 		} else {
 			w.log.Info("shm: replacing history file", "path", h.path, "reason", err)
@@ -232,7 +266,8 @@ func (w *Writer) OpenHistory(o HistoryOptions) (*HistoryWriter, error) {
 	return h, nil
 }
 
-// reuse adopts f when it is a sound history file of geometry want's sizes.
+// reuse adopts f when it is a sound history file of want's point counts
+// and at most h.max slots.
 func (h *HistoryWriter) reuse(f *os.File, want historyGeometry) error {
 	st, err := f.Stat()
 	if err != nil {
@@ -250,8 +285,8 @@ func (h *HistoryWriter) reuse(f *os.File, want historyGeometry) error {
 	case err != nil:
 	case load32(m, yRetired) != 0:
 		err = errors.New("history is marked retired")
-	case g.capacity != want.capacity || g.fine != want.fine || g.coarse != want.coarse:
-		err = fmt.Errorf("sizes %d×%d+%d, want %d×%d+%d", g.capacity, g.fine, g.coarse, want.capacity, want.fine, want.coarse)
+	case g.capacity > h.max || g.fine != want.fine || g.coarse != want.coarse:
+		err = fmt.Errorf("sizes %d×%d+%d, want at most %d×%d+%d", g.capacity, g.fine, g.coarse, h.max, want.fine, want.coarse)
 	}
 	if err != nil {
 		unix.Munmap(m)
@@ -266,14 +301,18 @@ func (h *HistoryWriter) reuse(f *os.File, want historyGeometry) error {
 			store64(m, off+sSeq, load64(m, off+sSeq)+1)
 		}
 		if n := int(le.Uint32(m[off+sNode:])); n > 0 && n <= MaxNodes {
-			h.slots[n-1] = k
-		} else {
-			clear(m[off+8 : off+slotHeaderSize])
+			if _, dup := h.slots[n-1]; !dup {
+				h.slots[n-1] = k
+				h.used = k + 1
+				continue
+			}
 		}
+		clear(m[off+8 : off+g.slotSize])
 	}
-	// Slots are handed out in order; a free one below used stays free.
-	for _, k := range h.slots {
-		h.used = max(h.used, k+1)
+	for k := range h.used {
+		if le.Uint32(m[g.slot(k)+sNode:]) == 0 {
+			h.free = append(h.free, k)
+		}
 	}
 	return nil
 }
@@ -317,11 +356,10 @@ func (h *HistoryWriter) Append(node int, t time.Time, f Figures) error {
 	}
 	k, ok := h.slots[node]
 	if !ok {
-		if h.used == h.g.capacity {
-			return ErrHistoryFull // no formatting: recvstats meets this for every packet of such a node
+		var err error
+		if k, err = h.take(t); err != nil {
+			return err
 		}
-		k = h.used
-		h.used++
 		h.slots[node] = k
 	}
 	off := h.g.slot(k)
@@ -355,6 +393,172 @@ func (h *HistoryWriter) Append(node int, t time.Time, f Figures) error {
 		le.PutUint32(p[sNext-sNode:], uint32((next+1)%h.g.fine))
 	})
 	store64(h.m, off+sSeq, seq+2)
+	return nil
+}
+
+// take hands out a cleared slot: a freed one, else the next unused one,
+// growing the file first when there is none. A growth that failed (a full
+// tmpfs) is tried again a minute later, not for every packet.
+func (h *HistoryWriter) take(now time.Time) (int, error) {
+	if n := len(h.free); n > 0 {
+		k := h.free[n-1]
+		h.free = h.free[:n-1]
+		return k, nil
+	}
+	if h.used == h.g.capacity {
+		if h.g.capacity >= h.max {
+			return 0, ErrHistoryFull // no formatting: recvstats meets this for every packet of such a node
+		}
+		if h.growErr != nil && now.Before(h.growAt.Add(time.Minute)) {
+			return 0, h.growErr
+		}
+		capacity := min(max(2*h.g.capacity, 1), h.max)
+		if err := h.relayout(capacity); err != nil {
+			h.growErr, h.growAt = fmt.Errorf("%w: cannot grow to %d slots: %v", ErrHistoryFull, capacity, err), now
+			return 0, h.growErr
+		}
+		h.growErr = nil
+	}
+	h.used++
+	if h.g.capacity < h.max && 4*h.used >= 3*h.g.capacity {
+		h.prepare(min(2*h.g.capacity, h.max))
+	}
+	return h.used - 1, nil
+}
+
+// A spareFile is the file of the next growth, made ready off the ingest
+// path: reserving and faulting in the pages of a new file is most of the
+// time a growth takes (on tmpfs the kernel zeroes every page).
+type spareFile struct {
+	capacity int
+	done     chan struct{} // closed once f, m and err are set
+	f        *os.File
+	m        []byte
+	err      error
+}
+
+// prepare starts making a file of capacity slots ready, unless one is.
+func (h *HistoryWriter) prepare(capacity int) {
+	if h.next != nil {
+		return
+	}
+	size := newHistoryGeometry(0, HistoryOptions{Nodes: capacity, Fine: h.g.fine, Coarse: h.g.coarse}).fileSize
+	sp := &spareFile{capacity: capacity, done: make(chan struct{})}
+	h.next = sp
+	dir := h.dir
+	go func() {
+		defer close(sp.done)
+		sp.f, sp.m, sp.err = createMapped(dir, ".beostat-history-*.tmp", "history", int64(size))
+		if sp.err == nil && unix.Madvise(sp.m, unix.MADV_POPULATE_WRITE) != nil {
+			for i := 0; i < len(sp.m); i += 4096 { // kernels before 5.14
+				sp.m[i] = 0
+			}
+		}
+	}()
+}
+
+// spare is the prepared file when it has capacity slots (waiting for it
+// to be ready), else nil; any other prepared file is removed.
+func (h *HistoryWriter) spare(capacity int) (*os.File, []byte) {
+	sp := h.next
+	if sp == nil {
+		return nil, nil
+	}
+	h.next = nil
+	<-sp.done
+	if sp.err != nil {
+		return nil, nil
+	}
+	if sp.capacity != capacity {
+		unix.Munmap(sp.m)
+		sp.f.Close()
+		os.Remove(sp.f.Name())
+		return nil, nil
+	}
+	return sp.f, sp.m
+}
+
+// Release forgets node's history: its slot is cleared under the seqlock
+// (a reader finds the node has none) and goes to the next new node. When
+// a quarter or less of the slots stay in use the file is laid out again
+// at twice the nodes left, so it follows the nodes down as well as up.
+func (h *HistoryWriter) Release(node int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil || !h.release(node) {
+		return
+	}
+	if h.g.capacity > h.initial && 4*len(h.slots) < h.g.capacity {
+		if err := h.relayout(max(h.initial, 2*len(h.slots))); err != nil {
+			h.log.Warn("shm: could not shrink the history", "path", h.path, "err", err)
+		}
+	}
+}
+
+// release clears node's slot and frees it; false when node has none.
+func (h *HistoryWriter) release(node int) bool {
+	k, ok := h.slots[node]
+	if !ok {
+		return false
+	}
+	off := h.g.slot(k)
+	seq := load64(h.m, off+sSeq)
+	store64(h.m, off+sSeq, seq+1)
+	h.buf = resize(h.buf, h.g.slotSize-8)
+	clear(h.buf)
+	publish(h.m, off+8, h.buf)
+	store64(h.m, off+sSeq, seq+2)
+	delete(h.slots, node)
+	h.free = append(h.free, k)
+	return true
+}
+
+// relayout moves the history to a new file of capacity slots, the way the
+// table grows: built under a temporary name, the nodes' slots copied in
+// (packed, in slot order), renamed into place, the old file retired so
+// its readers re-open the path.
+func (h *HistoryWriter) relayout(capacity int) error {
+	start := time.Now()
+	g := newHistoryGeometry(h.g.generation+1, HistoryOptions{Nodes: capacity, Fine: h.g.fine, Coarse: h.g.coarse})
+	f, m := h.spare(capacity)
+	if f == nil {
+		var err error
+		if f, m, err = createMapped(h.dir, ".beostat-history-*.tmp", "history", int64(g.fileSize)); err != nil {
+			return err
+		}
+	}
+	encodeHistoryHeader(m[:historyHeaderSize], g)
+	moved := make(map[int]int, len(h.slots))
+	for k := range h.used {
+		off := h.g.slot(k)
+		n := int(le.Uint32(h.m[off+sNode:])) - 1
+		if j, ok := h.slots[n]; !ok || j != k {
+			continue
+		}
+		// Only this writer changes the slots, and not now: a plain copy.
+		copy(m[g.slot(len(moved)):][:g.slotSize], h.m[off:][:g.slotSize])
+		moved[n] = len(moved)
+	}
+	if err := os.Rename(f.Name(), h.path); err != nil {
+		unix.Munmap(m)
+		f.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("shm: install history %s: %w", h.path, err)
+	}
+	// Readers see the new file at the path before they learn to look.
+	store32(h.m, yRetired, retiredMarker)
+	// Unmapping frees the old file's pages (once no reader maps it): off
+	// the ingest path as well.
+	h.retiring.Add(1)
+	go func(f *os.File, m []byte) {
+		defer h.retiring.Done()
+		unix.Munmap(m)
+		f.Close()
+	}(h.f, h.m)
+	h.f, h.m, h.g = f, m, g
+	h.slots, h.free, h.used = moved, h.free[:0], len(moved)
+	h.log.Info("shm: history re-laid out", "path", h.path, "generation", g.generation,
+		"nodes", len(moved), "slots", capacity, "bytes", g.fileSize, "took", time.Since(start))
 	return nil
 }
 
@@ -495,6 +699,8 @@ func (h *HistoryWriter) Close() error {
 	if h.m == nil {
 		return ErrClosed
 	}
+	h.spare(0)
+	h.retiring.Wait()
 	err := unix.Munmap(h.m)
 	h.m = nil
 	if cerr := h.f.Close(); err == nil {

@@ -42,11 +42,11 @@ func openHistory(t testing.TB, dir string, o HistoryOptions) (*Writer, *HistoryW
 func TestHistoryDefaultsFit32KiB(t *testing.T) {
 	dir := t.TempDir()
 	_, h := openHistory(t, dir, HistoryOptions{})
-	if h.g.slotSize > 32<<10 || h.g.fine != 900 || h.g.coarse != 1440 || h.g.capacity != 1024 {
-		t.Errorf("default geometry %+v: slot over 32 KiB or not 15 min at 1 s + 24 h at 1 min", h.g)
+	if h.g.slotSize > 32<<10 || h.g.fine != 900 || h.g.coarse != 1440 || h.g.capacity != DefaultHistoryInitial || h.max != DefaultHistoryNodes {
+		t.Errorf("default geometry %+v, at most %d: slot over 32 KiB or not 15 min at 1 s + 24 h at 1 min", h.g, h.max)
 	}
 	st, err := os.Stat(filepath.Join(dir, HistoryFileName))
-	if err != nil || st.Mode().Perm() != 0o644 || st.Size() != int64(historyHeaderSize+1024*h.g.slotSize) {
+	if err != nil || st.Mode().Perm() != 0o644 || st.Size() != int64(historyHeaderSize+DefaultHistoryInitial*h.g.slotSize) {
 		t.Errorf("history file %v, %v", st, err)
 	}
 }
@@ -167,11 +167,17 @@ func TestHistoryFull(t *testing.T) {
 	}
 }
 
-// A restarted writer keeps the history; other sizes replace it, and the
-// readers of the old file follow to the new one.
+// A restarted writer keeps the history (at a larger maximum too); other
+// point counts replace it, and the readers of the old file follow to the
+// new one.
 func TestHistoryReusedAndReplaced(t *testing.T) {
 	dir := t.TempDir()
 	w := create(t, dir, WriterOptions{})
+	for _, n := range []int{1, 2} {
+		if err := putCounter(w, n, 1, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h, err := w.OpenHistory(HistoryOptions{Nodes: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +185,7 @@ func TestHistoryReusedAndReplaced(t *testing.T) {
 	now := time.Now()
 	h.Append(2, now, figuresAt(3))
 	h.Close()
-	h, err = w.OpenHistory(HistoryOptions{Nodes: 4})
+	h, err = w.OpenHistory(HistoryOptions{Nodes: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,14 +201,14 @@ func TestHistoryReusedAndReplaced(t *testing.T) {
 		}
 	}
 	h.Close()
-	h, err = w.OpenHistory(HistoryOptions{Nodes: 8})
+	h, err = w.OpenHistory(HistoryOptions{Nodes: 8, Fine: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
 	defer w.Close()
-	if _, _, ok, err := r.Read(2, time.Time{}); ok || err != nil || r.g.capacity != 8 {
-		t.Errorf("after resize the reader still sees the old file: %v %v %d", ok, err, r.g.capacity)
+	if _, _, ok, err := r.Read(2, time.Time{}); ok || err != nil || r.g.fine != 100 {
+		t.Errorf("after resize the reader still sees the old file: %v %v %d", ok, err, r.g.fine)
 	}
 }
 
@@ -341,6 +347,11 @@ func TestHistoryMidAppendRepaired(t *testing.T) {
 	dir := t.TempDir()
 	w := create(t, dir, WriterOptions{})
 	defer w.Close()
+	for _, n := range []int{1, 2} {
+		if err := putCounter(w, n, 1, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h, err := w.OpenHistory(HistoryOptions{Nodes: 4})
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -539,4 +542,49 @@ func TestMetricsRecvstatsCounters(t *testing.T) {
 		}
 	}
 	viewtest.Promtool(t, string(body))
+}
+
+// beostatus keeps its history reader open: when recvstats' history file
+// grows (a new file in its place, the old one retired), the next request
+// reads the new file, with every node's points.
+func TestHistoryAPIAcrossGrowth(t *testing.T) {
+	tb, src := openLab(t, 3, 5*time.Second)
+	hs := startServer(t, src, time.Second)
+	h := tb.KeepHistory(t, 10*time.Minute, 10*time.Second, func(int, time.Time) (int, bool) { return 30, true })
+	fineOf := func(node int) History {
+		t.Helper()
+		code, body, _ := get(t, hs.URL+"/api/node/"+strconv.Itoa(node)+"/history")
+		var got History
+		if code != 200 || json.Unmarshal(body, &got) != nil {
+			t.Fatalf("node %d history: %d %s", node, code, body)
+		}
+		return got
+	}
+	before := fineOf(1)
+	path := filepath.Join(tb.Dir, shm.HistoryFileName)
+	st1, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 200 more nodes than the file's first slots: it grows under the reader.
+	now := time.Now()
+	for n := 100; n < 300; n++ {
+		if err := h.Append(n, now, viewtest.PastFigures(50)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tb.Step(); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := os.Stat(path)
+	if err != nil || os.SameFile(st1, st2) || st2.Size() <= st1.Size() {
+		t.Fatalf("the history file did not grow: %v → %v, %v", st1.Size(), st2.Size(), err)
+	}
+	after := fineOf(1)
+	if len(after.Fine.Time) != len(before.Fine.Time)+1 || !slices.Equal(after.Fine.CPU[:len(before.Fine.CPU)], before.Fine.CPU) {
+		t.Errorf("node 1 across growth: %d fine points, %d before and one since", len(after.Fine.Time), len(before.Fine.Time))
+	}
+	if got := fineOf(250); len(got.Fine.CPU) != 1 || got.Fine.CPU[0] != 50 {
+		t.Errorf("node 250, added in the growth: %+v", got.Fine)
+	}
 }

@@ -48,7 +48,8 @@ type Config struct {
 	NodeMap      NodeMap
 	Key          []byte // when set, only authenticated packets count
 	// History sizes the history file beside the table (zero fields take
-	// shm's defaults); NoHistory keeps none.
+	// shm's defaults; Initial InitialNodes; Nodes at most the table's
+	// MaxNodes); NoHistory keeps none.
 	History   shm.HistoryOptions
 	NoHistory bool
 	// EventsKept sizes the ring of recent events beside the table
@@ -218,7 +219,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s.writer = w
 	w.SetSocket(s.readBuffer, 0)
 	if !cfg.NoHistory {
-		if s.hist, err = w.OpenHistory(cfg.History); err != nil {
+		if s.hist, err = w.OpenHistory(historyOptions(cfg.History, cfg.InitialNodes, tc.MaxNodes)); err != nil {
 			w.Close()
 			tr.Close()
 			return nil, fmt.Errorf("history: %w", err)
@@ -597,7 +598,7 @@ func (s *Server) appendHistory(u Update) {
 	case errors.Is(err, shm.ErrHistoryFull):
 		if !s.histFull {
 			s.histFull = true
-			s.log.Warn("history full: nodes beyond it keep no history (raise --history-nodes)", "node", u.Node)
+			s.log.Warn("history full: nodes beyond it keep no history (raise --history-nodes)", "node", u.Node, "err", err)
 		}
 	default:
 		s.log.Warn("cannot append to history", "node", u.Node, "err", err)
@@ -648,6 +649,9 @@ func (s *Server) tick(now time.Time) {
 		s.nextForget = now.Add(time.Second)
 		for _, n := range s.table.Expire(now) {
 			s.writer.Remove(n)
+			if s.hist != nil {
+				s.hist.Release(n)
+			}
 			s.window.Clear(n)
 			if n < len(s.marks) {
 				s.marks[n] = detailsMark{}

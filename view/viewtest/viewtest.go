@@ -163,14 +163,15 @@ func (tb *Table) RefreshAt(seen time.Time) error {
 type Past func(node int, at time.Time) (busy int, up bool)
 
 // KeepHistory starts the history file beside the table, as recvstats
-// keeps it, with the default sizes (the first 1024 nodes), and fills it
+// keeps it, with the default point counts for at most 1024 nodes (the
+// first 1024; filling more takes long), and fills it
 // with what every node reported over the span up to now: a point every
 // step, by past. From then on every report
 // is appended too.
 func (tb *Table) KeepHistory(t testing.TB, span, step time.Duration, past Past) *shm.HistoryWriter {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
-	h, err := tb.W.OpenHistory(shm.HistoryOptions{})
+	h, err := tb.W.OpenHistory(shm.HistoryOptions{Nodes: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}
