@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/nsm/etcdstore"
 )
 
 // DefaultStateDir is where the store and the admin socket live by default.
@@ -80,6 +81,11 @@ type Config struct {
 	// (--nfs-utils-dir; the command's default is /var/lib/nfs); "" imports
 	// nothing.
 	NFSUtilsDir string
+	// Etcd, when set (--store etcd://…), keeps the host's identity (Name)
+	// in etcd instead of the bbolt store in StateDir, which then holds
+	// only the admin socket and a lock file; ResetStore and NFSUtilsDir
+	// are bbolt's and not used.
+	Etcd *etcdstore.Config
 	// KernelStatePath is where the state number is written for the
 	// kernel's lock manager when the file exists (the command's default is
 	// DefaultKernelStatePath); "" writes nothing.

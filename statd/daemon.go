@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/nsm/etcdstore"
 	"github.com/hoststat/hoststat/oncrpc"
 )
 
@@ -32,8 +34,8 @@ const StoreFileName = "statd.db"
 type daemon struct {
 	cfg      Config
 	log      *slog.Logger
-	debug    bool // debug records enabled: skip building them otherwise
-	store    *nsm.Store
+	debug    bool        // debug records enabled: skip building them otherwise
+	store    nsm.Storage // bbolt (*nsm.Store) or etcd (*etcdStorage)
 	bootID   string
 	started  time.Time
 	proto    *protocol
@@ -63,7 +65,12 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	if d.bootID, err = ReadBootID(cfg.BootIDPath); err != nil {
 		return nil, nsm.StartResult{}, err
 	}
-	if d.store, err = openStore(cfg, d.bootID, d.log, nsm.WithCommitHook(d.metrics.observeCommit)); err != nil {
+	if cfg.Etcd != nil {
+		d.store, err = openEtcd(cfg, d.log)
+	} else {
+		d.store, err = openStore(cfg, d.bootID, d.log, nsm.WithCommitHook(d.metrics.observeCommit))
+	}
+	if err != nil {
 		return nil, nsm.StartResult{}, err
 	}
 	core := nsm.NewCore(nsm.CoreConfig{AllowedPrograms: cfg.CallbackPrograms, Notify: cfg.Schedule,
@@ -75,7 +82,7 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	}
 	d.log.Info("rpc.statd starting", "name", nsm.Quote(cfg.Name), "state", res.State, "previous_state", res.PrevState,
 		"rebooted", res.Rebooted, "reason", res.Reason, "registrations_dropped", res.Dropped, "owed", res.Owed,
-		"state_dir", cfg.StateDir)
+		"state_dir", cfg.StateDir, "store", d.storeName())
 	if d.mux, err = oncrpc.ListenMulticaller(cfg.OutgoingPort); err != nil {
 		d.store.Close()
 		return nil, res, err
@@ -83,6 +90,14 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	peer := &peerNotifier{mux: d.mux, resolver: cfg.Resolver, names: notifyNames(cfg.Name), rpcbPort: uint16(cfg.RPCBindPort), timeout: cfg.NotifyTimeout}
 	d.proto = newProtocol(d.log, d.store, core, cfg.Resolver, newCallbacker(d.log, d.mux, cfg.RPCBindPort).call, peer)
 	return d, res, nil
+}
+
+// storeName says where the state is kept, for the log.
+func (d *daemon) storeName() string {
+	if e := d.cfg.Etcd; e != nil {
+		return fmt.Sprintf("etcd %v %s", e.Endpoints, etcdstore.IdentityPrefix(e.Prefix, d.cfg.Name))
+	}
+	return "bbolt " + filepath.Join(d.cfg.StateDir, StoreFileName)
 }
 
 // NotifySummary is the outcome of NotifyOnce.

@@ -18,6 +18,7 @@ import (
 	"github.com/hoststat/hoststat/internal/daemon"
 	"github.com/hoststat/hoststat/liveness"
 	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/nsm/etcdstore"
 	"github.com/hoststat/hoststat/nsm/nfsutils"
 	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/statd"
@@ -34,6 +35,7 @@ const (
 const name = "rpc.statd"
 
 const usageHead = `Usage: rpc.statd [-dFLn] [-p port] [-o port] [-P dir] [--name name] [-H prog] [--metrics addr]
+                 [--store etcd://HOST:PORT[,HOST:PORT...]/PREFIX [--etcd-cacert file ...]]
 
 `
 
@@ -74,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		gracePath  = fs.String("end-grace-path", statd.DefaultEndGracePath, "after a reboot, once every host owed a notification has it, end the lock manager's grace period by writing this file (when it exists); \"\" never")
 		settle     = fs.Duration("grace-settle", statd.DefaultGraceSettle, "how long after the last host acknowledges our reboot's notification the grace period is ended (its lock manager's reclaims come just after)")
 		telPeriod  = fs.Duration("telemetry-period", liveness.DefaultPeriod, "how often the telemetry table is read (tests)")
+		etcd       = etcdstore.AddFlags(fs, "keep this host's NSM identity (--name) in etcd: `URL` etcd://HOST:PORT[,HOST:PORT...]/PREFIX; the default is the bbolt store in -P, and with etcd -P holds only the admin socket")
 	)
 	for _, h := range []string{"notify-schedule", "no-rpcbind", "boot-id-path", "nfs-conf", "kernel-state-path", "telemetry-period"} {
 		fs.MarkHidden(h)
@@ -127,7 +130,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			*haCallout = abs
 		}
 	}
-	cfg := statd.Config{
+	storeCfg, err := storeConfig(fs, etcd)
+	if err != nil {
+		return daemon.UsageError(stderr, name, "%v", err)
+	}
+	if storeCfg != nil {
+		*nfsDir = "" // bbolt's import: an etcd identity is not this host's nfs-utils state
+	}
+	cfg := statd.Config{Etcd: storeCfg,
 		Name: *ourName, StateDir: *stateDir, Port: *port, OutgoingPort: *outPort,
 		HACallout: *haCallout, NoNotify: *noNotify, Schedule: sch,
 		Register: !*noRegister, BootIDPath: *bootIDPath,
@@ -200,6 +210,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("rpc.statd could not start", "err", err)
 	}
 	return exitFail
+}
+
+// storeConfig is the etcd store --store names, or nil for the bbolt
+// store; the bbolt-only options and --etcd-* without --store are refused.
+func storeConfig(fs *pflag.FlagSet, f *etcdstore.Flags) (*etcdstore.Config, error) {
+	if *f.Store == "" {
+		for _, o := range []string{"etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file"} {
+			if fs.Changed(o) {
+				return nil, fmt.Errorf("--%s needs --store etcd://HOST:PORT[,HOST:PORT...]/PREFIX", o)
+			}
+		}
+		return nil, nil
+	}
+	c, err := f.Config()
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range []string{"reset-store", "nfs-utils-dir"} {
+		if fs.Changed(o) {
+			return nil, fmt.Errorf("--%s is for the bbolt store in -P, not --store etcd://", o)
+		}
+	}
+	return &c, nil
 }
 
 // telemetryDir is the table directory to follow: --telemetry's (made
