@@ -51,6 +51,8 @@ type daemon struct {
 	ports     map[string]int // netid → port we serve on
 
 	tel *telemetry // nil without --telemetry
+
+	ids *identities // nil without --identity
 }
 
 // open does what both modes share: the state directory, the store, the
@@ -73,8 +75,7 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	if err != nil {
 		return nil, nsm.StartResult{}, err
 	}
-	core := nsm.NewCore(nsm.CoreConfig{AllowedPrograms: cfg.CallbackPrograms, Notify: cfg.Schedule,
-		MaxNotifyInFlight: cfg.NotifyWorkers, NotifyOnRequest: cfg.NoNotify})
+	core := d.newCore()
 	res, err := nsm.StartCore(context.Background(), d.store, core, d.bootID, forceReboot, time.Now())
 	if err != nil {
 		d.store.Close()
@@ -90,6 +91,14 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	peer := &peerNotifier{mux: d.mux, resolver: cfg.Resolver, names: notifyNames(cfg.Name), rpcbPort: uint16(cfg.RPCBindPort), timeout: cfg.NotifyTimeout}
 	d.proto = newProtocol(d.log, d.store, core, cfg.Resolver, newCallbacker(d.log, d.mux, cfg.RPCBindPort).call, peer)
 	return d, res, nil
+}
+
+// newCore is a Core as the configuration asks, for the host's own
+// identity and for each --identity.
+func (d *daemon) newCore() *nsm.Core {
+	cfg := d.cfg
+	return nsm.NewCore(nsm.CoreConfig{AllowedPrograms: cfg.CallbackPrograms, Notify: cfg.Schedule,
+		MaxNotifyInFlight: cfg.NotifyWorkers, NotifyOnRequest: cfg.NoNotify})
 }
 
 // storeName says where the state is kept, for the log.
@@ -267,6 +276,11 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	d.proto.mu.Lock()
 	nregs := d.proto.core.Len()
 	d.proto.mu.Unlock()
+	if len(d.cfg.Identities) > 0 {
+		d.ids = newIdentities(d.cfg.Identities)
+		defer d.serveIdentities(ctx)()
+		defer cancel()
+	}
 	d.log.Info("rpc.statd serving", "listeners", d.listeners, "registrations", nregs, "state", d.proto.state.Load())
 	if ready != nil {
 		ready()
@@ -347,7 +361,7 @@ func (d *daemon) status() (*Status, error) {
 		StateDir: d.cfg.StateDir, Started: d.started, Listeners: d.listeners, Monitored: []Monitored{}, Owed: []Owed{},
 		StoreErrors:        d.proto.storeErrors.Load(),
 		CallbacksDelivered: d.proto.delivered.Load(), CallbacksGivenUp: d.proto.failed.Load(),
-		HACalloutsDropped: d.ha.droppedTotal(), Metrics: d.metrics.addr}
+		HACalloutsDropped: d.ha.droppedTotal(), Metrics: d.metrics.addr, Serving: d.ids.list()}
 	for _, r := range regs {
 		if n := len(st.Monitored); n == 0 || st.Monitored[n-1].MonName != r.MonName {
 			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName, Liveness: d.tel.liveness(r.MonName)})

@@ -23,6 +23,24 @@ type etcdIdentity struct {
 	Owed          int    `json:"owed"`
 }
 
+// etcdIdentities runs statdctl --store STORE --json identities on h.
+func etcdIdentities(t *testing.T, ctx context.Context, lt labTools, h *netlab.Host, store string) map[string]etcdIdentity {
+	t.Helper()
+	out, err := h.Run(ctx, lt.statdctl, "--store", store, "--json", "identities")
+	if err != nil {
+		t.Fatalf("statdctl identities: %v\n%s", err, out)
+	}
+	var ids []etcdIdentity
+	if err := json.Unmarshal([]byte(out), &ids); err != nil {
+		t.Fatalf("statdctl identities --json: %v\n%s", err, out)
+	}
+	m := map[string]etcdIdentity{}
+	for _, id := range ids {
+		m[id.Name] = id
+	}
+	return m
+}
+
 // TestInteropEtcdStore: rpc.statd --store etcd://… on a lab host, with the
 // real rpcbind, an etcd member on its own lab host and the real nfs-utils
 // rpc.statd as the peer. An SM_MON is answered only once etcd has it (no
@@ -59,15 +77,11 @@ func TestInteropEtcdStore(t *testing.T) {
 	regB := newLabRegistrant(t, b, 100021, 4, 16)
 	identities := func() etcdIdentity {
 		t.Helper()
-		out, err := a.Run(ctx, lt.statdctl, "--store", store, "--json", "identities")
-		if err != nil {
-			t.Fatalf("statdctl identities: %v\n%s", err, out)
+		ids := etcdIdentities(t, ctx, lt, a, store)
+		if len(ids) != 1 {
+			t.Fatalf("statdctl identities: %+v, want identity a only", ids)
 		}
-		var ids []etcdIdentity
-		if err := json.Unmarshal([]byte(out), &ids); err != nil || len(ids) != 1 || ids[0].Name != "a" {
-			t.Fatalf("statdctl identities --json: %v\n%s\nwant identity a only", err, out)
-		}
-		return ids[0]
+		return ids["a"]
 	}
 	if id := identities(); id.State != 1 || id.Registrations != 0 {
 		t.Fatalf("first start: %+v, want state 1 and no registrations in etcd", id)

@@ -19,6 +19,7 @@ import (
 	"github.com/hoststat/hoststat/liveness"
 	"github.com/hoststat/hoststat/nsm"
 	"github.com/hoststat/hoststat/nsm/etcdstore"
+	"github.com/hoststat/hoststat/nsm/identity"
 	"github.com/hoststat/hoststat/nsm/nfsutils"
 	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/statd"
@@ -35,7 +36,7 @@ const (
 const name = "rpc.statd"
 
 const usageHead = `Usage: rpc.statd [-dFLn] [-p port] [-o port] [-P dir] [--name name] [-H prog] [--metrics addr]
-                 [--store etcd://HOST:PORT[,HOST:PORT...]/PREFIX [--etcd-cacert file ...]]
+                 [--store etcd://HOST:PORT[,HOST:PORT...]/PREFIX [--etcd-cacert file ...] [--identity NAME=ADDR ...]]
 
 `
 
@@ -76,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		gracePath  = fs.String("end-grace-path", statd.DefaultEndGracePath, "after a reboot, once every host owed a notification has it, end the lock manager's grace period by writing this file (when it exists); \"\" never")
 		settle     = fs.Duration("grace-settle", statd.DefaultGraceSettle, "how long after the last host acknowledges our reboot's notification the grace period is ended (its lock manager's reclaims come just after)")
 		telPeriod  = fs.Duration("telemetry-period", liveness.DefaultPeriod, "how often the telemetry table is read (tests)")
+		idents     = fs.StringArray("identity", nil, "also serve the NSM identity `NAME=ADDR[,ADDR]` (repeatable; needs --store etcd://): while this statd owns it in etcd, SM_MON whose my_name is NAME goes to it, and on taking it over the state moves on and every host it monitors is notified from ADDR as NAME")
+		identTTL   = fs.Duration("identity-ttl", 10*time.Second, "lease of an --identity's ownership in etcd (whole seconds): how long it stays unserved after its statd dies")
 		etcd       = etcdstore.AddFlags(fs, "keep this host's NSM identity (--name) in etcd: `URL` etcd://HOST:PORT[,HOST:PORT...]/PREFIX; the default is the bbolt store in -P, and with etcd -P holds only the admin socket")
 	)
 	for _, h := range []string{"notify-schedule", "no-rpcbind", "boot-id-path", "nfs-conf", "kernel-state-path", "telemetry-period"} {
@@ -137,7 +140,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if storeCfg != nil {
 		*nfsDir = "" // bbolt's import: an etcd identity is not this host's nfs-utils state
 	}
-	cfg := statd.Config{Etcd: storeCfg,
+	ids, err := identity.ParseAll(*idents)
+	if err != nil {
+		return daemon.UsageError(stderr, name, "%v", err)
+	}
+	if len(ids) > 0 && storeCfg == nil {
+		return daemon.UsageError(stderr, name, "--identity needs --store etcd://HOST:PORT[,HOST:PORT...]/PREFIX")
+	}
+	if *identTTL < 2*time.Second || *identTTL%time.Second != 0 {
+		return daemon.UsageError(stderr, name, "--identity-ttl %v: want whole seconds, at least 2s", *identTTL)
+	}
+	for _, id := range ids {
+		if *ourName != "" && nsm.CanonicalName(id.Name) == nsm.CanonicalName(*ourName) {
+			return daemon.UsageError(stderr, name, "--identity %s: that is --name, the host's own identity", id.Name)
+		}
+	}
+	cfg := statd.Config{Etcd: storeCfg, Identities: ids, IdentityTTL: *identTTL,
 		Name: *ourName, StateDir: *stateDir, Port: *port, OutgoingPort: *outPort,
 		HACallout: *haCallout, NoNotify: *noNotify, Schedule: sch,
 		Register: !*noRegister, BootIDPath: *bootIDPath,
