@@ -101,6 +101,32 @@ func (d *daemon) newCore() *nsm.Core {
 		MaxNotifyInFlight: cfg.NotifyWorkers, NotifyOnRequest: cfg.NoNotify})
 }
 
+// registrations lists the host identity's registrations: from the bbolt
+// store, or with etcd from the core, which holds what etcd acknowledged
+// (memory is a cache of the store), so statdctl and metrics answer while
+// etcd does not.
+func (d *daemon) registrations() ([]nsm.Registration, error) {
+	if _, ok := d.store.(*etcdStorage); !ok {
+		return d.store.Registrations()
+	}
+	d.proto.mu.Lock()
+	defer d.proto.mu.Unlock()
+	return d.proto.core.Registrations(), nil
+}
+
+// owed lists the host identity's debts, as registrations does.
+func (d *daemon) owed() ([]nsm.Owed, error) {
+	if _, ok := d.store.(*etcdStorage); !ok {
+		return d.store.Owed()
+	}
+	pending := d.proto.pendingOwed()
+	out := make([]nsm.Owed, len(pending))
+	for i, o := range pending {
+		out[i] = o.Owed
+	}
+	return out, nil
+}
+
 // storeName says where the state is kept, for the log.
 func (d *daemon) storeName() string {
 	if e := d.cfg.Etcd; e != nil {
@@ -353,7 +379,7 @@ func listenPair(udpNet, tcpNet string, a netip.Addr, port int) (net.PacketConn, 
 
 // status builds the admin view from the store and the schedule.
 func (d *daemon) status() (*Status, error) {
-	regs, err := d.store.Registrations()
+	regs, err := d.registrations()
 	if err != nil {
 		return nil, err
 	}

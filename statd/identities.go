@@ -113,11 +113,14 @@ func (d *daemon) standBy(ctx context.Context, id identity.Identity) {
 	log := d.log.With("identity", id.Name)
 	for ctx.Err() == nil {
 		log.Info("standing by for identity", "addrs", id.Addrs, "holder", d.cfg.Name)
-		owner, err := identity.Acquire(ctx, cli, d.cfg.Etcd.Prefix, id, d.cfg.Name, identity.Options{TTL: d.cfg.IdentityTTL, Logger: log})
+		owner, err := identity.Acquire(ctx, cli, d.cfg.Etcd.Prefix, id, d.cfg.Name, identity.Options{TTL: d.cfg.IdentityTTL, Logger: d.log})
 		if err != nil {
 			return // ctx ended
 		}
 		err = d.serveIdentity(ctx, owner)
+		if err != nil && owner.Err() == nil && ctx.Err() == nil {
+			log.Error("identity not taken over; standing by again", "err", err)
+		}
 		// A standby takes over at once (shutdown, a takeover that failed),
 		// not after the lease; harmless once the identity is lost.
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -126,7 +129,6 @@ func (d *daemon) standBy(ctx context.Context, id identity.Identity) {
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("identity lost: no longer serving or notifying for it", "err", err)
 		select {
 		case <-ctx.Done():
 			return
@@ -165,6 +167,7 @@ func (d *daemon) serveIdentity(ctx context.Context, owner *identity.Owner) error
 	if err != nil {
 		return err
 	}
+	log.Info("identity won: its state moved on", "state", state)
 	mux, err := d.listenFrom(ctx, id, log)
 	if err != nil {
 		return err
@@ -188,6 +191,9 @@ func (d *daemon) serveIdentity(ctx context.Context, owner *identity.Owner) error
 	log.Info("identity taken over: serving it", "state", state, "registrations", regs, "owed", owed, "from", id.Addrs)
 	<-ctx.Done()
 	d.ids.set(id.Name, nil)
+	if err := owner.Err(); err != nil {
+		log.Warn("identity lost: no longer serving or notifying for it", "err", err)
+	}
 	<-runDone
 	p.wg.Wait()
 	return owner.Err()
