@@ -45,6 +45,7 @@ type failoverLab struct {
 	lab     *netlab.Lab
 	store   string
 	eps     []string // etcd client endpoints
+	cluster *etcdlab.Cluster
 	float   netip.Addr
 	ttl     time.Duration
 	servers []*failoverServer
@@ -64,8 +65,8 @@ func newFailoverLab(t *testing.T, ctx context.Context, ttl time.Duration, extra 
 	if extra != nil {
 		extra(f.lab)
 	}
-	cluster := etcdlab.StartInLab(t, f.lab, 3)
-	f.eps = cluster.Endpoints()
+	f.cluster = etcdlab.StartInLab(t, f.lab, 3)
+	f.eps = f.cluster.Endpoints()
 	f.store = "etcd://" + strings.Join(f.eps, ",") + "/hoststat"
 	a4 := f.lab.Net4().Addr().As4()
 	a4[3] = 200
@@ -418,4 +419,48 @@ func TestFailoverTenTimesLosesNoAcknowledged(t *testing.T) {
 	if len(acked) < 80 {
 		t.Errorf("only %d SM_MONs acknowledged: the bursts did not reach the owners", len(acked))
 	}
+}
+
+// TestFailoverEtcdMemberDownChangesNothing: the raft leader of the three
+// etcd members is killed. For three leases s1 keeps serving nfs, an SM_MON
+// for it every 200 ms is answered, s2 does not win it and the state stays.
+func TestFailoverEtcdMemberDownChangesNothing(t *testing.T) {
+	ctx := ctxT(t, 180*time.Second)
+	f := newFailoverLab(t, ctx, 4*time.Second, nil)
+	s1, s2 := f.servers[0], f.servers[1]
+	before := f.identities()["nfs"]
+	cli := etcdlab.ClientIn(t, s2.h, f.eps...)
+	leader := -1
+	for i, m := range f.cluster.Members {
+		if st, err := cli.Status(ctx, m.Endpoint()); err == nil && st.Leader == st.Header.MemberId {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no etcd leader found")
+	}
+	f.cluster.Members[leader].Kill()
+	t.Logf("killed etcd member %d, the raft leader", leader)
+	c := statdClient(t, s1.h)
+	end := time.Now().Add(3 * f.ttl)
+	var slowest time.Duration
+	for i := 0; time.Now().Before(end); i++ {
+		start := time.Now()
+		r, err := callMon(ctx, c, nsm.Mon{ID: nsm.MonID{MonName: fmt.Sprintf("c%d", i), MyID: s1.reg.myID("nfs")}})
+		if err != nil || r.Res != nsm.StatSucc || r.State != before.State {
+			t.Fatalf("SM_MON %d with one etcd member down: %+v %v, want stat_succ at state %d", i, r, err, before.State)
+		}
+		slowest = max(slowest, time.Since(start))
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := f.serving(s1); !slices.Contains(got, "nfs") {
+		t.Fatalf("s1 serves %v with one etcd member down", got)
+	}
+	if !logTime(t, s1.proc.Output(), "identity lost").IsZero() || !logTime(t, s2.proc.Output(), "identity won").IsZero() {
+		t.Fatal("the identity moved with one etcd member down")
+	}
+	if now := f.identities()["nfs"]; now.Holder != "s1" || now.State != before.State {
+		t.Fatalf("nfs %+v with one etcd member down, want %+v", now, before)
+	}
+	t.Logf("slowest SM_MON with the leader down: %v", slowest.Round(time.Millisecond))
 }
