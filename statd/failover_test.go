@@ -422,9 +422,16 @@ func TestFailoverTenTimesLosesNoAcknowledged(t *testing.T) {
 }
 
 // TestFailoverEtcdMemberDownChangesNothing: the raft leader of the three
-// etcd members is killed. For three leases s1 keeps serving nfs, an SM_MON
-// for it every 200 ms is answered, s2 does not win it and the state stays.
+// etcd members is killed, or cut off by a partition (its connections then
+// die in silence). For three leases s1 keeps serving nfs, an SM_MON for it
+// every 200 ms is answered, s2 does not win it and the state stays.
 func TestFailoverEtcdMemberDownChangesNothing(t *testing.T) {
+	for _, how := range []string{"killed", "partitioned"} {
+		t.Run(how, func(t *testing.T) { memberDownChangesNothing(t, how == "partitioned") })
+	}
+}
+
+func memberDownChangesNothing(t *testing.T, partition bool) {
 	ctx := ctxT(t, 180*time.Second)
 	f := newFailoverLab(t, ctx, 4*time.Second, nil)
 	s1, s2 := f.servers[0], f.servers[1]
@@ -439,9 +446,24 @@ func TestFailoverEtcdMemberDownChangesNothing(t *testing.T) {
 	if leader < 0 {
 		t.Fatal("no etcd leader found")
 	}
-	f.cluster.Members[leader].Kill()
-	t.Logf("killed etcd member %d, the raft leader", leader)
-	c := statdClient(t, s1.h)
+	if partition {
+		f.cluster.Members[leader].Partition()
+		defer f.cluster.Members[leader].Heal()
+	} else {
+		f.cluster.Members[leader].Kill()
+	}
+	t.Logf("etcd member %d, the raft leader, down (partitioned: %v)", leader, partition)
+	// A request that went to the member just cut off waits for gRPC's
+	// keepalive to give the connection up (about 10 s at most, ha.md).
+	addr := statdAddr(t, s1.h)
+	var c *oncrpc.Client
+	if err := s1.h.Do(func() (err error) {
+		c, err = oncrpc.Dial(ctx, "udp", addr.String(), oncrpc.WithRetransmit(100*time.Millisecond, time.Second), oncrpc.WithCallTimeout(20*time.Second))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	end := time.Now().Add(3 * f.ttl)
 	var slowest time.Duration
 	for i := 0; time.Now().Before(end); i++ {
