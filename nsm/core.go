@@ -1,6 +1,7 @@
 package nsm
 
 import (
+	"cmp"
 	"container/heap"
 	"errors"
 	"fmt"
@@ -340,6 +341,25 @@ func (c *Core) Load(regs []Registration) {
 		changes[i] = Change{Reg: r}
 	}
 	c.Apply(changes)
+}
+
+// Registrations lists the registrations the core holds, one per spelling
+// kept on disk, ordered by mon_name then my_id: what its store holds (the
+// daemon's view while the store does not answer).
+func (c *Core) Registrations() []Registration {
+	var out []Registration
+	for _, h := range c.hosts {
+		for _, r := range h.regs {
+			for _, sp := range r.spellings {
+				out = append(out, Registration{MonName: sp, MyID: r.my, Priv: r.priv, Registered: r.registered})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Registration) int {
+		return cmp.Or(strings.Compare(a.MonName, b.MonName), strings.Compare(a.MyID.Name, b.MyID.Name),
+			cmp.Compare(a.MyID.Prog, b.MyID.Prog), cmp.Compare(a.MyID.Vers, b.MyID.Vers), cmp.Compare(a.MyID.Proc, b.MyID.Proc))
+	})
+	return out
 }
 
 // Len is the number of registrations.

@@ -93,6 +93,21 @@ func TestCoreLoadedSpellingsRemovedTogether(t *testing.T) {
 	}
 }
 
+// Registrations lists what the store holds: every spelling kept on disk,
+// ordered by mon_name then my_id, with its priv and time.
+func TestCoreRegistrationsAsStored(t *testing.T) {
+	c := NewCore(CoreConfig{})
+	other := MyID{Name: "a", Prog: nlm.Prog, Vers: nlm.Vers, Proc: nlm.Proc}
+	in := []Registration{{MonName: "casey", MyID: nlm, Registered: t0}, {MonName: "CASEY", MyID: nlm, Registered: t0},
+		{MonName: "b", MyID: nlm, Priv: [PrivLen]byte{7}}, {MonName: "b", MyID: other}}
+	c.Load(in)
+	got := c.Registrations()
+	want := []Registration{in[1], in[2], in[3], in[0]} // byte order, as keys sort
+	if !slices.Equal(got, want) {
+		t.Fatalf("Registrations()\n%v\nwant\n%v", got, want)
+	}
+}
+
 func TestCoreNotifyByAliasAndOtherAddress(t *testing.T) {
 	dns := fakeResolver{
 		"peer":       addrs("10.0.0.5", "10.0.1.5"),

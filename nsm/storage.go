@@ -57,3 +57,35 @@ func StartCore(ctx context.Context, s Storage, c *Core, bootID string, force boo
 	c.Apply(rd.Persist)
 	return res, nil
 }
+
+// TakeOver is a statd's start on an identity it just won from another
+// (or that nobody served): it fills c (a new Core) from s, plans the move
+// of the identity's state to the next odd number with every monitored host
+// owed it and the registrations kept (the SM_SIMU_CRASH step: the lock
+// manager serving the identity reclaims, its registrations stand), writes
+// it, and only then applies it to c. It returns the new state.
+func TakeOver(ctx context.Context, s Storage, c *Core, now time.Time) (int32, error) {
+	regs, err := s.Registrations()
+	if err != nil {
+		return 0, err
+	}
+	b, err := s.Boot()
+	if err != nil {
+		return 0, err
+	}
+	owed, err := s.Owed()
+	if err != nil {
+		return 0, err
+	}
+	c.Load(regs)
+	c.Restore(b, owed)
+	rd, state, err := c.SimuCrash(now)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.Apply(ctx, rd.Persist); err != nil {
+		return 0, fmt.Errorf("takeover: %w", err)
+	}
+	c.Apply(rd.Persist)
+	return state, nil
+}

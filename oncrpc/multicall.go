@@ -44,7 +44,7 @@ type multiWaiter struct {
 // cannot be bound (no IPv6 in this namespace) is left out; both failing is
 // an error. Calls retransmit after 250 ms, doubling to 1 s.
 func ListenMulticaller(port int) (*Multicaller, error) {
-	m := &Multicaller{first: 250 * time.Millisecond, limit: time.Second, waiting: map[uint32]multiWaiter{}}
+	m := newMulticaller()
 	var errs []error
 	if c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port}); err == nil {
 		m.v4 = c
@@ -59,13 +59,49 @@ func ListenMulticaller(port int) (*Multicaller, error) {
 	if m.v4 == nil && m.v6 == nil {
 		return nil, fmt.Errorf("oncrpc: outgoing UDP socket: %w", errors.Join(errs...))
 	}
+	return m.start(), nil
+}
+
+// ListenMulticallerFrom binds the sockets to the first IPv4 and the first
+// IPv6 address of addrs (any port), so calls go from those addresses (a
+// floating address a statd notifies from); a family without an address
+// has no socket. Any bind failing is an error (an address not up yet on
+// this host: EADDRNOTAVAIL).
+func ListenMulticallerFrom(addrs []netip.Addr) (*Multicaller, error) {
+	m := newMulticaller()
+	for _, a := range addrs {
+		network, sock := "udp4", &m.v4
+		if !a.Unmap().Is4() {
+			network, sock = "udp6", &m.v6
+		}
+		if *sock != nil {
+			continue
+		}
+		c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Unmap(), 0)))
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("oncrpc: outgoing UDP socket on %s: %w", a, err)
+		}
+		*sock = c
+	}
+	if m.v4 == nil && m.v6 == nil {
+		return nil, errors.New("oncrpc: outgoing UDP socket: no address to bind")
+	}
+	return m.start(), nil
+}
+
+func newMulticaller() *Multicaller {
+	return &Multicaller{first: 250 * time.Millisecond, limit: time.Second, waiting: map[uint32]multiWaiter{}}
+}
+
+func (m *Multicaller) start() *Multicaller {
 	for _, c := range []*net.UDPConn{m.v4, m.v6} {
 		if c != nil {
 			m.wg.Add(1)
 			go m.read(c)
 		}
 	}
-	return m, nil
+	return m
 }
 
 // Close closes the sockets; calls under way end with an error.

@@ -35,6 +35,9 @@ type Status struct {
 	Metrics   string      `json:"metrics,omitempty"` // the /metrics endpoint's HOST:PORT
 	Monitored []Monitored `json:"monitored"`
 	Owed      []Owed      `json:"owed"`
+	// Serving lists the --identity identities this statd owns and serves
+	// now (their state and registrations: statdctl identities).
+	Serving []string `json:"serving,omitempty"`
 	// Counters since start: store writes that failed (each also logged),
 	// callbacks delivered and given up on, HA callouts that did not fit.
 	StoreErrors        uint64 `json:"store_errors"`

@@ -56,6 +56,20 @@ func monBurst(b *testing.B, h *netlab.Host, statd netip.AddrPort, callers, max i
 	return monLoad(clients, max, time.Now().Add(d), prefix)
 }
 
+// statdUDP dials the NSM service of h's loopback over UDP from inside h.
+func statdUDP(b *testing.B, ctx context.Context, h *netlab.Host) *oncrpc.Client {
+	statd := statdAddr(b, h)
+	var c *oncrpc.Client
+	if err := h.Do(func() error {
+		var err error
+		c, err = oncrpc.Dial(ctx, "udp", statd.String())
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
 // BenchmarkSMMon: durable SM_MON per second, 256 concurrent callers over UDP
 // on loopback, ours then nfs-utils' rpc.statd on the same file system.
 // Each is bounded: ours to 60,000 calls or 5 s, nfs-utils to 10 s.
@@ -190,15 +204,7 @@ func BenchmarkNotify10k(b *testing.B) {
 		dir := b.TempDir()
 		ours := a.Start(lt.ourStatd, "-F", "-P", dir)
 		registeredOn(b, ctx, lt, a, "100024")
-		statd := statdAddr(b, a)
-		var c *oncrpc.Client
-		if err := a.Do(func() error {
-			var err error
-			c, err = oncrpc.Dial(ctx, "udp", statd.String())
-			return err
-		}); err != nil {
-			b.Fatal(err)
-		}
+		c := statdUDP(b, ctx, a)
 		var wg sync.WaitGroup
 		for w := range 32 {
 			wg.Add(1)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/nsm/etcdstore"
+	"github.com/hoststat/hoststat/nsm/identity"
 )
 
 // DefaultStateDir is where the store and the admin socket live by default.
@@ -80,6 +82,16 @@ type Config struct {
 	// (--nfs-utils-dir; the command's default is /var/lib/nfs); "" imports
 	// nothing.
 	NFSUtilsDir string
+	// Etcd, when set (--store etcd://…), keeps the host's identity (Name)
+	// in etcd instead of the bbolt store in StateDir, which then holds
+	// only the admin socket and a lock file; ResetStore and NFSUtilsDir
+	// are bbolt's and not used.
+	Etcd *etcdstore.Config
+	// Identities (--identity, with Etcd) are served besides the host's
+	// own, each while this statd owns it in etcd; IdentityTTL is the
+	// ownership lease's (--identity-ttl, default 10s).
+	Identities  []identity.Identity
+	IdentityTTL time.Duration
 	// KernelStatePath is where the state number is written for the
 	// kernel's lock manager when the file exists (the command's default is
 	// DefaultKernelStatePath); "" writes nothing.
@@ -160,6 +172,9 @@ func (c *Config) withDefaults() (Config, error) {
 		if err := CheckMetricsAddr(cc.MetricsAddr, cc.MetricsPublic); err != nil {
 			return cc, err
 		}
+	}
+	if len(cc.Identities) > 0 && cc.Etcd == nil {
+		return cc, fmt.Errorf("--identity needs --store etcd://HOST:PORT[,HOST:PORT...]/PREFIX")
 	}
 	if cc.Port < 0 || cc.Port > 65535 {
 		return cc, fmt.Errorf("--port %d: out of range 0..65535", cc.Port)

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/nsm/etcdstore"
 	"github.com/hoststat/hoststat/oncrpc"
 )
 
@@ -32,8 +34,8 @@ const StoreFileName = "statd.db"
 type daemon struct {
 	cfg      Config
 	log      *slog.Logger
-	debug    bool // debug records enabled: skip building them otherwise
-	store    *nsm.Store
+	debug    bool        // debug records enabled: skip building them otherwise
+	store    nsm.Storage // bbolt (*nsm.Store) or etcd (*etcdStorage)
 	bootID   string
 	started  time.Time
 	proto    *protocol
@@ -49,6 +51,8 @@ type daemon struct {
 	ports     map[string]int // netid → port we serve on
 
 	tel *telemetry // nil without --telemetry
+
+	ids *identities // nil without --identity
 }
 
 // open does what both modes share: the state directory, the store, the
@@ -63,11 +67,15 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	if d.bootID, err = ReadBootID(cfg.BootIDPath); err != nil {
 		return nil, nsm.StartResult{}, err
 	}
-	if d.store, err = openStore(cfg, d.bootID, d.log, nsm.WithCommitHook(d.metrics.observeCommit)); err != nil {
+	if cfg.Etcd != nil {
+		d.store, err = openEtcd(cfg, d.log)
+	} else {
+		d.store, err = openStore(cfg, d.bootID, d.log, nsm.WithCommitHook(d.metrics.observeCommit))
+	}
+	if err != nil {
 		return nil, nsm.StartResult{}, err
 	}
-	core := nsm.NewCore(nsm.CoreConfig{AllowedPrograms: cfg.CallbackPrograms, Notify: cfg.Schedule,
-		MaxNotifyInFlight: cfg.NotifyWorkers, NotifyOnRequest: cfg.NoNotify})
+	core := d.newCore()
 	res, err := nsm.StartCore(context.Background(), d.store, core, d.bootID, forceReboot, time.Now())
 	if err != nil {
 		d.store.Close()
@@ -75,7 +83,7 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	}
 	d.log.Info("rpc.statd starting", "name", nsm.Quote(cfg.Name), "state", res.State, "previous_state", res.PrevState,
 		"rebooted", res.Rebooted, "reason", res.Reason, "registrations_dropped", res.Dropped, "owed", res.Owed,
-		"state_dir", cfg.StateDir)
+		"state_dir", cfg.StateDir, "store", d.storeName())
 	if d.mux, err = oncrpc.ListenMulticaller(cfg.OutgoingPort); err != nil {
 		d.store.Close()
 		return nil, res, err
@@ -83,6 +91,48 @@ func open(cfg Config, forceReboot bool) (*daemon, nsm.StartResult, error) {
 	peer := &peerNotifier{mux: d.mux, resolver: cfg.Resolver, names: notifyNames(cfg.Name), rpcbPort: uint16(cfg.RPCBindPort), timeout: cfg.NotifyTimeout}
 	d.proto = newProtocol(d.log, d.store, core, cfg.Resolver, newCallbacker(d.log, d.mux, cfg.RPCBindPort).call, peer)
 	return d, res, nil
+}
+
+// newCore is a Core as the configuration asks, for the host's own
+// identity and for each --identity.
+func (d *daemon) newCore() *nsm.Core {
+	cfg := d.cfg
+	return nsm.NewCore(nsm.CoreConfig{AllowedPrograms: cfg.CallbackPrograms, Notify: cfg.Schedule,
+		MaxNotifyInFlight: cfg.NotifyWorkers, NotifyOnRequest: cfg.NoNotify})
+}
+
+// registrations lists the host identity's registrations: from the bbolt
+// store, or with etcd from the core, which holds what etcd acknowledged
+// (memory is a cache of the store), so statdctl and metrics answer while
+// etcd does not.
+func (d *daemon) registrations() ([]nsm.Registration, error) {
+	if _, ok := d.store.(*etcdStorage); !ok {
+		return d.store.Registrations()
+	}
+	d.proto.mu.Lock()
+	defer d.proto.mu.Unlock()
+	return d.proto.core.Registrations(), nil
+}
+
+// owed lists the host identity's debts, as registrations does.
+func (d *daemon) owed() ([]nsm.Owed, error) {
+	if _, ok := d.store.(*etcdStorage); !ok {
+		return d.store.Owed()
+	}
+	pending := d.proto.pendingOwed()
+	out := make([]nsm.Owed, len(pending))
+	for i, o := range pending {
+		out[i] = o.Owed
+	}
+	return out, nil
+}
+
+// storeName says where the state is kept, for the log.
+func (d *daemon) storeName() string {
+	if e := d.cfg.Etcd; e != nil {
+		return fmt.Sprintf("etcd %v %s", e.Endpoints, etcdstore.IdentityPrefix(e.Prefix, d.cfg.Name))
+	}
+	return "bbolt " + filepath.Join(d.cfg.StateDir, StoreFileName)
 }
 
 // NotifySummary is the outcome of NotifyOnce.
@@ -252,6 +302,11 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	d.proto.mu.Lock()
 	nregs := d.proto.core.Len()
 	d.proto.mu.Unlock()
+	if len(d.cfg.Identities) > 0 {
+		d.ids = newIdentities(d.cfg.Identities)
+		defer d.serveIdentities(ctx)()
+		defer cancel()
+	}
 	d.log.Info("rpc.statd serving", "listeners", d.listeners, "registrations", nregs, "state", d.proto.state.Load())
 	if ready != nil {
 		ready()
@@ -324,7 +379,7 @@ func listenPair(udpNet, tcpNet string, a netip.Addr, port int) (net.PacketConn, 
 
 // status builds the admin view from the store and the schedule.
 func (d *daemon) status() (*Status, error) {
-	regs, err := d.store.Registrations()
+	regs, err := d.registrations()
 	if err != nil {
 		return nil, err
 	}
@@ -332,7 +387,7 @@ func (d *daemon) status() (*Status, error) {
 		StateDir: d.cfg.StateDir, Started: d.started, Listeners: d.listeners, Monitored: []Monitored{}, Owed: []Owed{},
 		StoreErrors:        d.proto.storeErrors.Load(),
 		CallbacksDelivered: d.proto.delivered.Load(), CallbacksGivenUp: d.proto.failed.Load(),
-		HACalloutsDropped: d.ha.droppedTotal(), Metrics: d.metrics.addr}
+		HACalloutsDropped: d.ha.droppedTotal(), Metrics: d.metrics.addr, Serving: d.ids.list()}
 	for _, r := range regs {
 		if n := len(st.Monitored); n == 0 || st.Monitored[n-1].MonName != r.MonName {
 			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName, Liveness: d.tel.liveness(r.MonName)})

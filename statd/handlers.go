@@ -29,6 +29,7 @@ const (
 	reasonRateLimited = "SM_NOTIFY rate limit"
 	reasonProgram     = "callback program not allowed (--callback-program adds one)"
 	reasonGarbage     = "arguments do not decode"
+	reasonNotServed   = "my_name is an --identity another statd serves now"
 )
 
 func (d *daemon) handlers() map[uint32]oncrpc.Handler {
@@ -92,7 +93,11 @@ func (d *daemon) stat(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) 
 	if err := d.decode(call, "SM_STAT", &arg); err != nil {
 		return err
 	}
-	out := nsm.StatRes{Res: nsm.StatSucc, State: d.proto.state.Load()}
+	state := d.proto.state.Load()
+	if p := d.ids.at(call.Local.Addr()); p != nil {
+		state = p.state.Load() // asked at an identity's address: its state
+	}
+	out := nsm.StatRes{Res: nsm.StatSucc, State: state}
 	if err := nsm.ValidateMonName(arg.MonName); err != nil {
 		d.refuse(call, "SM_STAT", reasonBadMonName, arg.MonName)
 		out.Res = nsm.StatFail
@@ -124,8 +129,12 @@ func (d *daemon) mon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) e
 		d.refuse(call, "SM_MON", reasonBadMyName, arg.ID.MyID.Name)
 		return fail.Encode(res)
 	}
+	p, ok := d.protoFor(call, "SM_MON", arg.ID.MyID.Name)
+	if !ok {
+		return fail.Encode(res)
+	}
 	reg := nsm.Registration{MonName: arg.ID.MonName, MyID: arg.ID.MyID, Priv: arg.Priv, Registered: time.Now()}
-	changed, err := d.proto.mon(ctx, reg)
+	changed, err := p.mon(ctx, reg)
 	if err != nil {
 		if errors.Is(err, nsm.ErrProgramNotAllowed) {
 			d.refuse(call, "SM_MON", reasonProgram, fmt.Sprintf("%s my_prog %d", reg.MonName, reg.MyID.Prog))
@@ -137,7 +146,7 @@ func (d *daemon) mon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder) e
 	if changed {
 		d.ha.addClient(reg.MonName, reg.MyID.Name) // not again for a repeat (a retransmission, say)
 	}
-	out := nsm.StatRes{Res: nsm.StatSucc, State: d.proto.state.Load()}
+	out := nsm.StatRes{Res: nsm.StatSucc, State: p.state.Load()}
 	if d.debug {
 		d.log.Debug("SM_MON", "mon_name", nsm.Quote(reg.MonName), "my_name", nsm.Quote(reg.MyID.Name),
 			"my_prog", reg.MyID.Prog, "my_vers", reg.MyID.Vers, "my_proc", reg.MyID.Proc, "state", out.State)
@@ -154,13 +163,17 @@ func (d *daemon) unmon(ctx context.Context, call *oncrpc.Call, res *xdr.Encoder)
 		d.refuse(call, "SM_UNMON", reasonRemote, arg.MonName)
 		return oncrpc.AuthError(oncrpc.AuthTooWeak)
 	}
-	out := nsm.Stat{State: d.proto.state.Load()}
+	p, ok := d.protoFor(call, "SM_UNMON", arg.MyID.Name)
+	if !ok {
+		return oncrpc.ErrSystem
+	}
+	out := nsm.Stat{State: p.state.Load()}
 	if nsm.ValidateMonName(arg.MonName) != nil {
 		// Nothing by that name can have been registered.
 		d.refuse(call, "SM_UNMON", reasonBadMonName, arg.MonName)
 		return out.Encode(res)
 	}
-	found, err := d.proto.unmon(ctx, arg.MonName, arg.MyID)
+	found, err := p.unmon(ctx, arg.MonName, arg.MyID)
 	if err != nil {
 		d.log.Error("SM_UNMON not recorded", "mon_name", nsm.Quote(arg.MonName), "err", err)
 		return oncrpc.ErrSystem
@@ -181,7 +194,11 @@ func (d *daemon) unmonAll(ctx context.Context, call *oncrpc.Call, res *xdr.Encod
 		d.refuse(call, "SM_UNMON_ALL", reasonRemote, arg.Name)
 		return oncrpc.AuthError(oncrpc.AuthTooWeak)
 	}
-	hosts, err := d.proto.unmonAll(ctx, arg)
+	p, ok := d.protoFor(call, "SM_UNMON_ALL", arg.Name)
+	if !ok {
+		return oncrpc.ErrSystem
+	}
+	hosts, err := p.unmonAll(ctx, arg)
 	if err != nil {
 		d.log.Error("SM_UNMON_ALL not recorded", "my_name", nsm.Quote(arg.Name), "err", err)
 		return oncrpc.ErrSystem
@@ -190,7 +207,7 @@ func (d *daemon) unmonAll(ctx context.Context, call *oncrpc.Call, res *xdr.Encod
 		d.ha.delClient(h, arg.Name)
 	}
 	d.log.Debug("SM_UNMON_ALL", "my_name", nsm.Quote(arg.Name), "hosts", len(hosts))
-	return (&nsm.Stat{State: d.proto.state.Load()}).Encode(res)
+	return (&nsm.Stat{State: p.state.Load()}).Encode(res)
 }
 
 // simuCrash moves the state on by two and owes every monitored host a
@@ -221,6 +238,21 @@ func (d *daemon) simuCrash(ctx context.Context, call *oncrpc.Call, _ *xdr.Encode
 	return nil
 }
 
+// protoFor is the shell a registrant's call goes to: the identity my_name
+// names, else the host's own. A call for an identity another statd serves
+// now is refused (false) and logged.
+func (d *daemon) protoFor(call *oncrpc.Call, proc, myName string) (*protocol, bool) {
+	p, isIdentity := d.ids.route(myName)
+	switch {
+	case !isIdentity:
+		return d.proto, true
+	case p == nil:
+		d.refuse(call, proc, reasonNotServed, myName)
+		return nil, false
+	}
+	return p, true
+}
+
 // notify handles a peer's SM_NOTIFY: find who asked about that host and
 // call each back on loopback, off the RPC path.
 func (d *daemon) notify(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) error {
@@ -234,6 +266,13 @@ func (d *daemon) notify(_ context.Context, call *oncrpc.Call, _ *xdr.Encoder) er
 	}
 	sender := call.Remote.Addr()
 	got := d.proto.notify(arg.MonName, arg.State, sender)
+	for _, p := range d.ids.all() {
+		// A peer's reboot concerns the registrations of every identity.
+		g := p.notify(arg.MonName, arg.State, sender)
+		got.Matched += g.Matched
+		got.Limited = got.Limited || g.Limited
+		got.Parked = got.Parked || g.Parked
+	}
 	if got.Limited || got.Matched == 0 && !d.limiter.Allow(sender, time.Now()) {
 		// Too many: drop without a reply, so a flood costs us no more than
 		// reading it. A matched one has still recorded its state (the

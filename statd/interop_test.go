@@ -115,26 +115,36 @@ func newLabRegistrant(t *testing.T, h *netlab.Host, prog, vers, proc uint32) *la
 		r.got <- gotStatus{st, call.Remote}
 		return nil
 	})
+	r.port = serveInLab(t, h, r.srv, prog, vers, "127.0.0.1")
+	return r
+}
+
+// serveInLab serves srv on h's address bind (loopback, or 0.0.0.0 for
+// callers from other hosts) over UDP and TCP, one port, registered as
+// prog/vers with h's rpcbind (through its unix socket, reached via the
+// host's /proc/PID/root); it returns the port.
+func serveInLab(t *testing.T, h *netlab.Host, srv *oncrpc.Server, prog, vers uint32, bind string) int {
+	t.Helper()
 	var pc net.PacketConn
 	var ln net.Listener
 	err := h.Do(func() error {
 		var err error
-		if pc, err = net.ListenPacket("udp4", "127.0.0.1:0"); err != nil {
+		if pc, err = net.ListenPacket("udp4", bind+":0"); err != nil {
 			return err
 		}
-		ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", pc.LocalAddr().(*net.UDPAddr).Port))
+		ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", bind, pc.LocalAddr().(*net.UDPAddr).Port))
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.port = pc.LocalAddr().(*net.UDPAddr).Port
-	go r.srv.ServeUDP(pc)
-	go r.srv.ServeTCP(ln)
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	go srv.ServeUDP(pc)
+	go srv.ServeTCP(ln)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		r.srv.Shutdown(ctx)
+		srv.Shutdown(ctx)
 	})
 	sock := fmt.Sprintf("/proc/%d/root%s", h.HolderPid(), rpcbind.LocalSocket)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -145,13 +155,13 @@ func newLabRegistrant(t *testing.T, h *netlab.Host, prog, vers, proc uint32) *la
 	}
 	defer c.Close()
 	for _, netid := range []string{"udp", "tcp"} {
-		ua := rpcbind.EncodeUniversalAddr(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(r.port)))
+		ua := rpcbind.EncodeUniversalAddr(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port)))
 		ok, err := c.Set(ctx, rpcbind.Binding{Program: prog, Version: vers, Netid: netid, Addr: ua, Owner: "0"})
 		if err != nil || !ok {
 			t.Fatalf("registering %d/%d %s with %s's rpcbind: ok=%v %v", prog, vers, netid, h.Name, ok, err)
 		}
 	}
-	return r
+	return port
 }
 
 func (r *labRegistrant) myID(name string) nsm.MyID {

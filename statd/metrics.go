@@ -196,7 +196,7 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descState, float64(d.proto.state.Load()))
 
 	known := map[string]struct{}{} // monitored and owed hosts, for liveness
-	if regs, err := d.store.Registrations(); err != nil {
+	if regs, err := d.registrations(); err != nil {
 		ch <- prometheus.NewInvalidMetric(descRegistrations, err)
 	} else {
 		hosts, registrants := map[string]struct{}{}, map[nsm.MyID]struct{}{}
@@ -209,7 +209,7 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descRegistrations, float64(len(regs)))
 		gauge(descRegistrants, float64(len(registrants)))
 	}
-	if owed, err := d.store.Owed(); err != nil {
+	if owed, err := d.owed(); err != nil {
 		ch <- prometheus.NewInvalidMetric(descOwedAge, err)
 	} else {
 		ch <- owedAgeHistogram(owed, time.Now())

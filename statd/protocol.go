@@ -39,7 +39,7 @@ const (
 // is never held across I/O.
 type protocol struct {
 	log      *slog.Logger
-	store    *nsm.Store
+	store    nsm.Storage
 	resolver Resolver
 	call     func(context.Context, nsm.Callback) error
 	now      func() time.Time
@@ -64,7 +64,7 @@ type protocol struct {
 	calls, callErrors              atomic.Uint64 // callback attempts, and those that failed (metrics)
 }
 
-func newProtocol(log *slog.Logger, store *nsm.Store, core *nsm.Core, resolver Resolver, call func(context.Context, nsm.Callback) error, peer *peerNotifier) *protocol {
+func newProtocol(log *slog.Logger, store nsm.Storage, core *nsm.Core, resolver Resolver, call func(context.Context, nsm.Callback) error, peer *peerNotifier) *protocol {
 	p := &protocol{log: log, store: store, core: core, resolver: resolver, call: call, now: time.Now,
 		hosts: map[string]*hostLock{}, wake: make(chan struct{}, 1), resolveSem: make(chan struct{}, resolveWorkers),
 		statSem: make(chan struct{}, statLookups), owed: &owedShell{peer: peer}}

@@ -18,6 +18,8 @@ import (
 	"github.com/hoststat/hoststat/internal/daemon"
 	"github.com/hoststat/hoststat/liveness"
 	"github.com/hoststat/hoststat/nsm"
+	"github.com/hoststat/hoststat/nsm/etcdstore"
+	"github.com/hoststat/hoststat/nsm/identity"
 	"github.com/hoststat/hoststat/nsm/nfsutils"
 	"github.com/hoststat/hoststat/shm"
 	"github.com/hoststat/hoststat/statd"
@@ -34,6 +36,7 @@ const (
 const name = "rpc.statd"
 
 const usageHead = `Usage: rpc.statd [-dFLn] [-p port] [-o port] [-P dir] [--name name] [-H prog] [--metrics addr]
+                 [--store etcd://HOST:PORT[,HOST:PORT...]/PREFIX [--etcd-cacert file ...] [--identity NAME=ADDR ...]]
 
 `
 
@@ -74,6 +77,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		gracePath  = fs.String("end-grace-path", statd.DefaultEndGracePath, "after a reboot, once every host owed a notification has it, end the lock manager's grace period by writing this file (when it exists); \"\" never")
 		settle     = fs.Duration("grace-settle", statd.DefaultGraceSettle, "how long after the last host acknowledges our reboot's notification the grace period is ended (its lock manager's reclaims come just after)")
 		telPeriod  = fs.Duration("telemetry-period", liveness.DefaultPeriod, "how often the telemetry table is read (tests)")
+		idents     = fs.StringArray("identity", nil, "also serve the NSM identity `NAME=ADDR[,ADDR]` (repeatable; needs --store etcd://): while this statd owns it in etcd, SM_MON whose my_name is NAME goes to it, and on taking it over the state moves on and every host it monitors is notified from ADDR as NAME")
+		identTTL   = fs.Duration("identity-ttl", 10*time.Second, "lease of an --identity's ownership in etcd (whole seconds): how long it stays unserved after its statd dies")
+		etcd       = etcdstore.AddFlags(fs, "keep this host's NSM identity (--name) in etcd: `URL` etcd://HOST:PORT[,HOST:PORT...]/PREFIX; the default is the bbolt store in -P, and with etcd -P holds only the admin socket")
 	)
 	for _, h := range []string{"notify-schedule", "no-rpcbind", "boot-id-path", "nfs-conf", "kernel-state-path", "telemetry-period"} {
 		fs.MarkHidden(h)
@@ -127,7 +133,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 			*haCallout = abs
 		}
 	}
-	cfg := statd.Config{
+	storeCfg, err := storeConfig(fs, etcd)
+	if err != nil {
+		return daemon.UsageError(stderr, name, "%v", err)
+	}
+	if storeCfg != nil {
+		*nfsDir = "" // bbolt's import: an etcd identity is not this host's nfs-utils state
+	}
+	ids, err := identity.ParseAll(*idents)
+	if err != nil {
+		return daemon.UsageError(stderr, name, "%v", err)
+	}
+	if len(ids) > 0 && storeCfg == nil {
+		return daemon.UsageError(stderr, name, "--identity needs --store etcd://HOST:PORT[,HOST:PORT...]/PREFIX")
+	}
+	if *identTTL < 2*time.Second || *identTTL%time.Second != 0 {
+		return daemon.UsageError(stderr, name, "--identity-ttl %v: want whole seconds, at least 2s", *identTTL)
+	}
+	for _, id := range ids {
+		if *ourName != "" && nsm.CanonicalName(id.Name) == nsm.CanonicalName(*ourName) {
+			return daemon.UsageError(stderr, name, "--identity %s: that is --name, the host's own identity", id.Name)
+		}
+	}
+	cfg := statd.Config{Etcd: storeCfg, Identities: ids, IdentityTTL: *identTTL,
 		Name: *ourName, StateDir: *stateDir, Port: *port, OutgoingPort: *outPort,
 		HACallout: *haCallout, NoNotify: *noNotify, Schedule: sch,
 		Register: !*noRegister, BootIDPath: *bootIDPath,
@@ -200,6 +228,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("rpc.statd could not start", "err", err)
 	}
 	return exitFail
+}
+
+// storeConfig is the etcd store --store names, or nil for the bbolt
+// store; the bbolt-only options and --etcd-* without --store are refused.
+func storeConfig(fs *pflag.FlagSet, f *etcdstore.Flags) (*etcdstore.Config, error) {
+	if *f.Store == "" {
+		for _, o := range []string{"etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file"} {
+			if fs.Changed(o) {
+				return nil, fmt.Errorf("--%s needs --store etcd://HOST:PORT[,HOST:PORT...]/PREFIX", o)
+			}
+		}
+		return nil, nil
+	}
+	c, err := f.Config()
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range []string{"reset-store", "nfs-utils-dir"} {
+		if fs.Changed(o) {
+			return nil, fmt.Errorf("--%s is for the bbolt store in -P, not --store etcd://", o)
+		}
+	}
+	return &c, nil
 }
 
 // telemetryDir is the table directory to follow: --telemetry's (made

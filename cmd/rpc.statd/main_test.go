@@ -127,6 +127,16 @@ func TestUsageErrorsOneLine(t *testing.T) {
 		{[]string{"--telemetry", "/x", "--no-telemetry"}, "--telemetry and --no-telemetry together"},
 		{[]string{"--gone-after", "0s"}, "--gone-after and --telemetry-period must be positive durations"},
 		{[]string{"--grace-settle", "-1s"}, "--grace-settle not negative"},
+		{[]string{"--store", "/var/lib/x"}, "not an etcd URL"},
+		{[]string{"--store", "etcd://h:1"}, "no key prefix"},
+		{[]string{"--etcd-user", "u"}, "--etcd-user needs --store etcd://"},
+		{[]string{"--store", "etcd://h:1/p", "--reset-store"}, "--reset-store is for the bbolt store"},
+		{[]string{"--store", "etcd://h:1/p", "--nfs-utils-dir", "/x"}, "--nfs-utils-dir is for the bbolt store"},
+		{[]string{"--identity", "nfs=192.0.2.1"}, "--identity needs --store etcd://"},
+		{[]string{"--store", "etcd://h:1/p", "--identity", "nfs"}, "want NAME=ADDR"},
+		{[]string{"--store", "etcd://h:1/p", "--identity", "nfs=1.2.3.4", "--identity", "nfs=1.2.3.5"}, "given twice"},
+		{[]string{"--store", "etcd://h:1/p", "--identity", "me=1.2.3.4", "--name", "me"}, "that is --name"},
+		{[]string{"--store", "etcd://h:1/p", "--identity-ttl", "1500ms"}, "--identity-ttl 1.5s: want whole seconds"},
 	} {
 		out, code := runBin(t, nil, c.args...)
 		oneLine(t, c.args, out, code, c.want)

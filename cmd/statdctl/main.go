@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -142,6 +143,9 @@ func printText(w io.Writer, st *statd.Status, now time.Time) {
 	}
 	if st.Metrics != "" {
 		fmt.Fprintf(w, "metrics at http://%s/metrics\n", st.Metrics)
+	}
+	if len(st.Serving) > 0 {
+		fmt.Fprintf(w, "serving identities %s (statdctl --store … identities)\n", strings.Join(st.Serving, ", "))
 	}
 	nreg := 0
 	for _, m := range st.Monitored {

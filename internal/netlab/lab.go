@@ -36,6 +36,7 @@ type Lab struct {
 
 	mu    sync.Mutex
 	hosts []*Host
+	names []string // AddName's lines of the hosts file
 }
 
 // Bridge is the name of the lab's bridge inside the hub namespace.
@@ -223,6 +224,22 @@ route add 224.0.0.0/4 dev eth0
 	return h
 }
 
+// AddName adds name for addr to every host's /etc/hosts: a service name on
+// an address no host has for good (a floating address a test moves).
+func (l *Lab) AddName(name string, addr netip.Addr) {
+	l.t.Helper()
+	if !validHostname(name) {
+		l.t.Fatalf("netlab: bad host name %q", name)
+	}
+	l.mu.Lock()
+	l.names = append(l.names, addr.String()+"\t"+name+"\n")
+	err := l.writeHosts()
+	l.mu.Unlock()
+	if err != nil {
+		l.t.Fatalf("netlab: %v", err)
+	}
+}
+
 // writeHosts rewrites the lab's hosts file in place: it is bind-mounted as
 // /etc/hosts into every host, and a bind mount follows the inode, not the name.
 func (l *Lab) writeHosts() error {
@@ -233,6 +250,9 @@ func (l *Lab) writeHosts() error {
 	}
 	for _, h := range l.hosts {
 		fmt.Fprintf(&b, "%s\t%s\n", h.Addr6, h.Name)
+	}
+	for _, n := range l.names {
+		b.WriteString(n)
 	}
 	f, err := os.OpenFile(l.hostsFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {

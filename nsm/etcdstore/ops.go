@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,69 +13,273 @@ import (
 )
 
 // Apply writes the changes a Core planned and returns once etcd committed
-// them. Concurrent calls share transactions. A registration written again
-// with the priv it has keeps its first registration time; removing one
-// that is not there is no error. Changes too many for one transaction
-// (an SM_UNMON_ALL of a busy my_id) commit in several, in order.
+// them: every kind the Core emits, so the daemon runs the same Core with
+// this store as with bbolt. Concurrent calls share transactions. A
+// registration written again with the priv it has keeps its first
+// registration time; removing one that is not there is no error.
 //
-// Only registrations: owed notifications and the state number move through
-// Start, Reboot, SimulateCrash and the outcome methods, whose transactions
-// guard against a second writer of the identity; a Core's owed and state
-// changes are refused (rpc.statd is not wired to this store, see
-// docs/ha.md).
+// Changes that fit in one etcd transaction commit in one. More (a reboot
+// owing many hosts, an SM_UNMON_ALL of a busy my_id) commit in several, in
+// order, except that the state number goes last: the debts of a new state
+// are written before the state is, so a crash in between leaves records
+// owing a state not yet recorded (the next start owes them again, from
+// the same number) and never a state whose debts are missing.
+//
+// The state number is a compare-and-swap: it is written only if the
+// stored number is the one this store last read or wrote (another writer
+// of the identity moved it otherwise) and it does not go backwards; with
+// a Fence it is fenced like every other write.
 func (s *Store) Apply(ctx context.Context, changes []nsm.Change) error {
-	regs := make([]nsm.Registration, len(changes))
-	for i, ch := range changes {
-		if ch.Kind != nsm.ChangeReg {
-			return fmt.Errorf("etcdstore: change of kind %d (owed notification or state number) not supported by Apply", ch.Kind)
+	var state *nsm.Change
+	var segs [][]nsm.Change // runs of registration and owed changes; nil: drop the registrations
+	var cur []nsm.Change
+	for i := range changes {
+		ch := changes[i]
+		switch ch.Kind {
+		case nsm.ChangeReg:
+			if !ch.Remove {
+				id := nsm.MonID{MonName: ch.Reg.MonName, MyID: ch.Reg.MyID}
+				if err := id.Validate(); err != nil {
+					return err
+				}
+				if ch.Reg.Registered.IsZero() {
+					ch.Reg.Registered = time.Now()
+				}
+			}
+		case nsm.ChangeOwed:
+			if err := nsm.ValidateMonName(ch.Owed.Host); err != nil {
+				return fmt.Errorf("etcdstore: owed notification: %w", err)
+			}
+		case nsm.ChangeState:
+			if ch.State <= 0 {
+				return fmt.Errorf("etcdstore: state number %d is not a state to record", ch.State)
+			}
+			if state != nil {
+				return errors.New("etcdstore: two state changes in one Apply")
+			}
+			state = &ch
+			continue
+		case nsm.ChangeDropRegs:
+			if len(cur) > 0 {
+				segs = append(segs, cur)
+			}
+			segs, cur = append(segs, nil), nil
+			continue
+		default:
+			return fmt.Errorf("etcdstore: change of unknown kind %d", ch.Kind)
 		}
-		r := ch.Reg
-		if !ch.Remove {
-			id := nsm.MonID{MonName: r.MonName, MyID: r.MyID}
-			if err := id.Validate(); err != nil {
+		cur = append(cur, ch)
+	}
+	if len(cur) > 0 {
+		segs = append(segs, cur)
+	}
+	per := s.batchOps() / 2 // a change writes at most two keys
+	for i, seg := range segs {
+		last := i == len(segs)-1
+		if seg == nil {
+			var st *nsm.Change
+			if last {
+				st = state // one transaction drops the registrations and moves the state
+			}
+			if err := s.update(ctx, &op{solo: func(ctx context.Context) error { return s.dropRegs(ctx, st) }}); err != nil {
 				return err
 			}
-			if r.Registered.IsZero() {
-				r.Registered = time.Now()
+			if st != nil {
+				s.stateCommitted(st.State)
+				state = nil
+			}
+			continue
+		}
+		for start := 0; start < len(seg); start += per {
+			end := min(start+per, len(seg))
+			var st *nsm.Change
+			if last && end == len(seg) && 2*(end-start)+stateWeight <= s.batchOps() {
+				st = state
+			}
+			if err := s.update(ctx, s.applyOp(seg[start:end], st)); err != nil {
+				return err
+			}
+			if st != nil {
+				s.stateCommitted(st.State)
+				state = nil
 			}
 		}
-		regs[i] = r
 	}
-	per := s.batchOps() / 2 // a registration: its key and the host's gave-up key
-	for start := 0; start < len(changes); start += per {
-		end := min(start+per, len(changes))
-		if err := s.update(ctx, s.applyOp(changes[start:end], regs[start:end])); err != nil {
+	if state != nil {
+		if err := s.update(ctx, s.applyOp(nil, state)); err != nil {
 			return err
 		}
+		s.stateCommitted(state.State)
 	}
 	return nil
 }
 
-func (s *Store) applyOp(changes []nsm.Change, regs []nsm.Registration) *op {
+// stateWeight is the writes of a state change: state, boot id, magic.
+const stateWeight = 3
+
+func (s *Store) applyOp(changes []nsm.Change, state *nsm.Change) *op {
 	o := &op{weight: 2 * len(changes)}
-	for i, r := range regs {
-		if !changes[i].Remove {
-			o.reads = append(o.reads, s.regsPrefix()+regKey(r.MonName, r.MyID))
+	for _, ch := range changes {
+		switch {
+		case ch.Kind == nsm.ChangeReg && !ch.Remove:
+			o.reads = append(o.reads, s.regsPrefix()+regKey(ch.Reg.MonName, ch.Reg.MyID))
+		case ch.Kind == nsm.ChangeOwed && ch.Remove:
+			o.reads = append(o.reads, s.owedKey(ch.Owed.Host))
 		}
 	}
+	if state != nil {
+		o.weight += stateWeight
+		o.reads = append(o.reads, s.stateKey())
+	}
 	o.fn = func(v *view) error {
-		for i, r := range regs {
-			k := s.regsPrefix() + regKey(r.MonName, r.MyID)
-			if changes[i].Remove {
-				v.del(k)
-				continue
-			}
-			if old, ok := v.get(k); ok {
-				if priv, _, err := parseRegValue(k, old); err == nil && priv == r.Priv {
-					continue // idempotent: keep the first registration time
+		if state != nil {
+			var stored int32
+			if b, ok := v.get(s.stateKey()); ok {
+				var err error
+				if stored, err = parseState(b); err != nil {
+					return fmt.Errorf("etcdstore: under %q: %w", s.prefix, err)
 				}
 			}
-			v.put(k, regValue(r))
-			v.del(s.gaveUpKey(r.MonName)) // heard of again: no longer given up on
+			if err := s.checkState(stored, state.State); err != nil {
+				return err
+			}
+			s.putState(v, *state)
+		}
+		for _, ch := range changes {
+			var err error
+			if ch.Kind == nsm.ChangeReg {
+				s.applyReg(v, ch)
+			} else {
+				err = s.applyOwed(v, ch)
+			}
+			if err != nil {
+				return err
+			}
 		}
 		return nil
 	}
 	return o
+}
+
+func (s *Store) applyReg(v *view, ch nsm.Change) {
+	r := ch.Reg
+	k := s.regsPrefix() + regKey(r.MonName, r.MyID)
+	if ch.Remove {
+		v.del(k)
+		return
+	}
+	if old, ok := v.get(k); ok {
+		if priv, _, err := parseRegValue(k, old); err == nil && priv == r.Priv {
+			return // idempotent: keep the first registration time
+		}
+	}
+	v.put(k, regValue(r))
+	v.del(s.gaveUpKey(r.MonName)) // heard of again: no longer given up on
+}
+
+// applyOwed writes a debt, or removes it (recording the host as given up
+// on when asked) unless the stored record owes a newer state.
+func (s *Store) applyOwed(v *view, ch nsm.Change) error {
+	host := ch.Owed.Host
+	if !ch.Remove {
+		o := ch.Owed
+		if o.NextTry.IsZero() {
+			o.NextTry = o.FirstOwed
+		}
+		o.FirstOwed, o.NextTry = o.FirstOwed.UTC(), o.NextTry.UTC()
+		v.put(s.owedKey(host), owedValue(o))
+		v.del(s.gaveUpKey(host))
+		return nil
+	}
+	b, ok := v.get(s.owedKey(host))
+	if !ok {
+		return nil
+	}
+	o, err := parseOwed(host, b)
+	if err != nil {
+		return fmt.Errorf("etcdstore: under %q: %w", s.prefix, err)
+	}
+	if o.State > ch.Owed.State {
+		return nil // a newer state became owed meanwhile: still owed
+	}
+	if ch.GaveUp {
+		v.put(s.gaveUpKey(host), gaveUpValue(nsm.GaveUp{Host: host, State: o.State, At: ch.At.UTC()}))
+	}
+	v.del(s.owedKey(host))
+	return nil
+}
+
+func (s *Store) putState(v *view, ch nsm.Change) {
+	v.put(s.stateKey(), []byte(stateValue(ch.State)))
+	v.put(s.magicKey(), []byte(magic))
+	if ch.BootID != "" {
+		v.put(s.bootKey(), []byte(ch.BootID))
+	}
+}
+
+// checkState refuses a state change that would go backwards, or that
+// starts from a number this store did not last see (another writer of the
+// identity moved it: two statds must never hand out the same number).
+func (s *Store) checkState(stored, next int32) error {
+	if next < stored {
+		return fmt.Errorf("etcdstore: state under %q is %d: %d would go backwards", s.prefix, stored, next)
+	}
+	if k := s.known.Load(); k >= 0 && int32(k) != stored {
+		return fmt.Errorf("etcdstore: state under %q moved from %d to %d by another writer; this statd does not own the identity", s.prefix, k, stored)
+	}
+	return nil
+}
+
+// stateCommitted records a committed state number as the one this store
+// last saw, and tells Options.OnState.
+func (s *Store) stateCommitted(state int32) {
+	s.known.Store(int64(state))
+	if s.o.OnState != nil {
+		s.o.OnState(state)
+	}
+}
+
+// dropRegs removes every registration in one transaction (the reboot
+// step), moving the state in the same one when st is set.
+func (s *Store) dropRegs(ctx context.Context, st *nsm.Change) error {
+	for range maxConflicts {
+		if err := s.fenceErr(); err != nil {
+			return err
+		}
+		cmps := s.fenceCmps()
+		writes := []clientv3.Op{clientv3.OpDelete(s.regsPrefix(), clientv3.WithPrefix())}
+		if st != nil {
+			var resp *clientv3.GetResponse
+			err := retry(ctx, func() (err error) { resp, err = s.cli.Get(ctx, s.stateKey()); return err })
+			if err != nil {
+				return fmt.Errorf("etcdstore: reading state under %q: %w", s.prefix, err)
+			}
+			var stored int32
+			var rev int64
+			if len(resp.Kvs) == 1 {
+				if stored, err = parseState(resp.Kvs[0].Value); err != nil {
+					return fmt.Errorf("etcdstore: under %q: %w", s.prefix, err)
+				}
+				rev = resp.Kvs[0].ModRevision
+			}
+			if err := s.checkState(stored, st.State); err != nil {
+				return err
+			}
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.stateKey()), "=", rev))
+			writes = append(writes, clientv3.OpPut(s.stateKey(), stateValue(st.State)), clientv3.OpPut(s.magicKey(), magic))
+			if st.BootID != "" {
+				writes = append(writes, clientv3.OpPut(s.bootKey(), st.BootID))
+			}
+		}
+		ok, err := s.txn(ctx, cmps, writes)
+		if err != nil || ok {
+			return err
+		}
+		if err := s.fenced(ctx); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("etcdstore: state under %q changed %d times while moving it; another writer is using this identity", s.prefix, maxConflicts)
 }
 
 // MarkNotified removes host's owed notification once state was delivered.
@@ -202,6 +407,9 @@ func (s *Store) Boot() (nsm.Boot, error) {
 		return nsm.Boot{}, fmt.Errorf("etcdstore: reading state under %q: %w", s.prefix, err)
 	}
 	b, _, err := s.parseBoot(resp)
+	if err == nil {
+		s.known.Store(int64(b.State))
+	}
 	return b, err
 }
 
@@ -354,9 +562,7 @@ func (s *Store) move(bootID string, now time.Time, kind moveKind) (nsm.StartResu
 	if err != nil {
 		return nsm.StartResult{}, err
 	}
-	if s.o.OnState != nil {
-		s.o.OnState(res.State)
-	}
+	s.stateCommitted(res.State)
 	return res, nil
 }
 

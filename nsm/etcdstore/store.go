@@ -64,7 +64,7 @@ type Fence interface {
 // Options changes how Open opens a store.
 type Options struct {
 	Fence     Fence         // nil: writes are unconditional
-	OnState   func(int32)   // called after every committed start or crash
+	OnState   func(int32)   // called after every committed change of the state number
 	Timeout   time.Duration // per etcd request; default 10s
 	MaxTxnOps int           // the server's --max-txn-ops; default 128
 	Logger    *slog.Logger
@@ -82,6 +82,9 @@ type Store struct {
 	stopped chan struct{}
 
 	txns atomic.Uint64 // write transactions committed
+	// known is the state number this store last read (Boot) or wrote; -1
+	// before either. A state change from another number is refused.
+	known atomic.Int64
 }
 
 // Open uses the keys under prefix (normally IdentityPrefix) through cli,
@@ -104,6 +107,7 @@ func Open(ctx context.Context, cli *clientv3.Client, prefix string, o Options) (
 		o.Logger = slog.Default()
 	}
 	s := &Store{cli: cli, prefix: prefix, o: o, ops: make(chan *op, queueLen), stopped: make(chan struct{})}
+	s.known.Store(-1)
 	s.o.Logger = o.Logger.With("store", "etcd", "prefix", prefix)
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()

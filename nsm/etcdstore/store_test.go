@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -443,29 +444,184 @@ func TestPartitionedMemberLosesNoWrite(t *testing.T) {
 	}
 }
 
-// A Core's owed and state changes are refused by Apply, before anything
-// is written: this store moves them only through its fenced Start and
-// SimulateCrash (rpc.statd is not wired to it yet).
-func TestApplyRefusesOwedAndStateChanges(t *testing.T) {
+// The daemon's Core runs on this store as on bbolt: its start, SM_MON,
+// reboot and SM_SIMU_CRASH are Changes written by Apply, and a restart
+// reloads exactly what was written. A reboot owing more hosts than one
+// transaction carries commits in several, the state last.
+func TestCoreOnEtcdStore(t *testing.T) {
 	c := etcdlab.Start(t, 1)
 	cli := etcdlab.Client(t, c.Endpoints()...)
-	s := openStore(t, cli, IdentityPrefix("/hoststat", "srv"))
-	if _, err := s.Start("b", time.Now()); err != nil {
+	prefix := IdentityPrefix("/hoststat", "srv")
+	ctx := context.Background()
+	now := time.Now()
+	var told []int32
+	start := func(boot string) (*Store, *nsm.Core, nsm.StartResult) {
+		t.Helper()
+		s, err := Open(ctx, cli, prefix, Options{OnState: func(n int32) { told = append(told, n) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		core := nsm.NewCore(nsm.CoreConfig{})
+		res, err := nsm.StartCore(ctx, s, core, boot, false, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, core, res
+	}
+	persist := func(s *Store, core *nsm.Core, rd nsm.Ready) {
+		t.Helper()
+		if err := s.Apply(ctx, rd.Persist); err != nil {
+			t.Fatal(err)
+		}
+		core.Apply(rd.Persist)
+	}
+	s, core, res := start("boot-1")
+	if !res.Rebooted || res.State != 1 {
+		t.Fatalf("first start: %+v, want a reboot to state 1", res)
+	}
+	const n = 150 // 150 debts at the reboot: more than one transaction
+	for i := range n {
+		rd, err := core.Mon(reg(fmt.Sprintf("client%03d", i), i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		persist(s, core, rd)
+	}
+	s.Close()
+
+	s, core, res = start("boot-1")
+	if res.Rebooted || res.State != 1 || core.Len() != n {
+		t.Fatalf("restart: %+v with %d registrations, want state 1 kept and %d reloaded", res, core.Len(), n)
+	}
+	s.Close()
+
+	txns := s.Txns()
+	s, core, res = start("boot-2")
+	if !res.Rebooted || res.State != 3 || res.Dropped != n || res.Owed != n || core.Len() != 0 {
+		t.Fatalf("reboot: %+v, %d registrations left; want state 3, %d dropped and owed", res, core.Len(), n)
+	}
+	if st, _ := s.State(); st != 3 {
+		t.Fatalf("state in etcd %d after the reboot, want 3", st)
+	}
+	regs, _ := s.Registrations()
+	owed, err := s.Owed()
+	if err != nil || len(regs) != 0 || len(owed) != n || owed[0].State != 3 {
+		t.Fatalf("after the reboot etcd holds %d registrations and %d debts (%v), want 0 and %d owing 3", len(regs), len(owed), err, n)
+	}
+	if s.Txns()-txns < 3 {
+		t.Errorf("reboot owing %d hosts took %d transactions, want several (owed records, then state)", n, s.Txns()-txns)
+	}
+
+	rd, st, err := core.SimuCrash(now)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ch := range []nsm.Change{
-		{Kind: nsm.ChangeOwed, Owed: nsm.Owed{Host: "h", State: 3}},
-		{Kind: nsm.ChangeState, State: 99},
-		{Kind: nsm.ChangeDropRegs},
+	persist(s, core, rd)
+	if got, _ := s.State(); st != 5 || got != 5 {
+		t.Fatalf("SM_SIMU_CRASH: core %d, etcd %d, want 5", st, got)
+	}
+	if owed, _ = s.Owed(); len(owed) != n || owed[n-1].State != 5 {
+		t.Fatalf("after SM_SIMU_CRASH: %d debts, last %+v", len(owed), owed[n-1])
+	}
+	if want := []int32{1, 1, 3, 5}; fmt.Sprint(told) != fmt.Sprint(want) {
+		t.Errorf("OnState told %v, want %v", told, want)
+	}
+
+	// A debt removed (acknowledged) while it owes no newer state; one
+	// given up on is remembered.
+	persist(s, core, nsm.Ready{Persist: []nsm.Change{
+		{Kind: nsm.ChangeOwed, Remove: true, Owed: nsm.Owed{Host: "client000", State: 5}},
+		{Kind: nsm.ChangeOwed, Remove: true, Owed: nsm.Owed{Host: "client001", State: 3}},
+		{Kind: nsm.ChangeOwed, Remove: true, GaveUp: true, At: now, Owed: nsm.Owed{Host: "client002", State: 5}},
+	}})
+	owed, _ = s.Owed()
+	gave, _ := s.GaveUp()
+	if len(owed) != n-2 || owed[0].Host != "client001" || len(gave) != 1 || gave[0].Host != "client002" || gave[0].State != 5 {
+		t.Fatalf("after settling: owed from %s (%d), gave up %+v", owed[0].Host, len(owed), gave)
+	}
+}
+
+// The state number never goes backwards, and a store does not move it
+// from a number another writer of the identity set: nothing is written.
+func TestApplyStateCompareAndSwap(t *testing.T) {
+	c := etcdlab.Start(t, 1)
+	cli := etcdlab.Client(t, c.Endpoints()...)
+	prefix := IdentityPrefix("/hoststat", "srv")
+	a, b := openStore(t, cli, prefix), openStore(t, cli, prefix)
+	ctx := context.Background()
+	if _, err := a.Start("boot", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Boot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, []nsm.Change{{Kind: nsm.ChangeState, State: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	err := a.Apply(ctx, []nsm.Change{{Reg: reg("kept-out", 1)}, {Kind: nsm.ChangeState, State: 1}})
+	if err == nil || !strings.Contains(err.Error(), "backwards") {
+		t.Errorf("state 3 → 1: %v, want refused", err)
+	}
+	err = b.Apply(ctx, []nsm.Change{{Reg: reg("kept-out", 2)}, {Kind: nsm.ChangeState, State: 3}})
+	if err == nil || !strings.Contains(err.Error(), "another writer") {
+		t.Errorf("second writer moving 1 → 3 after the first did: %v, want refused", err)
+	}
+	err = b.Apply(ctx, []nsm.Change{{Kind: nsm.ChangeDropRegs}, {Kind: nsm.ChangeState, State: 5, BootID: "b2"}})
+	if err == nil || !strings.Contains(err.Error(), "another writer") {
+		t.Errorf("second writer's reboot step: %v, want refused", err)
+	}
+	if st, _ := a.State(); st != 3 {
+		t.Errorf("state %d, want 3", st)
+	}
+	if regs, _ := a.Registrations(); len(regs) != 0 {
+		t.Errorf("registrations %+v written with a refused state change", regs)
+	}
+}
+
+// brokenFence is ownership etcd says is gone: its comparison fails.
+type brokenFence struct{ key string }
+
+func (f brokenFence) Cmps() []clientv3.Cmp {
+	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(f.key), ">", 0)}
+}
+func (brokenFence) Err() error { return nil }
+
+// With a fence that no longer holds, every kind of change is refused
+// with ErrFenced and nothing lands.
+func TestApplyFencedEveryKind(t *testing.T) {
+	c := etcdlab.Start(t, 1)
+	cli := etcdlab.Client(t, c.Endpoints()...)
+	prefix := IdentityPrefix("/hoststat", "srv")
+	plain := openStore(t, cli, prefix)
+	if _, err := plain.Start("boot", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Apply(context.Background(), []nsm.Change{{Reg: reg("kept", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), cli, prefix, Options{Fence: brokenFence{"/hoststat/no-such-owner"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Boot(); err != nil {
+		t.Fatal(err)
+	}
+	for _, chs := range [][]nsm.Change{
+		{{Reg: reg("kept-out", 1)}},
+		{{Kind: nsm.ChangeOwed, Owed: nsm.Owed{Host: "h", State: 3}}},
+		{{Kind: nsm.ChangeState, State: 3}},
+		{{Kind: nsm.ChangeDropRegs}},
+		{{Kind: nsm.ChangeDropRegs}, {Kind: nsm.ChangeState, State: 3, BootID: "b2"}},
 	} {
-		if err := s.Apply(context.Background(), []nsm.Change{{Reg: reg("kept-out", 1)}, ch}); err == nil || !strings.Contains(err.Error(), "not supported") {
-			t.Errorf("Apply of kind %d: %v", ch.Kind, err)
+		if err := s.Apply(context.Background(), chs); !errors.Is(err, ErrFenced) {
+			t.Errorf("fenced Apply of %+v: %v, want ErrFenced", chs, err)
 		}
 	}
-	if st, _ := s.State(); st != 1 {
-		t.Errorf("state %d after refused changes", st)
-	}
-	if regs, _ := s.Registrations(); len(regs) != 0 {
-		t.Errorf("registrations %+v written with a refused change", regs)
+	regs, _ := plain.Registrations()
+	owed, _ := plain.Owed()
+	if st, _ := plain.State(); st != 1 || len(regs) != 1 || len(owed) != 0 {
+		t.Errorf("after fenced writes: state %d, %d registrations, %d owed; want 1, 1, 0", st, len(regs), len(owed))
 	}
 }
