@@ -38,12 +38,24 @@ type Status struct {
 	// Serving lists the --identity identities this statd owns and serves
 	// now (their state and registrations: statdctl identities).
 	Serving []string `json:"serving,omitempty"`
+	// Identities: each of those with its state, the hosts monitored
+	// under it and the notifications it owes (Monitored and Owed above
+	// are the host's own identity's).
+	Identities []IdentityStatus `json:"identities,omitempty"`
 	// Counters since start: store writes that failed (each also logged),
 	// callbacks delivered and given up on, HA callouts that did not fit.
 	StoreErrors        uint64 `json:"store_errors"`
 	CallbacksDelivered uint64 `json:"callbacks_delivered"`
 	CallbacksGivenUp   uint64 `json:"callbacks_given_up"`
 	HACalloutsDropped  uint64 `json:"ha_callouts_dropped"`
+}
+
+// IdentityStatus is one --identity identity this statd serves now.
+type IdentityStatus struct {
+	Name      string      `json:"name"`
+	State     int32       `json:"state"`
+	Monitored []Monitored `json:"monitored"`
+	Owed      []Owed      `json:"owed"`
 }
 
 // Monitored is one host we watch and who asked.

@@ -377,34 +377,55 @@ func listenPair(udpNet, tcpNet string, a netip.Addr, port int) (net.PacketConn, 
 	}
 }
 
-// status builds the admin view from the store and the schedule.
+// status builds the admin view from the store and the schedule, and for
+// each identity served from its core (what etcd acknowledged).
 func (d *daemon) status() (*Status, error) {
 	regs, err := d.registrations()
 	if err != nil {
 		return nil, err
 	}
 	st := &Status{Name: d.cfg.Name, State: d.proto.state.Load(), Pid: os.Getpid(), BootID: d.bootID,
-		StateDir: d.cfg.StateDir, Started: d.started, Listeners: d.listeners, Monitored: []Monitored{}, Owed: []Owed{},
+		StateDir: d.cfg.StateDir, Started: d.started, Listeners: d.listeners,
 		StoreErrors:        d.proto.storeErrors.Load(),
 		CallbacksDelivered: d.proto.delivered.Load(), CallbacksGivenUp: d.proto.failed.Load(),
 		HACalloutsDropped: d.ha.droppedTotal(), Metrics: d.metrics.addr, Serving: d.ids.list()}
-	for _, r := range regs {
-		if n := len(st.Monitored); n == 0 || st.Monitored[n-1].MonName != r.MonName {
-			st.Monitored = append(st.Monitored, Monitored{MonName: r.MonName, Liveness: d.tel.liveness(r.MonName)})
+	st.Monitored, st.Owed = d.view(regs, d.proto.pendingOwed())
+	for _, name := range st.Serving {
+		p, _ := d.ids.route(name)
+		if p == nil {
+			continue // lost since list
 		}
-		m := &st.Monitored[len(st.Monitored)-1]
+		p.mu.Lock()
+		regs := p.core.Registrations()
+		p.mu.Unlock()
+		is := IdentityStatus{Name: name, State: p.state.Load()}
+		is.Monitored, is.Owed = d.view(regs, p.pendingOwed())
+		st.Identities = append(st.Identities, is)
+	}
+	return st, nil
+}
+
+// view is one identity's registrations (sorted by mon_name) and debts as
+// the admin status shows them.
+func (d *daemon) view(regs []nsm.Registration, pending []nsm.OwedInfo) ([]Monitored, []Owed) {
+	mon, owed := []Monitored{}, []Owed{}
+	for _, r := range regs {
+		if n := len(mon); n == 0 || mon[n-1].MonName != r.MonName {
+			mon = append(mon, Monitored{MonName: r.MonName, Liveness: d.tel.liveness(r.MonName)})
+		}
+		m := &mon[len(mon)-1]
 		m.Registrants = append(m.Registrants, Registrant{MyName: r.MyID.Name, Prog: r.MyID.Prog,
 			Vers: r.MyID.Vers, Proc: r.MyID.Proc, Priv: fmt.Sprintf("%x", r.Priv)})
 	}
-	for _, o := range d.proto.pendingOwed() {
+	for _, o := range pending {
 		ow := Owed{Host: o.Host, State: o.State, Since: o.FirstOwed, Attempts: o.Attempts,
 			NextTry: o.NextTry, GiveUp: o.FirstOwed.Add(d.cfg.Schedule.GiveUpAfter), LastErr: o.LastErr,
 			Liveness: d.tel.liveness(o.Host)}
 		if ow.Liveness != nil && ow.Liveness.State != "unknown" {
 			ow.GiveUp = time.Time{} // until gone
 		}
-		st.Owed = append(st.Owed, ow)
+		owed = append(owed, ow)
 	}
-	sort.Slice(st.Owed, func(i, j int) bool { return st.Owed[i].Host < st.Owed[j].Host })
-	return st, nil
+	sort.Slice(owed, func(i, j int) bool { return owed[i].Host < owed[j].Host })
+	return mon, owed
 }

@@ -138,6 +138,11 @@ func TestFailoverKilledServer(t *testing.T) {
 	lt, servers, float, ttl, store := f.lt, f.servers, f.float, f.ttl, f.store
 	s1, s2 := servers[0].h, servers[1].h
 	ipAddr, start, serving, identities := f.ipAddr, f.start, f.serving, f.identities
+	// ghost is a monitored host that never answers: its notification
+	// stays owed, for the status to show under the identity.
+	ghost := float.As4()
+	ghost[3]++
+	f.lab.AddName("ghost", netip.AddrFrom4(ghost))
 
 	// Clients: nfs-utils statd, a lock manager monitoring the server as nfs.
 	var regs []*labRegistrant
@@ -173,19 +178,29 @@ func TestFailoverKilledServer(t *testing.T) {
 		t.Fatalf("before: nfs %+v, want held by s1 at an odd state", before)
 	}
 	c1 := statdClient(t, s1)
-	for _, c := range append(clients, c3) {
-		r, err := callMon(ctx, c1, nsm.Mon{ID: nsm.MonID{MonName: c.Name, MyID: servers[0].reg.myID("nfs")}})
+	monitored := []string{"c1", "c2", "c3", "ghost"}
+	for _, name := range monitored {
+		r, err := callMon(ctx, c1, nsm.Mon{ID: nsm.MonID{MonName: name, MyID: servers[0].reg.myID("nfs")}})
 		if err != nil || r.Res != nsm.StatSucc || r.State != before.State {
-			t.Fatalf("SM_MON %s my_name nfs on s1: %+v %v, want nfs's state %d", c.Name, r, err, before.State)
+			t.Fatalf("SM_MON %s my_name nfs on s1: %+v %v, want nfs's state %d", name, r, err, before.State)
 		}
+	}
+	// statdctl -P on s1 lists them under nfs, not under s1's own identity.
+	st := ourStatus(t, ctx, lt, s1, filepath.Join(servers[0].dir, "state"))
+	if len(st.Identities) != 1 || st.Identities[0].Name != "nfs" || st.Identities[0].State != before.State ||
+		!slices.Equal(monNames(st.Identities[0].Monitored), monitored) || len(st.Monitored) != 0 {
+		t.Fatalf("statdctl -P on s1: identities %+v, own monitored %+v; want nfs at state %d monitoring %v", st.Identities, st.Monitored, before.State, monitored)
+	}
+	if rg := st.Identities[0].Monitored[0].Registrants; len(rg) != 1 || rg[0].MyName != "nfs" || rg[0].Prog != 100021 {
+		t.Fatalf("statdctl -P on s1: nfs's registrants of c1 %+v", rg)
 	}
 	r, err := callMon(ctx, statdClient(t, s2), nsm.Mon{ID: nsm.MonID{MonName: "c1", MyID: servers[1].reg.myID("nfs")}})
 	if err != nil || r.Res != nsm.StatFail {
 		t.Fatalf("SM_MON my_name nfs on the standby s2: %+v %v, want stat_fail", r, err)
 	}
 	ids := identities()
-	if n := ids["nfs"]; n.Registrations != 3 || n.Holder != "s1" {
-		t.Fatalf("statdctl identities: nfs %+v, want 3 registrations held by s1", n)
+	if n := ids["nfs"]; n.Registrations != 4 || n.Holder != "s1" {
+		t.Fatalf("statdctl identities: nfs %+v, want 4 registrations held by s1", n)
 	}
 	if ids["s1"].Registrations != 0 || ids["s2"].State != 1 {
 		t.Fatalf("statdctl identities: the hosts' own %+v %+v", ids["s1"], ids["s2"])
@@ -224,12 +239,25 @@ func TestFailoverKilledServer(t *testing.T) {
 	}
 	t.Logf("kill -9 of s1 to the last client called back: %v (lease %v)", last.Round(10*time.Millisecond), ttl)
 	after := identities()["nfs"]
-	if after.Holder != "s2" || after.State <= before.State || after.State%2 != 1 || after.Registrations != 3 {
-		t.Fatalf("after: nfs %+v, want held by s2 at an odd state above %d, 3 registrations reloaded", after, before.State)
+	if after.Holder != "s2" || after.State <= before.State || after.State%2 != 1 || after.Registrations != 4 {
+		t.Fatalf("after: nfs %+v, want held by s2 at an odd state above %d, 4 registrations reloaded", after, before.State)
 	}
 	if got := serving(servers[1]); !slices.Contains(got, "nfs") {
 		t.Fatalf("s2 serves %v after the takeover", got)
 	}
+	// s2's status: nfs's registrations reloaded, and of its debts only
+	// ghost's left once the clients answered.
+	netlab.WaitFor(t, 10*time.Second, "s2's status showing nfs owing ghost only", func() error {
+		st := ourStatus(t, ctx, lt, s2, filepath.Join(servers[1].dir, "state"))
+		if len(st.Identities) != 1 || st.Identities[0].Name != "nfs" || st.Identities[0].State != after.State ||
+			!slices.Equal(monNames(st.Identities[0].Monitored), monitored) {
+			return fmt.Errorf("identities %+v", st.Identities)
+		}
+		if o := st.Identities[0].Owed; len(o) != 1 || o[0].Host != "ghost" || o[0].State != after.State || len(st.Owed) != 0 {
+			return fmt.Errorf("nfs owes %+v, s2's own identity %+v", o, st.Owed)
+		}
+		return nil
+	})
 	r, err = callMon(ctx, statdClient(t, s2), nsm.Mon{ID: nsm.MonID{MonName: "c1", MyID: servers[1].reg.myID("nfs")}, Priv: priv(9)})
 	if err != nil || r.Res != nsm.StatSucc || r.State != after.State {
 		t.Fatalf("SM_MON my_name nfs on s2 after the takeover: %+v %v, want state %d", r, err, after.State)
@@ -262,6 +290,14 @@ func TestFailoverKilledServer(t *testing.T) {
 			t.Errorf("%s's statd called back %+v after the move, want mon_name nfs state %d", clients[i].Name, g.st, moved.State)
 		}
 	}
+}
+
+func monNames(ms []Monitored) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.MonName)
+	}
+	return out
 }
 
 // logTime is when the first record of proc's log whose message begins with

@@ -147,15 +147,24 @@ func printText(w io.Writer, st *statd.Status, now time.Time) {
 	if len(st.Serving) > 0 {
 		fmt.Fprintf(w, "serving identities %s (statdctl --store … identities)\n", strings.Join(st.Serving, ", "))
 	}
+	printHosts(w, "", st.Monitored, st.Owed, now)
+	for _, id := range st.Identities {
+		fmt.Fprintf(w, "\nidentity %q  state %d\n", id.Name, id.State)
+		printHosts(w, "identity "+id.Name+": ", id.Monitored, id.Owed, now)
+	}
+}
+
+// printHosts is one identity's monitored hosts and owed notifications.
+func printHosts(w io.Writer, label string, monitored []statd.Monitored, owed []statd.Owed, now time.Time) {
 	nreg := 0
-	for _, m := range st.Monitored {
+	for _, m := range monitored {
 		nreg += len(m.Registrants)
 	}
-	fmt.Fprintf(w, "\nmonitored hosts: %d (%d registrations)\n", len(st.Monitored), nreg)
-	if len(st.Monitored) > 0 {
+	fmt.Fprintf(w, "\n%smonitored hosts: %d (%d registrations)\n", label, len(monitored), nreg)
+	if len(monitored) > 0 {
 		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "  MON_NAME\tLIVENESS\tMY_NAME\tPROG\tVERS\tPROC\tPRIV")
-		for _, m := range st.Monitored {
+		for _, m := range monitored {
 			for i, r := range m.Registrants {
 				host, live := m.MonName, livenessText(m.Liveness, now)
 				if i > 0 {
@@ -166,11 +175,11 @@ func printText(w io.Writer, st *statd.Status, now time.Time) {
 		}
 		tw.Flush()
 	}
-	fmt.Fprintf(w, "\nnotifications owed: %d\n", len(st.Owed))
-	if len(st.Owed) > 0 {
+	fmt.Fprintf(w, "\n%snotifications owed: %d\n", label, len(owed))
+	if len(owed) > 0 {
 		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "  HOST\tSTATE\tATTEMPTS\tNEXT TRY\tOWED SINCE\tLAST ERROR")
-		for _, o := range st.Owed {
+		for _, o := range owed {
 			next := o.NextTry.Format(time.RFC3339)
 			if d := o.NextTry.Sub(now); d > 0 {
 				next += fmt.Sprintf(" (in %s)", d.Round(time.Second))

@@ -60,13 +60,18 @@ func TestPrintText(t *testing.T) {
 			{MyName: "me", Prog: 100021, Vers: 4, Proc: 16, Priv: "00ff"}, {MyName: "me", Prog: 300000, Vers: 1, Proc: 1, Priv: "01"}},
 			Liveness: &statd.HostLiveness{State: "silent", Since: now.Add(-5 * time.Minute)}},
 			{MonName: "old", Registrants: []statd.Registrant{{MyName: "me", Prog: 100021, Vers: 4, Proc: 16}}}},
-		Owed: []statd.Owed{{Host: "gone", State: 7, Since: now, Attempts: 3, NextTry: now.Add(90 * time.Second), LastErr: "timeout"}},
+		Owed:    []statd.Owed{{Host: "gone", State: 7, Since: now, Attempts: 3, NextTry: now.Add(90 * time.Second), LastErr: "timeout"}},
+		Serving: []string{"nfs"},
+		Identities: []statd.IdentityStatus{{Name: "nfs", State: 13,
+			Monitored: []statd.Monitored{{MonName: "client9", Registrants: []statd.Registrant{{MyName: "nfs", Prog: 100021, Vers: 4, Proc: 16}}}},
+			Owed:      []statd.Owed{{Host: "client8", State: 13, Since: now, Attempts: 1, NextTry: now}}}},
 	}
 	var sb strings.Builder
 	printText(&sb, st, now)
 	out := sb.String()
 	for _, want := range []string{`rpc.statd "me"  state 7  pid 42`, "monitored hosts: 2 (3 registrations)", "peer", "silent 5m0s", "100021", "300000",
-		"notifications owed: 1", "gone", "(in 1m30s)", "timeout", "metrics at http://127.0.0.1:9724/metrics"} {
+		"notifications owed: 1", "gone", "(in 1m30s)", "timeout", "metrics at http://127.0.0.1:9724/metrics",
+		`identity "nfs"  state 13`, "identity nfs: monitored hosts: 1 (1 registrations)", "client9", "identity nfs: notifications owed: 1", "client8"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
