@@ -30,8 +30,8 @@ build:
 docs: build
 	scripts/gen-docs bin build/docs
 
-## install: binaries, manual pages, completions, systemd units, tmpfiles, and
-##   hoststat.conf unless one is there (an admin's edits are never overwritten).
+## install: binaries, manual pages, completions, systemd units, tmpfiles, the
+##   HA examples (docs/ha.md), and hoststat.conf unless one is there (an admin's edits are never overwritten).
 install: docs
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SYSCONFDIR)
@@ -45,6 +45,11 @@ install: docs
 	for u in packaging/systemd/*.service; do \
 		sed 's#/usr/sbin/#$(SBINDIR)/#g' $$u >$(DESTDIR)$(UNITDIR)/$$(basename $$u); chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
 	install -m 0644 packaging/tmpfiles/hoststat.conf $(DESTDIR)$(TMPFILESDIR)/hoststat.conf
+	install -d $(DESTDIR)$(DOCDIR)/examples
+	sed 's#/usr/sbin/#$(SBINDIR)/#g' packaging/examples/hoststat-statd-etcd.conf >$(DESTDIR)$(DOCDIR)/examples/hoststat-statd-etcd.conf
+	chmod 0644 $(DESTDIR)$(DOCDIR)/examples/hoststat-statd-etcd.conf
+	install -m 0644 packaging/examples/keepalived.conf packaging/examples/pacemaker.crm packaging/examples/pacemaker-pcs.sh \
+		packaging/examples/kubernetes.yaml $(DESTDIR)$(DOCDIR)/examples/
 	[ -e $(DESTDIR)$(SYSCONFDIR)/hoststat.conf ] || install -m 0644 build/docs/hoststat.conf $(DESTDIR)$(SYSCONFDIR)/hoststat.conf
 
 ## deb: a Debian package (nfpm) of what install puts in place, in build/.

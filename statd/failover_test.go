@@ -290,6 +290,11 @@ func TestFailoverKilledServer(t *testing.T) {
 			t.Errorf("%s's statd called back %+v after the move, want mon_name nfs state %d", clients[i].Name, g.st, moved.State)
 		}
 	}
+	// s1 won nfs while FLOAT was still on s2: it waited for the address
+	// (no ordering of the address resource before the statd is needed).
+	if !strings.Contains(servers[0].proc.Output(), "waiting for the identity's address to be up") {
+		t.Errorf("s1 won nfs before FLOAT was on it but did not wait for the address:\n%s", servers[0].proc.Output())
+	}
 }
 
 func monNames(ms []Monitored) []string {
