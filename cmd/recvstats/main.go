@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"time"
 
 	flag "github.com/spf13/pflag"
 
@@ -60,7 +59,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		onEvent   = fs.String("on-event", "", "run `PROG` NODE ADDR up|down|reboot|forgotten for each change of a node, one at a time")
 		evTimeout = fs.Duration("event-timeout", recv.DefaultHookTimeout, "stop a run of --on-event's program after `DURATION`")
 		evQueue   = fs.Int("event-queue", recv.DefaultHookQueue, "hold events of at most `N` nodes for --on-event (one a node, the latest)")
-		batchWait = fs.Duration("batch-wait", recv.DefaultBatchWait, "after reading fewer datagrams than a batch, let more gather for `DURATION` (fewer wake-ups: less CPU a packet); 0 reads again at once")
 	)
 	if code, done := daemon.ParseFlags(fs, args, usageHead, stdout, stderr); done {
 		return code
@@ -70,13 +68,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		History: shm.HistoryOptions{Nodes: *histNodes, Fine: *histFine, Coarse: *histMins}, NoHistory: *histNodes == 0}
 	if *histNodes < 0 || *histFine < 1 || *histMins < 1 {
 		return bad("history sizes must be positive (--history-nodes 0 keeps none)")
-	}
-	if *batchWait < 0 || *batchWait > time.Second {
-		return bad("--batch-wait %v is not between 0 and 1s", *batchWait)
-	}
-	cfg.BatchWait = *batchWait
-	if *batchWait == 0 {
-		cfg.BatchWait = -1
 	}
 	if *port < 1 || *port > 65535 {
 		return bad("port %d is not in 1..65535", *port)

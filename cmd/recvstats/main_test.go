@@ -92,22 +92,3 @@ func TestSystemdTypeNotify(t *testing.T) {
 		t.Errorf("no <6> serving record in the journal stream:\n%s", out)
 	}
 }
-
-// Values that make no sense are refused in one line naming the flag, exit 2.
-func TestUsageErrors(t *testing.T) {
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--batch-wait", "5s"}, "--batch-wait 5s is not between 0 and 1s"},
-		{[]string{"--batch-wait", "-1ms"}, "--batch-wait -1ms is not between 0 and 1s"},
-		{[]string{"-p", "0"}, "port 0 is not in 1..65535"},
-		{[]string{"--history-points", "0"}, "history sizes must be positive"},
-	} {
-		var out, errb strings.Builder
-		if code := run(append(c.args, "-d", "--shm-dir", t.TempDir()), &out, &errb); code != 2 ||
-			!strings.Contains(errb.String(), c.want) || strings.Count(errb.String(), "\n") != 1 {
-			t.Errorf("recvstats %q: exit %d, stderr %q; want 2 and one line with %q", c.args, code, errb.String(), c.want)
-		}
-	}
-}

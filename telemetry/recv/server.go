@@ -41,10 +41,6 @@ type Config struct {
 	// ReadBuffer is the socket receive buffer to ask for; default
 	// ReadBufferFor(Table.MaxNodes).
 	ReadBuffer int
-	// BatchWait is how long the receive loop lets datagrams gather in
-	// the socket after a batch that did not fill (--batch-wait); zero
-	// takes DefaultBatchWait, negative never waits.
-	BatchWait time.Duration
 
 	ShmDir       string // zero: shm.DefaultDir
 	InitialNodes int
@@ -96,8 +92,7 @@ type Server struct {
 	enc      *wire.Encoder
 	now      func() time.Time
 
-	readBuffer  int // SO_RCVBUF of the socket, 0 when not a UDP socket
-	batchWait   time.Duration
+	readBuffer  int    // SO_RCVBUF of the socket, 0 when not a UDP socket
 	kernelDrops uint64 // as last published in the table header
 	debug       bool   // -d: note what each debug interval should tell
 	lastDrop    dropNote
@@ -164,15 +159,6 @@ const batchSize = 64
 // tickEvery is how often the table is asked whether to send a request.
 const tickEvery = 100 * time.Millisecond
 
-// DefaultBatchWait: at 1 Hz per node a sample waiting 2 ms more is
-// nothing, while a receive loop woken for every datagram spends more of
-// its CPU in the kernel's task switch than on the datagram
-// (docs/benchmarks.md). After a batch that did not fill, the loop sleeps
-// this long, so the next recvmmsg finds the datagrams of 2 ms at once;
-// a full batch is followed by the next read at once, so a burst is read
-// at full speed. The socket buffer is sized for a burst of every node.
-const DefaultBatchWait = 2 * time.Millisecond
-
 // NewServer creates (or reopens) the table and binds the socket. When it
 // returns, the master is serving as far as the outside world can tell:
 // packets queue in the socket until Serve reads them.
@@ -200,10 +186,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.ReadBuffer <= 0 {
 		cfg.ReadBuffer = ReadBufferFor(tc.MaxNodes)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, stop: make(chan struct{}), batchWait: cfg.BatchWait}
-	if s.batchWait == 0 {
-		s.batchWait = DefaultBatchWait
-	}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, stop: make(chan struct{})}
 
 	tr := cfg.Transport
 	if tr == nil {
@@ -433,9 +416,6 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			s.stored.Add(uint64(stored)) // once a batch: readers poll it
 			s.dispatch()
-			if n < len(s.msgs) && s.batchWait > 0 {
-				time.Sleep(s.batchWait)
-			}
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
