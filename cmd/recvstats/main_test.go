@@ -92,3 +92,21 @@ func TestSystemdTypeNotify(t *testing.T) {
 		t.Errorf("no <6> serving record in the journal stream:\n%s", out)
 	}
 }
+
+// Values that make no sense are refused in one line naming the flag, exit 2.
+func TestUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-p", "0"}, "port 0 is not in 1..65535"},
+		{[]string{"--history-points", "0"}, "history sizes must be positive"},
+		{[]string{"--group", "10.0.0.1"}, `group "10.0.0.1" is not an IPv4 multicast address`},
+	} {
+		var out, errb strings.Builder
+		if code := run(append(c.args, "-d", "--shm-dir", t.TempDir()), &out, &errb); code != 2 ||
+			!strings.Contains(errb.String(), c.want) || strings.Count(errb.String(), "\n") != 1 {
+			t.Errorf("recvstats %q: exit %d, stderr %q; want 2 and one line with %q", c.args, code, errb.String(), c.want)
+		}
+	}
+}
