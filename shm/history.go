@@ -53,6 +53,7 @@ const (
 	sNode   = 8  // uint32: node + 1; 0 the slot is free
 	sCount  = 12 // uint32: full-resolution points held (≤ fine)
 	sNext   = 16 // uint32: index the next full-resolution point goes to
+	sFlags  = 20 // uint32: flagMarked
 	sMinute = 24 // int64: Unix minute of the newest one-minute point; 0 none
 
 	// Bounds a reader checks before trusting a header.
@@ -65,6 +66,13 @@ const (
 	markDown   = 0xFFFF // the node was down: no figures
 	markNoData = 0xFFFE // nothing was recorded for that minute
 )
+
+// flagMarked: every one-minute point of the slot was marked without data
+// when the slot was taken, so its first closed minute need not mark the
+// day before it (which, for every node of a cluster that started
+// together, fell in the same second: at 16,384 nodes a stall of about a
+// second, and the socket overflowed at 100,000 nodes a second).
+const flagMarked = 1
 
 // HistoryOptions sizes the history file. The defaults keep 15 minutes at
 // one point a second and 24 hours at one point a minute in 31,744 bytes a
@@ -81,10 +89,12 @@ type HistoryOptions struct {
 	Coarse  int // one-minute points per node; default 1440
 }
 
-// Default history sizes: 16,384 nodes of 31,744 bytes are 496 MiB at
-// most; a file of 64 slots is 1.9 MiB.
+// Default history sizes: 1024 nodes of 31,744 bytes are 31 MiB at most; a
+// file of 64 slots is 1.9 MiB. With 16,384 a master of 100,000 nodes a
+// second lost datagrams on the benchmark machine, with 1024 none
+// (docs/benchmarks.md); a larger cluster raises --history-nodes.
 const (
-	DefaultHistoryNodes   = 16384
+	DefaultHistoryNodes   = 1024
 	DefaultHistoryInitial = 64
 )
 
@@ -361,6 +371,7 @@ func (h *HistoryWriter) Append(node int, t time.Time, f Figures) error {
 			return err
 		}
 		h.slots[node] = k
+		h.markCoarse(k)
 	}
 	off := h.g.slot(k)
 	s := h.m[off : off+h.g.slotSize]
@@ -572,6 +583,19 @@ func (h *HistoryWriter) patch(off, n int, edit func([]byte)) {
 	publish(h.m, lo, h.buf)
 }
 
+// markCoarse marks every one-minute point of slot k, which no node holds
+// yet (readers skip it), without data, and says so in its flags.
+func (h *HistoryWriter) markCoarse(k int) {
+	off := h.g.slot(k)
+	h.patch(off+slotHeaderSize+fineSize*h.g.fine, coarseSize*h.g.coarse, func(p []byte) {
+		for i := 0; i < len(p); i += coarseSize {
+			clear(p[i : i+coarseSize])
+			le.PutUint16(p[i:], markNoData)
+		}
+	})
+	h.patch(off+sFlags, 4, func(p []byte) { le.PutUint32(p, le.Uint32(p)|flagMarked) })
+}
+
 // closeMinute writes the one-minute point of minute (Unix minutes) from
 // the full-resolution points of that minute, and marks the minutes since
 // the previous one-minute point as without data.
@@ -592,8 +616,11 @@ func (h *HistoryWriter) closeMinute(off int, s, fine []byte, count, next int, mi
 	entry := func(m int64) int { return coarseOff + int(m%int64(h.g.coarse))*coarseSize }
 	noData := func(p []byte) { clear(p); le.PutUint16(p, markNoData) }
 	first := minute - int64(h.g.coarse) + 1
-	if prev > 0 {
+	switch {
+	case prev > 0:
 		first = max(prev+1, first)
+	case le.Uint32(s[sFlags:])&flagMarked != 0:
+		first = minute // marked when the slot was taken
 	}
 	for m := first; m < minute; m++ {
 		h.patch(entry(m), coarseSize, noData)

@@ -2,6 +2,7 @@ package shm
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -386,5 +387,74 @@ func TestHistoryMidAppendRepaired(t *testing.T) {
 	}
 	if err := h.Append(1, now, figuresAt(3)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A new node's day holds only the minutes it was heard, also in a slot
+// used before by another node (freed, or of a file that grew): the rest
+// of its one-minute ring was marked without data when the slot was taken.
+func TestHistoryNewNodeDayHoldsOnlyItsMinutes(t *testing.T) {
+	dir := t.TempDir()
+	// One full-resolution point: the reader gives the minutes before it.
+	_, h := openHistory(t, dir, HistoryOptions{Nodes: 2, Initial: 1, Fine: 1, Coarse: 1440})
+	start := time.Unix(1_800_000_000, 0).Truncate(time.Minute)
+	for i := range 1500 { // node 1 fills its whole day, then is forgotten
+		if err := h.Append(1, start.Add(time.Duration(i)*time.Minute), figuresAt(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Release(1)
+	later := start.Add(1500 * time.Minute)
+	for _, node := range []int{2, 3} { // 2 takes node 1's slot, 3 one of the grown file
+		for i := range 3 {
+			if err := h.Append(node, later.Add(time.Duration(i)*time.Minute), figuresAt(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r, err := OpenHistoryReader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, node := range []int{2, 3} {
+		minutes, _, _, err := r.Read(node, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var heard int
+		for _, m := range minutes {
+			if m.Up {
+				heard++
+				if i := int(m.Time.Sub(later) / time.Minute); i < 0 || i > 1 || m.CPUPercent != stored(figuresAt(i)).CPUPercent {
+					t.Errorf("node %d: minute %v = %+v, not one it was heard in", node, m.Time, m)
+				}
+			}
+		}
+		if heard != 2 {
+			t.Errorf("node %d: %d minutes with data, want the 2 closed", node, heard)
+		}
+	}
+}
+
+// The first minute every node of a cluster closes falls in the same
+// second: what it costs a node (ns/op) must not grow with the day's length.
+func BenchmarkHistoryFirstMinute(b *testing.B) {
+	for _, coarse := range []int{60, 1440} {
+		b.Run(fmt.Sprintf("minutes=%d", coarse), func(b *testing.B) {
+			_, h := openHistory(b, b.TempDir(), HistoryOptions{Nodes: b.N, Initial: b.N, Fine: 900, Coarse: coarse})
+			t0 := time.Unix(1_800_000_000, 0).Truncate(time.Minute)
+			for n := range b.N {
+				if err := h.Append(n, t0, figuresAt(n)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			for n := range b.N {
+				if err := h.Append(n, t0.Add(time.Minute), figuresAt(n)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
