@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 )
@@ -157,24 +156,13 @@ func TestHistoryReleaseWhileReading(t *testing.T) {
 	dir := t.TempDir()
 	_, h := openHistory(t, dir, HistoryOptions{Initial: 1, Nodes: 1, Fine: 16, Coarse: 4})
 	start := time.Unix(1_800_000_000, 0)
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n := i % 2
-			for j := range 20 {
-				h.Append(n, start.Add(time.Duration(i*20+j)*time.Second), Figures{Up: true, CPUPercent: float64(n + 1)})
-			}
-			h.Release(n)
+	stop := writeUntilStopped(func(i int) {
+		n := i % 2
+		for j := range 20 {
+			h.Append(n, start.Add(time.Duration(i*20+j)*time.Second), Figures{Up: true, CPUPercent: float64(n + 1)})
 		}
-	}()
+		h.Release(n)
+	})
 	r, err := OpenHistoryReader(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -196,8 +184,7 @@ func TestHistoryReleaseWhileReading(t *testing.T) {
 			found++
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if found == 0 {
 		t.Error("the reader never found a node")
 	}

@@ -241,20 +241,7 @@ func TestHistoryConcurrentReads(t *testing.T) {
 	dir := t.TempDir()
 	_, h := openHistory(t, dir, HistoryOptions{Nodes: 1, Fine: 64, Coarse: 16})
 	start := time.Unix(1_800_000_000, 0)
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			h.Append(0, start.Add(time.Duration(i)*time.Second), figuresAt(i))
-		}
-	}()
+	stop := writeUntilStopped(func(i int) { h.Append(0, start.Add(time.Duration(i)*time.Second), figuresAt(i)) })
 	r, err := OpenHistoryReader(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -272,8 +259,27 @@ func TestHistoryConcurrentReads(t *testing.T) {
 			}
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
+}
+
+// writeUntilStopped calls write(0), write(1), … in a goroutine of its own
+// until the returned stop, which waits for it.
+func writeUntilStopped(write func(i int)) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			write(i)
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 func TestPackFloat(t *testing.T) {
