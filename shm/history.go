@@ -813,7 +813,8 @@ func (h *HistoryReader) Read(node int, since time.Time) (minutes, fine []Point, 
 // copySlot copies the slot at off under its seqlock into h.buf.
 func (h *HistoryReader) copySlot(off int) ([]byte, error) {
 	h.buf = resize(h.buf, h.g.slotSize)
-	deadline := time.Now().Add(readWait + liveWriterWait)
+	var deadline time.Time
+	var waitSeq uint64
 	for try := 0; ; try++ {
 		s1 := load64(h.m, off+sSeq)
 		if s1&1 == 0 {
@@ -822,7 +823,17 @@ func (h *HistoryReader) copySlot(off int) ([]byte, error) {
 				return h.buf, nil
 			}
 		}
-		if readWait == 0 || time.Now().After(deadline) {
+		if readWait == 0 {
+			return nil, ErrWriterStuck
+		}
+		// A writer whose sequence moves is alive and only busy with this
+		// slot: wait on. Only one that holds the same odd sequence for
+		// longer than any append takes is stuck.
+		now := time.Now()
+		switch {
+		case deadline.IsZero() || s1 != waitSeq:
+			deadline, waitSeq = now.Add(readWait+liveWriterWait), s1
+		case now.After(deadline):
 			return nil, ErrWriterStuck
 		}
 		if try > 32 {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -241,13 +242,25 @@ func TestHistoryConcurrentReads(t *testing.T) {
 	dir := t.TempDir()
 	_, h := openHistory(t, dir, HistoryOptions{Nodes: 1, Fine: 64, Coarse: 16})
 	start := time.Unix(1_800_000_000, 0)
-	stop := writeUntilStopped(func(i int) { h.Append(0, start.Add(time.Duration(i)*time.Second), figuresAt(i)) })
+	// recvstats appends to a slot once a sample; this writer appends in
+	// bursts thousands of times a second, but pauses between bursts as
+	// every real writer does, so that a reader copying the slot can finish.
+	var appended atomic.Int64
+	stop := writeUntilStopped(func(i int) {
+		h.Append(0, start.Add(time.Duration(i)*time.Second), figuresAt(i))
+		appended.Store(int64(i + 1))
+		if i%8 == 7 {
+			time.Sleep(time.Microsecond)
+		}
+	})
 	r, err := OpenHistoryReader(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	for range 2000 {
+	// Read for as long as it takes the writer to append a few thousand
+	// times, so that many reads overlap an append however fast they are.
+	for reads := 0; reads < 2000 || appended.Load() < 20000; reads++ {
 		_, fine, _, err := r.Read(0, time.Time{})
 		if err != nil {
 			t.Fatal(err)
