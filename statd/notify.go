@@ -70,9 +70,9 @@ func (p *protocol) notifyDone(o nsm.Owed, res nsm.SendResult, why string) nsm.Ou
 		}
 	}
 	unlock()
-	if out == nsm.Delivered || out == nsm.Abandoned {
-		p.owedChanged()
-	}
+	// Every outcome may have ended a debt: paid, given up, or dropped
+	// (forgotten) while this attempt was in flight.
+	p.owedChanged()
 	rd.Persist = nil
 	p.act(rd)
 	p.passEnded(o.Host, out)
