@@ -171,16 +171,6 @@ func TestLoopbackCluster(t *testing.T) {
 		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
 		t.Fatalf("page never showed 2 nodes up: %v", err)
 	}
-	stopCmd(senders[1])
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`beostatus.tiles().find((t) => t.node === 2).state === "down"`,
-		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
-		t.Fatalf("node 2 stopped but never drawn down: %v", err)
-	}
-	if ns := nodes(); ns[1].State != view.Up || ns[2].State != view.Down {
-		t.Errorf("after node 2 stopped: node 1 %v, node 2 %v", ns[1].State, ns[2].State)
-	}
-	// The history recvstats kept: node 1's goes on to now, node 2's ends
-	// in a gap since it stopped; the page charts node 2's points.
 	history := func(node int) view.History {
 		res, err := http.Get(fmt.Sprintf("%s/api/node/%d/history", base, node))
 		if err != nil {
@@ -193,6 +183,23 @@ func TestLoopbackCluster(t *testing.T) {
 		}
 		return h
 	}
+	// Node 2 stops once it has a few points of history to end.
+	netlab.WaitFor(t, 10*time.Second, "node 2's history to hold 5 points", func() error {
+		if n := len(history(2).Fine.Time); n < 5 {
+			return fmt.Errorf("%d points", n)
+		}
+		return nil
+	})
+	stopCmd(senders[1])
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`beostatus.tiles().find((t) => t.node === 2).state === "down"`,
+		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("node 2 stopped but never drawn down: %v", err)
+	}
+	if ns := nodes(); ns[1].State != view.Up || ns[2].State != view.Down {
+		t.Errorf("after node 2 stopped: node 1 %v, node 2 %v", ns[1].State, ns[2].State)
+	}
+	// The history recvstats kept: node 1's goes on to now, node 2's ends
+	// in a gap since it stopped; the page charts node 2's points.
 	h1 := history(1)
 	// Points are stamped in whole seconds: the gap shows up to a second
 	// after the table says down.
