@@ -2,9 +2,7 @@ package shm
 
 import (
 	"os"
-	"strconv"
 	"testing"
-	"time"
 
 	"github.com/hoststat/hoststat/telemetry/rates"
 	"github.com/hoststat/hoststat/telemetry/sample"
@@ -131,59 +129,4 @@ func benchHistoryDir(b *testing.B) string {
 		}
 	}
 	return b.TempDir()
-}
-
-// The append that finds the history full and doubles it: 8192 nodes of
-// default slots (248 MiB) copied into a new file of 16,384 (496 MiB),
-// the last doubling before the default maximum. Ingest waits this long
-// once; the doublings before it take half as long each. "prepared" is
-// the usual case, the next file made ready in the background from three
-// quarters full on; "cold" a burst of new nodes that outruns it.
-func BenchmarkHistoryGrowth(b *testing.B) {
-	for _, nodes := range []int{1024, 8192} {
-		for _, prepared := range []bool{true, false} {
-			name := strconv.Itoa(nodes) + "/cold"
-			if prepared {
-				name = strconv.Itoa(nodes) + "/prepared"
-			}
-			b.Run(name, func(b *testing.B) { benchHistoryGrowth(b, nodes, prepared) })
-		}
-	}
-}
-
-func benchHistoryGrowth(b *testing.B, nodes int, prepared bool) {
-	dir := benchHistoryDir(b)
-	w := create(b, dir, WriterOptions{})
-	b.Cleanup(func() { w.Close() })
-	h, err := w.OpenHistory(HistoryOptions{Initial: nodes, Nodes: 2 * nodes})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { h.Close() })
-	now := time.Unix(1_800_000_000, 0)
-	for n := range nodes {
-		if err := h.Append(n, now, figuresAt(n)); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.SetBytes(int64(nodes * h.g.slotSize))
-	for b.Loop() {
-		b.StopTimer()
-		h.spare(0)
-		h.retiring.Wait()
-		if prepared {
-			h.prepare(2 * nodes)
-			<-h.next.done
-		}
-		b.StartTimer()
-		if err := h.Append(nodes, now, figuresAt(1)); err != nil || h.g.capacity != 2*nodes {
-			b.Fatal(err, h.g.capacity)
-		}
-		b.StopTimer()
-		h.Release(nodes)
-		if err := h.relayout(nodes); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-	}
 }

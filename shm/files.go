@@ -204,6 +204,14 @@ func writerRunning(pid int, ticks uint64) bool {
 // read-write. what names the file in errors. The caller renames it into
 // place.
 func createMapped(dir, pattern, what string, size int64) (*os.File, []byte, error) {
+	return createMappedSparse(dir, pattern, what, size, size)
+}
+
+// createMappedSparse is createMapped with only the first reserved bytes'
+// blocks reserved; the rest of the file is a hole until reserved later
+// (writing a page of a hole on a full tmpfs is a SIGBUS, so the writer
+// never does: see reserveRange).
+func createMappedSparse(dir, pattern, what string, size, reserved int64) (*os.File, []byte, error) {
 	f, err := os.CreateTemp(dir, pattern)
 	if err != nil {
 		return nil, nil, fmt.Errorf("shm: create %s in %s: %w", what, dir, err)
@@ -217,8 +225,11 @@ func createMapped(dir, pattern, what string, size int64) (*os.File, []byte, erro
 	if err := f.Chmod(0o644); err != nil {
 		return fail(fmt.Errorf("shm: set mode 0644 on %s: %w", tmp, err))
 	}
-	if err := reserve(f, size); err != nil {
+	if err := f.Truncate(size); err != nil {
 		return fail(fmt.Errorf("shm: size %s to %d bytes: %w", tmp, size, err))
+	}
+	if err := reserve(f, reserved); err != nil {
+		return fail(fmt.Errorf("shm: reserve %d bytes of %s: %w", reserved, tmp, err))
 	}
 	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {

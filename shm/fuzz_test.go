@@ -170,8 +170,9 @@ func FuzzCreateOverFile(f *testing.F) {
 // across a few minutes.
 func validHistory(f *testing.F) []byte {
 	g := newHistoryGeometry(1, HistoryOptions{Nodes: 2, Fine: 8, Coarse: 6})
-	h := &HistoryWriter{m: anonMap(f, make([]byte, g.fileSize)), g: g, slots: map[int]int{}}
+	h := &HistoryWriter{m: anonMap(f, make([]byte, g.fileSize)), g: g, slots: map[int]int{}, reserved: g.capacity}
 	encodeHistoryHeader(h.m, g)
+	store32(h.m, yReserved, uint32(g.capacity))
 	start := time.Unix(1_800_000_000, 0)
 	for i := range 12 {
 		if err := h.Append(3, start.Add(time.Duration(i)*40*time.Second), figuresAt(i)); err != nil {

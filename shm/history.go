@@ -23,7 +23,7 @@ import (
 const HistoryFileName = "beostat.history"
 
 // HistoryVersion is the layout version of the history file.
-const HistoryVersion = 1
+const HistoryVersion = 2
 
 var historyMagic = [8]byte{'H', 'S', 'T', 'A', 'T', 'H', 'I', 'S'}
 
@@ -42,6 +42,7 @@ const (
 	yCoarseSize = 48 // 12
 	yCRC        = 52 // CRC-32C of bytes [0,24) and [28,52)
 	yFileSize   = 56 // uint64
+	yReserved   = 64 // uint32, atomic: slots [0, reserved) have blocks; readers look no further
 
 	historyHeaderSize = 4096
 	fineSize          = 16
@@ -89,18 +90,20 @@ type HistoryOptions struct {
 	Coarse  int // one-minute points per node; default 1440
 }
 
-// Default history sizes: 1024 nodes of 31,744 bytes are 31 MiB at most; a
-// file of 64 slots is 1.9 MiB. With 16,384 a master of 100,000 nodes a
-// second lost datagrams on the benchmark machine, with 1024 none
-// (docs/benchmarks.md); a larger cluster raises --history-nodes.
+// Default history sizes: 16,384 nodes of 31,744 bytes are 496 MiB at
+// most, reserved as the nodes come (64 slots, 1.9 MiB, at first).
 const (
-	DefaultHistoryNodes   = 1024
+	DefaultHistoryNodes   = 16384
 	DefaultHistoryInitial = 64
 )
 
 // ErrHistoryFull is returned by Append for a new node when every node
 // slot is taken and the file is at its most slots.
 var ErrHistoryFull = errors.New("shm: history full")
+
+// ErrHistoryGrowing is returned by Append for a new node while the slots
+// it would take are being reserved: its point is not kept, a later one is.
+var ErrHistoryGrowing = errors.New("shm: history growing: no slot reserved for a new node yet")
 
 // Figures are the summary figures of a node at one time. Memory is in
 // bytes, rates in bytes per second.
@@ -203,14 +206,17 @@ type HistoryWriter struct {
 	f        *os.File
 	m        []byte
 	g        historyGeometry
-	initial  int         // slots the file never shrinks below
-	max      int         // slots the file never grows beyond
-	slots    map[int]int // node → slot
-	free     []int       // cleared slots below used, reused first
-	used     int         // slots [0, used) are taken or in free
-	growErr  error       // why the last growth failed, at growAt
-	growAt   time.Time
-	next     *spareFile     // the file of the next growth, being made ready
+	initial  int            // slots reserved at least
+	max      int            // slots the file never grows beyond (its capacity)
+	slots    map[int]int    // node → slot
+	free     []int          // cleared slots below used, reused first
+	used     int            // slots [0, used) are taken or in free
+	reserved int            // slots [0, reserved) have blocks behind them
+	growing  *reservation   // the reservation under way; nil when none is
+	refused  int            // new nodes told ErrHistoryGrowing during it
+	growErr  error          // why the last reservation failed, at growAt
+	growAt   time.Time      // (Append's clock: now)
+	now      time.Time      // the latest time Append was given
 	retiring sync.WaitGroup // old files being unmapped
 	buf      []byte
 }
@@ -246,7 +252,7 @@ func (w *Writer) OpenHistory(o HistoryOptions) (*HistoryWriter, error) {
 	}
 	h := &HistoryWriter{dir: w.dir, path: filepath.Join(w.dir, HistoryFileName), log: w.log,
 		initial: o.Initial, max: o.Nodes, slots: make(map[int]int)}
-	want := newHistoryGeometry(uint64(time.Now().UnixNano()), HistoryOptions{Nodes: o.Initial, Fine: o.Fine, Coarse: o.Coarse})
+	want := newHistoryGeometry(uint64(time.Now().UnixNano()), HistoryOptions{Nodes: o.Nodes, Fine: o.Fine, Coarse: o.Coarse})
 	old, err := openOwned(h.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -291,19 +297,26 @@ func (h *HistoryWriter) reuse(f *os.File, want historyGeometry) error {
 		return err
 	}
 	g, err := decodeHistoryHeader(m, st.Size())
+	reserved := 0
 	switch {
 	case err != nil:
 	case load32(m, yRetired) != 0:
 		err = errors.New("history is marked retired")
 	case g.capacity > h.max || g.fine != want.fine || g.coarse != want.coarse:
 		err = fmt.Errorf("sizes %d×%d+%d, want at most %d×%d+%d", g.capacity, g.fine, g.coarse, h.max, want.fine, want.coarse)
+	default:
+		// Reserve again what the file says is (a writer killed between
+		// reserving and saying so, a damaged word): never a hole in use.
+		reserved = min(max(int(load32(m, yReserved)), h.initial, 1), g.capacity)
+		err = reserveRange(f, int64(historyHeaderSize), int64(reserved*g.slotSize))
 	}
 	if err != nil {
 		unix.Munmap(m)
 		return err
 	}
-	h.f, h.m, h.g = f, m, g
-	for k := range g.capacity {
+	h.f, h.m, h.g, h.reserved = f, m, g, reserved
+	store32(m, yReserved, uint32(reserved))
+	for k := range reserved {
 		off := g.slot(k)
 		if load64(m, off+sSeq)&1 != 0 {
 			// A writer died mid-append: the slot's points are suspect.
@@ -324,15 +337,28 @@ func (h *HistoryWriter) reuse(f *os.File, want historyGeometry) error {
 			h.free = append(h.free, k)
 		}
 	}
+	if g.capacity == h.max {
+		return nil
+	}
+	// --history-nodes was raised: the same slots in a file of the new
+	// capacity.
+	if err := h.relayout(h.reserved); err != nil {
+		unix.Munmap(m)
+		h.f, h.m = nil, nil
+		h.slots, h.free, h.used, h.reserved = map[int]int{}, nil, 0, 0
+		return err
+	}
 	return nil
 }
 
 // create lays out a new, empty history file and renames it into place.
 func (h *HistoryWriter) create(g historyGeometry) error {
-	f, m, err := createMapped(h.dir, ".beostat-history-*.tmp", "history", int64(g.fileSize))
+	reserved := min(h.initial, g.capacity)
+	f, m, err := createMappedSparse(h.dir, ".beostat-history-*.tmp", "history", int64(g.fileSize), int64(g.slot(reserved)))
 	if err != nil {
 		return err
 	}
+	store32(m, yReserved, uint32(reserved))
 	tmp := f.Name()
 	fail := func(err error) error {
 		f.Close()
@@ -344,7 +370,7 @@ func (h *HistoryWriter) create(g historyGeometry) error {
 		unix.Munmap(m)
 		return fail(fmt.Errorf("shm: install history %s: %w", h.path, err))
 	}
-	h.f, h.m, h.g = f, m, g
+	h.f, h.m, h.g, h.reserved = f, m, g, reserved
 	return nil
 }
 
@@ -364,10 +390,13 @@ func (h *HistoryWriter) Append(node int, t time.Time, f Figures) error {
 	if sec <= 0 || sec > math.MaxUint32 {
 		return fmt.Errorf("shm: history: node %d: time %v out of range", node, t)
 	}
+	if t.After(h.now) {
+		h.now = t
+	}
 	k, ok := h.slots[node]
 	if !ok {
 		var err error
-		if k, err = h.take(t); err != nil {
+		if k, err = h.take(); err != nil {
 			return err
 		}
 		h.slots[node] = k
@@ -407,99 +436,142 @@ func (h *HistoryWriter) Append(node int, t time.Time, f Figures) error {
 	return nil
 }
 
-// take hands out a cleared slot: a freed one, else the next unused one,
-// growing the file first when there is none. A growth that failed (a full
-// tmpfs) is tried again a minute later, not for every packet.
-func (h *HistoryWriter) take(now time.Time) (int, error) {
+// take hands out a cleared slot: a freed one, else the next reserved
+// one. Slots are reserved ahead of need, in the background, so that a
+// burst of new nodes never waits for the kernel to zero their pages: a
+// new node that finds none reserved yet keeps its point for next time. A
+// reservation that failed (a full tmpfs) is tried again a minute later,
+// not for every packet.
+func (h *HistoryWriter) take() (int, error) {
 	if n := len(h.free); n > 0 {
 		k := h.free[n-1]
 		h.free = h.free[:n-1]
 		return k, nil
 	}
-	if h.used == h.g.capacity {
-		if h.g.capacity >= h.max {
+	if h.used == h.reserved {
+		switch {
+		case h.reserved >= h.g.capacity:
 			return 0, ErrHistoryFull // no formatting: recvstats meets this for every packet of such a node
-		}
-		if h.growErr != nil && now.Before(h.growAt.Add(time.Minute)) {
+		case h.growing == nil && h.growErr != nil && h.now.Before(h.growAt.Add(time.Minute)):
 			return 0, h.growErr
 		}
-		capacity := min(max(2*h.g.capacity, 1), h.max)
-		if err := h.relayout(capacity); err != nil {
-			h.growErr, h.growAt = fmt.Errorf("%w: cannot grow to %d slots: %v", ErrHistoryFull, capacity, err), now
+		h.grow()
+		switch {
+		case h.used < h.reserved: // reserved on the spot
+		case h.growing == nil:
 			return 0, h.growErr
+		default:
+			h.refused++
+			return 0, ErrHistoryGrowing
 		}
-		h.growErr = nil
 	}
 	h.used++
-	if h.g.capacity < h.max && 4*h.used >= 3*h.g.capacity {
-		h.prepare(min(2*h.g.capacity, h.max))
+	if 4*h.used >= 3*h.reserved {
+		h.grow()
 	}
 	return h.used - 1, nil
 }
 
-// A spareFile is the file of the next growth, made ready off the ingest
-// path: reserving and faulting in the pages of a new file is most of the
-// time a growth takes (on tmpfs the kernel zeroes every page).
-type spareFile struct {
-	capacity int
-	done     chan struct{} // closed once f, m and err are set
-	f        *os.File
-	m        []byte
-	err      error
-}
+// syncReserve is the most bytes of slots reserved on the spot: less than
+// handing the work to another goroutine and losing a point costs.
+const syncReserve = 256 << 10
 
-// prepare starts making a file of capacity slots ready, unless one is.
-func (h *HistoryWriter) prepare(capacity int) {
-	if h.next != nil {
+// grow reserves more slots (at most the capacity), unless a
+// reservation is under way or failed within the minute: the blocks, and
+// the writer's page tables for them; in the background unless small.
+func (h *HistoryWriter) grow() {
+	if h.growing != nil || h.reserved >= h.g.capacity || (h.growErr != nil && h.now.Before(h.growAt.Add(time.Minute))) {
 		return
 	}
-	size := newHistoryGeometry(0, HistoryOptions{Nodes: capacity, Fine: h.g.fine, Coarse: h.g.coarse}).fileSize
-	sp := &spareFile{capacity: capacity, done: make(chan struct{})}
-	h.next = sp
-	dir := h.dir
+	// Twice what is reserved, or twice the demand seen: the nodes that
+	// have slots and those refused one while the last reservation ran.
+	from, to := h.reserved, min(max(2*h.reserved, 2*(h.used+h.refused), 1), h.g.capacity)
+	h.refused = 0
+	f, m, g := h.f, h.m, h.g
+	off, n := g.slot(from), (to-from)*g.slotSize
+	reserve := func() error {
+		err := reserveRange(f, int64(off), int64(n))
+		if err == nil {
+			populate(m[off : off+n]) // slots no one uses yet
+		}
+		return err
+	}
+	if n <= syncReserve {
+		h.reservedTo(from, to, reserve())
+		return
+	}
+	r := &reservation{done: make(chan struct{}), from: from, to: to}
+	h.growing = r
 	go func() {
-		defer close(sp.done)
-		sp.f, sp.m, sp.err = createMapped(dir, ".beostat-history-*.tmp", "history", int64(size))
-		if sp.err == nil && unix.Madvise(sp.m, unix.MADV_POPULATE_WRITE) != nil {
-			for i := 0; i < len(sp.m); i += 4096 { // kernels before 5.14
-				sp.m[i] = 0
-			}
+		r.err = reserve()
+		close(r.done)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.growing != r {
+			return // waitGrowth took it
+		}
+		h.growing = nil
+		h.reservedTo(from, to, r.err)
+		// New nodes came faster than this reservation: the next one now,
+		// not at the next new node.
+		if r.err == nil && (h.refused > 0 || 4*h.used >= 3*h.reserved) {
+			h.grow()
 		}
 	}()
 }
 
-// spare is the prepared file when it has capacity slots (waiting for it
-// to be ready), else nil; any other prepared file is removed.
-func (h *HistoryWriter) spare(capacity int) (*os.File, []byte) {
-	sp := h.next
-	if sp == nil {
-		return nil, nil
+// A reservation is slots [from, to) being reserved in the background;
+// err is set when done is closed.
+type reservation struct {
+	done     chan struct{}
+	from, to int
+	err      error
+}
+
+// reservedTo records the outcome of reserving slots [from, to).
+func (h *HistoryWriter) reservedTo(from, to int, err error) {
+	if err != nil {
+		h.growErr, h.growAt = fmt.Errorf("%w: cannot reserve %d slots: %w", ErrHistoryFull, to, err), h.now
+		h.log.Warn("shm: cannot reserve more history slots; trying again in a minute", "path", h.path, "reserved", from, "want", to, "err", err)
+		return
 	}
-	h.next = nil
-	<-sp.done
-	if sp.err != nil {
-		return nil, nil
+	h.growErr = nil
+	h.reserved = to
+	store32(h.m, yReserved, uint32(to))
+}
+
+// waitGrowth waits for a reservation under way and records it (never
+// waiting for h.mu, which the caller holds).
+func (h *HistoryWriter) waitGrowth() {
+	if r := h.growing; r != nil {
+		<-r.done
+		h.growing = nil
+		h.reservedTo(r.from, r.to, r.err)
 	}
-	if sp.capacity != capacity {
-		unix.Munmap(sp.m)
-		sp.f.Close()
-		os.Remove(sp.f.Name())
-		return nil, nil
+}
+
+// populate faults in the pages of b for writing, so that the ingest path
+// does not take those faults.
+func populate(b []byte) {
+	if unix.Madvise(b, unix.MADV_POPULATE_WRITE) != nil {
+		for i := 0; i < len(b); i += 4096 { // kernels before 5.14
+			b[i] = 0
+		}
 	}
-	return sp.f, sp.m
 }
 
 // Release forgets node's history: its slot is cleared under the seqlock
 // (a reader finds the node has none) and goes to the next new node. When
-// a quarter or less of the slots stay in use the file is laid out again
-// at twice the nodes left, so it follows the nodes down as well as up.
+// fewer than a quarter of the reserved slots stay in use the file is laid
+// out again with twice the nodes left reserved, so that its memory
+// follows the nodes down as well as up.
 func (h *HistoryWriter) Release(node int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.m == nil || !h.release(node) {
 		return
 	}
-	if h.g.capacity > h.initial && 4*len(h.slots) < h.g.capacity {
+	if h.reserved > h.initial && 4*len(h.slots) < h.reserved {
 		if err := h.relayout(max(h.initial, 2*len(h.slots))); err != nil {
 			h.log.Warn("shm: could not shrink the history", "path", h.path, "err", err)
 		}
@@ -524,21 +596,22 @@ func (h *HistoryWriter) release(node int) bool {
 	return true
 }
 
-// relayout moves the history to a new file of capacity slots, the way the
-// table grows: built under a temporary name, the nodes' slots copied in
-// (packed, in slot order), renamed into place, the old file retired so
-// its readers re-open the path.
-func (h *HistoryWriter) relayout(capacity int) error {
+// relayout moves the history to a new file of h.max slots with reserve
+// of them reserved (at least the nodes'), the way the table grows: built
+// under a temporary name, the nodes' slots copied in (packed, in slot
+// order), renamed into place, the old file retired so its readers
+// re-open the path.
+func (h *HistoryWriter) relayout(reserve int) error {
+	h.waitGrowth()
 	start := time.Now()
-	g := newHistoryGeometry(h.g.generation+1, HistoryOptions{Nodes: capacity, Fine: h.g.fine, Coarse: h.g.coarse})
-	f, m := h.spare(capacity)
-	if f == nil {
-		var err error
-		if f, m, err = createMapped(h.dir, ".beostat-history-*.tmp", "history", int64(g.fileSize)); err != nil {
-			return err
-		}
+	reserve = min(max(reserve, len(h.slots), 1), h.max)
+	g := newHistoryGeometry(h.g.generation+1, HistoryOptions{Nodes: h.max, Fine: h.g.fine, Coarse: h.g.coarse})
+	f, m, err := createMappedSparse(h.dir, ".beostat-history-*.tmp", "history", int64(g.fileSize), int64(g.slot(reserve)))
+	if err != nil {
+		return err
 	}
 	encodeHistoryHeader(m[:historyHeaderSize], g)
+	store32(m, yReserved, uint32(reserve))
 	moved := make(map[int]int, len(h.slots))
 	for k := range h.used {
 		off := h.g.slot(k)
@@ -566,10 +639,10 @@ func (h *HistoryWriter) relayout(capacity int) error {
 		unix.Munmap(m)
 		f.Close()
 	}(h.f, h.m)
-	h.f, h.m, h.g = f, m, g
+	h.f, h.m, h.g, h.reserved = f, m, g, reserve
 	h.slots, h.free, h.used = moved, h.free[:0], len(moved)
 	h.log.Info("shm: history re-laid out", "path", h.path, "generation", g.generation,
-		"nodes", len(moved), "slots", capacity, "bytes", g.fileSize, "took", time.Since(start))
+		"nodes", len(moved), "reserved", reserve, "slots", g.capacity, "bytes", g.slot(reserve), "took", time.Since(start))
 	return nil
 }
 
@@ -726,7 +799,7 @@ func (h *HistoryWriter) Close() error {
 	if h.m == nil {
 		return ErrClosed
 	}
-	h.spare(0)
+	h.waitGrowth()
 	h.retiring.Wait()
 	err := unix.Munmap(h.m)
 	h.m = nil
@@ -789,7 +862,9 @@ func (h *HistoryReader) Read(node int, since time.Time) (minutes, fine []Point, 
 			return nil, nil, false, err
 		}
 	}
-	for k := range h.g.capacity {
+	// Slots beyond the reserved ones are holes: looking there would give
+	// them pages.
+	for k := range min(int(load32(h.m, yReserved)), h.g.capacity) {
 		off := h.g.slot(k)
 		if int(load32(h.m, off+sNode)) != node+1 {
 			continue

@@ -8,6 +8,9 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/hoststat/hoststat/internal/netlab"
+	"golang.org/x/sys/unix"
 )
 
 // slotBytes is a copy of node's slot as the writer holds it.
@@ -67,12 +70,12 @@ func TestHistoryGrowsKeepingEveryNode(t *testing.T) {
 			t.Fatalf("node %d: %v", n, err)
 		}
 	}
-	if h.g.capacity != 64 || h.g.generation != gen+4 {
-		t.Errorf("40 nodes from 4 slots: %d slots, generation +%d, want 64 after 4 doublings", h.g.capacity, h.g.generation-gen)
+	// Grown in place: the same file, the same slots, more of them reserved.
+	if h.reserved != 64 || h.g.generation != gen {
+		t.Errorf("40 nodes from 4 slots: %d reserved, generation +%d, want 64 after 4 doublings in the same file", h.reserved, h.g.generation-gen)
 	}
-	st, err := os.Stat(filepath.Join(dir, HistoryFileName))
-	if err != nil || st.Size() != int64(historyHeaderSize+64*h.g.slotSize) {
-		t.Errorf("history file %v, %v", st, err)
+	if got, want := fileBlocks(t, filepath.Join(dir, HistoryFileName)), int64(historyHeaderSize+64*h.g.slotSize); got < want || got > want+64<<10 {
+		t.Errorf("history file holds %d bytes of blocks, want the %d of 64 slots", got, want)
 	}
 	for n := range 4 {
 		if got := slotBytes(t, h, n); !bytes.Equal(got, before[n]) {
@@ -208,8 +211,11 @@ func TestHistoryShrinks(t *testing.T) {
 			h.Release(n)
 		}
 	}
-	if h.g.capacity >= 32 {
-		t.Errorf("3 nodes left hold %d slots", h.g.capacity)
+	if h.reserved >= 32 {
+		t.Errorf("3 nodes left hold %d slots", h.reserved)
+	}
+	if got := fileBlocks(t, filepath.Join(dir, HistoryFileName)); got > int64(historyHeaderSize+32*h.g.slotSize) {
+		t.Errorf("3 nodes left hold %d bytes of blocks", got)
 	}
 	for n, b := range keep {
 		if !bytes.Equal(slotBytes(t, h, n), b) {
@@ -262,26 +268,117 @@ func TestHistoryReopenFreesNodesNotInTable(t *testing.T) {
 	}
 }
 
-// A growth the filesystem refuses is an error, tried again a minute
-// later, not for every packet; the nodes already kept keep appending.
+// A reservation the filesystem refuses (a full tmpfs) is an error, tried
+// again a minute later, not for every packet; the nodes already kept
+// keep appending, and no page of a hole is ever written (that would be a
+// SIGBUS on the full tmpfs, killing recvstats).
 func TestHistoryGrowthRefused(t *testing.T) {
+	netlab.RequireRoot(t)
 	dir := t.TempDir()
-	_, h := openHistory(t, dir, HistoryOptions{Initial: 1, Nodes: 4, Fine: 4, Coarse: 2})
-	now := time.Unix(1_800_000_000, 0)
-	h.dir = filepath.Join(dir, "missing") // temporary files cannot be made there
-	h.Append(0, now, figuresAt(0))
-	err := h.Append(1, now, figuresAt(1))
-	if !errors.Is(err, ErrHistoryFull) || h.g.capacity != 1 {
-		t.Fatalf("growth into a missing directory: %v, %d slots", err, h.g.capacity)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64m"); err != nil {
+		t.Fatal(err)
 	}
-	h.dir = dir
-	if err := h.Append(1, now.Add(30*time.Second), figuresAt(1)); !errors.Is(err, ErrHistoryFull) {
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	// Slots of 9,728 bytes: the second one needs pages the first lacks.
+	_, h := openHistory(t, dir, HistoryOptions{Initial: 1, Nodes: 4, Fine: 600, Coarse: 2})
+	now := time.Unix(1_800_000_000, 0)
+	if err := h.Append(0, now, figuresAt(0)); err != nil {
+		t.Fatal(err)
+	}
+	fillFilesystem(t, filepath.Join(dir, "filler"))
+	// Reserved ahead: the next node still gets a slot on the full tmpfs.
+	if err := h.Append(1, now, figuresAt(1)); err != nil || h.reserved != 2 {
+		t.Fatalf("a node on a reserved slot: %v, %d reserved", err, h.reserved)
+	}
+	err := h.Append(2, now, figuresAt(2))
+	if !errors.Is(err, ErrHistoryFull) || !errors.Is(err, unix.ENOSPC) || h.reserved != 2 {
+		t.Fatalf("growth on a full tmpfs: %v, %d reserved", err, h.reserved)
+	}
+	if err := os.Remove(filepath.Join(dir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Append(2, now.Add(30*time.Second), figuresAt(2)); !errors.Is(err, ErrHistoryFull) {
 		t.Errorf("growth retried within the minute: %v", err)
 	}
 	if err := h.Append(0, now.Add(30*time.Second), figuresAt(0)); err != nil {
 		t.Errorf("a kept node: %v", err)
 	}
-	if err := h.Append(1, now.Add(61*time.Second), figuresAt(1)); err != nil || h.g.capacity != 2 {
-		t.Errorf("growth a minute later: %v, %d slots", err, h.g.capacity)
+	if err := h.Append(2, now.Add(61*time.Second), figuresAt(2)); err != nil || h.reserved != 4 {
+		t.Errorf("growth a minute later: %v, %d reserved", err, h.reserved)
+	}
+}
+
+// fillFilesystem writes path until its filesystem has no block left.
+func fillFilesystem(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+}
+
+// A burst of new nodes (default slots: reservations in the background)
+// never waits for one: a node that finds no slot reserved yet is told so
+// and keeps its next point; once the reservation is in, every node has
+// history, and the blocks follow the nodes (reserved at most about 8/3
+// of the slots used).
+func TestHistoryBurstReservesAhead(t *testing.T) {
+	dir := t.TempDir()
+	_, h := openHistory(t, dir, HistoryOptions{Nodes: 4096})
+	now := time.Unix(1_800_000_000, 0)
+	const nodes = 1000
+	growing := 0
+	for round := 0; ; round++ {
+		missing := 0
+		for n := range nodes {
+			switch err := h.Append(n, now.Add(time.Duration(round)*time.Second), figuresAt(n)); {
+			case errors.Is(err, ErrHistoryGrowing):
+				growing++
+				missing++
+			case err != nil:
+				t.Fatalf("node %d: %v", n, err)
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		h.mu.Lock()
+		h.waitGrowth()
+		h.mu.Unlock()
+		if round > 8 {
+			t.Fatalf("%d nodes still without a slot after %d rounds", missing, round+1)
+		}
+	}
+	t.Logf("%d appends found the next slots still being reserved", growing)
+	r, err := OpenHistoryReader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for n := range nodes {
+		if _, fine, ok, err := r.Read(n, time.Time{}); err != nil || !ok || len(fine) == 0 {
+			t.Fatalf("node %d: %v %v %d points", n, ok, err, len(fine))
+		}
+	}
+	h.mu.Lock()
+	h.waitGrowth()
+	reserved := h.reserved
+	h.mu.Unlock()
+	if reserved > nodes*8/3+1 || reserved < nodes {
+		t.Errorf("%d nodes reserved %d slots", nodes, reserved)
+	}
+	// (Filesystems allocate in extents of up to a few MiB.)
+	if got := fileBlocks(t, filepath.Join(dir, HistoryFileName)); got > int64(h.g.slot(reserved))+4<<20 {
+		t.Errorf("%d slots reserved, but the file holds %d bytes of blocks", reserved, got)
 	}
 }

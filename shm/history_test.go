@@ -41,15 +41,30 @@ func openHistory(t testing.TB, dir string, o HistoryOptions) (*Writer, *HistoryW
 	return w, h
 }
 
+// fileBlocks is the bytes of blocks behind the file at path.
+func fileBlocks(t testing.TB, path string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
 func TestHistoryDefaultsFit32KiB(t *testing.T) {
 	dir := t.TempDir()
 	_, h := openHistory(t, dir, HistoryOptions{})
-	if h.g.slotSize > 32<<10 || h.g.fine != 900 || h.g.coarse != 1440 || h.g.capacity != DefaultHistoryInitial || h.max != DefaultHistoryNodes {
-		t.Errorf("default geometry %+v, at most %d: slot over 32 KiB or not 15 min at 1 s + 24 h at 1 min", h.g, h.max)
+	if h.g.slotSize > 32<<10 || h.g.fine != 900 || h.g.coarse != 1440 || h.g.capacity != DefaultHistoryNodes || h.reserved != DefaultHistoryInitial {
+		t.Errorf("default geometry %+v, %d reserved: slot over 32 KiB or not 15 min at 1 s + 24 h at 1 min", h.g, h.reserved)
 	}
 	st, err := os.Stat(filepath.Join(dir, HistoryFileName))
-	if err != nil || st.Mode().Perm() != 0o644 || st.Size() != int64(historyHeaderSize+DefaultHistoryInitial*h.g.slotSize) {
-		t.Errorf("history file %v, %v", st, err)
+	if err != nil || st.Mode().Perm() != 0o644 || st.Size() != int64(h.g.fileSize) {
+		t.Fatalf("history file %v, %v", st, err)
+	}
+	// The file is as large as the most nodes, but only the first slots
+	// take memory.
+	if got, want := fileBlocks(t, filepath.Join(dir, HistoryFileName)), int64(historyHeaderSize+DefaultHistoryInitial*h.g.slotSize); got < want || got > want+64<<10 {
+		t.Errorf("a new history file holds %d bytes of blocks, want the %d of %d slots", got, want, DefaultHistoryInitial)
 	}
 }
 

@@ -559,10 +559,18 @@ func (w *Writer) lookup(node int) int {
 
 // reserve gives f its size with blocks behind it, so a full disk is an
 // error now rather than a SIGBUS on some later store.
-func reserve(f *os.File, size int64) error {
-	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+func reserve(f *os.File, size int64) error { return reserveRange(f, 0, size) }
+
+// reserveRange puts blocks behind bytes [off, off+n) of f, growing it to
+// off+n if shorter. Where the filesystem cannot, it only sizes the file.
+func reserveRange(f *os.File, off, n int64) error {
+	err := unix.Fallocate(int(f.Fd()), 0, off, n)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
-		return f.Truncate(size)
+		st, serr := f.Stat()
+		if serr != nil || st.Size() >= off+n {
+			return serr
+		}
+		return f.Truncate(off + n)
 	}
 	return err
 }

@@ -50,7 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		forget    = fs.Duration("forget-after", recv.DefaultForgetAfter, "forget a node silent for `DURATION`: its record goes and its number is free")
 		admit     = fs.Float64("admit-rate", recv.DefaultAdmitRate, "admit at most `N` new unsigned senders a second (bursts of --admit-burst)")
 		burst     = fs.Int("admit-burst", recv.DefaultAdmitBurst, "admit a burst of up to `N` new unsigned senders at once")
-		histNodes = fs.Int("history-nodes", shm.DefaultHistoryNodes, "keep the history of up to `N` nodes in <shm-dir>/beostat.history (31 KiB each; the file starts at -N nodes and grows with them); 0 keeps none")
+		histNodes = fs.Int("history-nodes", shm.DefaultHistoryNodes, "keep the history of up to `N` nodes in <shm-dir>/beostat.history (31 KiB each, reserved as nodes come, from -N on); 0 keeps none")
 		histFine  = fs.Int("history-points", 900, "full-resolution history points per node (`N` samples: 15 min at 1 s)")
 		histMins  = fs.Int("history-minutes", 1440, "one-minute history points per node (`N` minutes: 24 h)")
 		nodeMap   = fs.String("node-map", "", "`FILE` of \"NODE ADDRESS\" lines numbering nodes that do not send a number")

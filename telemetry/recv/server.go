@@ -595,6 +595,9 @@ func (s *Server) appendHistory(u Update) {
 	})
 	switch {
 	case err == nil:
+	case errors.Is(err, shm.ErrHistoryGrowing):
+		// A new node while its slot is being reserved: its next point
+		// is kept.
 	case errors.Is(err, shm.ErrHistoryFull):
 		if !s.histFull {
 			s.histFull = true

@@ -171,7 +171,9 @@ type Past func(node int, at time.Time) (busy int, up bool)
 func (tb *Table) KeepHistory(t testing.TB, span, step time.Duration, past Past) *shm.HistoryWriter {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
-	h, err := tb.W.OpenHistory(shm.HistoryOptions{Nodes: 1024})
+	// Every node's slot reserved at once: filling the past never meets
+	// a reservation under way.
+	h, err := tb.W.OpenHistory(shm.HistoryOptions{Nodes: 1024, Initial: max(min(tb.nodes, 1024), 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
