@@ -75,6 +75,46 @@ func TestGeneratorPlaysEveryNodeEachRound(t *testing.T) {
 	}
 }
 
+// A generator far behind its pace (the machine cannot send 10⁸ samples
+// a second) still stops when told, in the middle of catching up: the
+// harness stops it with SIGTERM after each window (at 150,000 nodes
+// beside a busy recvstats it did not, and the run failed).
+func TestGeneratorBehindItsPaceStops(t *testing.T) {
+	sock, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan Sent, 1)
+	go func() {
+		sent, err := Generate(ctx, GenConfig{Target: sock.LocalAddr().(*net.UDPAddr).AddrPort(), Nodes: 1_000_000, Rate: 100, Key: testKey})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- sent
+	}()
+	// Past the first few milliseconds' 100,000s of samples: inside a catch-up of
+	// tens of millions.
+	buf := make([]byte, wire.MaxDatagram+64)
+	for got := 0; got < 500_000; got++ {
+		sock.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := sock.Read(buf); err != nil {
+			t.Fatalf("after %d datagrams: %v", got, err)
+		}
+	}
+	cancel()
+	select {
+	case sent := <-done:
+		if sent.Datagrams < 500_000 {
+			t.Errorf("sent %+v", sent)
+		}
+	case <-time.After(30 * time.Second): // a minute's catch-up would not stop before
+		t.Fatal("the generator did not stop within 30 s of being told")
+	}
+}
+
 func TestGenerateRejectsBadConfig(t *testing.T) {
 	to := netip.MustParseAddrPort("127.0.0.1:9")
 	for _, c := range []GenConfig{{Target: to, Nodes: 0, Rate: 1}, {Target: to, Nodes: 1, Rate: 0}, {Target: to, Nodes: 2, FirstNode: int(wire.NoNode) - 1, Rate: 1}} {

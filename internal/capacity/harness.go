@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hoststat/hoststat/shm"
+	"github.com/hoststat/hoststat/telemetry/recv"
 )
 
 // Mode is the receiver a point measures.
@@ -176,7 +177,7 @@ func Measure(ctx context.Context, o Options, mode Mode, nodes int) (Point, error
 		return p, err
 	}
 
-	rc, err := startReceiver(ctx, o, mode, dir, keyFile, port)
+	rc, err := startReceiver(ctx, o, mode, dir, keyFile, port, nodes)
 	if err != nil {
 		return p, err
 	}
@@ -277,7 +278,7 @@ type snapshot struct {
 	load                      float64
 }
 
-func startReceiver(ctx context.Context, o Options, mode Mode, dir, keyFile string, port uint16) (*receiver, error) {
+func startReceiver(ctx context.Context, o Options, mode Mode, dir, keyFile string, port uint16, nodes int) (*receiver, error) {
 	r := &receiver{mode: mode, port: port}
 	shmDir := filepath.Join(dir, "shm")
 	switch mode {
@@ -286,6 +287,10 @@ func startReceiver(ctx context.Context, o Options, mode Mode, dir, keyFile strin
 			"--read-buffer", strconv.Itoa(o.ReadBuffer))
 	case ModeBackground, ModeDebug:
 		args := []string{"--listen", "127.0.0.1", "-p", strconv.Itoa(int(port)), "--shm-dir", shmDir, "--key-file", keyFile}
+		if nodes > recv.DefaultMaxNodes {
+			// As the admin of a cluster that large raises it.
+			args = append(args, "--max-nodes", strconv.Itoa(nodes))
+		}
 		if mode == ModeDebug {
 			args = append([]string{"-d"}, args...)
 		}
