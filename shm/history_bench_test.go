@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"strconv"
 	"testing"
 	"time"
 )
@@ -11,7 +12,7 @@ import (
 func BenchmarkHistoryAppend(b *testing.B) {
 	w := create(b, b.TempDir(), WriterOptions{})
 	b.Cleanup(func() { w.Close() })
-	h, err := w.OpenHistory(HistoryOptions{Nodes: 1024})
+	h, err := w.OpenHistory(HistoryOptions{Nodes: 1024, Initial: 1024})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -27,5 +28,38 @@ func BenchmarkHistoryAppend(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+// One node's history read (beostat --history, a beostatus detail), the
+// last node of a file holding nodes slots, 15 minutes of points each.
+func BenchmarkHistoryRead(b *testing.B) {
+	for _, nodes := range []int{1024, 16384} {
+		b.Run("nodes="+strconv.Itoa(nodes), func(b *testing.B) {
+			dir := benchHistoryDir(b)
+			w := create(b, dir, WriterOptions{})
+			b.Cleanup(func() { w.Close() })
+			h, err := w.OpenHistory(HistoryOptions{Nodes: nodes, Initial: nodes})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { h.Close() })
+			t := time.Unix(1_800_000_000, 0)
+			for n := range nodes {
+				if err := h.Append(n, t, figuresAt(n)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			r, err := OpenHistoryReader(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { r.Close() })
+			for b.Loop() {
+				if _, fine, ok, err := r.Read(nodes-1, time.Time{}); !ok || err != nil || len(fine) != 1 {
+					b.Fatal(ok, err, len(fine))
+				}
+			}
+		})
 	}
 }
