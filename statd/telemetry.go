@@ -2,7 +2,6 @@ package statd
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -31,6 +30,27 @@ type telemetry struct {
 	failed  map[string]bool
 }
 
+// telemetryFor gives the shell p of one identity (the host's own or an
+// --identity served here) its telemetry, with --release-gone releasing
+// through a forget in that identity only; nil without --telemetry. ctx
+// is the identity's: it ends when the identity is lost. Each identity has
+// its own watcher, so its own scan of the table: a host monitored under
+// two identities is two tracked hosts with their own events.
+func (d *daemon) telemetryFor(ctx context.Context, p *protocol, log *slog.Logger) *telemetry {
+	if d.cfg.Telemetry == "" {
+		return nil
+	}
+	t := newTelemetry(log, d.cfg, p)
+	if d.cfg.ReleaseGone {
+		t.release = func(name string) error {
+			_, err := d.forgetIn(ctx, p, name, "gone past --gone-after (--release-gone)")
+			return err
+		}
+	}
+	p.tel = t
+	return t
+}
+
 func newTelemetry(log *slog.Logger, cfg Config, proto *protocol) *telemetry {
 	w := liveness.NewWatcher(liveness.WatcherConfig{Dir: cfg.Telemetry, Period: cfg.TelemetryPeriod,
 		GoneAfter: cfg.GoneAfter, Logger: log})
@@ -43,6 +63,8 @@ func newTelemetry(log *slog.Logger, cfg Config, proto *protocol) *telemetry {
 }
 
 // run scans the table and follows the monitored hosts until ctx ends.
+// For an --identity ctx ends the moment the identity is lost: nothing
+// read from the table after that acts for it.
 func (t *telemetry) run(ctx context.Context) {
 	scanned := make(chan struct{})
 	go func() {
@@ -58,9 +80,14 @@ func (t *telemetry) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			t.follow()
 		case e := <-t.w.Events():
-			t.handle(e)
+			if ctx.Err() == nil { // select picks at random among ready cases
+				t.handle(e)
+			}
+			continue
+		}
+		if ctx.Err() == nil {
+			t.follow()
 		}
 	}
 }
@@ -272,63 +299,4 @@ func (g *graceAfterReboot) end() {
 		}
 		g.log.Info("every host owed a notification has it: lock manager grace period ended", "path", g.path)
 	}
-}
-
-// ForgetSummary is the answer to statdctl forget.
-type ForgetSummary struct {
-	Host          string `json:"host"`
-	Released      int    `json:"released"`              // registrants called back
-	Registrations int    `json:"registrations_dropped"` // durably
-	Owed          int    `json:"owed_dropped"`          // notifications no longer owed, durably
-}
-
-// forget releases host's locks and drops what we keep of it: each of its
-// registrants is called back with a new state (the release, which lock
-// managers act on by dropping the host's locks), then its registrations
-// and owed notifications are removed from the store, then from memory.
-// A release that fails leaves everything in place, to try again.
-func (d *daemon) forget(ctx context.Context, host, why string) (ForgetSummary, error) {
-	sum := ForgetSummary{Host: host}
-	p := d.proto
-	unlock := p.lockAll()
-	p.mu.Lock()
-	release, remove := p.core.Forget(host, p.now())
-	p.mu.Unlock()
-	for _, cb := range release {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := p.call(cctx, cb)
-		cancel()
-		if err != nil {
-			unlock()
-			return sum, fmt.Errorf("releasing %s: callback to program %d failed, nothing dropped: %w", nsm.Quote(cb.MonName), cb.MyID.Prog, err)
-		}
-		sum.Released++
-		d.log.Info("released host's locks: called registrant back", "mon_name", nsm.Quote(cb.MonName), "state", cb.State,
-			"my_prog", cb.MyID.Prog, "my_vers", cb.MyID.Vers, "my_proc", cb.MyID.Proc, "source", why)
-	}
-	err := p.commit(ctx, remove)
-	unlock()
-	if err != nil {
-		return sum, fmt.Errorf("released, but dropping the registrations failed: %w", err)
-	}
-	for _, ch := range remove {
-		if ch.Kind == nsm.ChangeOwed {
-			sum.Owed++
-			p.passEnded(ch.Owed.Host, nsm.NotInFlight)
-		} else {
-			sum.Registrations++
-		}
-	}
-	p.owedChanged()
-	d.log.Warn("forgot host", "host", nsm.Quote(host), "released", sum.Released, "registrations_dropped", sum.Registrations,
-		"owed_dropped", sum.Owed, "source", why)
-	return sum, nil
-}
-
-// Forget asks the daemon whose state directory is dir to forget host
-// (statdctl forget).
-func Forget(ctx context.Context, dir, host string) (ForgetSummary, error) {
-	var sum ForgetSummary
-	err := askAdmin(ctx, dir, adminRequest{Op: AdminForget, Host: host}, &sum)
-	return sum, err
 }
