@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -50,7 +51,8 @@ type daemon struct {
 	listeners []string
 	ports     map[string]int // netid → port we serve on
 
-	tel *telemetry // the host's own identity's (d.proto.tel); nil without --telemetry
+	hub *telemetryHub // the one watcher of the table; nil without --telemetry
+	tel *telemetry    // the host's own identity's (d.proto.tel); nil without --telemetry
 
 	ids *identities // nil without --identity
 }
@@ -221,7 +223,10 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	d.ha = newHACallout(d.cfg.HACallout, d.log)
 	defer d.ha.close()
 
-	d.tel = d.telemetryFor(ctx, d.proto, d.log)
+	if d.cfg.Telemetry != "" {
+		d.hub = newTelemetryHub(d.log, d.cfg)
+	}
+	d.tel = d.telemetryFor(ctx, d.proto, "", d.log)
 	d.proto.ctx = ctx
 	protoDone := make(chan struct{})
 	go func() {
@@ -283,12 +288,17 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	d.proto.owedChanged()
 	d.proto.kick()
 	if d.tel != nil {
-		telDone := make(chan struct{})
+		var tels sync.WaitGroup
+		tels.Add(2)
 		go func() {
-			defer close(telDone)
+			defer tels.Done()
 			d.tel.run(ctx)
 		}()
-		defer func() { <-telDone }()
+		go func() {
+			defer tels.Done()
+			d.hub.run(ctx) // the one scan of the table, for every identity
+		}()
+		defer tels.Wait()
 		d.log.Info("following the telemetry table", "dir", d.cfg.Telemetry)
 	}
 	d.proto.mu.Lock()

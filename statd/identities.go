@@ -176,7 +176,7 @@ func (d *daemon) serveIdentity(ctx context.Context, owner *identity.Owner) error
 	peer := &peerNotifier{mux: mux, resolver: d.cfg.Resolver, names: []string{id.Name}, rpcbPort: uint16(d.cfg.RPCBindPort), timeout: d.cfg.NotifyTimeout}
 	p := newProtocol(log, store, core, d.cfg.Resolver, d.proto.call, peer)
 	p.ctx = ctx
-	tel := d.telemetryFor(ctx, p, log)
+	tel := d.telemetryFor(ctx, p, id.Name, log)
 	runDone := make(chan struct{})
 	go func() {
 		defer close(runDone)

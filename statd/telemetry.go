@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -12,14 +14,20 @@ import (
 	"github.com/hoststat/hoststat/nsm"
 )
 
-// telemetry ties rpc.statd to the telemetry table (docs/liveness.md): it
-// keeps a liveness.Watcher tracking every monitored host under its
-// canonical name, with the addresses the core matches it by (the core's
-// own lookups: nothing here resolves), and turns what the watcher sees
-// into core inputs.
+// telemetry ties one identity's shell (the host's own, or an --identity
+// served here) to the telemetry table (docs/liveness.md): it keeps the
+// daemon's one liveness.Watcher tracking every host that identity
+// monitors or owes a notification, under its canonical name in the
+// identity's scope, with the addresses the core matches it by (the
+// core's own lookups: nothing here resolves), and turns what the watcher
+// sees of them into that core's inputs.
 type telemetry struct {
 	log     *slog.Logger
 	w       *liveness.Watcher
+	hub     *telemetryHub
+	scope   string // prefix of this identity's names in the watcher ("" for the host's own)
+	events  chan liveness.Event
+	done    chan struct{} // closed once run has stopped: the hub drops this scope's events
 	proto   *protocol
 	period  time.Duration
 	tracked map[string][]netip.Addr // name → addresses last given to Track
@@ -30,48 +38,108 @@ type telemetry struct {
 	failed  map[string]bool
 }
 
-// telemetryFor gives the shell p of one identity (the host's own or an
-// --identity served here) its telemetry, with --release-gone releasing
-// through a forget in that identity only; nil without --telemetry. ctx
-// is the identity's: it ends when the identity is lost. Each identity has
-// its own watcher, so its own scan of the table: a host monitored under
-// two identities is two tracked hosts with their own events.
-func (d *daemon) telemetryFor(ctx context.Context, p *protocol, log *slog.Logger) *telemetry {
-	if d.cfg.Telemetry == "" {
+// telemetryHub is the daemon's one watcher of the table, shared by every
+// identity held here: one scan per period, whatever the number of
+// identities served. Each identity tracks its hosts under names of its
+// own scope (the identity's name and '/', which no mon_name contains;
+// none for the host's own), so a host monitored under two identities is
+// two tracked hosts with events of their own; the hub hands each event to
+// the telemetry of its scope, with the scope taken off.
+type telemetryHub struct {
+	w      *liveness.Watcher
+	period time.Duration
+	mu     sync.Mutex
+	subs   map[string]*telemetry // scope → the telemetry following it now
+}
+
+func newTelemetryHub(log *slog.Logger, cfg Config) *telemetryHub {
+	period := cfg.TelemetryPeriod
+	if period <= 0 {
+		period = liveness.DefaultPeriod
+	}
+	return &telemetryHub{w: liveness.NewWatcher(liveness.WatcherConfig{Dir: cfg.Telemetry, Period: cfg.TelemetryPeriod,
+		GoneAfter: cfg.GoneAfter, Logger: log}), period: period, subs: map[string]*telemetry{}}
+}
+
+// run scans the table every period and routes its events until ctx ends.
+func (h *telemetryHub) run(ctx context.Context) {
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		h.w.Run(ctx)
+	}()
+	defer func() { <-scanned }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-h.w.Events():
+			h.route(e)
+		}
+	}
+}
+
+// route hands e to the telemetry of its host's scope; an event of a scope
+// no longer followed (an identity lost) is dropped. A slow identity holds
+// the others back only as far as the watcher's backlog, which coalesces
+// per host and never blocks a scan.
+func (h *telemetryHub) route(e liveness.Event) {
+	scope, name := "", e.HostName()
+	if i := strings.IndexByte(name, '/'); i >= 0 {
+		scope, name = name[:i+1], name[i+1:]
+	}
+	h.mu.Lock()
+	t := h.subs[scope]
+	h.mu.Unlock()
+	if t == nil {
+		return
+	}
+	switch ev := e.(type) {
+	case liveness.RebootSeen:
+		ev.Host = name
+		e = ev
+	case liveness.Returned:
+		ev.Host = name
+		e = ev
+	}
+	select {
+	case t.events <- e:
+	case <-t.done:
+	}
+}
+
+// telemetryFor gives the shell p of one identity its telemetry on the
+// daemon's hub: the host's own when name is "", else the --identity name.
+// With --release-gone a gone host is released by a forget in that
+// identity only. ctx is the identity's: it ends when the identity is
+// lost. nil without --telemetry.
+func (d *daemon) telemetryFor(ctx context.Context, p *protocol, name string, log *slog.Logger) *telemetry {
+	if d.hub == nil {
 		return nil
 	}
-	t := newTelemetry(log, d.cfg, p)
+	t := &telemetry{log: log, w: d.hub.w, hub: d.hub, events: make(chan liveness.Event, liveness.DefaultBuffer),
+		done: make(chan struct{}), proto: p, period: d.hub.period, tracked: map[string][]netip.Addr{}, failed: map[string]bool{}}
+	if name != "" {
+		t.scope = nsm.CanonicalName(name) + "/"
+	}
 	if d.cfg.ReleaseGone {
 		t.release = func(name string) error {
 			_, err := d.forgetIn(ctx, p, name, "gone past --gone-after (--release-gone)")
 			return err
 		}
 	}
+	d.hub.mu.Lock()
+	d.hub.subs[t.scope] = t
+	d.hub.mu.Unlock()
 	p.tel = t
 	return t
 }
 
-func newTelemetry(log *slog.Logger, cfg Config, proto *protocol) *telemetry {
-	w := liveness.NewWatcher(liveness.WatcherConfig{Dir: cfg.Telemetry, Period: cfg.TelemetryPeriod,
-		GoneAfter: cfg.GoneAfter, Logger: log})
-	period := cfg.TelemetryPeriod
-	if period <= 0 {
-		period = liveness.DefaultPeriod
-	}
-	return &telemetry{log: log, w: w, proto: proto, period: period, tracked: map[string][]netip.Addr{},
-		failed: map[string]bool{}}
-}
-
-// run scans the table and follows the monitored hosts until ctx ends.
-// For an --identity ctx ends the moment the identity is lost: nothing
-// read from the table after that acts for it.
+// run follows the identity's hosts until ctx ends, then stops following
+// them. For an --identity ctx ends the moment the identity is lost:
+// nothing read from the table after that acts for it.
 func (t *telemetry) run(ctx context.Context) {
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		t.w.Run(ctx)
-	}()
-	defer func() { <-scanned }()
+	defer t.stop()
 	tick := time.NewTicker(t.period)
 	defer tick.Stop()
 	t.follow()
@@ -80,7 +148,7 @@ func (t *telemetry) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case e := <-t.w.Events():
+		case e := <-t.events:
 			if ctx.Err() == nil { // select picks at random among ready cases
 				t.handle(e)
 			}
@@ -89,6 +157,19 @@ func (t *telemetry) run(ctx context.Context) {
 		if ctx.Err() == nil {
 			t.follow()
 		}
+	}
+}
+
+// stop leaves the hub and untracks the identity's hosts.
+func (t *telemetry) stop() {
+	t.hub.mu.Lock()
+	if t.hub.subs[t.scope] == t {
+		delete(t.hub.subs, t.scope)
+	}
+	t.hub.mu.Unlock()
+	close(t.done)
+	for name := range t.tracked {
+		t.w.Untrack(t.scope + name)
 	}
 }
 
@@ -125,7 +206,7 @@ func (t *telemetry) follow() {
 		// Tied by address, and by the hostname a node reports when the
 		// mon_name is a name (short and qualified forms tie, as in the
 		// matching rule).
-		h := liveness.Host{Name: name, Addrs: addrs}
+		h := liveness.Host{Name: t.scope + name, Addrs: addrs}
 		if _, err := netip.ParseAddr(name); err != nil {
 			h.Hostname = name
 		}
@@ -137,13 +218,13 @@ func (t *telemetry) follow() {
 	}
 	for name := range t.tracked {
 		if _, ok := want[name]; !ok {
-			t.w.Untrack(name)
+			t.w.Untrack(t.scope + name)
 			delete(t.tracked, name)
 		}
 	}
 	if t.release != nil {
 		for _, h := range monitored {
-			if t.w.Liveness(h.Name).State != liveness.Gone {
+			if t.w.Liveness(t.scope+h.Name).State != liveness.Gone {
 				continue
 			}
 			if err := t.release(h.Name); err != nil && !t.failed[h.Name] {
@@ -167,7 +248,7 @@ func (t *telemetry) feedOwed(owed []nsm.OwedInfo, now time.Time) {
 	var since []time.Time
 	t.proto.mu.Lock()
 	for _, o := range owed {
-		l := t.w.Liveness(nsm.CanonicalName(o.Host))
+		l := t.w.Liveness(t.scope + nsm.CanonicalName(o.Host))
 		seen, fell := t.proto.core.OwedSeen(o.Host, l.State != liveness.Unknown, t.down(o.Host), now)
 		rd.Notify = append(rd.Notify, seen.Notify...)
 		if fell {
@@ -201,7 +282,7 @@ func (t *telemetry) down(host string) bool {
 	if t.w.Status().Blind != "" {
 		return false
 	}
-	s := t.w.Liveness(nsm.CanonicalName(host)).State
+	s := t.w.Liveness(t.scope + nsm.CanonicalName(host)).State
 	return s == liveness.Silent || s == liveness.Gone
 }
 
@@ -219,7 +300,7 @@ func (t *telemetry) liveness(name string) *HostLiveness {
 	if t == nil {
 		return nil
 	}
-	l := t.w.Liveness(nsm.CanonicalName(name))
+	l := t.w.Liveness(t.scope + nsm.CanonicalName(name))
 	hl := &HostLiveness{State: l.State.String(), Since: l.LastHeard}
 	if l.Node >= 0 && l.BootID != ([16]byte{}) {
 		hl.BootID = liveness.FormatBootID(l.BootID)

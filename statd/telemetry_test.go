@@ -565,17 +565,17 @@ func TestInteropRebootWithBlockedSMNotify(t *testing.T) {
 // recvstats on host m; client c runs sendstats (node 7, a copy of a
 // captured /proc whose boot the test changes) and the real nfs-utils
 // statd, whose lock manager monitors nfs. s1's lock manager monitors c
-// under my_name nfs.
+// under my_name nfs and under s1's own name.
 //
 //   - s1's statdctl and metrics show c's liveness under nfs;
 //   - c reboots without SM_NOTIFY (a new boot id): s1's registrant is
-//     called back once;
+//     called back once under each identity;
 //   - c goes down (statd and sendstats stopped), nfs moves to s2: s2
 //     shows c silent under nfs, owed the takeover's notification and held
 //     (retries a minute apart); c comes back in a new boot: s2 notifies
 //     it at once (c's statd calls its lock manager back with nfs's new
 //     state) and calls s2's registrant back for the reboot, while s1,
-//     no longer the owner, calls nobody;
+//     no longer the owner, calls back only under its own name;
 //   - statdctl forget on s2 releases c under nfs (the release callback)
 //     and the registration and debt are gone from etcd; forget
 //     --identity nfs on s1 says s2 serves it.
@@ -623,11 +623,27 @@ func TestFailoverIdentityTelemetry(t *testing.T) {
 	}
 	monNFS()
 
-	// s1's lock manager monitors c under nfs.
+	// s1's lock manager monitors c under nfs (priv 7) and under s1's own
+	// name (priv 8): one scan of the table, each identity its own events.
 	client := c.Addr.String()
-	mon := nsm.Mon{ID: nsm.MonID{MonName: client, MyID: s1.reg.myID("nfs")}, Priv: priv(7)}
-	if r, err := callMon(ctx, statdClient(t, s1.h), mon); err != nil || r.Res != nsm.StatSucc {
-		t.Fatalf("SM_MON %s my_name nfs on s1: %+v %v", client, r, err)
+	for my, p := range map[string]byte{"nfs": 7, "s1": 8} {
+		mon := nsm.Mon{ID: nsm.MonID{MonName: client, MyID: s1.reg.myID(my)}, Priv: priv(p)}
+		if r, err := callMon(ctx, statdClient(t, s1.h), mon); err != nil || r.Res != nsm.StatSucc {
+			t.Fatalf("SM_MON %s my_name %s on s1: %+v %v", client, my, r, err)
+		}
+	}
+	// callbacks takes n callbacks of s's registrant for c, by priv.
+	callbacks := func(s *failoverServer, n int) map[byte]int32 {
+		t.Helper()
+		got := map[byte]int32{}
+		for range n {
+			g := s.reg.next(t, 10*time.Second)
+			if g.st.MonName != client || g.st.State%2 != 1 {
+				t.Errorf("%s's registrant called back %+v, want mon_name %s, an odd state", s.h.Name, g.st, client)
+			}
+			got[g.st.Priv[0]] = g.st.State
+		}
+		return got
 	}
 	status := func(s *failoverServer) *Status { return ourStatus(t, ctx, lt, s.h, filepath.Join(s.dir, "state")) }
 	// nfsShows waits until s's status shows c, monitored under nfs, in
@@ -660,15 +676,16 @@ func TestFailoverIdentityTelemetry(t *testing.T) {
 	if live := nfsShows(s1, "up", false); live.BootID != bootA {
 		t.Errorf("s1: liveness of %s under nfs %+v, want boot %s", client, live, bootA)
 	}
-	if up, own := metric(s1, "nfs", "up"), metric(s1, "s1", "up"); up != 1 || own != 0 {
-		t.Errorf("s1's hosts_by_liveness: nfs up %v, s1 up %v; want 1 and 0", up, own)
+	if up, own := metric(s1, "nfs", "up"), metric(s1, "s1", "up"); up != 1 || own != 1 {
+		t.Errorf("s1's hosts_by_liveness: nfs up %v, s1 up %v; want 1 each", up, own)
 	}
 	s1.reg.none(t, 2*telemetryPeriod) // a first sighting is no reboot
 
-	// c reboots without SM_NOTIFY: s1's registrant is called back, once.
+	// c reboots without SM_NOTIFY: s1's registrant is called back once
+	// under each identity.
 	boot(bootB, btimeA+3600)
-	if g := s1.reg.next(t, 10*time.Second); g.st.MonName != client || g.st.State%2 != 1 || g.st.Priv != priv(7) {
-		t.Errorf("s1's registrant called back %+v, want mon_name %s, an odd state, priv 7", g.st, client)
+	if got := callbacks(s1, 2); len(got) != 2 || got[7] == 0 || got[8] == 0 {
+		t.Errorf("s1's registrant called back for privs %v, want 7 (nfs) and 8 (s1) once each", got)
 	}
 	s1.reg.none(t, 3*telemetryPeriod)
 
@@ -697,10 +714,13 @@ func TestFailoverIdentityTelemetry(t *testing.T) {
 	if g := regC.next(t, 20*time.Second); g.st.MonName != "nfs" || g.st.State != state || g.st.Priv != priv(0x44) {
 		t.Errorf("c's statd called its lock manager back %+v, want mon_name nfs state %d priv 44", g.st, state)
 	}
-	if g := s2.reg.next(t, 10*time.Second); g.st.MonName != client || g.st.Priv != priv(7) {
-		t.Errorf("s2's registrant called back %+v for c's reboot, want mon_name %s priv 7", g.st, client)
+	if got := callbacks(s2, 1); got[7] == 0 {
+		t.Errorf("s2's registrant called back for privs %v for c's reboot, want 7 (nfs)", got)
 	}
-	s1.reg.none(t, 2*telemetryPeriod)
+	if got := callbacks(s1, 1); got[8] == 0 {
+		t.Errorf("s1's registrant called back for privs %v for c's reboot, want 8 (its own name) only", got)
+	}
+	s1.reg.none(t, 2*telemetryPeriod) // nothing under nfs, no longer s1's
 	if live := nfsShows(s2, "up", false); live.BootID != bootC {
 		t.Errorf("s2: liveness of %s under nfs %+v, want boot %s", client, live, bootC)
 	}
@@ -726,8 +746,8 @@ func TestFailoverIdentityTelemetry(t *testing.T) {
 		sum.Identities[1].Identity != "nfs" || sum.Identities[1].Released != 1 || sum.Identities[1].Registrations != 1 {
 		t.Errorf("statdctl forget on s2: %+v, want 1 released and dropped under nfs, none under s2", sum)
 	}
-	if g := s2.reg.next(t, 10*time.Second); g.st.MonName != client || g.st.State%2 != 1 || g.st.Priv != priv(7) {
-		t.Errorf("release callback %+v, want mon_name %s, an odd state, priv 7", g.st, client)
+	if got := callbacks(s2, 1); got[7] == 0 {
+		t.Errorf("release callback for privs %v, want 7 (nfs)", got)
 	}
 	if n := f.identities()["nfs"]; n.Registrations != 0 || n.Owed != 0 || n.Holder != "s2" {
 		t.Errorf("etcd after the forget: nfs %+v, want no registrations, nothing owed", n)
