@@ -142,7 +142,9 @@ func (t *telemetry) run(ctx context.Context) {
 	defer t.stop()
 	tick := time.NewTicker(t.period)
 	defer tick.Stop()
-	t.follow()
+	if ctx.Err() == nil {
+		t.follow()
+	}
 	for {
 		select {
 		case <-ctx.Done():
