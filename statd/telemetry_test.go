@@ -579,31 +579,59 @@ func TestInteropRebootWithBlockedSMNotify(t *testing.T) {
 //   - statdctl forget on s2 releases c under nfs (the release callback)
 //     and the registration and debt are gone from etcd; forget
 //     --identity nfs on s1 says s2 serves it.
+// identityTelLab is the failover lab (s1 serving nfs, s2 standing by)
+// with both servers following one telemetry table written by recvstats
+// on host m, and a client c sending as node 7 from sendstats over a copy
+// of a captured /proc (in boot bootA at the start).
+type identityTelLab struct {
+	*failoverLab
+	m, c   *netlab.Host
+	shmDir string
+	tbin   string
+	proc   *netlab.ProcTree
+	send   *netlab.Proc
+}
+
+func newIdentityTelLab(t *testing.T, ctx context.Context, args ...string) *identityTelLab {
+	t.Helper()
+	l := &identityTelLab{shmDir: t.TempDir()}
+	l.failoverLab = newFailoverLab(t, ctx, 3*time.Second, func(lab *netlab.Lab) {
+		l.m, l.c = lab.AddHost("m"), lab.AddHost("c")
+	}, append([]string{"--telemetry", l.shmDir, "--telemetry-period", telemetryPeriod.String(), "--metrics", labMetrics}, args...)...)
+	l.tbin = netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats")
+	startRecvstats(t, l.m, l.tbin, l.shmDir, l.c.Addr.String())
+	l.proc = netlab.NewProcTree(t, "../telemetry/sample/testdata/proc/vm2")
+	l.boot(bootA, btimeA)
+	return l
+}
+
+// boot starts c's sendstats in boot id, stopping the one running (c
+// rebooted), and waits for the table to show it.
+func (l *identityTelLab) boot(id string, btime int64) {
+	l.t.Helper()
+	if l.send != nil {
+		l.send.Stop()
+	}
+	l.proc.Boot(id, btime)
+	l.send = l.c.Start(filepath.Join(l.tbin, "sendstats"), "-d", "-a", l.m.Addr.String()+":3040", "--node", "7", "-r", "1", "--proc", l.proc.Dir)
+	tableShows(l.t, l.shmDir, id)
+}
+
+// monitor has s's lock manager monitor c under my_name my.
+func (l *identityTelLab) monitor(s *failoverServer, my string, p byte) {
+	l.t.Helper()
+	mon := nsm.Mon{ID: nsm.MonID{MonName: l.c.Addr.String(), MyID: s.reg.myID(my)}, Priv: priv(p)}
+	if r, err := callMon(l.ctx, statdClient(l.t, s.h), mon); err != nil || r.Res != nsm.StatSucc {
+		l.t.Fatalf("SM_MON %s my_name %s on %s: %+v %v", mon.ID.MonName, my, s.h.Name, r, err)
+	}
+}
+
 func TestFailoverIdentityTelemetry(t *testing.T) {
 	ctx := ctxT(t, 4*time.Minute)
 	const bootC = "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff"
-	var m, c *netlab.Host
-	shmDir := t.TempDir()
-	f := newFailoverLab(t, ctx, 3*time.Second, func(lab *netlab.Lab) {
-		m, c = lab.AddHost("m"), lab.AddHost("c")
-	}, "--telemetry", shmDir, "--telemetry-period", telemetryPeriod.String(), "--metrics", labMetrics,
-		"--notify-schedule", "first-retry=1m,max-retry=1m,frequent-for=1h,slow=1h,give-up=2h")
+	l := newIdentityTelLab(t, ctx, "--notify-schedule", "first-retry=1m,max-retry=1m,frequent-for=1h,slow=1h,give-up=2h")
+	f, c, boot := l.failoverLab, l.c, l.boot
 	lt, s1, s2 := f.lt, f.servers[0], f.servers[1]
-
-	// Telemetry: recvstats on m, sendstats on c in boot A.
-	tbin := netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats")
-	startRecvstats(t, m, tbin, shmDir, c.Addr.String())
-	proc := netlab.NewProcTree(t, "../telemetry/sample/testdata/proc/vm2")
-	var send *netlab.Proc
-	boot := func(id string, btime int64) {
-		if send != nil {
-			send.Stop()
-		}
-		proc.Boot(id, btime)
-		send = c.Start(filepath.Join(tbin, "sendstats"), "-d", "-a", m.Addr.String()+":3040", "--node", "7", "-r", "1", "--proc", proc.Dir)
-		tableShows(t, shmDir, id)
-	}
-	boot(bootA, btimeA)
 
 	// c's nfs-utils statd, its lock manager monitoring nfs.
 	dirC := netlab.MakeStatdDir(t)
@@ -626,12 +654,8 @@ func TestFailoverIdentityTelemetry(t *testing.T) {
 	// s1's lock manager monitors c under nfs (priv 7) and under s1's own
 	// name (priv 8): one scan of the table, each identity its own events.
 	client := c.Addr.String()
-	for my, p := range map[string]byte{"nfs": 7, "s1": 8} {
-		mon := nsm.Mon{ID: nsm.MonID{MonName: client, MyID: s1.reg.myID(my)}, Priv: priv(p)}
-		if r, err := callMon(ctx, statdClient(t, s1.h), mon); err != nil || r.Res != nsm.StatSucc {
-			t.Fatalf("SM_MON %s my_name %s on s1: %+v %v", client, my, r, err)
-		}
-	}
+	l.monitor(s1, "nfs", 7)
+	l.monitor(s1, "s1", 8)
 	// callbacks takes n callbacks of s's registrant for c, by priv.
 	callbacks := func(s *failoverServer, n int) map[byte]int32 {
 		t.Helper()
@@ -692,7 +716,7 @@ func TestFailoverIdentityTelemetry(t *testing.T) {
 	// c goes down; nfs moves to s2, which owes c the takeover's
 	// notification and holds it while c is silent.
 	nfs.Stop()
-	send.Stop()
+	l.send.Stop()
 	nfsShows(s1, "silent", false)
 	out, err := s2.h.Run(ctx, lt.statdctl, "--store", f.store, "--timeout", "30s", "move", "nfs")
 	if err != nil || !strings.Contains(out, "to s2") {
@@ -762,5 +786,35 @@ func TestFailoverIdentityTelemetry(t *testing.T) {
 	out, err = s1.h.Run(ctx, lt.statdctl, "-P", filepath.Join(s1.dir, "state"), "forget", "--identity", "other", client)
 	if err == nil || !strings.Contains(out, "neither this statd's name") {
 		t.Errorf("statdctl forget --identity other on s1: %v\n%s", err, out)
+	}
+}
+
+// TestFailoverIdentityReleaseGone: --release-gone under an --identity.
+// s1's lock manager monitors c under nfs; c falls silent and is gone after
+// --gone-after: s1 releases it under nfs by itself (its registrant is
+// called back with a new odd state) and the registration is gone from
+// etcd, as statdctl identities shows.
+func TestFailoverIdentityReleaseGone(t *testing.T) {
+	ctx := ctxT(t, 2*time.Minute)
+	l := newIdentityTelLab(t, ctx, "--gone-after", "3s", "--release-gone")
+	s1 := l.servers[0]
+	l.monitor(s1, "nfs", 5)
+	if n := l.identities()["nfs"]; n.Registrations != 1 {
+		t.Fatalf("etcd: nfs %+v, want the registration", n)
+	}
+	s1.reg.none(t, 2*telemetryPeriod) // up: nothing released
+	l.send.Stop()
+	g := s1.reg.next(t, 20*time.Second)
+	if g.st.MonName != l.c.Addr.String() || g.st.State%2 != 1 || g.st.Priv != priv(5) {
+		t.Errorf("release callback %+v, want mon_name %s, an odd state, priv 5", g.st, l.c.Addr)
+	}
+	netlab.WaitFor(t, 5*time.Second, "the registration dropped from etcd", func() error {
+		if n := l.identities()["nfs"]; n.Registrations != 0 || n.Holder != "s1" {
+			return fmt.Errorf("nfs %+v", n)
+		}
+		return nil
+	})
+	if out := s1.proc.Output(); !strings.Contains(out, "forgot host") || !strings.Contains(out, "--release-gone") {
+		t.Errorf("s1 did not log the release:\n%s", out)
 	}
 }
