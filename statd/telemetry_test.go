@@ -579,6 +579,7 @@ func TestInteropRebootWithBlockedSMNotify(t *testing.T) {
 //   - statdctl forget on s2 releases c under nfs (the release callback)
 //     and the registration and debt are gone from etcd; forget
 //     --identity nfs on s1 says s2 serves it.
+//
 // identityTelLab is the failover lab (s1 serving nfs, s2 standing by)
 // with both servers following one telemetry table written by recvstats
 // on host m, and a client c sending as node 7 from sendstats over a copy
