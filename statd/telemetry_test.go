@@ -559,27 +559,6 @@ func TestInteropRebootWithBlockedSMNotify(t *testing.T) {
 	l.reg.none(t, 3*time.Second)
 }
 
-// TestFailoverIdentityTelemetry: telemetry and statdctl forget for an
-// --identity. The failover lab (three etcd members, s1 serving nfs, s2
-// standing by), both servers following one telemetry table written by
-// recvstats on host m; client c runs sendstats (node 7, a copy of a
-// captured /proc whose boot the test changes) and the real nfs-utils
-// statd, whose lock manager monitors nfs. s1's lock manager monitors c
-// under my_name nfs and under s1's own name.
-//
-//   - s1's statdctl and metrics show c's liveness under nfs;
-//   - c reboots without SM_NOTIFY (a new boot id): s1's registrant is
-//     called back once under each identity;
-//   - c goes down (statd and sendstats stopped), nfs moves to s2: s2
-//     shows c silent under nfs, owed the takeover's notification and held
-//     (retries a minute apart); c comes back in a new boot: s2 notifies
-//     it at once (c's statd calls its lock manager back with nfs's new
-//     state) and calls s2's registrant back for the reboot, while s1,
-//     no longer the owner, calls back only under its own name;
-//   - statdctl forget on s2 releases c under nfs (the release callback)
-//     and the registration and debt are gone from etcd; forget
-//     --identity nfs on s1 says s2 serves it.
-//
 // identityTelLab is the failover lab (s1 serving nfs, s2 standing by)
 // with both servers following one telemetry table written by recvstats
 // on host m, and a client c sending as node 7 from sendstats over a copy
@@ -627,6 +606,26 @@ func (l *identityTelLab) monitor(s *failoverServer, my string, p byte) {
 	}
 }
 
+// TestFailoverIdentityTelemetry: telemetry and statdctl forget for an
+// --identity. The failover lab (three etcd members, s1 serving nfs, s2
+// standing by), both servers following one telemetry table written by
+// recvstats on host m; client c runs sendstats (node 7, a copy of a
+// captured /proc whose boot the test changes) and the real nfs-utils
+// statd, whose lock manager monitors nfs. s1's lock manager monitors c
+// under my_name nfs and under s1's own name.
+//
+//   - s1's statdctl and metrics show c's liveness under nfs;
+//   - c reboots without SM_NOTIFY (a new boot id): s1's registrant is
+//     called back once under each identity;
+//   - c goes down (statd and sendstats stopped), nfs moves to s2: s2
+//     shows c silent under nfs, owed the takeover's notification and held
+//     (retries a minute apart); c comes back in a new boot: s2 notifies
+//     it at once (c's statd calls its lock manager back with nfs's new
+//     state) and calls s2's registrant back for the reboot, while s1,
+//     no longer the owner, calls back only under its own name;
+//   - statdctl forget on s2 releases c under nfs (the release callback)
+//     and the registration and debt are gone from etcd; forget
+//     --identity nfs on s1 says s2 serves it.
 func TestFailoverIdentityTelemetry(t *testing.T) {
 	ctx := ctxT(t, 4*time.Minute)
 	const bootC = "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff"
