@@ -99,7 +99,9 @@ const (
 	AdminNotify = "notify"
 	// AdminForget ({"op":"forget","host":H}) releases host H's locks
 	// (a callback with a new state to each of its registrants) and drops
-	// its registrations and owed notifications; answers a ForgetSummary.
+	// its registrations and owed notifications, in the host's own
+	// identity and every --identity served here, or with "identity":N in
+	// identity N only; answers a ForgetSummary.
 	AdminForget = "forget"
 )
 
@@ -107,6 +109,9 @@ const (
 type adminRequest struct {
 	Op   string `json:"op"`
 	Host string `json:"host,omitempty"` // AdminForget's host
+	// Identity limits AdminForget to one identity: the host's own name
+	// or an --identity served here; "" for all of them.
+	Identity string `json:"identity,omitempty"`
 }
 
 // adminRequestWait is how long the server waits for a request line before
@@ -224,6 +229,11 @@ func readAdminRequest(c *net.UnixConn) (adminRequest, error) {
 	case AdminForget:
 		if err := nsm.ValidateMonName(req.Host); err != nil {
 			return adminRequest{}, fmt.Errorf("forget: %w", err)
+		}
+		if req.Identity != "" {
+			if err := nsm.ValidateMonName(req.Identity); err != nil {
+				return adminRequest{}, fmt.Errorf("forget: identity: %w", err)
+			}
 		}
 		return req, nil
 	}

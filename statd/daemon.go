@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -50,7 +51,8 @@ type daemon struct {
 	listeners []string
 	ports     map[string]int // netid → port we serve on
 
-	tel *telemetry // nil without --telemetry
+	hub *telemetryHub // the one watcher of the table; nil without --telemetry
+	tel *telemetry    // the host's own identity's (d.proto.tel); nil without --telemetry
 
 	ids *identities // nil without --identity
 }
@@ -194,7 +196,7 @@ func (d *daemon) notifyPass(ctx context.Context) (NotifySummary, error) {
 func (d *daemon) answerAdmin(ctx context.Context, req adminRequest) (any, error) {
 	switch req.Op {
 	case AdminForget:
-		return d.forget(ctx, req.Host, "statdctl forget")
+		return d.forget(ctx, req.Host, req.Identity, "statdctl forget")
 	case AdminNotify:
 	default:
 		return d.status()
@@ -222,14 +224,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	defer d.ha.close()
 
 	if d.cfg.Telemetry != "" {
-		d.tel = newTelemetry(d.log, d.cfg, d.proto)
-		if d.cfg.ReleaseGone {
-			d.tel.release = func(name string) error {
-				_, err := d.forget(ctx, name, "gone past --gone-after (--release-gone)")
-				return err
-			}
-		}
+		d.hub = newTelemetryHub(d.log, d.cfg)
 	}
+	d.tel = d.telemetryFor(ctx, d.proto, "", d.log)
 	d.proto.ctx = ctx
 	protoDone := make(chan struct{})
 	go func() {
@@ -291,12 +288,17 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	d.proto.owedChanged()
 	d.proto.kick()
 	if d.tel != nil {
-		telDone := make(chan struct{})
+		var tels sync.WaitGroup
+		tels.Add(2)
 		go func() {
-			defer close(telDone)
+			defer tels.Done()
 			d.tel.run(ctx)
 		}()
-		defer func() { <-telDone }()
+		go func() {
+			defer tels.Done()
+			d.hub.run(ctx) // the one scan of the table, for every identity
+		}()
+		defer tels.Wait()
 		d.log.Info("following the telemetry table", "dir", d.cfg.Telemetry)
 	}
 	d.proto.mu.Lock()
@@ -389,7 +391,7 @@ func (d *daemon) status() (*Status, error) {
 		StoreErrors:        d.proto.storeErrors.Load(),
 		CallbacksDelivered: d.proto.delivered.Load(), CallbacksGivenUp: d.proto.failed.Load(),
 		HACalloutsDropped: d.ha.droppedTotal(), Metrics: d.metrics.addr, Serving: d.ids.list()}
-	st.Monitored, st.Owed = d.view(regs, d.proto.pendingOwed())
+	st.Monitored, st.Owed = d.view(regs, d.proto.pendingOwed(), d.tel)
 	for _, name := range st.Serving {
 		p, _ := d.ids.route(name)
 		if p == nil {
@@ -399,19 +401,20 @@ func (d *daemon) status() (*Status, error) {
 		regs := p.core.Registrations()
 		p.mu.Unlock()
 		is := IdentityStatus{Name: name, State: p.state.Load()}
-		is.Monitored, is.Owed = d.view(regs, p.pendingOwed())
+		is.Monitored, is.Owed = d.view(regs, p.pendingOwed(), p.tel)
 		st.Identities = append(st.Identities, is)
 	}
 	return st, nil
 }
 
 // view is one identity's registrations (sorted by mon_name) and debts as
-// the admin status shows them.
-func (d *daemon) view(regs []nsm.Registration, pending []nsm.OwedInfo) ([]Monitored, []Owed) {
+// the admin status shows them, with what that identity's telemetry (nil
+// without) says of each host.
+func (d *daemon) view(regs []nsm.Registration, pending []nsm.OwedInfo, tel *telemetry) ([]Monitored, []Owed) {
 	mon, owed := []Monitored{}, []Owed{}
 	for _, r := range regs {
 		if n := len(mon); n == 0 || mon[n-1].MonName != r.MonName {
-			mon = append(mon, Monitored{MonName: r.MonName, Liveness: d.tel.liveness(r.MonName)})
+			mon = append(mon, Monitored{MonName: r.MonName, Liveness: tel.liveness(r.MonName)})
 		}
 		m := &mon[len(mon)-1]
 		m.Registrants = append(m.Registrants, Registrant{MyName: r.MyID.Name, Prog: r.MyID.Prog,
@@ -420,7 +423,7 @@ func (d *daemon) view(regs []nsm.Registration, pending []nsm.OwedInfo) ([]Monito
 	for _, o := range pending {
 		ow := Owed{Host: o.Host, State: o.State, Since: o.FirstOwed, Attempts: o.Attempts,
 			NextTry: o.NextTry, GiveUp: o.FirstOwed.Add(d.cfg.Schedule.GiveUpAfter), LastErr: o.LastErr,
-			Liveness: d.tel.liveness(o.Host)}
+			Liveness: tel.liveness(o.Host)}
 		if ow.Liveness != nil && ow.Liveness.State != "unknown" {
 			ow.GiveUp = time.Time{} // until gone
 		}

@@ -48,6 +48,7 @@ type failoverLab struct {
 	cluster *etcdlab.Cluster
 	float   netip.Addr
 	ttl     time.Duration
+	args    []string // added to each server's command line
 	servers []*failoverServer
 }
 
@@ -58,9 +59,10 @@ type failoverServer struct {
 	reg  *labRegistrant
 }
 
-// newFailoverLab builds the scene; more hosts are added first by extra.
-func newFailoverLab(t *testing.T, ctx context.Context, ttl time.Duration, extra func(*netlab.Lab)) *failoverLab {
-	f := &failoverLab{t: t, ctx: ctx, lt: needLab(t), lab: netlab.New(t), ttl: ttl}
+// newFailoverLab builds the scene; more hosts are added first by extra;
+// args are added to each server's command line (later flags win).
+func newFailoverLab(t *testing.T, ctx context.Context, ttl time.Duration, extra func(*netlab.Lab), args ...string) *failoverLab {
+	f := &failoverLab{t: t, ctx: ctx, lt: needLab(t), lab: netlab.New(t), ttl: ttl, args: args}
 	f.servers = []*failoverServer{{h: f.lab.AddHost("s1"), dir: t.TempDir()}, {h: f.lab.AddHost("s2"), dir: t.TempDir()}}
 	if extra != nil {
 		extra(f.lab)
@@ -102,9 +104,10 @@ func (f *failoverLab) ipAddr(h *netlab.Host, op string) {
 
 func (f *failoverLab) start(s *failoverServer) {
 	f.t.Helper()
-	s.proc = s.h.Start(f.lt.ourStatd, "-F", "-d", "-P", filepath.Join(s.dir, "state"), "--name", s.h.Name, "--store", f.store,
-		"--identity", "nfs="+f.float.String(), "--identity-ttl", f.ttl.String(), "--boot-id-path", filepath.Join(s.dir, "boot_id"),
-		"--notify-schedule", "first-retry=500ms,max-retry=1s")
+	args := append([]string{"-F", "-d", "-P", filepath.Join(s.dir, "state"), "--name", s.h.Name, "--store", f.store,
+		"--identity", "nfs=" + f.float.String(), "--identity-ttl", f.ttl.String(), "--boot-id-path", filepath.Join(s.dir, "boot_id"),
+		"--notify-schedule", "first-retry=500ms,max-retry=1s"}, f.args...)
+	s.proc = s.h.Start(f.lt.ourStatd, args...)
 	registeredOn(f.t, f.ctx, f.lt, s.h, "100024")
 }
 

@@ -176,24 +176,39 @@ func (d *daemon) serveIdentity(ctx context.Context, owner *identity.Owner) error
 	peer := &peerNotifier{mux: mux, resolver: d.cfg.Resolver, names: []string{id.Name}, rpcbPort: uint16(d.cfg.RPCBindPort), timeout: d.cfg.NotifyTimeout}
 	p := newProtocol(log, store, core, d.cfg.Resolver, d.proto.call, peer)
 	p.ctx = ctx
+	tel := d.telemetryFor(ctx, p, id.Name, log)
 	runDone := make(chan struct{})
 	go func() {
 		defer close(runDone)
 		p.run(ctx)
 	}()
 	d.ids.set(id.Name, p)
+	if tel != nil {
+		// As for the host's own: liveness before the first attempts, so
+		// a debt to a client telemetry shows down waits for its return.
+		tel.start()
+	}
 	p.mu.Lock()
 	rd := core.StartNotifying(p.now())
 	regs, owed := core.Len(), core.OwedLen()
 	p.mu.Unlock()
 	p.act(rd)
 	p.kick()
-	log.Info("identity taken over: serving it", "state", state, "registrations", regs, "owed", owed, "from", id.Addrs)
+	telDone := make(chan struct{})
+	go func() {
+		defer close(telDone)
+		if tel != nil {
+			tel.run(ctx) // stops at once when the identity is lost
+		}
+	}()
+	log.Info("identity taken over: serving it", "state", state, "registrations", regs, "owed", owed, "from", id.Addrs,
+		"telemetry", tel != nil)
 	<-ctx.Done()
 	d.ids.set(id.Name, nil)
 	if err := owner.Err(); err != nil {
 		log.Warn("identity lost: no longer serving or notifying for it", "err", err)
 	}
+	<-telDone
 	<-runDone
 	p.wg.Wait()
 	return owner.Err()

@@ -168,7 +168,7 @@ var (
 	descRecordTimeout = desc("rpc_record_timeouts_total", "TCP connections closed for not completing a record in time, by caller class.", "class")
 	descShed          = desc("rpc_calls_shed_total", "Datagrams dropped unread because every handler slot of the class was busy.", "class")
 	descInFlight      = desc("rpc_in_flight", "Handlers running now, by caller class.", "class")
-	descLiveness      = desc("hosts_by_liveness", "Monitored and owed hosts by what telemetry says of them (up, silent, gone, unknown); absent without --telemetry.", "state")
+	descLiveness      = desc("hosts_by_liveness", "Monitored and owed hosts by what telemetry says of them (up, silent, gone, unknown), per NSM identity (the host's own name, or an --identity served here); absent without --telemetry.", "identity", "state")
 	descGraceEnded    = desc("grace_ended", "1 once the lock manager was told its grace period may end after our reboot (every owed host notified or gone).")
 )
 
@@ -218,12 +218,13 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if d.tel != nil {
-		states := map[string]int{"up": 0, "silent": 0, "gone": 0, "unknown": 0}
-		for name := range known {
-			states[d.tel.liveness(name).State]++
-		}
-		for state, n := range states {
-			gauge(descLiveness, float64(n), state)
+		livenessGauges(gauge, d.cfg.Name, d.tel, known)
+		for _, name := range d.ids.list() {
+			p, _ := d.ids.route(name)
+			if p == nil || p.tel == nil {
+				continue // lost since list
+			}
+			livenessGauges(gauge, name, p.tel, identityHosts(p))
 		}
 	}
 	var ended float64
@@ -267,6 +268,35 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRecordTimeout, p.record, class)
 		counter(descShed, p.shed, class)
 	}
+}
+
+// livenessGauges counts one identity's monitored and owed hosts (known,
+// canonical names) by what its telemetry says of them: one series per
+// state, labelled with the identity (the host's own name, or an
+// --identity served here: a set fixed by the command line).
+func livenessGauges(gauge func(*prometheus.Desc, float64, ...string), identity string, tel *telemetry, known map[string]struct{}) {
+	states := map[string]int{"up": 0, "silent": 0, "gone": 0, "unknown": 0}
+	for name := range known {
+		states[tel.liveness(name).State]++
+	}
+	for state, n := range states {
+		gauge(descLiveness, float64(n), identity, state)
+	}
+}
+
+// identityHosts are the canonical names an --identity's core monitors or
+// owes a notification.
+func identityHosts(p *protocol) map[string]struct{} {
+	known := map[string]struct{}{}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, h := range p.core.Hosts() {
+		known[h.Name] = struct{}{}
+	}
+	for _, o := range p.core.Pending() {
+		known[nsm.CanonicalName(o.Host)] = struct{}{}
+	}
+	return known
 }
 
 // owedAgeHistogram sorts the debts by how long each has been owed.

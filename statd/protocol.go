@@ -53,6 +53,9 @@ type protocol struct {
 
 	owed  *owedShell
 	state atomic.Int32 // the core's state number, for the handlers' replies
+	// tel follows this identity's hosts in the telemetry table; nil
+	// without --telemetry. Set before the shell is served.
+	tel *telemetry
 
 	ctx        context.Context
 	wake       chan struct{}

@@ -2,10 +2,11 @@ package statd
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,14 +14,20 @@ import (
 	"github.com/hoststat/hoststat/nsm"
 )
 
-// telemetry ties rpc.statd to the telemetry table (docs/liveness.md): it
-// keeps a liveness.Watcher tracking every monitored host under its
-// canonical name, with the addresses the core matches it by (the core's
-// own lookups: nothing here resolves), and turns what the watcher sees
-// into core inputs.
+// telemetry ties one identity's shell (the host's own, or an --identity
+// served here) to the telemetry table (docs/liveness.md): it keeps the
+// daemon's one liveness.Watcher tracking every host that identity
+// monitors or owes a notification, under its canonical name in the
+// identity's scope, with the addresses the core matches it by (the
+// core's own lookups: nothing here resolves), and turns what the watcher
+// sees of them into that core's inputs.
 type telemetry struct {
 	log     *slog.Logger
 	w       *liveness.Watcher
+	hub     *telemetryHub
+	scope   string // prefix of this identity's names in the watcher ("" for the host's own)
+	events  chan liveness.Event
+	done    chan struct{} // closed once run has stopped: the hub drops this scope's events
 	proto   *protocol
 	period  time.Duration
 	tracked map[string][]netip.Addr // name → addresses last given to Track
@@ -31,37 +38,140 @@ type telemetry struct {
 	failed  map[string]bool
 }
 
-func newTelemetry(log *slog.Logger, cfg Config, proto *protocol) *telemetry {
-	w := liveness.NewWatcher(liveness.WatcherConfig{Dir: cfg.Telemetry, Period: cfg.TelemetryPeriod,
-		GoneAfter: cfg.GoneAfter, Logger: log})
+// telemetryHub is the daemon's one watcher of the table, shared by every
+// identity held here: one scan per period, whatever the number of
+// identities served. Each identity tracks its hosts under names of its
+// own scope (the identity's name and '/', which no mon_name contains;
+// none for the host's own), so a host monitored under two identities is
+// two tracked hosts with events of their own; the hub hands each event to
+// the telemetry of its scope, with the scope taken off.
+type telemetryHub struct {
+	w      *liveness.Watcher
+	period time.Duration
+	mu     sync.Mutex
+	subs   map[string]*telemetry // scope → the telemetry following it now
+}
+
+func newTelemetryHub(log *slog.Logger, cfg Config) *telemetryHub {
 	period := cfg.TelemetryPeriod
 	if period <= 0 {
 		period = liveness.DefaultPeriod
 	}
-	return &telemetry{log: log, w: w, proto: proto, period: period, tracked: map[string][]netip.Addr{},
-		failed: map[string]bool{}}
+	return &telemetryHub{w: liveness.NewWatcher(liveness.WatcherConfig{Dir: cfg.Telemetry, Period: cfg.TelemetryPeriod,
+		GoneAfter: cfg.GoneAfter, Logger: log}), period: period, subs: map[string]*telemetry{}}
 }
 
-// run scans the table and follows the monitored hosts until ctx ends.
-func (t *telemetry) run(ctx context.Context) {
+// run scans the table every period and routes its events until ctx ends.
+func (h *telemetryHub) run(ctx context.Context) {
 	scanned := make(chan struct{})
 	go func() {
 		defer close(scanned)
-		t.w.Run(ctx)
+		h.w.Run(ctx)
 	}()
 	defer func() { <-scanned }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-h.w.Events():
+			h.route(e)
+		}
+	}
+}
+
+// route hands e to the telemetry of its host's scope; an event of a scope
+// no longer followed (an identity lost) is dropped. A slow identity holds
+// the others back only as far as the watcher's backlog, which coalesces
+// per host and never blocks a scan.
+func (h *telemetryHub) route(e liveness.Event) {
+	scope, name := "", e.HostName()
+	if i := strings.IndexByte(name, '/'); i >= 0 {
+		scope, name = name[:i+1], name[i+1:]
+	}
+	h.mu.Lock()
+	t := h.subs[scope]
+	h.mu.Unlock()
+	if t == nil {
+		return
+	}
+	switch ev := e.(type) {
+	case liveness.RebootSeen:
+		ev.Host = name
+		e = ev
+	case liveness.Returned:
+		ev.Host = name
+		e = ev
+	}
+	select {
+	case t.events <- e:
+	case <-t.done:
+	}
+}
+
+// telemetryFor gives the shell p of one identity its telemetry on the
+// daemon's hub: the host's own when name is "", else the --identity name.
+// With --release-gone a gone host is released by a forget in that
+// identity only. ctx is the identity's: it ends when the identity is
+// lost. nil without --telemetry.
+func (d *daemon) telemetryFor(ctx context.Context, p *protocol, name string, log *slog.Logger) *telemetry {
+	if d.hub == nil {
+		return nil
+	}
+	t := &telemetry{log: log, w: d.hub.w, hub: d.hub, events: make(chan liveness.Event, liveness.DefaultBuffer),
+		done: make(chan struct{}), proto: p, period: d.hub.period, tracked: map[string][]netip.Addr{}, failed: map[string]bool{}}
+	if name != "" {
+		t.scope = nsm.CanonicalName(name) + "/"
+	}
+	if d.cfg.ReleaseGone {
+		t.release = func(name string) error {
+			_, err := d.forgetIn(ctx, p, name, "gone past --gone-after (--release-gone)")
+			return err
+		}
+	}
+	d.hub.mu.Lock()
+	d.hub.subs[t.scope] = t
+	d.hub.mu.Unlock()
+	p.tel = t
+	return t
+}
+
+// run follows the identity's hosts until ctx ends, then stops following
+// them. For an --identity ctx ends the moment the identity is lost:
+// nothing read from the table after that acts for it.
+func (t *telemetry) run(ctx context.Context) {
+	defer t.stop()
 	tick := time.NewTicker(t.period)
 	defer tick.Stop()
-	t.follow()
+	if ctx.Err() == nil {
+		t.follow()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			t.follow()
-		case e := <-t.w.Events():
-			t.handle(e)
+		case e := <-t.events:
+			if ctx.Err() == nil { // select picks at random among ready cases
+				t.handle(e)
+			}
+			continue
 		}
+		if ctx.Err() == nil {
+			t.follow()
+		}
+	}
+}
+
+// stop leaves the hub and untracks the identity's hosts.
+func (t *telemetry) stop() {
+	t.hub.mu.Lock()
+	if t.hub.subs[t.scope] == t {
+		delete(t.hub.subs, t.scope)
+	}
+	t.hub.mu.Unlock()
+	close(t.done)
+	for name := range t.tracked {
+		t.w.Untrack(t.scope + name)
 	}
 }
 
@@ -98,7 +208,7 @@ func (t *telemetry) follow() {
 		// Tied by address, and by the hostname a node reports when the
 		// mon_name is a name (short and qualified forms tie, as in the
 		// matching rule).
-		h := liveness.Host{Name: name, Addrs: addrs}
+		h := liveness.Host{Name: t.scope + name, Addrs: addrs}
 		if _, err := netip.ParseAddr(name); err != nil {
 			h.Hostname = name
 		}
@@ -110,13 +220,13 @@ func (t *telemetry) follow() {
 	}
 	for name := range t.tracked {
 		if _, ok := want[name]; !ok {
-			t.w.Untrack(name)
+			t.w.Untrack(t.scope + name)
 			delete(t.tracked, name)
 		}
 	}
 	if t.release != nil {
 		for _, h := range monitored {
-			if t.w.Liveness(h.Name).State != liveness.Gone {
+			if t.w.Liveness(t.scope+h.Name).State != liveness.Gone {
 				continue
 			}
 			if err := t.release(h.Name); err != nil && !t.failed[h.Name] {
@@ -140,7 +250,7 @@ func (t *telemetry) feedOwed(owed []nsm.OwedInfo, now time.Time) {
 	var since []time.Time
 	t.proto.mu.Lock()
 	for _, o := range owed {
-		l := t.w.Liveness(nsm.CanonicalName(o.Host))
+		l := t.w.Liveness(t.scope + nsm.CanonicalName(o.Host))
 		seen, fell := t.proto.core.OwedSeen(o.Host, l.State != liveness.Unknown, t.down(o.Host), now)
 		rd.Notify = append(rd.Notify, seen.Notify...)
 		if fell {
@@ -174,7 +284,7 @@ func (t *telemetry) down(host string) bool {
 	if t.w.Status().Blind != "" {
 		return false
 	}
-	s := t.w.Liveness(nsm.CanonicalName(host)).State
+	s := t.w.Liveness(t.scope + nsm.CanonicalName(host)).State
 	return s == liveness.Silent || s == liveness.Gone
 }
 
@@ -192,7 +302,7 @@ func (t *telemetry) liveness(name string) *HostLiveness {
 	if t == nil {
 		return nil
 	}
-	l := t.w.Liveness(nsm.CanonicalName(name))
+	l := t.w.Liveness(t.scope + nsm.CanonicalName(name))
 	hl := &HostLiveness{State: l.State.String(), Since: l.LastHeard}
 	if l.Node >= 0 && l.BootID != ([16]byte{}) {
 		hl.BootID = liveness.FormatBootID(l.BootID)
@@ -272,63 +382,4 @@ func (g *graceAfterReboot) end() {
 		}
 		g.log.Info("every host owed a notification has it: lock manager grace period ended", "path", g.path)
 	}
-}
-
-// ForgetSummary is the answer to statdctl forget.
-type ForgetSummary struct {
-	Host          string `json:"host"`
-	Released      int    `json:"released"`              // registrants called back
-	Registrations int    `json:"registrations_dropped"` // durably
-	Owed          int    `json:"owed_dropped"`          // notifications no longer owed, durably
-}
-
-// forget releases host's locks and drops what we keep of it: each of its
-// registrants is called back with a new state (the release, which lock
-// managers act on by dropping the host's locks), then its registrations
-// and owed notifications are removed from the store, then from memory.
-// A release that fails leaves everything in place, to try again.
-func (d *daemon) forget(ctx context.Context, host, why string) (ForgetSummary, error) {
-	sum := ForgetSummary{Host: host}
-	p := d.proto
-	unlock := p.lockAll()
-	p.mu.Lock()
-	release, remove := p.core.Forget(host, p.now())
-	p.mu.Unlock()
-	for _, cb := range release {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := p.call(cctx, cb)
-		cancel()
-		if err != nil {
-			unlock()
-			return sum, fmt.Errorf("releasing %s: callback to program %d failed, nothing dropped: %w", nsm.Quote(cb.MonName), cb.MyID.Prog, err)
-		}
-		sum.Released++
-		d.log.Info("released host's locks: called registrant back", "mon_name", nsm.Quote(cb.MonName), "state", cb.State,
-			"my_prog", cb.MyID.Prog, "my_vers", cb.MyID.Vers, "my_proc", cb.MyID.Proc, "source", why)
-	}
-	err := p.commit(ctx, remove)
-	unlock()
-	if err != nil {
-		return sum, fmt.Errorf("released, but dropping the registrations failed: %w", err)
-	}
-	for _, ch := range remove {
-		if ch.Kind == nsm.ChangeOwed {
-			sum.Owed++
-			p.passEnded(ch.Owed.Host, nsm.NotInFlight)
-		} else {
-			sum.Registrations++
-		}
-	}
-	p.owedChanged()
-	d.log.Warn("forgot host", "host", nsm.Quote(host), "released", sum.Released, "registrations_dropped", sum.Registrations,
-		"owed_dropped", sum.Owed, "source", why)
-	return sum, nil
-}
-
-// Forget asks the daemon whose state directory is dir to forget host
-// (statdctl forget).
-func Forget(ctx context.Context, dir, host string) (ForgetSummary, error) {
-	var sum ForgetSummary
-	err := askAdmin(ctx, dir, adminRequest{Op: AdminForget, Host: host}, &sum)
-	return sum, err
 }

@@ -73,10 +73,7 @@ func newTelLab(t *testing.T, ctx context.Context, args ...string) *telLab {
 	if err := os.WriteFile(l.grace, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	nodeMap := filepath.Join(t.TempDir(), "nodes")
-	os.WriteFile(nodeMap, []byte("7 "+l.b.Addr.String()+"\n"), 0o644)
-	l.a.Start(filepath.Join(tbin, "recvstats"), "-d", "--listen", l.a.Addr.String(), "-p", "3040", "--shm-dir", l.shmDir,
-		"--node-map", nodeMap, "--down-after", "2500ms")
+	startRecvstats(t, l.a, tbin, l.shmDir, l.b.Addr.String())
 	l.sendArgs = []string{"-d", "-a", l.a.Addr.String() + ":3040", "--node", "7", "-r", "1", "--proc", l.proc.Dir}
 	l.boot(bootA, btimeA)
 	tableShows(t, l.shmDir, bootA)
@@ -87,6 +84,18 @@ func newTelLab(t *testing.T, ctx context.Context, args ...string) *telLab {
 	l.startOurs()
 	l.reg = newLabRegistrant(t, l.a, 300100, 1, 1)
 	return l
+}
+
+// startRecvstats runs recvstats on h writing the table in shmDir, with
+// node 7 at client (the address its sendstats sends from).
+func startRecvstats(t *testing.T, h *netlab.Host, tbin, shmDir, client string) {
+	t.Helper()
+	nodeMap := filepath.Join(t.TempDir(), "nodes")
+	if err := os.WriteFile(nodeMap, []byte("7 "+client+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.Start(filepath.Join(tbin, "recvstats"), "-d", "--listen", h.Addr.String(), "-p", "3040", "--shm-dir", shmDir,
+		"--node-map", nodeMap, "--down-after", "2500ms")
 }
 
 // startOurs starts our statd and waits until it answers statdctl.
@@ -292,16 +301,17 @@ func TestTelemetryRebootWithoutNotify(t *testing.T) {
 
 	// b falls silent: silent, then gone after --gone-after; the metrics
 	// count it under each state in turn.
-	if v := l.metrics().value("hosts_by_liveness", "state", "up"); v != 1 {
-		t.Errorf("hosts_by_liveness{state=up} = %v, want 1", v)
+	own := l.status().Name // the host's own identity labels its series
+	if v := l.metrics().value("hosts_by_liveness", "identity", own, "state", "up"); v != 1 {
+		t.Errorf("hosts_by_liveness{identity=%s,state=up} = %v, want 1", own, v)
 	}
 	l.send.Stop()
 	for _, want := range []string{"silent", "gone"} {
 		if live := l.waitMonitored(want, 15*time.Second); live.Since.IsZero() {
 			t.Errorf("%s without a time: %+v", want, live)
 		}
-		if v := l.metrics().value("hosts_by_liveness", "state", want); v != 1 {
-			t.Errorf("hosts_by_liveness{state=%s} = %v, want 1", want, v)
+		if v := l.metrics().value("hosts_by_liveness", "identity", own, "state", want); v != 1 {
+			t.Errorf("hosts_by_liveness{identity=%s,state=%s} = %v, want 1", own, want, v)
 		}
 	}
 }
@@ -547,4 +557,264 @@ func TestInteropRebootWithBlockedSMNotify(t *testing.T) {
 		t.Errorf("our statd did not log b's SM_NOTIFY (%s)", want)
 	}
 	l.reg.none(t, 3*time.Second)
+}
+
+// identityTelLab is the failover lab (s1 serving nfs, s2 standing by)
+// with both servers following one telemetry table written by recvstats
+// on host m, and a client c sending as node 7 from sendstats over a copy
+// of a captured /proc (in boot bootA at the start).
+type identityTelLab struct {
+	*failoverLab
+	m, c   *netlab.Host
+	shmDir string
+	tbin   string
+	proc   *netlab.ProcTree
+	send   *netlab.Proc
+}
+
+func newIdentityTelLab(t *testing.T, ctx context.Context, args ...string) *identityTelLab {
+	t.Helper()
+	l := &identityTelLab{shmDir: t.TempDir()}
+	l.failoverLab = newFailoverLab(t, ctx, 3*time.Second, func(lab *netlab.Lab) {
+		l.m, l.c = lab.AddHost("m"), lab.AddHost("c")
+	}, append([]string{"--telemetry", l.shmDir, "--telemetry-period", telemetryPeriod.String(), "--metrics", labMetrics}, args...)...)
+	l.tbin = netlab.BuildCommands(t, "./cmd/recvstats", "./cmd/sendstats")
+	startRecvstats(t, l.m, l.tbin, l.shmDir, l.c.Addr.String())
+	l.proc = netlab.NewProcTree(t, "../telemetry/sample/testdata/proc/vm2")
+	l.boot(bootA, btimeA)
+	return l
+}
+
+// boot starts c's sendstats in boot id, stopping the one running (c
+// rebooted), and waits for the table to show it.
+func (l *identityTelLab) boot(id string, btime int64) {
+	l.t.Helper()
+	if l.send != nil {
+		l.send.Stop()
+	}
+	l.proc.Boot(id, btime)
+	l.send = l.c.Start(filepath.Join(l.tbin, "sendstats"), "-d", "-a", l.m.Addr.String()+":3040", "--node", "7", "-r", "1", "--proc", l.proc.Dir)
+	tableShows(l.t, l.shmDir, id)
+}
+
+// monitor has s's lock manager monitor c under my_name my.
+func (l *identityTelLab) monitor(s *failoverServer, my string, p byte) {
+	l.t.Helper()
+	mon := nsm.Mon{ID: nsm.MonID{MonName: l.c.Addr.String(), MyID: s.reg.myID(my)}, Priv: priv(p)}
+	if r, err := callMon(l.ctx, statdClient(l.t, s.h), mon); err != nil || r.Res != nsm.StatSucc {
+		l.t.Fatalf("SM_MON %s my_name %s on %s: %+v %v", mon.ID.MonName, my, s.h.Name, r, err)
+	}
+}
+
+// TestFailoverIdentityTelemetry: telemetry and statdctl forget for an
+// --identity. The failover lab (three etcd members, s1 serving nfs, s2
+// standing by), both servers following one telemetry table written by
+// recvstats on host m; client c runs sendstats (node 7, a copy of a
+// captured /proc whose boot the test changes) and the real nfs-utils
+// statd, whose lock manager monitors nfs. s1's lock manager monitors c
+// under my_name nfs and under s1's own name.
+//
+//   - s1's statdctl and metrics show c's liveness under nfs;
+//   - c reboots without SM_NOTIFY (a new boot id): s1's registrant is
+//     called back once under each identity;
+//   - c goes down (statd and sendstats stopped), nfs moves to s2: s2
+//     shows c silent under nfs, owed the takeover's notification and held
+//     (retries a minute apart); c comes back in a new boot: s2 notifies
+//     it at once (c's statd calls its lock manager back with nfs's new
+//     state) and calls s2's registrant back for the reboot, while s1,
+//     no longer the owner, calls back only under its own name;
+//   - statdctl forget on s2 releases c under nfs (the release callback)
+//     and the registration and debt are gone from etcd; forget
+//     --identity nfs on s1 says s2 serves it.
+func TestFailoverIdentityTelemetry(t *testing.T) {
+	ctx := ctxT(t, 4*time.Minute)
+	const bootC = "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff"
+	l := newIdentityTelLab(t, ctx, "--notify-schedule", "first-retry=1m,max-retry=1m,frequent-for=1h,slow=1h,give-up=2h")
+	f, c, boot := l.failoverLab, l.c, l.boot
+	lt, s1, s2 := f.lt, f.servers[0], f.servers[1]
+
+	// c's nfs-utils statd, its lock manager monitoring nfs.
+	dirC := netlab.MakeStatdDir(t)
+	startRPCBind(t, ctx, lt, c)
+	startNFS := func() *netlab.Proc {
+		p := c.Start(lt.nfsStatd, "-F", "-d", "-L", "-P", dirC)
+		registeredOn(t, ctx, lt, c, "100024")
+		return p
+	}
+	nfs := startNFS()
+	regC := newLabRegistrant(t, c, 100021, 4, 16)
+	monNFS := func() {
+		mon := nsm.Mon{ID: nsm.MonID{MonName: "nfs", MyID: regC.myID("c")}, Priv: priv(0x44)}
+		if r, err := callMon(ctx, statdClient(t, c), mon); err != nil || r.Res != nsm.StatSucc {
+			t.Fatalf("SM_MON nfs on c's nfs-utils statd: %+v %v", r, err)
+		}
+	}
+	monNFS()
+
+	// s1's lock manager monitors c under nfs (priv 7) and under s1's own
+	// name (priv 8): one scan of the table, each identity its own events.
+	client := c.Addr.String()
+	l.monitor(s1, "nfs", 7)
+	l.monitor(s1, "s1", 8)
+	// callbacks takes n callbacks of s's registrant for c, by priv.
+	callbacks := func(s *failoverServer, n int) map[byte]int32 {
+		t.Helper()
+		got := map[byte]int32{}
+		for range n {
+			g := s.reg.next(t, 10*time.Second)
+			if g.st.MonName != client || g.st.State%2 != 1 {
+				t.Errorf("%s's registrant called back %+v, want mon_name %s, an odd state", s.h.Name, g.st, client)
+			}
+			got[g.st.Priv[0]] = g.st.State
+		}
+		return got
+	}
+	status := func(s *failoverServer) *Status { return ourStatus(t, ctx, lt, s.h, filepath.Join(s.dir, "state")) }
+	// nfsShows waits until s's status shows c, monitored under nfs, in
+	// liveness state want, and owed a notification when owed.
+	nfsShows := func(s *failoverServer, want string, owed bool) HostLiveness {
+		t.Helper()
+		var live HostLiveness
+		netlab.WaitFor(t, 20*time.Second, fmt.Sprintf("%s showing %s %s under nfs", s.h.Name, client, want), func() error {
+			st := status(s)
+			if len(st.Identities) != 1 || st.Identities[0].Name != "nfs" {
+				return fmt.Errorf("identities %+v", st.Identities)
+			}
+			id := st.Identities[0]
+			if len(id.Monitored) != 1 || id.Monitored[0].MonName != client || id.Monitored[0].Liveness == nil ||
+				id.Monitored[0].Liveness.State != want {
+				return fmt.Errorf("nfs monitors %+v", id.Monitored)
+			}
+			if owed && (len(id.Owed) != 1 || id.Owed[0].Host != client || id.Owed[0].Liveness == nil ||
+				id.Owed[0].Liveness.State != want || !id.Owed[0].GiveUp.IsZero()) {
+				return fmt.Errorf("nfs owes %+v", id.Owed)
+			}
+			live = *id.Monitored[0].Liveness
+			return nil
+		})
+		return live
+	}
+	metric := func(s *failoverServer, ident, state string) float64 {
+		return scrapeMetricsWith(t, s.h.HTTPClient(), "http://"+labMetrics+"/metrics").value("hosts_by_liveness", "identity", ident, "state", state)
+	}
+	if live := nfsShows(s1, "up", false); live.BootID != bootA {
+		t.Errorf("s1: liveness of %s under nfs %+v, want boot %s", client, live, bootA)
+	}
+	if up, own := metric(s1, "nfs", "up"), metric(s1, "s1", "up"); up != 1 || own != 1 {
+		t.Errorf("s1's hosts_by_liveness: nfs up %v, s1 up %v; want 1 each", up, own)
+	}
+	s1.reg.none(t, 2*telemetryPeriod) // a first sighting is no reboot
+
+	// c reboots without SM_NOTIFY: s1's registrant is called back once
+	// under each identity.
+	boot(bootB, btimeA+3600)
+	if got := callbacks(s1, 2); len(got) != 2 || got[7] == 0 || got[8] == 0 {
+		t.Errorf("s1's registrant called back for privs %v, want 7 (nfs) and 8 (s1) once each", got)
+	}
+	s1.reg.none(t, 3*telemetryPeriod)
+
+	// c goes down; nfs moves to s2, which owes c the takeover's
+	// notification and holds it while c is silent.
+	nfs.Stop()
+	l.send.Stop()
+	nfsShows(s1, "silent", false)
+	out, err := s2.h.Run(ctx, lt.statdctl, "--store", f.store, "--timeout", "30s", "move", "nfs")
+	if err != nil || !strings.Contains(out, "to s2") {
+		t.Fatalf("statdctl move nfs: %v\n%s", err, out)
+	}
+	f.ipAddr(s1.h, "del")
+	f.ipAddr(s2.h, "add")
+	nfsShows(s2, "silent", true)
+	if v := metric(s2, "nfs", "silent"); v != 1 {
+		t.Errorf("s2's hosts_by_liveness{identity=nfs,state=silent} = %v, want 1", v)
+	}
+	state := f.identities()["nfs"].State
+
+	// c comes back in a new boot: notified at once, not at the retry a
+	// minute away; the reboot is s2's to call back, not s1's.
+	nfs = startNFS()
+	monNFS()
+	boot(bootC, btimeA+7200)
+	if g := regC.next(t, 20*time.Second); g.st.MonName != "nfs" || g.st.State != state || g.st.Priv != priv(0x44) {
+		t.Errorf("c's statd called its lock manager back %+v, want mon_name nfs state %d priv 44", g.st, state)
+	}
+	if got := callbacks(s2, 1); got[7] == 0 {
+		t.Errorf("s2's registrant called back for privs %v for c's reboot, want 7 (nfs)", got)
+	}
+	if got := callbacks(s1, 1); got[8] == 0 {
+		t.Errorf("s1's registrant called back for privs %v for c's reboot, want 8 (its own name) only", got)
+	}
+	s1.reg.none(t, 2*telemetryPeriod) // nothing under nfs, no longer s1's
+	if live := nfsShows(s2, "up", false); live.BootID != bootC {
+		t.Errorf("s2: liveness of %s under nfs %+v, want boot %s", client, live, bootC)
+	}
+
+	// forget on s2: released under nfs, dropped from etcd.
+	out, err = s2.h.Run(ctx, lt.statdctl, "-P", filepath.Join(s2.dir, "state"), "--json", "forget", client)
+	// statdctl's JSON, as a script reads it.
+	var sum struct {
+		Released      int `json:"released"`
+		Registrations int `json:"registrations_dropped"`
+		Identities    []struct {
+			Identity      string `json:"identity"`
+			Own           bool   `json:"own"`
+			Released      int    `json:"released"`
+			Registrations int    `json:"registrations_dropped"`
+		} `json:"identities"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &sum) != nil {
+		t.Fatalf("statdctl forget on s2: %v\n%s", err, out)
+	}
+	if sum.Released != 1 || sum.Registrations != 1 || len(sum.Identities) != 2 || !sum.Identities[0].Own ||
+		sum.Identities[0].Identity != "s2" || sum.Identities[0].Registrations != 0 ||
+		sum.Identities[1].Identity != "nfs" || sum.Identities[1].Released != 1 || sum.Identities[1].Registrations != 1 {
+		t.Errorf("statdctl forget on s2: %+v, want 1 released and dropped under nfs, none under s2", sum)
+	}
+	if got := callbacks(s2, 1); got[7] == 0 {
+		t.Errorf("release callback for privs %v, want 7 (nfs)", got)
+	}
+	if n := f.identities()["nfs"]; n.Registrations != 0 || n.Owed != 0 || n.Holder != "s2" {
+		t.Errorf("etcd after the forget: nfs %+v, want no registrations, nothing owed", n)
+	}
+	if st := status(s2); len(st.Identities) != 1 || len(st.Identities[0].Monitored) != 0 || len(st.Identities[0].Owed) != 0 {
+		t.Errorf("s2's status after the forget: %+v", st.Identities)
+	}
+	out, err = s1.h.Run(ctx, lt.statdctl, "-P", filepath.Join(s1.dir, "state"), "forget", "--identity", "nfs", client)
+	if err == nil || !strings.Contains(out, `"s2" serves it`) {
+		t.Errorf("statdctl forget --identity nfs on s1 (not its owner): %v\n%s", err, out)
+	}
+	out, err = s1.h.Run(ctx, lt.statdctl, "-P", filepath.Join(s1.dir, "state"), "forget", "--identity", "other", client)
+	if err == nil || !strings.Contains(out, "neither this statd's name") {
+		t.Errorf("statdctl forget --identity other on s1: %v\n%s", err, out)
+	}
+}
+
+// TestFailoverIdentityReleaseGone: --release-gone under an --identity.
+// s1's lock manager monitors c under nfs; c falls silent and is gone after
+// --gone-after: s1 releases it under nfs by itself (its registrant is
+// called back with a new odd state) and the registration is gone from
+// etcd, as statdctl identities shows.
+func TestFailoverIdentityReleaseGone(t *testing.T) {
+	ctx := ctxT(t, 2*time.Minute)
+	l := newIdentityTelLab(t, ctx, "--gone-after", "3s", "--release-gone")
+	s1 := l.servers[0]
+	l.monitor(s1, "nfs", 5)
+	if n := l.identities()["nfs"]; n.Registrations != 1 {
+		t.Fatalf("etcd: nfs %+v, want the registration", n)
+	}
+	s1.reg.none(t, 2*telemetryPeriod) // up: nothing released
+	l.send.Stop()
+	g := s1.reg.next(t, 20*time.Second)
+	if g.st.MonName != l.c.Addr.String() || g.st.State%2 != 1 || g.st.Priv != priv(5) {
+		t.Errorf("release callback %+v, want mon_name %s, an odd state, priv 5", g.st, l.c.Addr)
+	}
+	netlab.WaitFor(t, 5*time.Second, "the registration dropped from etcd", func() error {
+		if n := l.identities()["nfs"]; n.Registrations != 0 || n.Holder != "s1" {
+			return fmt.Errorf("nfs %+v", n)
+		}
+		return nil
+	})
+	if out := s1.proc.Output(); !strings.Contains(out, "forgot host") || !strings.Contains(out, "--release-gone") {
+		t.Errorf("s1 did not log the release:\n%s", out)
+	}
 }

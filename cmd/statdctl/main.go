@@ -30,7 +30,7 @@ const name = "statdctl"
 
 const usageHead = `Usage: statdctl [-P dir] [--json]
        statdctl [-P dir] import NFS-UTILS-DIR
-       statdctl [-P dir] [--json] forget HOST
+       statdctl [-P dir] [--json] forget [--identity NAME] HOST
        statdctl --store etcd://HOST:PORT/PREFIX [--json] identities
        statdctl --store etcd://HOST:PORT/PREFIX [--json] move IDENTITY
 
@@ -38,7 +38,9 @@ Shows the state of the running rpc.statd, imports an nfs-utils state
 directory (sm/, sm.bak/, state) into the store of a stopped one, or makes
 the running one forget a host for good: its registrants are called back
 (lock managers release the host's locks), then its registrations and owed
-notifications are dropped from the store.
+notifications are dropped from the store: under the host's own name and
+under every --identity the daemon serves now, or with --identity under
+that one only.
 
 identities lists the NSM identities in etcd with the statd serving each,
 its lease, state number, registrations and owed notifications; move
@@ -62,6 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	etcd := etcdstore.AddFlags(fs, storeUsage)
 	_ = fs.BoolP("help", "h", false, "show this help")
 	_ = fs.BoolP("version", "v", false, "show the version")
+	only := fs.String("identity", "", "forget: only in this NSM identity (an --identity served by the daemon, or its own name)")
 	bootIDPath := fs.String("boot-id-path", "", "read the boot id from this file (tests)")
 	fs.MarkHidden("boot-id-path")
 	fl := daemon.Flags{Head: usageHead, Foot: usageFoot, MaxArgs: 2, ArgsName: "import DIR | forget HOST | move IDENTITY"}
@@ -83,21 +86,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case fs.NArg() != 2:
 		return daemon.UsageError(stderr, name, "import needs the nfs-utils state directory, as in 'statdctl import /var/lib/nfs'")
 	}
+	if *only != "" && fs.Arg(0) != "forget" {
+		return daemon.UsageError(stderr, name, "--identity is forget's (statdctl forget --identity NAME HOST)")
+	}
 	if !isRoot() {
 		return daemon.Failed(stderr, name, errors.New("needs root: rpc.statd's state directory and admin socket are open to root and the daemon's user only"))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if fs.Arg(0) == "forget" {
-		sum, err := statd.Forget(ctx, *dir, fs.Arg(1))
+		sum, err := statd.Forget(ctx, *dir, fs.Arg(1), *only)
 		if err != nil {
 			return daemon.Failed(stderr, name, err)
 		}
 		if *asJSON {
 			return writeJSON(stdout, stderr, sum)
 		}
-		fmt.Fprintf(stdout, "forgot %s: %d registrants called back (release), %d registrations and %d owed notifications dropped\n",
-			sum.Host, sum.Released, sum.Registrations, sum.Owed)
+		printForget(stdout, sum)
 		return daemon.ExitOK
 	}
 	if fs.NArg() == 2 {
@@ -124,6 +129,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	printText(stdout, st, time.Now())
 	return daemon.ExitOK
+}
+
+// printForget is statdctl forget's answer: the totals, then each
+// identity's share when the daemon has --identity identities.
+func printForget(w io.Writer, sum statd.ForgetSummary) {
+	fmt.Fprintf(w, "forgot %s: %d registrants called back (release), %d registrations and %d owed notifications dropped\n",
+		sum.Host, sum.Released, sum.Registrations, sum.Owed)
+	for _, p := range sum.Identities {
+		kind := "identity"
+		if p.Own {
+			kind = "own name"
+		}
+		fmt.Fprintf(w, "  %s %s: %d called back, %d registrations and %d owed notifications dropped\n",
+			kind, p.Identity, p.Released, p.Registrations, p.Owed)
+	}
 }
 
 func writeJSON(stdout, stderr io.Writer, v any) int {

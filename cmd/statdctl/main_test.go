@@ -102,7 +102,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"import"}, 2, "", "import needs the nfs-utils state directory"},
 		{[]string{"import", "a", "b"}, 2, "", `unexpected argument "b" after import DIR | forget HOST`},
 		{[]string{"forget"}, 2, "", "forget needs the host"},
-		{[]string{"--help"}, 0, "statdctl [-P dir] [--json] forget HOST", ""},
+		{[]string{"--identity", "nfs"}, 2, "", "--identity is forget's"},
+		{[]string{"--help"}, 0, "statdctl [-P dir] [--json] forget [--identity NAME] HOST", ""},
 		{[]string{"--timeout", "0s"}, 2, "", "--timeout 0s must be positive"},
 		{[]string{"status"}, 2, "", "commands: import, forget, identities, move"},
 		{[]string{"identities"}, 2, "", "identities needs --store etcd://"},
@@ -297,4 +298,18 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// TestPrintForget: statdctl forget's text names each identity's share
+// when the daemon serves --identity identities.
+func TestPrintForget(t *testing.T) {
+	var b strings.Builder
+	printForget(&b, statd.ForgetSummary{Host: "c1", Released: 2, Registrations: 2, Owed: 1, Identities: []statd.ForgetPart{
+		{Identity: "s1", Own: true}, {Identity: "nfs", Released: 2, Registrations: 2, Owed: 1}}})
+	for _, want := range []string{"forgot c1: 2 registrants called back (release), 2 registrations and 1 owed notifications dropped",
+		"own name s1: 0 called back", "identity nfs: 2 called back, 2 registrations and 1 owed notifications dropped"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("statdctl forget's text lacks %q:\n%s", want, b.String())
+		}
+	}
 }
