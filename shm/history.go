@@ -54,8 +54,8 @@ const (
 	sNode   = 8  // uint32: node + 1; 0 the slot is free
 	sCount  = 12 // uint32: full-resolution points held (≤ fine)
 	sNext   = 16 // uint32: index the next full-resolution point goes to
-	sFlags  = 20 // uint32: flagMarked
 	sMinute = 24 // int64: Unix minute of the newest one-minute point; 0 none
+	sFirst  = 32 // int64: Unix minute of the slot's first point: the ring holds nothing of this node before it
 
 	// Bounds a reader checks before trusting a header.
 	maxHistoryPoints = 1 << 20
@@ -67,13 +67,6 @@ const (
 	markDown   = 0xFFFF // the node was down: no figures
 	markNoData = 0xFFFE // nothing was recorded for that minute
 )
-
-// flagMarked: every one-minute point of the slot was marked without data
-// when the slot was taken, so its first closed minute need not mark the
-// day before it (which, for every node of a cluster that started
-// together, fell in the same second: at 16,384 nodes a stall of about a
-// second, and the socket overflowed at 100,000 nodes a second).
-const flagMarked = 1
 
 // HistoryOptions sizes the history file. The defaults keep 15 minutes at
 // one point a second and 24 hours at one point a minute in 31,744 bytes a
@@ -358,6 +351,7 @@ func (h *HistoryWriter) create(g historyGeometry) error {
 	if err != nil {
 		return err
 	}
+	populate(m[:g.slot(reserved)])
 	store32(m, yReserved, uint32(reserved))
 	tmp := f.Name()
 	fail := func(err error) error {
@@ -400,7 +394,6 @@ func (h *HistoryWriter) Append(node int, t time.Time, f Figures) error {
 			return err
 		}
 		h.slots[node] = k
-		h.markCoarse(k)
 	}
 	off := h.g.slot(k)
 	s := h.m[off : off+h.g.slotSize]
@@ -423,6 +416,14 @@ func (h *HistoryWriter) Append(node int, t time.Time, f Figures) error {
 	// Inside one seqlock window: only the bytes that change are written.
 	seq := load64(h.m, off+sSeq)
 	store64(h.m, off+sSeq, seq+1)
+	if !ok {
+		// The one-minute ring may hold another node's day (a freed
+		// slot is cleared, but a cleared entry reads as a minute at 0 %):
+		// readers look at the minutes from this one on only, so that no
+		// new node costs marking a day, which for every node of a
+		// cluster that started together fell in the same second.
+		h.patch(off+sFirst, 8, func(p []byte) { le.PutUint64(p, uint64(sec/60)) })
+	}
 	if closing >= 0 {
 		h.closeMinute(off, s, fine, count, next, closing)
 	}
@@ -551,11 +552,19 @@ func (h *HistoryWriter) waitGrowth() {
 }
 
 // populate faults in the pages of b for writing, so that the ingest path
-// does not take those faults.
+// does not take those faults; a chunk at a time, since the kernel holds
+// the process's memory map lock for each call, and an mmap elsewhere in
+// the process (the Go heap growing) would wait behind a long one, and
+// every page fault of the receive loop behind that.
 func populate(b []byte) {
-	if unix.Madvise(b, unix.MADV_POPULATE_WRITE) != nil {
-		for i := 0; i < len(b); i += 4096 { // kernels before 5.14
-			b[i] = 0
+	const chunk = 1 << 20
+	for len(b) > 0 {
+		c := b[:min(chunk, len(b))]
+		b = b[len(c):]
+		if unix.Madvise(c, unix.MADV_POPULATE_WRITE) != nil {
+			for i := 0; i < len(c); i += 4096 { // kernels before 5.14
+				c[i] = 0
+			}
 		}
 	}
 }
@@ -610,6 +619,7 @@ func (h *HistoryWriter) relayout(reserve int) error {
 	if err != nil {
 		return err
 	}
+	populate(m[:g.slot(reserve)])
 	encodeHistoryHeader(m[:historyHeaderSize], g)
 	store32(m, yReserved, uint32(reserve))
 	moved := make(map[int]int, len(h.slots))
@@ -656,19 +666,6 @@ func (h *HistoryWriter) patch(off, n int, edit func([]byte)) {
 	publish(h.m, lo, h.buf)
 }
 
-// markCoarse marks every one-minute point of slot k, which no node holds
-// yet (readers skip it), without data, and says so in its flags.
-func (h *HistoryWriter) markCoarse(k int) {
-	off := h.g.slot(k)
-	h.patch(off+slotHeaderSize+fineSize*h.g.fine, coarseSize*h.g.coarse, func(p []byte) {
-		for i := 0; i < len(p); i += coarseSize {
-			clear(p[i : i+coarseSize])
-			le.PutUint16(p[i:], markNoData)
-		}
-	})
-	h.patch(off+sFlags, 4, func(p []byte) { le.PutUint32(p, le.Uint32(p)|flagMarked) })
-}
-
 // closeMinute writes the one-minute point of minute (Unix minutes) from
 // the full-resolution points of that minute, and marks the minutes since
 // the previous one-minute point as without data.
@@ -688,12 +685,9 @@ func (h *HistoryWriter) closeMinute(off int, s, fine []byte, count, next int, mi
 	coarseOff := off + slotHeaderSize + fineSize*h.g.fine
 	entry := func(m int64) int { return coarseOff + int(m%int64(h.g.coarse))*coarseSize }
 	noData := func(p []byte) { clear(p); le.PutUint16(p, markNoData) }
-	first := minute - int64(h.g.coarse) + 1
-	switch {
-	case prev > 0:
-		first = max(prev+1, first)
-	case le.Uint32(s[sFlags:])&flagMarked != 0:
-		first = minute // marked when the slot was taken
+	first := minute // the first closed minute: readers skip those before the slot's first
+	if prev > 0 {
+		first = max(prev+1, minute-int64(h.g.coarse)+1)
 	}
 	for m := first; m < minute; m++ {
 		h.patch(entry(m), coarseSize, noData)
@@ -942,9 +936,10 @@ func (h *HistoryReader) decodeSlot(s []byte, since time.Time) (minutes, fine []P
 		return nil, nil, fmt.Errorf("%w: newest minute %d out of range", ErrCorrupt, newest)
 	}
 	coarse := s[slotHeaderSize+fineSize*h.g.fine:][:coarseSize*h.g.coarse]
+	first := le.Uint64(s[sFirst:]) // minutes before it are another node's, or none
 	for i := range int64(h.g.coarse) {
 		m := int64(newest) - int64(h.g.coarse) + 1 + i
-		if m < 0 || m*60 >= oldest {
+		if m < 0 || uint64(m) < first || m*60 >= oldest {
 			continue
 		}
 		e := coarse[int(m%int64(h.g.coarse))*coarseSize:][:coarseSize]
