@@ -122,6 +122,7 @@ type Server struct {
 	drops        [numReasons]atomic.Uint64
 	lastStats    counts // as of the last summary
 	lastOverflow uint64 // hook overflow as of the last summary
+	nodeLog      nodeLog
 
 	closeOnce sync.Once
 	closeErr  error
@@ -187,6 +188,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.ReadBuffer = ReadBufferFor(tc.MaxNodes)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, stop: make(chan struct{})}
+	s.nodeLog.log = cfg.Logger
 
 	tr := cfg.Transport
 	if tr == nil {
@@ -532,10 +534,10 @@ func (s *Server) handle(m *Message, now time.Time) bool {
 	}
 	s.appendHistory(u)
 	if u.Reboot {
-		s.log.Info("node rebooted", "node", u.Node, "addr", u.Addr.String())
+		s.nodeLog.note(u.Seen, noteRebooted, "node", u.Node, "addr", u.Addr.String())
 	}
 	if u.Moved {
-		s.log.Warn("node number now reported from another address", "node", u.Node, "addr", u.Addr.String())
+		s.nodeLog.note(u.Seen, noteMoved, "node", u.Node, "addr", u.Addr.String())
 	}
 	return true
 }
@@ -611,10 +613,18 @@ func (s *Server) appendHistory(u Update) {
 // dispatch hands the table's events to the log and to --on-event's
 // program, never waiting for it.
 func (s *Server) dispatch() {
-	for _, e := range s.table.Events() {
+	events := s.table.Events()
+	if len(events) == 0 {
+		return
+	}
+	now := s.now()
+	for _, e := range events {
 		s.events.Add(1)
-		if e.Kind == EventUp || e.Kind == EventDown {
-			s.log.Info("node "+e.Kind.String(), "node", e.Node, "addr", e.Addr.String())
+		switch e.Kind {
+		case EventUp:
+			s.nodeLog.note(now, noteUp, "node", e.Node, "addr", e.Addr.String())
+		case EventDown:
+			s.nodeLog.note(now, noteDown, "node", e.Node, "addr", e.Addr.String())
 		}
 		if err := s.evw.Append(e); err != nil {
 			s.log.Warn("cannot publish event", "node", e.Node, "event", e.Kind.String(), "err", err)
@@ -660,10 +670,11 @@ func (s *Server) tick(now time.Time) {
 				s.marks[n] = detailsMark{}
 			}
 			s.forgotten.Add(1)
-			s.log.Info("forgot silent node", "node", n)
+			s.nodeLog.note(now, noteForgotten, "node", n)
 		}
 	}
 	s.dispatch()
+	s.nodeLog.refill(now)
 	s.nodes.Store(int64(s.table.Nodes()))
 	s.senders.Store(int64(s.asm.Senders()))
 	if k, ok := s.tr.(interface{ KernelDrops() uint64 }); ok {
