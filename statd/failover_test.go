@@ -228,9 +228,15 @@ func TestFailoverKilledServer(t *testing.T) {
 		last = time.Since(killed)
 	}
 	for i, p := range nfsProcs {
-		if want := fmt.Sprintf("Received SM_NOTIFY from nfs, state: %d", states[i]); !strings.Contains(p.Output(), want) {
-			t.Errorf("%s's nfs-utils statd did not log %q:\n%s", clients[i].Name, want, p.Output())
-		}
+		// Logged before the callback, but read from its stderr pipe by
+		// another goroutine: allow it the time to get here.
+		want := fmt.Sprintf("Received SM_NOTIFY from nfs, state: %d", states[i])
+		netlab.WaitFor(t, 5*time.Second, clients[i].Name+"'s nfs-utils statd to log "+want, func() error {
+			if !strings.Contains(p.Output(), want) {
+				return fmt.Errorf("not in:\n%s", p.Output())
+			}
+			return nil
+		})
 	}
 	select {
 	case n := <-recorder:

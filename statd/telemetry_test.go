@@ -221,12 +221,16 @@ func (l *telLab) waitGraceEnded(within time.Duration) {
 		}
 		return nil
 	})
-	if !strings.Contains(l.ours.Output(), "lock manager grace period ended") {
-		l.t.Error("the end of grace is not logged")
-	}
-	if v := l.metrics().value("grace_ended"); v != 1 {
-		l.t.Errorf("grace_ended = %v after the grace file was written", v)
-	}
+	// The daemon counts and logs it just after writing the file.
+	netlab.WaitFor(l.t, 5*time.Second, "the end of grace logged and counted", func() error {
+		if !strings.Contains(l.ours.Output(), "lock manager grace period ended") {
+			return fmt.Errorf("not logged")
+		}
+		if v := l.metrics().value("grace_ended"); v != 1 {
+			return fmt.Errorf("grace_ended = %v after the grace file was written", v)
+		}
+		return nil
+	})
 }
 
 func (r *labRegistrant) none(t *testing.T, within time.Duration) {
@@ -553,9 +557,13 @@ func TestInteropRebootWithBlockedSMNotify(t *testing.T) {
 	case <-time.After(80 * time.Second):
 		t.Fatal("sm-notify not done after the firewall opened")
 	}
-	if want := fmt.Sprintf("state=%d", peer); !strings.Contains(l.ours.Output(), want) {
-		t.Errorf("our statd did not log b's SM_NOTIFY (%s)", want)
-	}
+	want := fmt.Sprintf("state=%d", peer)
+	netlab.WaitFor(t, 5*time.Second, "our statd to log b's SM_NOTIFY ("+want+")", func() error {
+		if !strings.Contains(l.ours.Output(), want) {
+			return fmt.Errorf("not logged")
+		}
+		return nil
+	})
 	l.reg.none(t, 3*time.Second)
 }
 
