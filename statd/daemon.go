@@ -111,9 +111,7 @@ func (d *daemon) registrations() ([]nsm.Registration, error) {
 	if _, ok := d.store.(*etcdStorage); !ok {
 		return d.store.Registrations()
 	}
-	d.proto.mu.Lock()
-	defer d.proto.mu.Unlock()
-	return d.proto.core.Registrations(), nil
+	return d.proto.registrations(), nil
 }
 
 // owed lists the host identity's debts, as registrations does.
@@ -121,12 +119,7 @@ func (d *daemon) owed() ([]nsm.Owed, error) {
 	if _, ok := d.store.(*etcdStorage); !ok {
 		return d.store.Owed()
 	}
-	pending := d.proto.pendingOwed()
-	out := make([]nsm.Owed, len(pending))
-	for i, o := range pending {
-		out[i] = o.Owed
-	}
-	return out, nil
+	return d.proto.owedNow(), nil
 }
 
 // storeName says where the state is kept, for the log.
@@ -397,9 +390,7 @@ func (d *daemon) status() (*Status, error) {
 		if p == nil {
 			continue // lost since list
 		}
-		p.mu.Lock()
-		regs := p.core.Registrations()
-		p.mu.Unlock()
+		regs := p.registrations()
 		is := IdentityStatus{Name: name, State: p.state.Load()}
 		is.Monitored, is.Owed = d.view(regs, p.pendingOwed(), p.tel)
 		st.Identities = append(st.Identities, is)

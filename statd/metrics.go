@@ -19,10 +19,13 @@ import (
 	"github.com/hoststat/hoststat/nsm"
 )
 
-// The /metrics endpoint (--metrics). Every series is per daemon, never per
-// host or per registrant: the label values are fixed sets (procedure,
-// refusal reason, caller class), so what a scrape returns does not grow
-// with the hosts monitored or with what callers send. Most values are read
+// The /metrics endpoint (--metrics). No series is per host or per
+// registrant: the label values are fixed sets (procedure, refusal reason,
+// caller class, and the NSM identity: the host's own name and the
+// --identity names, served now), so what a scrape returns does not grow
+// with the hosts monitored or with what callers send. What one identity's
+// core does is labelled with it; what the process does (refusals, the RPC
+// server, the bbolt store's commits, the host's grace) is not. Most values are read
 // at scrape time from the counters the daemon keeps anyway (the admin
 // status's), the store and the RPC server.
 
@@ -35,6 +38,7 @@ var refusalLabels = map[string]string{
 	reasonRateLimited: "rate_limited",
 	reasonProgram:     "program_not_allowed",
 	reasonGarbage:     "garbage_args",
+	reasonNotServed:   "identity_not_served",
 }
 
 // owedAgeBuckets are the upper bounds (seconds) of the owed-age histogram:
@@ -46,7 +50,7 @@ var owedAgeBuckets = []float64{60, 300, 900, 3600, 6 * 3600, 24 * 3600, 7 * 24 *
 type metrics struct {
 	commit prometheus.Histogram
 	// refusals maps refusalKey to *atomic.Uint64; its keys are procedure
-	// names and reason constants from handlers.go, so at most 7×7.
+	// names and reason constants from handlers.go, so at most 7×8.
 	refusals sync.Map
 	addr     string // where /metrics listens, once it does
 }
@@ -143,20 +147,20 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	descState         = desc("state", "The NSM state number this host announces (odd while up).")
-	descMonitored     = desc("monitored_hosts", "Hosts monitored: distinct mon_names with at least one registration.")
-	descRegistrations = desc("registrations", "SM_MON registrations held: (mon_name, my_id) pairs.")
-	descRegistrants   = desc("registrants", "Distinct registrants (my_name, prog, vers, proc) holding registrations.")
-	descOwedAge       = desc("owed_notification_age_seconds", "SM_NOTIFYs this host still owes, by how long each has been owed.")
-	descNotifySent    = desc("notifications_sent_total", "SM_NOTIFY attempts made (one per host per try) whose outcome was recorded.")
-	descNotifyAcked   = desc("notifications_acknowledged_total", "SM_NOTIFY attempts a host answered: the host is no longer owed one.")
-	descNotifyRetried = desc("notifications_retried_total", "SM_NOTIFY attempts that failed and are to be tried again.")
-	descNotifyGaveUp  = desc("notifications_given_up_total", "Hosts given up on: still not reached when the give-up time passed.")
-	descCalls         = desc("callbacks_total", "Calls made to registrants after a monitored host rebooted (SM_MON's my_prog/my_vers/my_proc).")
-	descCallFailures  = desc("callback_failures_total", "Calls to registrants that failed (they are retried).")
-	descCallGaveUp    = desc("callbacks_given_up_total", "Callbacks given up on after their retries.")
+	descState         = desc("state", "The NSM state number an identity announces (odd while up).", "identity")
+	descMonitored     = desc("monitored_hosts", "Hosts monitored: distinct mon_names with at least one registration.", "identity")
+	descRegistrations = desc("registrations", "SM_MON registrations held: (mon_name, my_id) pairs.", "identity")
+	descRegistrants   = desc("registrants", "Distinct registrants (my_name, prog, vers, proc) holding registrations.", "identity")
+	descOwedAge       = desc("owed_notification_age_seconds", "SM_NOTIFYs an identity still owes, by how long each has been owed.", "identity")
+	descNotifySent    = desc("notifications_sent_total", "SM_NOTIFY attempts made (one per host per try) whose outcome was recorded.", "identity")
+	descNotifyAcked   = desc("notifications_acknowledged_total", "SM_NOTIFY attempts a host answered: the host is no longer owed one.", "identity")
+	descNotifyRetried = desc("notifications_retried_total", "SM_NOTIFY attempts that failed and are to be tried again.", "identity")
+	descNotifyGaveUp  = desc("notifications_given_up_total", "Hosts given up on: still not reached when the give-up time passed.", "identity")
+	descCalls         = desc("callbacks_total", "Calls made to registrants after a monitored host rebooted (SM_MON's my_prog/my_vers/my_proc).", "identity")
+	descCallFailures  = desc("callback_failures_total", "Calls to registrants that failed (they are retried).", "identity")
+	descCallGaveUp    = desc("callbacks_given_up_total", "Callbacks given up on after their retries.", "identity")
 	descRefusals      = desc("refusals_total", "Calls refused, by procedure and reason.", "proc", "reason")
-	descStoreErrors   = desc("store_errors_total", "Store writes that failed (each also logged).")
+	descStoreErrors   = desc("store_errors_total", "Store writes that failed (each also logged).", "identity")
 	descHADropped     = desc("ha_callouts_dropped_total", "HA callouts (-H) not run because the queue was full.")
 	descRPCCalls      = desc("rpc_calls_total", "Well-formed RPC calls answered or dropped.")
 	descRPCMalformed  = desc("rpc_malformed_total", "Messages that were not an RPC call, dropped.")
@@ -185,75 +189,49 @@ func (c *statdCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
-	d := c.d
-	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(desc *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge(descState, float64(d.proto.state.Load()))
+// sink sends const metrics to a scrape.
+type sink chan<- prometheus.Metric
 
-	known := map[string]struct{}{} // monitored and owed hosts, for liveness
-	if regs, err := d.registrations(); err != nil {
-		ch <- prometheus.NewInvalidMetric(descRegistrations, err)
-	} else {
-		hosts, registrants := map[string]struct{}{}, map[nsm.MyID]struct{}{}
-		for _, r := range regs {
-			hosts[r.MonName] = struct{}{}
-			registrants[r.MyID] = struct{}{}
-			known[nsm.CanonicalName(r.MonName)] = struct{}{}
+func (ch sink) gauge(desc *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
+}
+
+func (ch sink) counter(desc *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), labels...)
+}
+
+func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
+	d, out := c.d, sink(ch)
+	regs, regErr := d.registrations()
+	owed, owedErr := d.owed()
+	out.identity(d.cfg.Name, d.proto, regs, regErr, owed, owedErr)
+	// Each --identity served now, under its canonical name; one lost is
+	// no longer listed, so its series go with it (counters included).
+	for _, name := range d.ids.list() {
+		p, _ := d.ids.route(name)
+		if p == nil {
+			continue // lost since list
 		}
-		gauge(descMonitored, float64(len(hosts)))
-		gauge(descRegistrations, float64(len(regs)))
-		gauge(descRegistrants, float64(len(registrants)))
-	}
-	if owed, err := d.owed(); err != nil {
-		ch <- prometheus.NewInvalidMetric(descOwedAge, err)
-	} else {
-		ch <- owedAgeHistogram(owed, time.Now())
-		for _, o := range owed {
-			known[nsm.CanonicalName(o.Host)] = struct{}{}
-		}
-	}
-	if d.tel != nil {
-		livenessGauges(gauge, d.cfg.Name, d.tel, known)
-		for _, name := range d.ids.list() {
-			p, _ := d.ids.route(name)
-			if p == nil || p.tel == nil {
-				continue // lost since list
-			}
-			livenessGauges(gauge, name, p.tel, identityHosts(p))
-		}
+		out.identity(name, p, p.registrations(), nil, p.owedNow(), nil)
 	}
 	var ended float64
 	if d.proto.owed.graceEnded.Load() {
 		ended = 1
 	}
-	gauge(descGraceEnded, ended)
+	out.gauge(descGraceEnded, ended)
 
-	n := &d.proto.owed.counts
-	counter(descNotifySent, n.sent.Load())
-	counter(descNotifyAcked, n.acknowledged.Load())
-	counter(descNotifyRetried, n.retried.Load())
-	counter(descNotifyGaveUp, n.gaveUp.Load())
-	counter(descCalls, d.proto.calls.Load())
-	counter(descCallFailures, d.proto.callErrors.Load())
-	counter(descCallGaveUp, d.proto.failed.Load())
 	d.metrics.refusals.Range(func(k, v any) bool {
 		key := k.(refusalKey)
-		counter(descRefusals, v.(*atomic.Uint64).Load(), key.proc, refusalLabels[key.reason])
+		out.counter(descRefusals, v.(*atomic.Uint64).Load(), key.proc, refusalLabels[key.reason])
 		return true
 	})
-	counter(descStoreErrors, d.proto.storeErrors.Load())
-	counter(descHADropped, d.ha.droppedTotal())
+	out.counter(descHADropped, d.ha.droppedTotal())
 
 	st := d.srv.Stats()
-	counter(descRPCCalls, st.Calls)
-	counter(descRPCMalformed, st.Malformed)
-	counter(descRPCOversize, st.Oversize)
-	counter(descRPCDropped, st.Dropped)
+	out.counter(descRPCCalls, st.Calls)
+	out.counter(descRPCMalformed, st.Malformed)
+	out.counter(descRPCOversize, st.Oversize)
+	out.counter(descRPCDropped, st.Dropped)
 	for class, p := range map[string]struct {
 		open, inFlight              int64
 		refused, idle, record, shed uint64
@@ -261,46 +239,73 @@ func (c *statdCollector) Collect(ch chan<- prometheus.Metric) {
 		"local":  {st.Local.ConnsOpen, st.Local.InFlight, st.Local.ConnsRefused, st.Local.IdleTimeouts, st.Local.RecordTimeouts, st.Local.CallsShed},
 		"remote": {st.Remote.ConnsOpen, st.Remote.InFlight, st.Remote.ConnsRefused, st.Remote.IdleTimeouts, st.Remote.RecordTimeouts, st.Remote.CallsShed},
 	} {
-		gauge(descConns, float64(p.open), class)
-		gauge(descInFlight, float64(p.inFlight), class)
-		counter(descConnsRefused, p.refused, class)
-		counter(descIdle, p.idle, class)
-		counter(descRecordTimeout, p.record, class)
-		counter(descShed, p.shed, class)
+		out.gauge(descConns, float64(p.open), class)
+		out.gauge(descInFlight, float64(p.inFlight), class)
+		out.counter(descConnsRefused, p.refused, class)
+		out.counter(descIdle, p.idle, class)
+		out.counter(descRecordTimeout, p.record, class)
+		out.counter(descShed, p.shed, class)
 	}
 }
 
-// livenessGauges counts one identity's monitored and owed hosts (known,
+// identity sends one NSM identity's series, labelled with its name (the
+// host's own, or an --identity served here: a set fixed by the command
+// line): its state, registrations and debts (regs and owed, or the
+// errors reading them), its notification and callback counters, and its
+// hosts' liveness when it follows telemetry.
+func (ch sink) identity(name string, p *protocol, regs []nsm.Registration, regErr error, owed []nsm.Owed, owedErr error) {
+	ch.gauge(descState, float64(p.state.Load()), name)
+	known := map[string]struct{}{} // monitored and owed hosts, for liveness
+	if regErr != nil {
+		ch <- prometheus.NewInvalidMetric(descRegistrations, regErr)
+	} else {
+		hosts, registrants := map[string]struct{}{}, map[nsm.MyID]struct{}{}
+		for _, r := range regs {
+			hosts[r.MonName] = struct{}{}
+			registrants[r.MyID] = struct{}{}
+			known[nsm.CanonicalName(r.MonName)] = struct{}{}
+		}
+		ch.gauge(descMonitored, float64(len(hosts)), name)
+		ch.gauge(descRegistrations, float64(len(regs)), name)
+		ch.gauge(descRegistrants, float64(len(registrants)), name)
+	}
+	if owedErr != nil {
+		ch <- prometheus.NewInvalidMetric(descOwedAge, owedErr)
+	} else {
+		ch <- owedAgeHistogram(owed, time.Now(), name)
+		for _, o := range owed {
+			known[nsm.CanonicalName(o.Host)] = struct{}{}
+		}
+	}
+	if p.tel != nil {
+		ch.liveness(name, p.tel, known)
+	}
+	n := &p.owed.counts
+	ch.counter(descNotifySent, n.sent.Load(), name)
+	ch.counter(descNotifyAcked, n.acknowledged.Load(), name)
+	ch.counter(descNotifyRetried, n.retried.Load(), name)
+	ch.counter(descNotifyGaveUp, n.gaveUp.Load(), name)
+	ch.counter(descCalls, p.calls.Load(), name)
+	ch.counter(descCallFailures, p.callErrors.Load(), name)
+	ch.counter(descCallGaveUp, p.failed.Load(), name)
+	ch.counter(descStoreErrors, p.storeErrors.Load(), name)
+}
+
+// liveness counts one identity's monitored and owed hosts (known,
 // canonical names) by what its telemetry says of them: one series per
-// state, labelled with the identity (the host's own name, or an
-// --identity served here: a set fixed by the command line).
-func livenessGauges(gauge func(*prometheus.Desc, float64, ...string), identity string, tel *telemetry, known map[string]struct{}) {
+// state.
+func (ch sink) liveness(identity string, tel *telemetry, known map[string]struct{}) {
 	states := map[string]int{"up": 0, "silent": 0, "gone": 0, "unknown": 0}
 	for name := range known {
 		states[tel.liveness(name).State]++
 	}
 	for state, n := range states {
-		gauge(descLiveness, float64(n), identity, state)
+		ch.gauge(descLiveness, float64(n), identity, state)
 	}
-}
-
-// identityHosts are the canonical names an --identity's core monitors or
-// owes a notification.
-func identityHosts(p *protocol) map[string]struct{} {
-	known := map[string]struct{}{}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, h := range p.core.Hosts() {
-		known[h.Name] = struct{}{}
-	}
-	for _, o := range p.core.Pending() {
-		known[nsm.CanonicalName(o.Host)] = struct{}{}
-	}
-	return known
 }
 
 // owedAgeHistogram sorts the debts by how long each has been owed.
-func owedAgeHistogram(owed []nsm.Owed, now time.Time) prometheus.Metric {
+func owedAgeHistogram(owed []nsm.Owed, now time.Time, identity string) prometheus.Metric {
 	buckets := make(map[float64]uint64, len(owedAgeBuckets))
 	for _, b := range owedAgeBuckets {
 		buckets[b] = 0 // every bound shown, also when nothing is owed
@@ -315,5 +320,5 @@ func owedAgeHistogram(owed []nsm.Owed, now time.Time) prometheus.Metric {
 			}
 		}
 	}
-	return prometheus.MustNewConstHistogram(descOwedAge, uint64(len(owed)), sum, buckets)
+	return prometheus.MustNewConstHistogram(descOwedAge, uint64(len(owed)), sum, buckets, identity)
 }

@@ -72,12 +72,12 @@ func scrapeMetricsWith(t *testing.T, c *http.Client, url string) scrape {
 	return scrape{fams, body}
 }
 
-// value is the gauge or counter of family name (hoststat_statd_ added)
-// whose labels are exactly labels (k, v pairs); -1 when there is none.
-func (s scrape) value(name string, labels ...string) float64 {
+// metric is the series of family name (hoststat_statd_ added) whose
+// labels are exactly labels (k, v pairs); nil when there is none.
+func (s scrape) metric(name string, labels ...string) *dto.Metric {
 	f := s.fams["hoststat_statd_"+name]
 	if f == nil {
-		return -1
+		return nil
 	}
 next:
 	for _, m := range f.Metric {
@@ -89,22 +89,41 @@ next:
 				continue next
 			}
 		}
-		switch {
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		}
+		return m
+	}
+	return nil
+}
+
+// value is the gauge or counter metric finds; -1 when there is none.
+func (s scrape) value(name string, labels ...string) float64 {
+	m := s.metric(name, labels...)
+	switch {
+	case m == nil:
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Counter != nil:
+		return m.Counter.GetValue()
 	}
 	return -1
 }
 
-func (s scrape) histogram(name string) *dto.Histogram {
-	f := s.fams["hoststat_statd_"+name]
-	if f == nil || len(f.Metric) != 1 || f.Metric[0].Histogram == nil {
-		return nil
+func (s scrape) histogram(name string, labels ...string) *dto.Histogram {
+	return s.metric(name, labels...).GetHistogram()
+}
+
+// identities are the identity label values of the families of s.
+func (s scrape) identities() map[string]bool {
+	out := map[string]bool{}
+	for _, f := range s.fams {
+		for _, m := range f.Metric {
+			for _, l := range m.Label {
+				if l.GetName() == "identity" {
+					out[l.GetValue()] = true
+				}
+			}
+		}
 	}
-	return f.Metric[0].Histogram
+	return out
 }
 
 // waitMetric polls /metrics until cond holds, and returns that scrape.
@@ -136,6 +155,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal("status shows no metrics address")
 	}
 	url := "http://" + st.Metrics + "/metrics"
+	me := []string{"identity", st.Name} // the per-identity series' label: the host's own name
 	ctx := ctxT(t, 60*time.Second)
 	regA := newRegistrant(t, td.rpcb, 200100)
 	regB := newRegistrant(t, td.rpcb, 200200)
@@ -185,7 +205,7 @@ func TestMetrics(t *testing.T) {
 	}
 
 	s := waitMetric(t, url, "the callbacks counted", func(s scrape) error {
-		made, failed := s.value("callbacks_total"), s.value("callback_failures_total")
+		made, failed := s.value("callbacks_total", me...), s.value("callback_failures_total", me...)
 		if made-failed != 2 || failed < 1 {
 			return fmt.Errorf("callbacks made %v, failed %v: want 2 delivered and the unreachable one failed", made, failed)
 		}
@@ -196,18 +216,18 @@ func TestMetrics(t *testing.T) {
 		labels []string
 		want   float64
 	}{
-		{"state", nil, float64(st.State)},
-		{"monitored_hosts", nil, 3},
-		{"registrations", nil, 4},
-		{"registrants", nil, 3},
+		{"state", me, float64(st.State)},
+		{"monitored_hosts", me, 3},
+		{"registrations", me, 4},
+		{"registrants", me, 3},
 		{"refusals_total", []string{"proc", "SM_MON", "reason", "bad_mon_name"}, 2},
 		{"refusals_total", []string{"proc", "SM_SIMU_CRASH", "reason", "unprivileged_port"}, 1},
 		{"refusals_total", []string{"proc", "SM_MON", "reason", "remote"}, -1}, // never happened: no series
 		{"rpc_connections", []string{"class", "local"}, 1},
 		{"rpc_connections", []string{"class", "remote"}, 0},
 		{"rpc_malformed_total", nil, 0},
-		{"store_errors_total", nil, 0},
-		{"notifications_sent_total", nil, 0},
+		{"store_errors_total", me, 0},
+		{"notifications_sent_total", me, 0},
 	} {
 		if got := s.value(w.name, w.labels...); got != w.want {
 			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.want)
@@ -220,7 +240,7 @@ func TestMetrics(t *testing.T) {
 	if h := s.histogram("store_commit_seconds"); h == nil || h.GetSampleCount() < 6 || h.GetSampleSum() <= 0 {
 		t.Errorf("store_commit_seconds %v, want at least 6 commits", h)
 	}
-	if h := s.histogram("owed_notification_age_seconds"); h == nil || h.GetSampleCount() != 0 {
+	if h := s.histogram("owed_notification_age_seconds", me...); h == nil || h.GetSampleCount() != 0 {
 		t.Errorf("owed before the crash: %v", h)
 	}
 	tc.Close()
@@ -255,31 +275,31 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = waitMetric(t, url, "two hosts notified", func(s scrape) error {
-		if v := s.value("notifications_acknowledged_total"); v != 2 {
+		if v := s.value("notifications_acknowledged_total", me...); v != 2 {
 			return fmt.Errorf("acknowledged %v", v)
 		}
 		return nil
 	})
-	if got := s.value("state"); got != float64(st.State+2) {
+	if got := s.value("state", me...); got != float64(st.State+2) {
 		t.Errorf("state %v after SM_SIMU_CRASH, want %d", got, st.State+2)
 	}
-	h := s.histogram("owed_notification_age_seconds")
+	h := s.histogram("owed_notification_age_seconds", me...)
 	if h == nil || h.GetSampleCount() != 1 || h.GetSampleSum() <= 0 || h.Bucket[0].GetUpperBound() != 60 || h.Bucket[0].GetCumulativeCount() != 1 {
 		t.Errorf("owed after the crash: %v, want nowhere.invalid owed for under a minute", h)
 	}
 	s = waitMetric(t, url, "nowhere.invalid given up", func(s scrape) error {
-		if v := s.value("notifications_given_up_total"); v != 1 {
+		if v := s.value("notifications_given_up_total", me...); v != 1 {
 			return fmt.Errorf("given up %v", v)
 		}
 		return nil
 	})
-	sent, acked, retried, gaveUp := s.value("notifications_sent_total"), s.value("notifications_acknowledged_total"),
-		s.value("notifications_retried_total"), s.value("notifications_given_up_total")
+	sent, acked, retried, gaveUp := s.value("notifications_sent_total", me...), s.value("notifications_acknowledged_total", me...),
+		s.value("notifications_retried_total", me...), s.value("notifications_given_up_total", me...)
 	if retried < 1 || sent != acked+retried+gaveUp {
 		t.Errorf("notifications sent %v = acknowledged %v + retried %v + given up %v?", sent, acked, retried, gaveUp)
 	}
-	if h := s.histogram("owed_notification_age_seconds"); h == nil || h.GetSampleCount() != 0 ||
-		!strings.Contains(s.text, `hoststat_statd_owed_notification_age_seconds_bucket{le="604800"} 0`) {
+	if h := s.histogram("owed_notification_age_seconds", me...); h == nil || h.GetSampleCount() != 0 ||
+		!strings.Contains(s.text, `hoststat_statd_owed_notification_age_seconds_bucket{identity="`+st.Name+`",le="604800"} 0`) {
 		t.Errorf("owed after giving up: %v, want every bucket at 0", h)
 	}
 	viewtest.Promtool(t, s.text)

@@ -197,3 +197,21 @@ func (p *protocol) pendingOwed() []nsm.OwedInfo {
 	defer p.mu.Unlock()
 	return p.core.Pending()
 }
+
+// owedNow lists the core's debts (what its store acknowledged).
+func (p *protocol) owedNow() []nsm.Owed {
+	pending := p.pendingOwed()
+	out := make([]nsm.Owed, len(pending))
+	for i, o := range pending {
+		out[i] = o.Owed
+	}
+	return out
+}
+
+// registrations lists the core's registrations (what its store
+// acknowledged).
+func (p *protocol) registrations() []nsm.Registration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.core.Registrations()
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/hoststat/hoststat/oncrpc"
 	"github.com/hoststat/hoststat/oncrpc/rpcbind"
 	"github.com/hoststat/hoststat/shm"
+	"github.com/hoststat/hoststat/view/viewtest"
 )
 
 const (
@@ -702,8 +703,31 @@ func TestFailoverIdentityTelemetry(t *testing.T) {
 		})
 		return live
 	}
+	scrapeOf := func(s *failoverServer) scrape {
+		return scrapeMetricsWith(t, s.h.HTTPClient(), "http://"+labMetrics+"/metrics")
+	}
 	metric := func(s *failoverServer, ident, state string) float64 {
-		return scrapeMetricsWith(t, s.h.HTTPClient(), "http://"+labMetrics+"/metrics").value("hosts_by_liveness", "identity", ident, "state", state)
+		return scrapeOf(s).value("hosts_by_liveness", "identity", ident, "state", state)
+	}
+	// identityFigures checks the per-identity series of ident in m: its
+	// state, and c monitored by one registrant, owed when owed.
+	identityFigures := func(who string, m scrape, ident string, state int32, owed uint64) {
+		t.Helper()
+		id := []string{"identity", ident}
+		for _, w := range []struct {
+			name string
+			want float64
+		}{{"state", float64(state)}, {"monitored_hosts", 1}, {"registrations", 1}, {"registrants", 1}} {
+			if got := m.value(w.name, id...); got != w.want {
+				t.Errorf("%s's %s{identity=%s} = %v, want %v", who, w.name, ident, got, w.want)
+			}
+		}
+		if h := m.histogram("owed_notification_age_seconds", id...); h.GetSampleCount() != owed {
+			t.Errorf("%s's owed_notification_age_seconds{identity=%s}: %v, want %d owed", who, ident, h, owed)
+		}
+		if m.value("notifications_sent_total", id...) < 0 || m.value("callbacks_total", id...) < 0 {
+			t.Errorf("%s exports no notification or callback counters for %s", who, ident)
+		}
 	}
 	if live := nfsShows(s1, "up", false); live.BootID != bootA {
 		t.Errorf("s1: liveness of %s under nfs %+v, want boot %s", client, live, bootA)
@@ -711,6 +735,16 @@ func TestFailoverIdentityTelemetry(t *testing.T) {
 	if up, own := metric(s1, "nfs", "up"), metric(s1, "s1", "up"); up != 1 || own != 1 {
 		t.Errorf("s1's hosts_by_liveness: nfs up %v, s1 up %v; want 1 each", up, own)
 	}
+	// s1's metrics show nfs (its odd state after the takeover) and its
+	// own name, each monitoring c.
+	nfsBefore := f.identities()["nfs"].State
+	if nfsBefore%2 != 1 {
+		t.Errorf("nfs's state %d in etcd on s1, want odd", nfsBefore)
+	}
+	m := scrapeOf(s1)
+	identityFigures("s1", m, "nfs", nfsBefore, 0)
+	identityFigures("s1", m, "s1", status(s1).State, 0)
+	viewtest.Promtool(t, m.text)
 	s1.reg.none(t, 2*telemetryPeriod) // a first sighting is no reboot
 
 	// c reboots without SM_NOTIFY: s1's registrant is called back once
@@ -737,6 +771,28 @@ func TestFailoverIdentityTelemetry(t *testing.T) {
 		t.Errorf("s2's hosts_by_liveness{identity=nfs,state=silent} = %v, want 1", v)
 	}
 	state := f.identities()["nfs"].State
+	// nfs's series moved with it: s2 shows its new state and the
+	// takeover's debt to c; s1 exports nothing of nfs any more.
+	if state == nfsBefore || state%2 != 1 {
+		t.Errorf("nfs's state %d after the move (%d before), want a new odd one", state, nfsBefore)
+	}
+	m = scrapeOf(s2)
+	identityFigures("s2", m, "nfs", state, 1)
+	viewtest.Promtool(t, m.text)
+	netlab.WaitFor(t, 10*time.Second, "s1 no longer exporting nfs", func() error {
+		if ids := scrapeOf(s1).identities(); ids["nfs"] || !ids["s1"] {
+			return fmt.Errorf("s1 exports identities %v, want s1 only", ids)
+		}
+		return nil
+	})
+	// An SM_MON for nfs on s1 now is refused, counted under its reason.
+	mon := nsm.Mon{ID: nsm.MonID{MonName: client, MyID: s1.reg.myID("nfs")}, Priv: priv(9)}
+	if r, err := callMon(ctx, statdClient(t, s1.h), mon); err != nil || r.Res != nsm.StatFail {
+		t.Errorf("SM_MON my_name nfs on s1 after the move: %+v %v, want stat_fail", r, err)
+	}
+	if v := scrapeOf(s1).value("refusals_total", "proc", "SM_MON", "reason", "identity_not_served"); v != 1 {
+		t.Errorf("s1's refusals_total{proc=SM_MON,reason=identity_not_served} = %v, want 1", v)
+	}
 
 	// c comes back in a new boot: notified at once, not at the retry a
 	// minute away; the reboot is s2's to call back, not s1's.

@@ -37,7 +37,7 @@ func TestMetricsFlag(t *testing.T) {
 			t.Logf("rpc.statd output:\n%s", out.String())
 		}
 	}()
-	state := regexp.MustCompile(`(?m)^hoststat_statd_state 1$`)
+	state := regexp.MustCompile(`(?m)^hoststat_statd_state\{identity="me.example.com"\} 1$`)
 	netlab.WaitFor(t, 10*time.Second, "/metrics served with state 1", func() error {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
