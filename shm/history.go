@@ -450,13 +450,10 @@ func (h *HistoryWriter) take() (int, error) {
 		return k, nil
 	}
 	if h.used == h.reserved {
-		switch {
-		case h.reserved >= h.g.capacity:
+		if h.reserved >= h.g.capacity {
 			return 0, ErrHistoryFull // no formatting: recvstats meets this for every packet of such a node
-		case h.growing == nil && h.growErr != nil && h.now.Before(h.growAt.Add(time.Minute)):
-			return 0, h.growErr
 		}
-		h.grow()
+		h.grow() // does nothing within a minute of a failed reservation
 		switch {
 		case h.used < h.reserved: // reserved on the spot
 		case h.growing == nil:

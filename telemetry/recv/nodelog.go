@@ -60,6 +60,9 @@ func (l *nodeLog) refill(now time.Time) {
 	}
 	l.until = now.Add(time.Second)
 	l.left = nodeLogBurst
+	if l.over == ([nodeNotes]uint64{}) {
+		return // the usual second: nothing over the budget
+	}
 	var total uint64
 	args := make([]any, 0, 2*nodeNotes+2)
 	for k, n := range l.over {
@@ -67,9 +70,6 @@ func (l *nodeLog) refill(now time.Time) {
 			args = append(args, nodeNoteKey[k], n)
 			total += n
 		}
-	}
-	if total == 0 {
-		return
 	}
 	level := slog.LevelInfo
 	if l.over[noteMoved] > 0 {
